@@ -1,0 +1,135 @@
+# lem: the Lua Event Machine.
+#   make                 build build/lua5.1/lem (and the ./lem link)
+#   make LUA=luajit      the same against LuaJIT 2.1
+#   make test            run the test suite (make test LUA=luajit for the LuaJIT build)
+#   make test-asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-valgrind   a few scripts under valgrind, failing on any leak or error
+#   make run             build and run the example (examples/hello.lua)
+#   make deps            install the Debian packages this needs
+#   make install         PREFIX=/usr/local DESTDIR= : bin/lem, include/lem.h, lem.pc, man page
+#   make V=1             show the commands
+
+LUA     ?= lua5.1
+SAN     ?=
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+
+ifneq ($(filter $(LUA),lua5.1 luajit),$(LUA))
+$(error LUA must be lua5.1 or luajit, not '$(LUA)')
+endif
+
+BUILD   := build/$(LUA)$(if $(SAN),-$(SAN))
+LEM     := $(BUILD)/lem
+
+LUA_CFLAGS := $(shell pkg-config --cflags $(LUA) 2>/dev/null)
+LUA_LIBS   := $(shell pkg-config --libs $(LUA) 2>/dev/null)
+ifeq ($(LUA),luajit)
+LUA_CFLAGS += -DLEM_LUAJIT
+endif
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
+CPPFLAGS += -Iinclude $(LUA_CFLAGS)
+LDFLAGS  += -Wl,-E
+LDLIBS   += $(LUA_LIBS) -lev -lpthread -lm -ldl
+
+ifeq ($(SAN),asan)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(SAN),tsan)
+SANFLAGS := -fsanitize=thread -fno-omit-frame-pointer
+endif
+CFLAGS  += $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+
+SRCS := $(wildcard src/runtime/*.c src/loop/*.c src/modules/*/*.c)
+OBJS := $(SRCS:%.c=$(BUILD)/%.o)
+DEPS := $(OBJS:.o=.d)
+EXAMPLE_MOD := $(BUILD)/modules/delay.so
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+.PHONY: all run test test-asan test-luajit test-valgrind deps install uninstall clean check-deps
+
+all: $(LEM) lem
+
+lem: $(LEM)
+	$(Q)ln -sfn $(LEM) lem
+
+$(LEM): $(OBJS)
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+$(BUILD)/%.o: %.c | check-deps
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The example C module of docs/c-api.md; the tests require it.
+$(EXAMPLE_MOD): examples/c/delay.c include/lem.h
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
+
+-include $(DEPS)
+
+check-deps:
+	@pkg-config --exists $(LUA) || { echo "lem: pkg-config cannot find '$(LUA)': run 'make deps'" >&2; exit 1; }
+	@test -f /usr/include/ev.h || { echo "lem: libev headers are missing: run 'make deps'" >&2; exit 1; }
+
+run: all
+	$(LEM) examples/hello.lua
+
+# Lua test files print TAP; prove runs each under the built lem.
+TESTS ?= $(sort $(wildcard tests/*.lua))
+test: $(LEM) $(EXAMPLE_MOD)
+	LEM=$(CURDIR)/$(LEM) LEM_MODULES=$(CURDIR)/$(BUILD)/modules \
+	  prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
+
+test-asan:
+	$(MAKE) test SAN=asan OPT=-O1
+
+test-luajit:
+	$(MAKE) test LUA=luajit
+
+VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua
+test-valgrind: $(LEM) $(EXAMPLE_MOD)
+	@for t in $(VALGRIND_SCRIPTS); do \
+	  echo "valgrind $$t"; \
+	  LEM=$(CURDIR)/$(LEM) LEM_MODULES=$(CURDIR)/$(BUILD)/modules \
+	  valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	    --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 \
+	    $(LEM) $$t > /dev/null || { echo "valgrind found errors or leaks in $$t"; exit 1; }; \
+	done; echo "valgrind: no errors, no leaks"
+
+# Debian packages: build, test, LuaJIT build, checks.
+DEB_PKGS := build-essential pkg-config liblua5.1-0-dev lua5.1 libev-dev \
+            libluajit2-5.1-dev luajit2 perl valgrind lua-lpeg
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "deps: installing" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "deps: run as root:  apt-get install -y" $$missing; exit 1; fi
+
+install: $(LEM)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 755 $(LEM) $(DESTDIR)$(PREFIX)/bin/lem
+	install -m 644 include/lem.h $(DESTDIR)$(PREFIX)/include/lem.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/^#define LEM_VERSION "\(.*\)"/\1/p' include/lem.h)|g' \
+	  -e 's|@LUA@|$(LUA)|g' lem.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc
+	install -m 644 docs/lem.1 $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/lem $(DESTDIR)$(PREFIX)/include/lem.h \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
+
+clean:
+	rm -rf build lem

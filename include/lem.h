@@ -1,0 +1,57 @@
+/* lem.h: the C API for modules of the Lua Event Machine. */
+#ifndef LEM_H
+#define LEM_H
+
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <ev.h>
+
+#if !EV_MULTIPLICITY
+#error "lem needs libev built with EV_MULTIPLICITY (one ev_loop per lem loop)"
+#endif
+
+#define LEM_VERSION "0.1.0"
+
+/* One event loop: its ev_loop, its lua_State and every coroutine of that state. Each loop
+ * runs in one thread; none of these functions may be called from another thread. */
+typedef struct lem_loop lem_loop;
+
+/* What lem_wake needs to resume a suspended coroutine; filled by lem_suspend. */
+typedef struct lem_waiter {
+	lua_State *co;    /* the coroutine to resume (push the resume values on its stack) */
+	uintptr_t token;  /* identifies this suspension: a stale or second wake is ignored */
+} lem_waiter;
+
+/* The loop that owns T (any coroutine of that loop's lua_State). */
+lem_loop *lem_loop_of(lua_State *T);
+/* That loop's libev loop, for watchers: ev_io_start(lem_ev(loop), &w). */
+struct ev_loop *lem_ev(lem_loop *loop);
+
+/* A new (or recycled) coroutine with an empty stack, anchored until lem_forget.
+ * Push a function and its arguments, then lem_queue it. */
+lua_State *lem_newthread(lem_loop *loop);
+/* Drops the anchor of lem_newthread or lem_hold. */
+void lem_forget(lem_loop *loop, lua_State *T);
+/* Anchors T until lem_forget. */
+void lem_hold(lem_loop *loop, lua_State *T);
+/* Schedules a coroutine that has not started: a function and nargs arguments on its stack. */
+void lem_queue(lem_loop *loop, lua_State *T, int nargs);
+
+/* Suspends the coroutine running the lua_CFunction that calls it:
+ *     lem_waiter w; ...; return lem_suspend(T, &w);
+ * w is filled before anything else; register w, then return. The caller resumes when
+ * lem_wake(loop, &w, n) runs, and its lua_CFunction returns those n values.
+ * Raises a Lua error where T cannot suspend (inside coroutine.resume, or across a
+ * metamethod or C-call boundary in PUC Lua 5.1); a waiter filled then is never woken. */
+int lem_suspend(lua_State *T, lem_waiter *w);
+/* Schedules the suspended coroutine w->co to resume with the nargs values on top of its
+ * stack. Returns 1, or 0 (and pops them) when w is stale: woken already, or never
+ * suspended because lem_suspend raised. */
+int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs);
+
+/* Stops the loop: pending coroutines never run; lua_close runs the finalizers; the process
+ * exits with status. The first call wins. */
+void lem_exit(lem_loop *loop, int status);
+
+#endif

@@ -1,0 +1,158 @@
+/* loop.c: a loop's life: creating its ev_loop and lua_State, running, reporting, closing. */
+#include <stdlib.h>
+#include <stdio.h>
+#include <lualib.h>
+#include "loop.h"
+
+/* Registry key of the light userdata that points to the loop (its address is unique). */
+static const char loop_key = 'L';
+
+lem_loop *lem_loop_of(lua_State *T)
+{
+	lem_loop *loop;
+
+	lua_pushlightuserdata(T, (void *)&loop_key);
+	lua_rawget(T, LUA_REGISTRYINDEX);
+	loop = lua_touserdata(T, -1);
+	lua_pop(T, 1);
+	return loop;
+}
+
+struct ev_loop *lem_ev(lem_loop *loop)
+{
+	return loop->ev;
+}
+
+static int panic(lua_State *L)
+{
+	fprintf(stderr, "lem: unprotected error in the Lua API (%s)\n",
+	        lua_isstring(L, -1) ? lua_tostring(L, -1) : "no message");
+	abort();
+}
+
+static void spin_cb(struct ev_loop *ev, ev_idle *w, int revents)
+{
+	(void)w; (void)revents;
+}
+
+lem_loop *lem_loop_new(const char *progname)
+{
+	lem_loop *loop = calloc(1, sizeof *loop);
+	lua_State *L;
+
+	if (!loop)
+		goto err;
+	loop->progname = progname;
+	loop->token = 2;
+	loop->ev = ev_loop_new(EVFLAG_AUTO);
+	if (!loop->ev)
+		goto err;
+	loop->L = L = luaL_newstate();
+	if (!L)
+		goto err;
+	lua_atpanic(L, panic);
+	luaL_openlibs(L);
+	lua_pushlightuserdata(L, (void *)&loop_key);
+	lua_pushlightuserdata(L, loop);
+	lua_rawset(L, LUA_REGISTRYINDEX);
+
+	luaL_checkstack(L, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
+	for (int i = LEM_RQ; i < LEM_TRACEBACK; i++)
+		lua_newtable(L);
+	lua_getglobal(L, "debug");
+	lua_getfield(L, -1, "traceback");
+	lua_remove(L, -2);
+
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	lua_pushcfunction(L, luaopen_lem_utils);
+	lua_setfield(L, -2, "lem.utils");
+	lua_pop(L, 2);
+	lem_pcall_open(L);
+
+	lem_sched_init(loop);
+	ev_prepare_init(&loop->drain, lem_sched_drain);
+	loop->drain.data = loop;
+	ev_idle_init(&loop->spin, spin_cb);
+	return loop;
+err:
+	fprintf(stderr, "%s: cannot create an event loop (out of memory?)\n", progname);
+	if (loop) {
+		if (loop->ev)
+			ev_loop_destroy(loop->ev);
+		free(loop);
+	}
+	return NULL;
+}
+
+int lem_loop_run(lem_loop *loop)
+{
+	lem_sched_step(loop);
+	ev_prepare_start(loop->ev, &loop->drain);
+	ev_unref(loop->ev);    /* the drain alone keeps nothing alive */
+	ev_run(loop->ev, 0);
+	return loop->status;
+}
+
+void lem_loop_free(lem_loop *loop)
+{
+	if (!loop)
+		return;
+	loop->closing = 1;
+	lua_close(loop->L);   /* runs the finalizers */
+	lem_anchor_free(loop);
+	lem_sched_free(loop);
+	ev_loop_destroy(loop->ev);
+	free(loop);
+}
+
+void lem_exit(lem_loop *loop, int status)
+{
+	if (loop->stopping)
+		return;
+	loop->stopping = 1;
+	loop->status = status;
+	ev_break(loop->ev, EVBREAK_ALL);
+	if (!ev_is_active(&loop->spin))   /* do not block in the last poll */
+		ev_idle_start(loop->ev, &loop->spin);
+}
+
+/* The message of an error value: strings and numbers as they are, else __tostring, else
+ * its type. Runs protected: a __tostring may fail too. */
+static int describe(lua_State *L)
+{
+	if (!lua_isstring(L, 1) && !(luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1)))
+		lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	lua_tostring(L, -1);
+	return 1;
+}
+
+/* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1.
+ * The error value is on top of T's stack. */
+void lem_loop_fail(lem_loop *loop, lua_State *T)
+{
+	lua_State *L = loop->L;
+	int top = lua_gettop(L);
+	const char *msg;
+
+	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
+		return;
+	lua_pushvalue(L, LEM_TRACEBACK);
+	lua_pushthread(T);
+	lua_xmove(T, L, 1);
+	lua_pushcfunction(L, describe);
+	lua_xmove(T, L, 1);   /* the error value */
+	if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushliteral(L, "(error object cannot be described)");
+	}
+	lua_pushvalue(L, -1);
+	lua_insert(L, -4);    /* the message, kept in case the traceback fails */
+	if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1))
+		lua_pushvalue(L, -2);
+	msg = lua_tostring(L, -1);
+	fprintf(stderr, "%s: %s\n", loop->progname, msg);
+	fflush(stderr);
+	lua_settop(L, top);
+	lem_exit(loop, 1);
+}

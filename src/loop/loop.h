@@ -1,0 +1,98 @@
+/* loop.h: one event loop: its state, its runqueue and its coroutine bookkeeping. */
+#ifndef LEM_LOOP_H
+#define LEM_LOOP_H
+
+#include "lem.h"
+
+/* Slots of the main lua_State's stack that anchor the loop's Lua values. */
+enum {
+	LEM_RQ = 1,     /* table: ring slot -> runnable coroutine */
+	LEM_POOL,       /* table: finished coroutines kept for reuse */
+	LEM_ANCHORS,    /* table: anchor slot -> value (timers, timed sleepers) */
+	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
+	LEM_STEPS,      /* table: start-up steps, run one after another */
+	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
+	LEM_NSLOTS = LEM_TRACEBACK
+};
+
+struct lem_rq_entry {
+	lua_State *T;
+	uintptr_t token;  /* 0: a new coroutine; else the suspension's token, marked woken */
+	int nargs;
+};
+
+struct lem_wait;
+
+struct lem_loop {
+	struct ev_loop *ev;       /* this loop's libev loop */
+	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_RQ..) */
+
+	struct lem_rq_entry *rq;  /* runqueue: ring of runnable coroutines */
+	unsigned rq_head;         /* next to run */
+	unsigned rq_len;
+	unsigned rq_cap;          /* a power of two */
+	ev_prepare drain;         /* runs a batch of the runqueue before each poll */
+	ev_idle spin;             /* active while the runqueue is not empty: poll won't block */
+
+	lua_State *running;       /* coroutine resumed by the scheduler, or NULL */
+	lua_State *yielder;       /* coroutine allowed to suspend now (running, or nested in
+	                             a yield-safe pcall of it) */
+	int suspended;            /* set by lem_suspend, read by whoever resumed */
+	uintptr_t token;          /* last suspension token handed out; even */
+
+	int pool_len;             /* coroutines in LEM_POOL */
+	int *free_anchors;        /* free anchor slots */
+	int nfree_anchors, anchors_len, free_anchors_cap;
+	struct lem_wait *free_waits, *all_waits;  /* timers for timed sleeps, reused */
+
+	int steps_next, steps_len; /* start-up steps (LEM_STEPS): next to run, count */
+	lua_State *step;          /* coroutine running the current step */
+
+	int stopping;             /* lem_exit or an uncaught error: no more resumes */
+	int closing;              /* lua_close runs finalizers: nothing may be queued */
+	int status;               /* exit status */
+	const char *progname;     /* prefix of error messages: "lem" */
+};
+
+/* A timer for a timed sleep; lives in the loop, reused, freed with it. */
+struct lem_wait {
+	ev_timer w;
+	lem_loop *loop;
+	int anchor;               /* anchor slot of the sleeper */
+	struct lem_wait *next_free, *next_all;
+};
+
+/* loop.c */
+lem_loop *lem_loop_new(const char *progname);
+int lem_loop_run(lem_loop *loop);      /* returns the exit status */
+void lem_loop_free(lem_loop *loop);
+void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
+
+/* sched.c */
+void lem_sched_init(lem_loop *loop);
+void lem_sched_free(lem_loop *loop);
+void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs);
+lua_State *lem_sched_thread(lem_loop *loop);   /* pushed on loop->L */
+void lem_sched_recycle(lem_loop *loop);        /* pops a finished coroutine off loop->L */
+void lem_sched_step(lem_loop *loop);
+int lem_sched_self(lua_State *T, lem_loop *loop, int nargs);
+void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w);
+int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w);
+int lem_sched_nested(lua_State *T);
+void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
+
+/* anchor.c: slots in LEM_ANCHORS that keep a value alive while a watcher may need it */
+int lem_anchor(lem_loop *loop, lua_State *T);  /* pops a value, returns its slot */
+void lem_anchor_push(lem_loop *loop, lua_State *T, int slot);
+void lem_unanchor(lem_loop *loop, int slot);
+void lem_anchor_free(lem_loop *loop);
+struct lem_wait *lem_wait_get(lem_loop *loop);
+void lem_wait_put(lem_loop *loop, struct lem_wait *w);
+
+/* pcall.c */
+void lem_pcall_open(lua_State *L);
+
+/* modules */
+int luaopen_lem_utils(lua_State *L);
+
+#endif

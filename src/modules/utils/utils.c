@@ -1,0 +1,339 @@
+/* utils.c: lem.utils: spawn, yield, exit, now, sleepers and timers. */
+#include <stdlib.h>
+#include "../../loop/loop.h"
+
+/* Upvalues of every function here. */
+#define LOOP     lua_upvalueindex(1)
+#define SLEEPER  lua_upvalueindex(2)   /* the sleepers' metatable */
+
+static lem_loop *getloop(lua_State *T)
+{
+	return lua_touserdata(T, LOOP);
+}
+
+/* utils.spawn(func, ...) --> true */
+static int utils_spawn(lua_State *T)
+{
+	lem_loop *loop = getloop(T);
+	int n = lua_gettop(T);
+	lua_State *co;
+
+	luaL_checktype(T, 1, LUA_TFUNCTION);
+	co = lem_sched_thread(loop);
+	lua_checkstack(co, n);
+	lua_xmove(T, co, n);
+	lem_sched_push(loop, co, 0, n - 1);
+	lua_pop(loop->L, 1);
+	lua_pushboolean(T, 1);
+	return 1;
+}
+
+/* utils.yield() --> nothing, after the coroutines queued before it ran */
+static int utils_yield(lua_State *T)
+{
+	lua_settop(T, 0);
+	return lem_sched_self(T, getloop(T), 0);
+}
+
+/* utils.exit([status]): status a number, or true (success) / false (failure) */
+static int utils_exit(lua_State *T)
+{
+	lem_loop *loop = getloop(T);
+	int status;
+
+	if (lua_isboolean(T, 1))
+		status = lua_toboolean(T, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+	else
+		status = (int)luaL_optinteger(T, 1, EXIT_SUCCESS);
+	lem_exit(loop, status);
+	if (T != loop->yielder)   /* cannot suspend: the loop stops when control returns */
+		return 0;
+	loop->suspended = 1;      /* never resumed */
+	return lua_yield(T, 0);
+}
+
+/* utils.now() --> the loop's time in seconds */
+static int utils_now(lua_State *T)
+{
+	lua_pushnumber(T, ev_now(getloop(T)->ev));
+	return 1;
+}
+
+/* ---- sleepers ----
+ * A sleeper is a table, the cheapest object that can keep a coroutine alive: [1] is the
+ * sleeping coroutine, [2] its token (a number), or for a timed sleep the light userdata
+ * of its struct lem_wait, which holds the token. An untimed sleeper is anchored by nothing:
+ * once no one can reach the sleeper, its coroutine is garbage too. A timed one is anchored
+ * in the loop until it wakes. */
+
+static void checksleeper(lua_State *T)
+{
+	if (!lua_getmetatable(T, 1) || !lua_rawequal(T, -1, SLEEPER))
+		luaL_typerror(T, 1, "sleeper");
+	lua_pop(T, 1);
+}
+
+/* utils.sleeper() --> sleeper */
+static int utils_sleeper(lua_State *T)
+{
+	lua_createtable(T, 2, 0);
+	lua_pushvalue(T, SLEEPER);
+	lua_setmetatable(T, -2);
+	return 1;
+}
+
+/* Clears the sleeper at index idx of T and fills w with the sleep it ends. */
+static void sleeper_take(lem_loop *loop, lua_State *T, int idx, lem_waiter *w)
+{
+	lua_rawgeti(T, idx, 1);
+	w->co = lua_tothread(T, -1);
+	lua_rawgeti(T, idx, 2);
+	if (lua_islightuserdata(T, -1)) {
+		struct lem_wait *tw = lua_touserdata(T, -1);
+		w->token = (uintptr_t)tw->w.data;
+		ev_timer_stop(loop->ev, &tw->w);
+		lem_unanchor(loop, tw->anchor);
+		lem_wait_put(loop, tw);
+	} else {
+		w->token = (uintptr_t)lua_tonumber(T, -1);
+	}
+	lua_pop(T, 2);
+	lua_pushnil(T);
+	lua_rawseti(T, idx, 1);
+	lua_pushnil(T);
+	lua_rawseti(T, idx, 2);
+}
+
+static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
+{
+	struct lem_wait *wait = (struct lem_wait *)tw;
+	lem_loop *loop = wait->loop;
+	lua_State *L = loop->L;
+	lem_waiter w;
+
+	(void)revents;
+	lem_anchor_push(loop, L, wait->anchor);
+	sleeper_take(loop, L, lua_gettop(L), &w);
+	lua_pop(L, 1);
+	if (!w.co)
+		return;
+	lua_checkstack(w.co, 2);
+	lua_pushnil(w.co);
+	lua_pushliteral(w.co, "timeout");
+	lem_wake(loop, &w, 2);
+}
+
+/* sleeper:wakeup(...) --> true | nil, 'not sleeping' */
+static int sleeper_wakeup(lua_State *T)
+{
+	lem_loop *loop = getloop(T);
+	int n = lua_gettop(T) - 1;
+	lem_waiter w;
+
+	checksleeper(T);
+	lua_rawgeti(T, 1, 1);
+	if (lua_isnil(T, -1)) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "not sleeping");
+		return 2;
+	}
+	lua_pop(T, 1);
+	sleeper_take(loop, T, 1, &w);
+	if (w.co) {
+		lua_checkstack(w.co, n);
+		lua_xmove(T, w.co, n);
+		lem_wake(loop, &w, n);
+	}
+	lua_pushboolean(T, 1);
+	return 1;
+}
+
+/* sleeper:sleep([seconds]) --> wakeup's arguments | nil, 'timeout' | nil, 'busy' */
+static int sleeper_sleep(lua_State *T)
+{
+	lem_loop *loop = getloop(T);
+	lua_Number timeout = 0;
+	int timed;
+	lem_waiter w;
+
+	checksleeper(T);
+	timed = !lua_isnoneornil(T, 2);
+	if (timed)
+		timeout = luaL_checknumber(T, 2);
+	lua_settop(T, 1);
+	lua_rawgeti(T, 1, 1);
+	if (!lua_isnil(T, -1)) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "busy");
+		return 2;
+	}
+	lua_pop(T, 1);
+	if (timed && timeout <= 0) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "timeout");
+		return lem_sched_self(T, loop, 2);
+	}
+	lem_sched_wait(T, loop, &w);
+	lua_pushthread(w.co);
+	lua_xmove(w.co, T, 1);
+	lua_rawseti(T, 1, 1);
+	if (timed) {
+		struct lem_wait *tw = lem_wait_get(loop);
+		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
+		tw->w.data = (void *)w.token;
+		lua_pushvalue(T, 1);
+		tw->anchor = lem_anchor(loop, T);
+		ev_timer_start(loop->ev, &tw->w);
+		lua_pushlightuserdata(T, tw);
+	} else {
+		lua_pushnumber(T, (lua_Number)w.token);
+	}
+	lua_rawseti(T, 1, 2);
+	return lem_sched_yield(T, loop, &w);
+}
+
+/* ---- timers ----
+ * A pending timer costs its userdata and two anchor slots (itself and its function); the
+ * coroutine is made only when it fires. */
+
+#define TIMER_MT "lem.timer"
+
+struct timer {
+	ev_timer w;
+	lem_loop *loop;
+	int self, func;           /* anchor slots while pending */
+};
+
+static void timer_release(struct timer *t)
+{
+	lem_unanchor(t->loop, t->self);
+	lem_unanchor(t->loop, t->func);
+	t->self = t->func = 0;
+}
+
+static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	struct timer *t = (struct timer *)w;
+	lem_loop *loop = t->loop;
+	lua_State *co;
+
+	(void)revents;
+	co = lem_sched_thread(loop);
+	lem_anchor_push(loop, co, t->func);
+	timer_release(t);
+	lem_sched_push(loop, co, 0, 0);
+	lua_pop(loop->L, 1);
+}
+
+/* utils.timer(seconds, func) --> timer */
+static int utils_timer(lua_State *T)
+{
+	lem_loop *loop = getloop(T);
+	lua_Number delay = luaL_checknumber(T, 1);
+	struct timer *t;
+
+	luaL_checktype(T, 2, LUA_TFUNCTION);
+	lua_settop(T, 2);
+	t = lua_newuserdata(T, sizeof *t);
+	t->loop = loop;
+	t->self = t->func = 0;
+	ev_timer_init(&t->w, timer_fire, delay, 0);
+	luaL_getmetatable(T, TIMER_MT);
+	lua_setmetatable(T, -2);
+	if (delay <= 0) {         /* as utils.spawn, but still a timer (expired) */
+		lua_State *co = lem_sched_thread(loop);
+		lua_pushvalue(T, 2);
+		lua_xmove(T, co, 1);
+		lem_sched_push(loop, co, 0, 0);
+		lua_pop(loop->L, 1);
+		return 1;
+	}
+	lua_pushvalue(T, -1);
+	t->self = lem_anchor(loop, T);
+	lua_pushvalue(T, 2);
+	t->func = lem_anchor(loop, T);
+	ev_timer_start(loop->ev, &t->w);
+	return 1;
+}
+
+/* timer:cancel() --> true | nil, 'expired' */
+static int timer_cancel(lua_State *T)
+{
+	struct timer *t = luaL_checkudata(T, 1, TIMER_MT);
+
+	if (!ev_is_active(&t->w)) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "expired");
+		return 2;
+	}
+	ev_timer_stop(t->loop->ev, &t->w);
+	timer_release(t);
+	lua_pushboolean(T, 1);
+	return 1;
+}
+
+/* Only at lua_close can a pending timer be collected. */
+static int timer_gc(lua_State *T)
+{
+	struct timer *t = lua_touserdata(T, 1);
+
+	ev_timer_stop(t->loop->ev, &t->w);
+	return 0;
+}
+
+int luaopen_lem_utils(lua_State *L)
+{
+	static const luaL_Reg funcs[] = {
+		{ "spawn", utils_spawn },
+		{ "yield", utils_yield },
+		{ "exit", utils_exit },
+		{ "now", utils_now },
+		{ "sleeper", utils_sleeper },
+		{ "timer", utils_timer },
+		{ NULL, NULL }
+	};
+	static const luaL_Reg sleeper[] = {
+		{ "sleep", sleeper_sleep },
+		{ "wakeup", sleeper_wakeup },
+		{ NULL, NULL }
+	};
+	static const luaL_Reg timer[] = {
+		{ "cancel", timer_cancel },
+		{ NULL, NULL }
+	};
+	lem_loop *loop = lem_loop_of(L);
+	const luaL_Reg *r;
+
+	luaL_newmetatable(L, TIMER_MT);
+	lua_pushcfunction(L, timer_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushliteral(L, "timer");
+	lua_setfield(L, -2, "__metatable");
+	lua_newtable(L);
+	for (r = timer; r->name; r++) {
+		lua_pushcfunction(L, r->func);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+
+	lua_newtable(L);                        /* the sleepers' metatable */
+	lua_pushliteral(L, "sleeper");
+	lua_setfield(L, -2, "__metatable");
+	lua_newtable(L);                        /* module */
+	lua_newtable(L);                        /* sleeper methods */
+	for (r = sleeper; r->name; r++) {
+		lua_pushlightuserdata(L, loop);
+		lua_pushvalue(L, -4);
+		lua_pushcclosure(L, r->func, 2);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_setfield(L, -3, "__index");
+	for (r = funcs; r->name; r++) {
+		lua_pushlightuserdata(L, loop);
+		lua_pushvalue(L, -3);
+		lua_pushcclosure(L, r->func, 2);
+		lua_setfield(L, -2, r->name);
+	}
+	return 1;
+}

@@ -1,0 +1,21 @@
+/* runtime.h: the lem process: its command line and start-up. */
+#ifndef LEM_RUNTIME_H
+#define LEM_RUNTIME_H
+
+#include "../loop/loop.h"
+
+struct lem_cli {
+	int script;       /* argv index of the script ("-" for stdin), or 0 */
+	int run_stdin;    /* no script, no -e, no -v and stdin is not a terminal */
+	int argc;
+	char **argv;
+};
+
+/* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
+int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
+
+/* start.c: sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up
+ * steps. Returns 0, or prints "lem: <message>" and returns 1. */
+int lem_start(lem_loop *loop, const struct lem_cli *cli);
+
+#endif
