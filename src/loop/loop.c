@@ -4,18 +4,10 @@
 #include <lualib.h>
 #include "loop.h"
 
-/* Registry key of the light userdata that points to the loop (its address is unique). */
-static const char loop_key = 'L';
-
 lem_loop *lem_loop_of(lua_State *T)
 {
-	lem_loop *loop;
-
-	lua_pushlightuserdata(T, (void *)&loop_key);
-	lua_rawget(T, LUA_REGISTRYINDEX);
-	loop = lua_touserdata(T, -1);
-	lua_pop(T, 1);
-	return loop;
+	(void)T;
+	return lem_current;
 }
 
 struct ev_loop *lem_ev(lem_loop *loop)
@@ -51,10 +43,8 @@ lem_loop *lem_loop_new(const char *progname)
 	if (!L)
 		goto err;
 	lua_atpanic(L, panic);
+	lem_current = loop;
 	luaL_openlibs(L);
-	lua_pushlightuserdata(L, (void *)&loop_key);
-	lua_pushlightuserdata(L, loop);
-	lua_rawset(L, LUA_REGISTRYINDEX);
 
 	luaL_checkstack(L, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
 	for (int i = LEM_RQ; i < LEM_TRACEBACK; i++)
@@ -87,6 +77,7 @@ err:
 
 int lem_loop_run(lem_loop *loop)
 {
+	lem_current = loop;
 	lem_sched_step(loop);
 	ev_prepare_start(loop->ev, &loop->drain);
 	ev_unref(loop->ev);    /* the drain alone keeps nothing alive */

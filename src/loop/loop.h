@@ -6,7 +6,7 @@
 
 /* Slots of the main lua_State's stack that anchor the loop's Lua values. */
 enum {
-	LEM_RQ = 1,     /* table: ring slot -> runnable coroutine */
+	LEM_RQ = 1,     /* table: the runqueue segments' anchoring coroutines */
 	LEM_POOL,       /* table: finished coroutines kept for reuse */
 	LEM_ANCHORS,    /* table: anchor slot -> value (timers, timed sleepers) */
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
@@ -17,20 +17,20 @@ enum {
 
 struct lem_rq_entry {
 	lua_State *T;
-	uintptr_t token;  /* 0: a new coroutine; else the suspension's token, marked woken */
+	uintptr_t token;  /* 0: new; LUA_YIELD: suspended itself; else its suspension's token */
 	int nargs;
 };
 
 struct lem_wait;
+struct lem_rq_seg;
 
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
 	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_RQ..) */
 
-	struct lem_rq_entry *rq;  /* runqueue: ring of runnable coroutines */
-	unsigned rq_head;         /* next to run */
-	unsigned rq_len;
-	unsigned rq_cap;          /* a power of two */
+	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
+	struct lem_rq_seg *rq_free, *rq_all;
+	unsigned rq_len;          /* runnable coroutines */
 	ev_prepare drain;         /* runs a batch of the runqueue before each poll */
 	ev_idle spin;             /* active while the runqueue is not empty: poll won't block */
 
@@ -62,6 +62,9 @@ struct lem_wait {
 	struct lem_wait *next_free, *next_all;
 };
 
+/* The loop this thread runs: C code reaches its loop from any lua_State through it. */
+extern __thread lem_loop *lem_current;
+
 /* loop.c */
 lem_loop *lem_loop_new(const char *progname);
 int lem_loop_run(lem_loop *loop);      /* returns the exit status */
@@ -73,7 +76,7 @@ void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs);
 lua_State *lem_sched_thread(lem_loop *loop);   /* pushed on loop->L */
-void lem_sched_recycle(lem_loop *loop);        /* pops a finished coroutine off loop->L */
+void lem_sched_recycle(lem_loop *loop, lua_State *T);
 void lem_sched_step(lem_loop *loop);
 int lem_sched_self(lua_State *T, lem_loop *loop, int nargs);
 void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w);

@@ -32,8 +32,7 @@ void lem_pcall_open(lua_State *L)
 #else
 	if (luaL_loadbuffer(L, wrappers, sizeof wrappers - 1, "=[lem pcall]") != 0)
 		lua_error(L);
-	lua_pushlightuserdata(L, lem_loop_of(L));
-	lua_pushcclosure(L, lem_sched_nested, 1);
+	lua_pushcfunction(L, lem_sched_nested);
 	lua_getglobal(L, "coroutine");
 	lua_getfield(L, -1, "yield");
 	lua_remove(L, -2);

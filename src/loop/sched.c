@@ -1,4 +1,4 @@
-/* sched.c: the runqueue, resuming coroutines, and recycling finished ones. */
+/* sched.c: the runqueue, resuming coroutines, suspending and waking them, recycling. */
 #include <stdlib.h>
 #include <stdio.h>
 #include "loop.h"
@@ -8,6 +8,11 @@
 #define LEM_BATCH 1024
 /* Finished coroutines kept for reuse: a new lua_State costs about 1 KB and a malloc. */
 #define LEM_POOL_MAX 1024
+/* Runqueue entries per segment; PUC Lua lets a C function's stack hold 8000 values. */
+#define LEM_SEG 1024
+
+/* The loop that this thread runs (one loop per thread). */
+__thread lem_loop *lem_current;
 
 static void die(const char *what)
 {
@@ -15,59 +20,104 @@ static void die(const char *what)
 	abort();
 }
 
+/* ---- the runqueue ----
+ * A FIFO of segments. Each segment anchors its coroutines on the stack of a coroutine of
+ * its own (A): queuing costs one lua_xmove and emptying a segment one lua_settop, where a
+ * table would cost a store per push and another per pop. A consumed entry keeps its
+ * coroutine alive until its segment is emptied (at the latest when the runqueue runs
+ * dry); that is also what anchors the running coroutine. */
+
+struct lem_rq_seg {
+	struct lem_rq_seg *next;      /* in the runqueue, or in the free list */
+	struct lem_rq_seg *all;       /* every segment, to free them */
+	lua_State *A;
+	unsigned head, len;
+	struct lem_rq_entry e[LEM_SEG];
+};
+
+static struct lem_rq_seg *seg_get(lem_loop *loop)
+{
+	struct lem_rq_seg *seg = loop->rq_free;
+
+	if (seg) {
+		loop->rq_free = seg->next;
+	} else {
+		seg = malloc(sizeof *seg);
+		if (!seg)
+			die("runqueue");
+		seg->A = lua_newthread(loop->L);
+		if (!lua_checkstack(seg->A, LEM_SEG))
+			die("runqueue");
+		lua_rawseti(loop->L, LEM_RQ, (int)lua_objlen(loop->L, LEM_RQ) + 1);
+		seg->all = loop->rq_all;
+		loop->rq_all = seg;
+		seg->head = seg->len = 0;
+	}
+	seg->next = NULL;
+	return seg;
+}
+
+static void seg_empty(struct lem_rq_seg *seg)
+{
+	lua_settop(seg->A, 0);
+	seg->head = seg->len = 0;
+}
+
 void lem_sched_init(lem_loop *loop)
 {
-	loop->rq_cap = 64;
-	loop->rq = malloc(loop->rq_cap * sizeof *loop->rq);
-	if (!loop->rq) die("runqueue");
+	loop->rq_first = loop->rq_last = seg_get(loop);
 }
 
 void lem_sched_free(lem_loop *loop)
 {
-	free(loop->rq);
-	loop->rq = NULL;
-}
+	struct lem_rq_seg *seg, *next;
 
-/* Doubles the ring; entries that had wrapped around move up by the old capacity, in the
- * C array and in the anchoring table alike. */
-static void rq_grow(lem_loop *loop)
-{
-	lua_State *L = loop->L;
-	unsigned cap = loop->rq_cap, i, wrapped;
-	struct lem_rq_entry *rq = realloc(loop->rq, 2 * cap * sizeof *rq);
-
-	if (!rq) die("runqueue");
-	wrapped = loop->rq_head + loop->rq_len > cap ? loop->rq_head + loop->rq_len - cap : 0;
-	for (i = 0; i < wrapped; i++) {
-		rq[cap + i] = rq[i];
-		lua_rawgeti(L, LEM_RQ, i + 1);
-		lua_rawseti(L, LEM_RQ, cap + i + 1);
-		lua_pushnil(L);
-		lua_rawseti(L, LEM_RQ, i + 1);
+	for (seg = loop->rq_all; seg; seg = next) {
+		next = seg->all;
+		free(seg);
 	}
-	loop->rq = rq;
-	loop->rq_cap = 2 * cap;
+	loop->rq_all = loop->rq_free = loop->rq_first = loop->rq_last = NULL;
 }
 
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 {
-	lua_State *L = loop->L;
-	unsigned i;
+	struct lem_rq_seg *seg = loop->rq_last;
+	struct lem_rq_entry *e;
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
-	if (loop->rq_len == loop->rq_cap)
-		rq_grow(loop);
-	i = (loop->rq_head + loop->rq_len++) & (loop->rq_cap - 1);
-	loop->rq[i].T = T;
-	loop->rq[i].token = token;
-	loop->rq[i].nargs = nargs;
+	if (seg->len == LEM_SEG) {
+		seg->next = seg_get(loop);
+		seg = loop->rq_last = seg->next;
+	}
+	e = &seg->e[seg->len++];
+	e->T = T;
+	e->token = token;
+	e->nargs = nargs;
 	lua_pushthread(T);
-	lua_xmove(T, L, 1);
-	lua_rawseti(L, LEM_RQ, i + 1);
-	if (!ev_is_active(&loop->spin))
+	lua_xmove(T, seg->A, 1);
+	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
 		ev_idle_start(loop->ev, &loop->spin);
 }
+
+/* The next entry to run; the runqueue is not empty. A used-up segment is recycled only
+ * when the next one is reached: the coroutine of its last entry has run by then. */
+static struct lem_rq_entry *rq_pop(lem_loop *loop)
+{
+	struct lem_rq_seg *seg = loop->rq_first;
+
+	if (seg->head == seg->len) {
+		loop->rq_first = seg->next;
+		seg_empty(seg);
+		seg->next = loop->rq_free;
+		loop->rq_free = seg;
+		seg = loop->rq_first;
+	}
+	loop->rq_len--;
+	return &seg->e[seg->head++];
+}
+
+/* ---- coroutines ---- */
 
 /* Pushes onto L a coroutine with an empty stack, recycled when one is at hand. */
 lua_State *lem_sched_thread(lem_loop *loop)
@@ -82,24 +132,23 @@ lua_State *lem_sched_thread(lem_loop *loop)
 	return lua_tothread(L, -1);
 }
 
-/* Takes the finished coroutine on top of L (popped) for reuse. A coroutine that returned
- * normally is as good as new in both VMs: status 0, no call frame, empty stack. */
-void lem_sched_recycle(lem_loop *loop)
+/* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
+ * in both VMs (status 0, no call frame): only its stack needs emptying. */
+void lem_sched_recycle(lem_loop *loop, lua_State *T)
 {
-	lua_State *L = loop->L;
-
-	lua_settop(lua_tothread(L, -1), 0);
-	if (loop->pool_len < LEM_POOL_MAX && !loop->closing)
-		lua_rawseti(L, LEM_POOL, ++loop->pool_len);
-	else
-		lua_pop(L, 1);
+	lua_settop(T, 0);
+	if (loop->pool_len >= LEM_POOL_MAX || loop->closing)
+		return;
+	lua_pushthread(T);
+	lua_xmove(T, loop->L, 1);
+	lua_rawseti(loop->L, LEM_POOL, ++loop->pool_len);
 }
 
 /* Queues the next start-up step (LUA_INIT, -e, -l, the script) once the last one ended. */
 void lem_sched_step(lem_loop *loop)
 {
 	lua_State *L = loop->L, *co;
-	int i = loop->steps_next, n;
+	int i = loop->steps_next, n = 0;
 
 	loop->step = NULL;
 	if (i >= loop->steps_len || loop->stopping)
@@ -107,22 +156,19 @@ void lem_sched_step(lem_loop *loop)
 	loop->steps_next++;
 	co = lem_sched_thread(loop);
 	lua_rawgeti(L, LEM_STEPS, 2 * i + 1);        /* function */
-	lua_rawgeti(L, LEM_STEPS, 2 * i + 2);        /* arguments: {n = ..., ...} or nil */
-	n = 0;
+	lua_rawgeti(L, LEM_STEPS, 2 * i + 2);        /* its arguments: {n = ..., ...} or nil */
 	if (lua_istable(L, -1)) {
 		lua_getfield(L, -1, "n");
 		n = (int)lua_tointeger(L, -1);
 		lua_pop(L, 1);
 		luaL_checkstack(L, n, "too many arguments");
 		for (int k = 1; k <= n; k++)
-			lua_rawgeti(L, -1 - (k - 1), k);
-		lua_remove(L, -n - 1);
-	} else {
-		lua_pop(L, 1);
+			lua_rawgeti(L, -k, k);
 	}
+	lua_remove(L, -n - 1);
 	lua_checkstack(co, n + 1);
 	lua_xmove(L, co, n + 1);
-	for (int k = 1; k <= 2; k++) {               /* the step no longer needs anchoring */
+	for (int k = 1; k <= 2; k++) {               /* the step needs no anchor any more */
 		lua_pushnil(L);
 		lua_rawseti(L, LEM_STEPS, 2 * i + k);
 	}
@@ -134,48 +180,32 @@ void lem_sched_step(lem_loop *loop)
 /* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. */
 static void run_one(lem_loop *loop)
 {
-	lua_State *L = loop->L, *T;
-	unsigned i = loop->rq_head;
-	struct lem_rq_entry e = loop->rq[i];
+	struct lem_rq_entry *e = rq_pop(loop);
+	lua_State *T = e->T;
 	int status;
 
-	loop->rq_head = (i + 1) & (loop->rq_cap - 1);
-	loop->rq_len--;
-	/* Move the anchor to L's stack: the ring slot may be reused while T runs. */
-	lua_rawgeti(L, LEM_RQ, i + 1);
-	lua_pushnil(L);
-	lua_rawseti(L, LEM_RQ, i + 1);
-	T = e.T;
-	/* A woken coroutine must still be in the suspension it was woken from; anything else
-	 * (resumed by hand meanwhile, or never suspended because lua_yield raised) is stale. */
-	if (e.token && (lua_status(T) != LUA_YIELD ||
-	                lua_touserdata(T, 1) != (void *)e.token)) {
-		lua_pop(L, 1);
+	/* The coroutine must be in the state it was queued in: new (token 0), suspended by
+	 * itself (LUA_YIELD), or in the very suspension it was woken from. Anything else
+	 * (resumed by hand meanwhile, or woken where lua_yield raised) is stale. */
+	if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
+	                           lua_touserdata(T, 1) != (void *)e->token
+	                         : lua_status(T) != (int)e->token)
 		return;
-	}
 	loop->running = loop->yielder = T;
 	loop->suspended = 0;
-	status = lua_resume(T, e.nargs);
+	status = lua_resume(T, e->nargs);
 	loop->running = loop->yielder = NULL;
-	switch (status) {
-	case LUA_YIELD:
-		/* A plain coroutine.yield() of a lem coroutine: treat it as utils.yield(). */
-		if (!loop->suspended) {
-			uintptr_t token = (loop->token += 2) | 1;
+	if (status == LUA_YIELD) {
+		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */
 			lua_settop(T, 0);
-			lua_pushlightuserdata(T, (void *)token);
-			lem_sched_push(loop, T, token, 0);
+			lem_sched_push(loop, T, LUA_YIELD, 0);
 		}
-		lua_pop(L, 1);
-		break;
-	case 0:
+	} else if (status == 0) {
 		if (T == loop->step)
 			lem_sched_step(loop);
-		lem_sched_recycle(loop);
-		break;
-	default:
+		lem_sched_recycle(loop, T);
+	} else {
 		lem_loop_fail(loop, T);
-		lua_pop(L, 1);
 	}
 }
 
@@ -187,10 +217,10 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 	(void)revents;
 	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--)
 		run_one(loop);
-	/* Keep the poll from blocking while work is left, or when stopping (ev_break takes
-	 * effect only after this iteration's poll). */
-	if (!loop->rq_len && !loop->stopping && ev_is_active(&loop->spin))
-		ev_idle_stop(ev, &loop->spin);
+	if (loop->rq_len || loop->stopping)
+		return;   /* keep the poll from blocking: work is left, or ev_break is pending */
+	seg_empty(loop->rq_first);
+	ev_idle_stop(ev, &loop->spin);
 }
 
 /* ---- suspending and waking ---- */
@@ -201,24 +231,21 @@ static int cannot_suspend(lua_State *T)
 	                     "(inside coroutine.resume or coroutine.wrap?)");
 }
 
-/* Suspends T, marked as woken already, and queues it to resume with the nargs values on
- * top of its stack: utils.yield() and sleeps that end at once. */
+/* Suspends T and queues it to resume with the nargs values on top of its stack:
+ * utils.yield() and sleeps that end at once. lua_yield comes first so that, where T
+ * cannot yield (a C-call boundary), it raises before anything is queued. */
 int lem_sched_self(lua_State *T, lem_loop *loop, int nargs)
 {
-	uintptr_t token;
-
 	if (T != loop->yielder)
 		return cannot_suspend(T);
-	token = (loop->token += 2) | 1;
-	lua_pushlightuserdata(T, (void *)token);
-	lua_insert(T, -nargs - 1);
-	lem_sched_push(loop, loop->running, token, nargs);
+	lua_yield(T, nargs);
+	lem_sched_push(loop, loop->running, LUA_YIELD, nargs);
 	loop->suspended = 1;
-	return lua_yield(T, nargs + 1);
+	return -1;
 }
 
-/* Starts a suspension of T: fills w, or raises when T may not suspend. The caller
- * registers w, then returns lem_sched_yield(T, loop, w). */
+/* Starts a suspension of T: fills w, or raises where T may not suspend. The caller then
+ * registers w and returns lem_sched_yield(). If that lua_yield raises, w is stale. */
 void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w)
 {
 	if (T != loop->yielder)
@@ -249,7 +276,8 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs)
 	lua_State *co = w->co;
 
 	if (!co || lua_status(co) != LUA_YIELD || lua_touserdata(co, 1) != (void *)w->token) {
-		lua_pop(co, nargs);
+		if (co)
+			lua_pop(co, nargs);
 		return 0;
 	}
 	lua_pushlightuserdata(co, (void *)(w->token | 1));  /* a second wake is stale */
@@ -263,14 +291,13 @@ void lem_queue(lem_loop *loop, lua_State *T, int nargs)
 	lem_sched_push(loop, T, 0, nargs);
 }
 
-/* ---- yield-safe pcall (PUC Lua 5.1): see pcall.c ---- */
-
-/* step(handler, co, ...): starts (co == nil: ... = f, args) or resumes the coroutine that
- * runs a protected call, letting lem suspensions inside it pass through.
- * Returns co, false, yielded... while it runs; nil, true, ok, results... when it ended. */
+/* ---- yield-safe pcall for PUC Lua 5.1 (see pcall.c) ----
+ * step(handler, co, ...) starts (co == nil: ... is f and its arguments) or resumes the
+ * coroutine that runs a protected call; lem suspensions inside it pass through. Returns
+ * co, false, yielded... while it runs; nil, true, ok, results... once it has ended. */
 int lem_sched_nested(lua_State *T)
 {
-	lem_loop *loop = lua_touserdata(T, lua_upvalueindex(1));
+	lem_loop *loop = lem_current;
 	lua_State *L = loop->L, *co, *saved;
 	int n = lua_gettop(T), nargs, status;
 
@@ -290,8 +317,7 @@ int lem_sched_nested(lua_State *T)
 		lua_xmove(T, co, nargs);
 	}
 	saved = loop->yielder;
-	/* lem calls inside may suspend only if the caller itself may. */
-	loop->yielder = saved == T ? co : NULL;
+	loop->yielder = saved == T ? co : NULL;   /* suspend inside only if T itself may */
 	loop->suspended = 0;
 	status = lua_resume(co, nargs);
 	loop->yielder = saved;
@@ -307,15 +333,13 @@ int lem_sched_nested(lua_State *T)
 	if (status == 0) {
 		lua_pushboolean(T, 1);
 		lua_xmove(co, T, n);
-		lua_pushvalue(T, 2);
-		lua_xmove(T, L, 1);
-		lem_sched_recycle(loop);
+		lem_sched_recycle(loop, co);
 		return n + 3;
 	}
 	lua_pushboolean(T, 0);
 	if (!lua_isnil(T, 1)) {
 		/* xpcall: run the handler on top of the failed coroutine's stack, which 5.1 keeps
-		 * after an error, so debug.traceback() in it sees where the error happened. */
+		 * after an error, so that debug.traceback() in it sees where the error was. */
 		lua_pushvalue(T, 1);
 		lua_xmove(T, co, 1);
 		lua_insert(co, -2);

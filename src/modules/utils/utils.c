@@ -2,13 +2,13 @@
 #include <stdlib.h>
 #include "../../loop/loop.h"
 
-/* Upvalues of every function here. */
-#define LOOP     lua_upvalueindex(1)
-#define SLEEPER  lua_upvalueindex(2)   /* the sleepers' metatable */
+/* Upvalue of every function here. */
+#define SLEEPER  lua_upvalueindex(1)   /* the sleepers' metatable */
 
 static lem_loop *getloop(lua_State *T)
 {
-	return lua_touserdata(T, LOOP);
+	(void)T;
+	return lem_current;
 }
 
 /* utils.spawn(func, ...) --> true */
@@ -31,7 +31,6 @@ static int utils_spawn(lua_State *T)
 /* utils.yield() --> nothing, after the coroutines queued before it ran */
 static int utils_yield(lua_State *T)
 {
-	lua_settop(T, 0);
 	return lem_sched_self(T, getloop(T), 0);
 }
 
@@ -301,7 +300,6 @@ int luaopen_lem_utils(lua_State *L)
 		{ "cancel", timer_cancel },
 		{ NULL, NULL }
 	};
-	lem_loop *loop = lem_loop_of(L);
 	const luaL_Reg *r;
 
 	luaL_newmetatable(L, TIMER_MT);
@@ -323,16 +321,14 @@ int luaopen_lem_utils(lua_State *L)
 	lua_newtable(L);                        /* module */
 	lua_newtable(L);                        /* sleeper methods */
 	for (r = sleeper; r->name; r++) {
-		lua_pushlightuserdata(L, loop);
-		lua_pushvalue(L, -4);
-		lua_pushcclosure(L, r->func, 2);
+		lua_pushvalue(L, -3);
+		lua_pushcclosure(L, r->func, 1);
 		lua_setfield(L, -2, r->name);
 	}
 	lua_setfield(L, -3, "__index");
 	for (r = funcs; r->name; r++) {
-		lua_pushlightuserdata(L, loop);
-		lua_pushvalue(L, -3);
-		lua_pushcclosure(L, r->func, 2);
+		lua_pushvalue(L, -2);
+		lua_pushcclosure(L, r->func, 1);
 		lua_setfield(L, -2, r->name);
 	}
 	return 1;
