@@ -38,13 +38,17 @@ void lem_hold(lem_loop *loop, lua_State *T);
 /* Schedules a coroutine that has not started: a function and nargs arguments on its stack. */
 void lem_queue(lem_loop *loop, lua_State *T, int nargs);
 
-/* Suspends the coroutine running the lua_CFunction that calls it:
- *     lem_waiter w; ...; return lem_suspend(T, &w);
- * w is filled before anything else; register w, then return. The caller resumes when
- * lem_wake(loop, &w, n) runs, and its lua_CFunction returns those n values.
- * Raises a Lua error where T cannot suspend (inside coroutine.resume, or across a
- * metamethod or C-call boundary in PUC Lua 5.1); a waiter filled then is never woken. */
-int lem_suspend(lua_State *T, lem_waiter *w);
+/* Suspending the coroutine that runs a lua_CFunction, until an event:
+ *     lem_waiter w;
+ *     lem_wait(T, &w);        fills w, or raises where T cannot suspend
+ *     ...register w: start a watcher, hold w.co...
+ *     return lem_yield(T, &w);
+ * lem_wake(loop, &w, n) later resumes it; the lua_CFunction then returns those n values.
+ * T cannot suspend inside a coroutine that lem does not run (coroutine.resume/wrap).
+ * In PUC Lua 5.1 lem_yield itself raises across a metamethod or C-call boundary; w is
+ * then stale: its lem_wake does nothing and returns 0, so the watcher still cleans up. */
+void lem_wait(lua_State *T, lem_waiter *w);
+int lem_yield(lua_State *T, const lem_waiter *w);
 /* Schedules the suspended coroutine w->co to resume with the nargs values on top of its
  * stack. Returns 1, or 0 (and pops them) when w is stale: woken already, or never
  * suspended because lem_suspend raised. */

@@ -12,7 +12,7 @@ static const char wrappers[] =
 	"local step, yield = ...\n"
 	"local function loop(h, co, done, ...)\n"
 	"  if done then return ... end\n"
-	"  return loop(h, co, step(h, co, yield(...)))\n"
+	"  return loop(h, step(h, co, yield(...)))\n"
 	"end\n"
 	"local select, error = select, error\n"
 	"function pcall(...)\n"

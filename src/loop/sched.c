@@ -261,14 +261,14 @@ int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w)
 	return lua_yield(T, 1);
 }
 
-int lem_suspend(lua_State *T, lem_waiter *w)
+void lem_wait(lua_State *T, lem_waiter *w)
 {
-	lem_loop *loop = lem_loop_of(T);
+	lem_sched_wait(T, lem_current, w);
+}
 
-	w->co = NULL;
-	w->token = 0;
-	lem_sched_wait(T, loop, w);
-	return lem_sched_yield(T, loop, w);
+int lem_yield(lua_State *T, const lem_waiter *w)
+{
+	return lem_sched_yield(T, lem_current, w);
 }
 
 int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs)

@@ -1,0 +1,101 @@
+-- tap.lua: a small Test Anything Protocol producer for lem's test files.
+--   local t = require 'tap'
+--   t.ok(cond, name); t.is(got, want, name); t.like(str, pattern, name); t.done()
+-- Tests run under lem, so each file's main chunk is a coroutine and may suspend.
+local t = { count = 0, failed = 0 }
+
+local function report(pass, name, diag)
+	t.count = t.count + 1
+	if not pass then t.failed = t.failed + 1 end
+	io.write(pass and 'ok ' or 'not ok ', t.count, ' - ', name or '', '\n')
+	if not pass and diag then
+		io.write('#   ', (diag:gsub('\n', '\n#   ')), '\n')
+	end
+	io.flush()
+	return pass
+end
+
+local function show(v)
+	if type(v) == 'string' then return string.format('%q', v) end
+	return tostring(v)
+end
+
+function t.ok(cond, name, diag)
+	return report(not not cond, name, diag)
+end
+
+function t.is(got, want, name)
+	local pass = got == want or (got ~= got and want ~= want)   -- nan is nan
+	return report(pass, name, 'got:      ' .. show(got) .. '\nexpected: ' .. show(want))
+end
+
+function t.isnt(got, unwanted, name)
+	return report(got ~= unwanted, name, 'got: ' .. show(got))
+end
+
+function t.like(str, pattern, name)
+	local pass = type(str) == 'string' and str:find(pattern) ~= nil
+	return report(pass, name, 'got:     ' .. show(str) .. '\npattern: ' .. show(pattern))
+end
+
+-- t.near(x, want, tolerance, name): timing checks take tolerances, never exact values.
+function t.near(x, want, tol, name)
+	local pass = type(x) == 'number' and math.abs(x - want) <= tol
+	return report(pass, name, ('got %s, expected %s +- %s'):format(show(x), show(want), show(tol)))
+end
+
+-- t.error(f, pattern, name): f() must raise an error whose message matches pattern.
+function t.error(f, pattern, name)
+	local ok, err = pcall(f)
+	if ok then return report(false, name, 'no error raised') end
+	return t.like(tostring(err), pattern, name)
+end
+
+-- t.same(a, b, name): deep equality of plain tables.
+local function same(a, b)
+	if a == b or (a ~= a and b ~= b) then return true end
+	if type(a) ~= 'table' or type(b) ~= 'table' then return false end
+	for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+	for k in pairs(b) do if a[k] == nil then return false end end
+	return true
+end
+function t.same(a, b, name) return report(same(a, b), name, 'tables differ') end
+
+function t.skip(name, why)
+	t.count = t.count + 1
+	io.write('ok ', t.count, ' - ', name, ' # SKIP ', why, '\n')
+end
+
+-- Runs a shell command; returns its exit status, stdout and stderr. Used by CLI tests.
+local tmp = os.tmpname()
+function t.run(cmd, input)
+	local inf = tmp .. '.in'
+	if input then
+		local f = assert(io.open(inf, 'wb')); f:write(input); f:close()
+		cmd = cmd .. ' < ' .. inf
+	end
+	local out = io.popen(cmd .. ' 2>' .. tmp .. '.err; echo "#status $?"')
+	local text = out:read('*a')
+	out:close()
+	local status = tonumber(text:match('#status (%d+)\n?$'))
+	text = text:gsub('#status %d+\n?$', '')
+	local ef = io.open(tmp .. '.err', 'rb')
+	local err = ef and ef:read('*a') or ''
+	if ef then ef:close() end
+	os.remove(tmp .. '.err'); os.remove(inf)
+	return status, text, err
+end
+os.remove(tmp)
+
+-- The lem binary under test (set by make test), quoted for the shell.
+t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
+
+function t.done()
+	io.write('1..', t.count, '\n')
+	io.flush()
+	if t.failed > 0 then
+		require('lem.utils').exit(1)
+	end
+end
+
+return t
