@@ -15,6 +15,12 @@ struct ev_loop *lem_ev(lem_loop *loop)
 	return loop->ev;
 }
 
+/* The built-in modules, loaded by require. */
+static const luaL_Reg lem_modules[] = {
+	{ "lem.utils", luaopen_lem_utils },
+	{ NULL, NULL }
+};
+
 static int panic(lua_State *L)
 {
 	fprintf(stderr, "lem: unprotected error in the Lua API (%s)\n",
@@ -55,8 +61,10 @@ lem_loop *lem_loop_new(const char *progname)
 
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "preload");
-	lua_pushcfunction(L, luaopen_lem_utils);
-	lua_setfield(L, -2, "lem.utils");
+	for (const luaL_Reg *m = lem_modules; m->name; m++) {
+		lua_pushcfunction(L, m->func);
+		lua_setfield(L, -2, m->name);
+	}
 	lua_pop(L, 2);
 	lem_pcall_open(L);
 

@@ -52,6 +52,8 @@ struct lem_loop {
 	int closing;              /* lua_close runs finalizers: nothing may be queued */
 	int status;               /* exit status */
 	const char *progname;     /* prefix of error messages: "lem" */
+
+	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 };
 
 /* A timer for a timed sleep; lives in the loop, reused, freed with it. */
@@ -95,7 +97,7 @@ void lem_wait_put(lem_loop *loop, struct lem_wait *w);
 /* pcall.c */
 void lem_pcall_open(lua_State *L);
 
-/* modules */
+/* built-in modules (src/modules/<name>/), listed in loop.c */
 int luaopen_lem_utils(lua_State *L);
 
 #endif
