@@ -56,7 +56,7 @@ endif
 
 .PHONY: all run test test-asan test-luajit test-valgrind deps install uninstall clean check-deps
 
-all: $(LEM) lem
+all: $(LEM) $(if $(SAN),,lem)
 
 lem: $(LEM)
 	$(Q)ln -sfn $(LEM) lem
@@ -85,11 +85,13 @@ check-deps:
 run: all
 	$(LEM) examples/hello.lua
 
-# Lua test files print TAP; prove runs each under the built lem.
+# Lua test files print TAP; prove runs each under the built lem. They find their helper
+# (tests/lib) and the example C module through LUA_PATH and LUA_CPATH.
+TEST_ENV = LEM=$(CURDIR)/$(LEM) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
+           LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
 test: $(LEM) $(EXAMPLE_MOD)
-	LEM=$(CURDIR)/$(LEM) LEM_MODULES=$(CURDIR)/$(BUILD)/modules \
-	  prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
+	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 test-asan:
 	$(MAKE) test SAN=asan OPT=-O1
@@ -101,8 +103,7 @@ VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcal
 test-valgrind: $(LEM) $(EXAMPLE_MOD)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
-	  LEM=$(CURDIR)/$(LEM) LEM_MODULES=$(CURDIR)/$(BUILD)/modules \
-	  valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	  $(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
 	    --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 \
 	    $(LEM) $$t > /dev/null || { echo "valgrind found errors or leaks in $$t"; exit 1; }; \
 	done; echo "valgrind: no errors, no leaks"

@@ -12,7 +12,8 @@ enum {
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
 	LEM_STEPS,      /* table: start-up steps, run one after another */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_NSLOTS = LEM_TRACEBACK
+	LEM_TRAMPOLINE, /* function(f, ...) return f(...) end, see lem_sched_body */
+	LEM_NSLOTS = LEM_TRAMPOLINE
 };
 
 struct lem_rq_entry {
@@ -77,6 +78,7 @@ void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error
 void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs);
+int lem_sched_body(lem_loop *loop, lua_State *co, int nargs);
 lua_State *lem_sched_thread(lem_loop *loop);   /* pushed on loop->L */
 void lem_sched_recycle(lem_loop *loop, lua_State *T);
 void lem_sched_step(lem_loop *loop);

@@ -24,8 +24,8 @@ static void die(const char *what)
  * A FIFO of segments. Each segment anchors its coroutines on the stack of a coroutine of
  * its own (A): queuing costs one lua_xmove and emptying a segment one lua_settop, where a
  * table would cost a store per push and another per pop. A consumed entry keeps its
- * coroutine alive until its segment is emptied (at the latest when the runqueue runs
- * dry); that is also what anchors the running coroutine. */
+ * coroutine alive until its segment is emptied, or the runqueue runs dry; that is also
+ * what anchors the running coroutine. */
 
 struct lem_rq_seg {
 	struct lem_rq_seg *next;      /* in the runqueue, or in the free list */
@@ -79,6 +79,19 @@ void lem_sched_free(lem_loop *loop)
 	loop->rq_all = loop->rq_free = loop->rq_first = loop->rq_last = NULL;
 }
 
+/* PUC Lua 5.1 cannot resume a coroutine whose main function is a C function that
+ * yielded (hence its coroutine.create takes Lua functions only): such a body runs under
+ * a Lua trampoline, function(f, ...) return f(...) end. Returns the new argument count. */
+int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
+{
+	if (!lua_iscfunction(co, -nargs - 1))
+		return nargs;
+	lua_pushvalue(loop->L, LEM_TRAMPOLINE);
+	lua_xmove(loop->L, co, 1);
+	lua_insert(co, -nargs - 2);
+	return nargs + 1;
+}
+
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
@@ -86,6 +99,8 @@ void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
+	if (token == 0)
+		nargs = lem_sched_body(loop, T, nargs);
 	if (seg->len == LEM_SEG) {
 		seg->next = seg_get(loop);
 		seg = loop->rq_last = seg->next;
@@ -113,7 +128,16 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 		loop->rq_free = seg;
 		seg = loop->rq_first;
 	}
-	loop->rq_len--;
+	if (--loop->rq_len == 0 && seg->head > 0) {
+		/* The runqueue runs dry: drop the anchors of the entries already run, keeping
+		 * the one about to run, so parked coroutines become garbage without delay. */
+		lua_pushvalue(seg->A, seg->head + 1);
+		lua_replace(seg->A, 1);
+		lua_settop(seg->A, 1);
+		seg->e[0] = seg->e[seg->head];
+		seg->head = 0;
+		seg->len = 1;
+	}
 	return &seg->e[seg->head++];
 }
 
@@ -166,7 +190,7 @@ void lem_sched_step(lem_loop *loop)
 			lua_rawgeti(L, -k, k);
 	}
 	lua_remove(L, -n - 1);
-	lua_checkstack(co, n + 1);
+	lua_checkstack(co, n + 2);
 	lua_xmove(L, co, n + 1);
 	for (int k = 1; k <= 2; k++) {               /* the step needs no anchor any more */
 		lua_pushnil(L);
@@ -306,8 +330,9 @@ int lem_sched_nested(lua_State *T)
 		lua_xmove(L, T, 1);
 		lua_replace(T, 2);
 		nargs = n - 3;
-		lua_checkstack(co, nargs + 1);
+		lua_checkstack(co, nargs + 2);
 		lua_xmove(T, co, nargs + 1);
+		nargs = lem_sched_body(loop, co, nargs);
 	} else {
 		co = lua_tothread(T, 2);
 		if (!co)

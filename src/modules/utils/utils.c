@@ -20,7 +20,7 @@ static int utils_spawn(lua_State *T)
 
 	luaL_checktype(T, 1, LUA_TFUNCTION);
 	co = lem_sched_thread(loop);
-	lua_checkstack(co, n);
+	lua_checkstack(co, n + 1);
 	lua_xmove(T, co, n);
 	lem_sched_push(loop, co, 0, n - 1);
 	lua_pop(loop->L, 1);
@@ -255,10 +255,23 @@ static int utils_timer(lua_State *T)
 	return 1;
 }
 
+static struct timer *checktimer(lua_State *T)
+{
+	struct timer *t = lua_touserdata(T, 1);
+
+	if (!t || !lua_getmetatable(T, 1))
+		luaL_typerror(T, 1, "timer");
+	luaL_getmetatable(T, TIMER_MT);
+	if (!lua_rawequal(T, -1, -2))
+		luaL_typerror(T, 1, "timer");
+	lua_pop(T, 2);
+	return t;
+}
+
 /* timer:cancel() --> true | nil, 'expired' */
 static int timer_cancel(lua_State *T)
 {
-	struct timer *t = luaL_checkudata(T, 1, TIMER_MT);
+	struct timer *t = checktimer(T);
 
 	if (!ev_is_active(&t->w)) {
 		lua_pushnil(T);

@@ -1,0 +1,128 @@
+-- lem.utils sleepers: sleep, wakeup, timeouts, busy, and many at once.
+local t = require 'tap'
+local utils = require 'lem.utils'
+
+local s = utils.sleeper()
+t.is(type(s), 'table', 'sleeper() returns an object')
+t.is(getmetatable(s), 'sleeper', 'its metatable is protected')
+
+-- wakeup with values
+local function pack(...) return { n = select('#', ...), ... } end
+local got
+utils.spawn(function() got = pack(s:sleep()) end)
+utils.yield()
+t.same({ s:wakeup('a', nil, 3) }, { true }, 'wakeup returns true when someone sleeps')
+utils.yield()
+t.is(got and got.n, 3, 'sleep returns as many values as wakeup got')
+t.same({ got[1], got[2], got[3] }, { 'a', nil, 3 }, 'sleep returns the values of wakeup')
+
+-- not sleeping
+local r1, r2 = s:wakeup(1)
+t.is(r1, nil, 'wakeup with no sleeper returns nil')
+t.is(r2, 'not sleeping', "... and 'not sleeping'")
+
+-- busy
+local first
+utils.spawn(function() first = { s:sleep(1) } end)
+utils.yield()
+local b1, b2 = s:sleep(0.5)
+t.is(b1, nil, 'second sleeper gets nil at once')
+t.is(b2, 'busy', "... and 'busy'")
+s:wakeup('w')
+utils.yield()
+t.same(first, { 'w' }, 'the first sleeper, woken before its timeout, gets the values')
+
+-- timeout
+local t0 = utils.now()
+local a, e = s:sleep(0.05)
+local took = utils.now() - t0
+t.is(a, nil, 'timed out sleep returns nil')
+t.is(e, 'timeout', "... and 'timeout'")
+t.ok(took >= 0.045 and took < 0.5, 'the timeout took about 0.05 s (' .. took .. ')')
+t.same({ s:wakeup() }, { nil, 'not sleeping' }, 'a timed-out sleeper sleeps no more')
+
+-- a sleeper can be reused after a timeout and after a wakeup
+utils.spawn(function() s:wakeup('again') end)
+t.is(s:sleep(1), 'again', 'reused after a timeout')
+
+-- sleep(0) and negative: like yield, returns nil, 'timeout'
+local ran = false
+utils.spawn(function() ran = true end)
+local z1, z2 = s:sleep(0)
+t.ok(ran, 'sleep(0) lets queued coroutines run')
+t.same({ z1, z2 }, { nil, 'timeout' }, "sleep(0) returns nil, 'timeout'")
+t.same({ s:sleep(-1) }, { nil, 'timeout' }, 'sleep(-1) too')
+
+-- woken before the timer, the timer must not fire later
+local late = false
+utils.spawn(function() local v = s:sleep(0.03); if v == nil then late = true end end)
+utils.yield()
+s:wakeup('early')
+utils.sleeper():sleep(0.06)
+t.ok(not late, 'a woken sleep does not time out afterwards')
+
+-- one sleeper per coroutine: ping-pong
+local ping, pong = utils.sleeper(), utils.sleeper()
+local rounds = 0
+utils.spawn(function()
+	for i = 1, 1000 do ping:wakeup(i); pong:sleep() end
+end)
+for i = 1, 1000 do
+	local v = ping:sleep()
+	if v == i then rounds = rounds + 1 end
+	pong:wakeup()
+end
+t.is(rounds, 1000, '1000 ping-pong round trips in order')
+
+-- bad arguments
+t.error(function() s.sleep({}) end, "bad argument #1 to 'sleep' %(sleeper expected, got table%)", 'sleep on a non-sleeper')
+t.error(function() s.wakeup(42) end, "bad argument #1 to 'wakeup' %(sleeper expected, got number%)", 'wakeup on a number')
+t.error(function() s:sleep('soon') end, "bad argument #1 to 'sleep' %(number expected, got string%)", 'sleep with a bad timeout (methods count from after self)')
+
+-- 100k concurrent sleepers, woken in order
+local N = 100000
+local sleepers, woken = {}, 0
+for i = 1, N do
+	local sl = utils.sleeper()
+	sleepers[i] = sl
+	utils.spawn(function() if sl:sleep() == i then woken = woken + 1 end end)
+end
+utils.yield()
+for i = 1, N do sleepers[i]:wakeup(i) end
+utils.yield()
+t.is(woken, N, '100k concurrent sleepers each woken with their value')
+
+-- 100k concurrent timed sleeps
+local timed = 0
+for _ = 1, N do
+	utils.spawn(function() if select(2, utils.sleeper():sleep(0.01)) == 'timeout' then timed = timed + 1 end end)
+end
+local w = utils.sleeper()
+local t1 = utils.now()
+while timed < N and utils.now() - t1 < 10 do w:sleep(0.01) end
+t.is(timed, N, '100k concurrent timed sleeps all time out')
+
+-- a coroutine parked on a sleeper nobody can reach is garbage; one still reachable is not
+local alive = setmetatable({}, { __mode = 'k' })
+for _ = 1, 100 do
+	utils.spawn(function() alive[coroutine.running()] = true; utils.sleeper():sleep() end)
+end
+local keep = utils.sleeper()
+utils.spawn(function() alive[coroutine.running()] = true; keep:sleep() end)
+utils.yield()
+utils.yield()
+collectgarbage(); collectgarbage()
+local n = 0
+for _ in pairs(alive) do n = n + 1 end
+t.is(n, 1, 'unreachable parked coroutines are collected, the reachable one stays')
+t.is(keep:wakeup('still here'), true, 'the reachable one can still be woken')
+
+-- a timed sleep keeps its coroutine alive even when its sleeper is dropped
+local timed_out = false
+utils.spawn(function() local _, e2 = utils.sleeper():sleep(0.02); timed_out = e2 == 'timeout' end)
+utils.yield()
+collectgarbage(); collectgarbage()
+utils.sleeper():sleep(0.05)
+t.ok(timed_out, 'a dropped sleeper with a timeout still wakes its coroutine')
+
+t.done()

@@ -1,0 +1,57 @@
+-- lem.utils timers: fire, cancel, expired.
+local t = require 'tap'
+local utils = require 'lem.utils'
+
+local fired, at = false, nil
+local t0 = utils.now()
+local tm = utils.timer(0.03, function(...) fired = select('#', ...); at = utils.now() end)
+t.is(type(tm), 'userdata', 'timer() returns a timer object')
+t.is(getmetatable(tm), 'timer', 'its metatable is protected')
+utils.sleeper():sleep(0.1)
+t.is(fired, 0, 'the timer ran its function, with no arguments')
+t.ok(at and at - t0 >= 0.025 and at - t0 < 0.09, 'about 0.03 s later')
+t.same({ tm:cancel() }, { nil, 'expired' }, "cancel after it fired: nil, 'expired'")
+
+-- cancel before it fires
+local ran = false
+local tc = utils.timer(0.02, function() ran = true end)
+t.same({ tc:cancel() }, { true }, 'cancel of a pending timer returns true')
+t.same({ tc:cancel() }, { nil, 'expired' }, 'a second cancel says expired')
+utils.sleeper():sleep(0.05)
+t.ok(not ran, 'a cancelled timer never runs')
+
+-- seconds <= 0: like spawn, still a timer, already expired
+local order = {}
+local tz = utils.timer(0, function() order[#order + 1] = 'timer' end)
+utils.spawn(function() order[#order + 1] = 'spawn' end)
+t.same({ tz:cancel() }, { nil, 'expired' }, 'timer(0) is expired at once')
+utils.yield()
+t.same(order, { 'timer', 'spawn' }, 'timer(0) runs in spawn order')
+t.ok(utils.timer(-5, function() end), 'negative delays work too')
+
+-- a timer kept by nobody still fires
+local orphan = false
+utils.timer(0.02, function() orphan = true end)
+collectgarbage(); collectgarbage()
+utils.sleeper():sleep(0.06)
+t.ok(orphan, 'an unreferenced timer still fires')
+
+-- timers fire in deadline order and run in coroutines that may suspend
+local seq = {}
+for _, d in ipairs({ 0.04, 0.01, 0.03, 0.02 }) do
+	utils.timer(d, function() utils.yield(); seq[#seq + 1] = d end)
+end
+utils.sleeper():sleep(0.1)
+t.same(seq, { 0.01, 0.02, 0.03, 0.04 }, 'timers fire in deadline order')
+
+-- many timers
+local count = 0
+for i = 1, 20000 do utils.timer((i % 20) / 1000, function() count = count + 1 end) end
+local w = utils.sleeper()
+local t1 = utils.now()
+while count < 20000 and utils.now() - t1 < 5 do w:sleep(0.01) end
+t.is(count, 20000, '20000 timers all fired')
+
+-- the process waits for pending timers before it exits: checked in cli.lua
+t.error(function() tm.cancel(42) end, "bad argument #1 to 'cancel' %(timer expected, got number%)", 'cancel on a non-timer')
+t.done()

@@ -1,0 +1,84 @@
+-- lem.utils: spawn, yield, now, exit, and their bad arguments.
+local t = require 'tap'
+local utils = require 'lem.utils'
+
+-- spawn returns true and passes its arguments; the coroutine runs later, not at once
+local got
+t.is(utils.spawn(function(a, b, c) got = { a, b, c } end, 1, nil, 'x'), true, 'spawn returns true')
+t.is(got, nil, 'spawned function has not run yet')
+utils.yield()
+t.same(got, { 1, nil, 'x' }, 'spawned function got its arguments, nil hole kept')
+
+-- spawned coroutines run in FIFO order
+local order = {}
+for i = 1, 5 do utils.spawn(function() order[#order + 1] = i end) end
+utils.yield()
+t.same(order, { 1, 2, 3, 4, 5 }, 'spawned coroutines run in the order spawned')
+
+-- yield lets every coroutine queued before it run first, then resumes
+order = {}
+utils.spawn(function() order[#order + 1] = 'a'; utils.yield(); order[#order + 1] = 'c' end)
+utils.spawn(function() order[#order + 1] = 'b'; utils.yield(); order[#order + 1] = 'd' end)
+order[#order + 1] = 'main'
+utils.yield()
+order[#order + 1] = 'main2'
+utils.yield()
+t.same(order, { 'main', 'a', 'b', 'main2', 'c', 'd' }, 'yield goes to the back of the queue')
+t.is(select('#', utils.yield()), 0, 'yield returns nothing')
+
+-- round robin among many coroutines
+local counts, total = {}, 0
+for i = 1, 50 do
+	counts[i] = 0
+	utils.spawn(function()
+		for _ = 1, 100 do counts[i] = counts[i] + 1; total = total + 1; utils.yield() end
+	end)
+end
+utils.yield()
+local fair = true
+for i = 1, 50 do if counts[i] ~= 1 then fair = false end end
+t.ok(fair, 'after one yield of the spawner every coroutine ran exactly once')
+while total < 5000 do utils.yield() end
+t.is(total, 5000, 'all switches ran')
+
+-- a plain coroutine.yield() in a lem coroutine acts as utils.yield()
+order = {}
+utils.spawn(function() order[#order + 1] = 'x' end)
+coroutine.yield()
+t.same(order, { 'x' }, 'coroutine.yield() at top level lets others run and resumes')
+
+-- spawn from a spawned coroutine, deep chains
+local depth = 0
+local function chain(n) depth = n; if n < 1000 then utils.spawn(chain, n + 1) end end
+utils.spawn(chain, 1)
+for _ = 1, 1001 do utils.yield() end
+t.is(depth, 1000, 'a chain of 1000 spawns ran')
+
+-- many coroutines at once, reused after they end
+local done = 0
+for _ = 1, 20000 do utils.spawn(function() done = done + 1 end) end
+utils.yield()
+t.is(done, 20000, '20000 spawned coroutines ran')
+
+-- now
+local n1 = utils.now()
+t.is(type(n1), 'number', 'now returns a number')
+t.ok(math.abs(n1 - os.time()) < 5, 'now is wall-clock seconds')
+utils.sleeper():sleep(0.02)
+local n2 = utils.now()
+t.ok(n2 - n1 >= 0.015 and n2 - n1 < 1, 'now advances across a sleep')
+
+-- bad arguments: standard messages, raised in the caller
+t.error(function() utils.spawn() end, "bad argument #1 to 'spawn' %(function expected, got no value%)", 'spawn()')
+t.error(function() utils.spawn(42) end, "bad argument #1 to 'spawn' %(function expected, got number%)", 'spawn(42)')
+t.error(function() utils.timer('x', print) end, "bad argument #1 to 'timer' %(number expected, got string%)", 'timer bad seconds')
+t.error(function() utils.timer(1) end, "bad argument #2 to 'timer' %(function expected, got no value%)", 'timer no function')
+t.error(function() utils.exit('abc') end, "bad argument #1 to 'exit' %(number expected, got string%)", 'exit bad status')
+
+-- suspending from a coroutine lem does not run is an error, not a hang
+local co = coroutine.create(function() utils.yield() end)
+local ok, err = coroutine.resume(co)
+t.ok(not ok, 'utils.yield inside coroutine.resume fails')
+t.like(err, 'cannot suspend here', 'with a clear message')
+
+t.done()
