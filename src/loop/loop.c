@@ -58,9 +58,7 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_getglobal(L, "debug");
 	lua_getfield(L, -1, "traceback");
 	lua_remove(L, -2);
-	if (luaL_loadstring(L, "return function(f, ...) return f(...) end") != 0)
-		goto err;
-	lua_call(L, 0, 1);
+	lem_trampoline_push(L);
 
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "preload");

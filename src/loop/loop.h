@@ -12,7 +12,7 @@ enum {
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
 	LEM_STEPS,      /* table: start-up steps, run one after another */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_TRAMPOLINE, /* function(f, ...) return f(...) end, see lem_sched_body */
+	LEM_TRAMPOLINE, /* runs a C function as a coroutine body (trampoline.c) */
 	LEM_NSLOTS = LEM_TRAMPOLINE
 };
 
@@ -95,6 +95,9 @@ void lem_unanchor(lem_loop *loop, int slot);
 void lem_anchor_free(lem_loop *loop);
 struct lem_wait *lem_wait_get(lem_loop *loop);
 void lem_wait_put(lem_loop *loop, struct lem_wait *w);
+
+/* trampoline.c */
+void lem_trampoline_push(lua_State *L);
 
 /* pcall.c */
 void lem_pcall_open(lua_State *L);

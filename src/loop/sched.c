@@ -79,11 +79,14 @@ void lem_sched_free(lem_loop *loop)
 	loop->rq_all = loop->rq_free = loop->rq_first = loop->rq_last = NULL;
 }
 
-/* PUC Lua 5.1 cannot resume a coroutine whose main function is a C function that
- * yielded (hence its coroutine.create takes Lua functions only): such a body runs under
- * a Lua trampoline, function(f, ...) return f(...) end. Returns the new argument count. */
+/* A C function as the body of a coroutine runs under the trampoline (trampoline.c) in
+ * PUC Lua 5.1. Returns the new argument count. */
 int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
 {
+#ifdef LEM_LUAJIT
+	(void)loop; (void)co;
+	return nargs;
+#endif
 	if (!lua_iscfunction(co, -nargs - 1))
 		return nargs;
 	lua_pushvalue(loop->L, LEM_TRAMPOLINE);

@@ -1,0 +1,184 @@
+-- The lem command: options, arg, exit statuses, messages, shebang, stdin, LUA_INIT.
+local t = require 'tap'
+local lem = t.lem
+local tmpdir = os.tmpname()
+os.remove(tmpdir)
+assert(os.execute('mkdir -p ' .. tmpdir) == 0 or true)
+
+local function script(name, text, mode)
+	local path = tmpdir .. '/' .. name
+	local f = assert(io.open(path, 'w'))
+	f:write(text)
+	f:close()
+	if mode then os.execute('chmod ' .. mode .. ' ' .. path) end
+	return path
+end
+
+local st, out, err
+
+-- arg and ...
+local args = script('args.lua', [[
+print(arg[0], arg[1], arg[2], #arg, select('#', ...), ...)
+print(arg[-1], arg[-2], arg[-3])
+]])
+st, out = t.run(lem .. ' -e "x=1" ' .. args .. ' a "b c"')
+t.is(st, 0, 'a script runs, status 0')
+local l1, l2 = out:match('([^\n]*)\n([^\n]*)\n')
+t.is(l1, args .. '\ta\tb c\t2\t2\ta\tb c', 'arg[0] is the script, arg[1..] and ... the arguments')
+t.like(l2, '^x=1\t%-e\t.*lem', 'the interpreter and its options sit at negative indices')
+
+-- -e, -l, order of steps, LUA_INIT
+st, out = t.run(lem .. [[ -e "io.write('e1 ')" -l lem.utils -e "io.write(package.loaded['lem.utils'] and 'loaded ' or 'no ')" -e "print('e3')"]])
+t.is(out, 'e1 loaded e3\n', '-e and -l run in order')
+st, out = t.run([[LUA_INIT="io.write('init ')" ]] .. lem .. [[ -e "print('e')"]])
+t.is(out, 'init e\n', 'LUA_INIT runs first')
+local initf = script('init.lua', "io.write('initfile ')")
+st, out = t.run('LUA_INIT=@' .. initf .. ' ' .. lem .. [[ -e "print('e')"]])
+t.is(out, 'initfile e\n', 'LUA_INIT=@file runs the file')
+st, out, err = t.run([[LUA_INIT="syntax error here" ]] .. lem .. [[ -e "print('e')"]])
+t.is(st, 1, 'a bad LUA_INIT exits 1')
+t.like(err, '^lem: LUA_INIT:1:', 'and says why')
+st, out = t.run(lem .. [[ -e"print('attached')"]])
+t.is(out, 'attached\n', '-e with its chunk attached')
+st, out = t.run(lem .. [[ -llem.utils -e "print(package.loaded['lem.utils'] ~= nil)"]])
+t.is(out, 'true\n', '-l with its name attached')
+
+-- the steps are coroutines: they can suspend
+st, out = t.run(lem .. [[ -e "local u = require 'lem.utils'; u.sleeper():sleep(0.01); print('slept')"]])
+t.is(out, 'slept\n', '-e chunks run in a coroutine and may suspend')
+
+-- -v, -h
+st, out = t.run(lem .. ' -v')
+t.is(st, 0, '-v exits 0')
+t.like(out, '^lem %d+%.%d+%.%d+ %((Lua[^,]*), libev %d+%.%d+%)\n$', '-v prints the version')
+st, out = t.run(lem .. ' --version -e "print(1)"')
+t.like(out, '^lem .*\n1\n$', '--version then runs the rest')
+st, out, err = t.run(lem .. ' -h')
+t.is(st, 0, '-h exits 0')
+t.like(out, '^usage: lem %[options%] %[script %[args%]%]', '-h prints usage on stdout')
+t.is(err, '', '... and nothing on stderr')
+st, out = t.run(lem .. ' --help')
+t.like(out, '^usage:', '--help too')
+
+-- bad command lines: usage on stderr, status 1
+st, out, err = t.run(lem .. ' -x')
+t.is(st, 1, 'unknown option exits 1')
+t.like(err, "^lem: unrecognized option '%-x'\nusage: lem", 'and prints the reason and usage on stderr')
+t.is(out, '', 'nothing on stdout')
+st, out, err = t.run(lem .. ' -i')
+t.is(st, 1, '-i (no REPL) is an unknown option')
+st, out, err = t.run(lem .. ' -e')
+t.is(st, 1, '-e without a chunk exits 1')
+t.like(err, "^lem: '%-e' needs an argument\nusage:", 'and says so')
+st, out, err = t.run(lem .. ' -l')
+t.like(err, "^lem: '%-l' needs an argument", '-l without a name')
+st, out, err = t.run(lem .. ' --loopz 3')
+t.is(st, 1, 'unknown long option exits 1')
+
+-- missing, unreadable, syntax error
+st, out, err = t.run(lem .. ' ' .. tmpdir .. '/nonexistent.lua')
+t.is(st, 1, 'a missing script exits 1')
+t.like(err, '^lem: cannot open .*nonexistent%.lua', 'lem: <message>')
+local unreadable = script('unreadable.lua', 'print(1)', '000')
+if os.execute('test -r ' .. unreadable) ~= 0 then
+	st, out, err = t.run(lem .. ' ' .. unreadable)
+	t.is(st, 1, 'an unreadable script exits 1')
+	t.like(err, '^lem: cannot .*unreadable%.lua', 'and says so')
+else
+	t.skip('an unreadable script exits 1', 'running as root reads any file')
+	local dir = script('dir.lua', '')
+	os.remove(dir); os.execute('mkdir ' .. dir)
+	st, out, err = t.run(lem .. ' ' .. dir)
+	t.ok(st == 1 and err:find('^lem: cannot read'), 'a directory as script: ' .. err)
+end
+local bad = script('syntax.lua', 'x = = 1')
+st, out, err = t.run(lem .. ' ' .. bad)
+t.is(st, 1, 'a syntax error exits 1')
+t.like(err, "^lem: .*syntax%.lua:1: unexpected symbol near '='\n$", 'lem: <message>, no traceback')
+st, out, err = t.run(lem .. ' -e "x = = 1"')
+t.like(err, "^lem: %(command line%):1:", 'syntax error in -e')
+st, out, err = t.run(lem .. ' -l no.such.module')
+t.is(st, 1, '-l of a missing module exits 1')
+t.like(err, "^lem: module 'no%.such%.module' not found", 'and says which')
+
+-- uncaught errors: message, traceback, status 1, from any coroutine
+st, out, err = t.run(lem .. [[ -e "error('top')"]])
+t.is(st, 1, 'an uncaught error exits 1')
+t.like(err, "^lem: %(command line%):1: top\nstack traceback:\n", 'lem: <message> and a traceback')
+local spawned = script('spawned.lua', [[
+local utils = require 'lem.utils'
+local function deep() error('in a spawned coroutine') end
+utils.spawn(function() utils.yield(); deep() end)
+utils.sleeper():sleep(5)
+print('never')
+]])
+st, out, err = t.run(lem .. ' ' .. spawned)
+t.is(st, 1, 'an error in a spawned coroutine exits 1 at once')
+t.is(out, '', 'nothing else ran')
+t.like(err, "^lem: .*spawned%.lua:2: in a spawned coroutine\nstack traceback:\n.*in function 'deep'", 'traceback names the function')
+st, out, err = t.run(lem .. [[ -e "error({})"]])
+t.like(err, '^lem: %(error object is a table value%)', 'a non-string error value')
+st, out, err = t.run(lem .. [[ -e "error(setmetatable({}, {__tostring = function() return 'custom' end}))"]])
+t.like(err, '^lem: custom', 'an error object with __tostring')
+st, out, err = t.run(lem .. [[ -e "require('lem.utils').timer(0.01, function() error('from a timer') end)"]])
+t.ok(st == 1 and err:find('from a timer'), 'an error in a timer coroutine exits 1')
+
+-- exit statuses
+st = t.run(lem .. [[ -e "require('lem.utils').exit(7)"]])
+t.is(st, 7, 'utils.exit(7) exits 7')
+st = t.run(lem .. [[ -e "require('lem.utils').exit()"]])
+t.is(st, 0, 'utils.exit() exits 0')
+st = t.run(lem .. [[ -e "require('lem.utils').exit(false)"]])
+t.is(st, 1, 'utils.exit(false) exits 1')
+st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() print('other') end); u.timer(1, function() print('late') end); u.exit(3); print('after')"]])
+t.is(st, 3, 'exit stops the loop with pending work')
+t.is(out, '', 'nothing runs after exit: not the rest, not the spawned, not the timer')
+local gc = script('gc.lua', [[
+local utils = require 'lem.utils'
+local p = newproxy(true)
+getmetatable(p).__gc = function() io.write('finalized\n') end
+keep = p
+utils.spawn(function() utils.exit(4) end)
+]])
+st, out = t.run(lem .. ' ' .. gc)
+t.is(st, 4, 'exit from a spawned coroutine')
+t.is(out, 'finalized\n', '__gc metamethods run at exit')
+st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() u.exit(5) end); u.spawn(function() u.exit(6) end)"]])
+t.is(st, 5, 'the first exit wins')
+st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() u.sleeper():sleep(0.02); print('waited') end)"]])
+t.is(out, 'waited\n', 'the process waits while a watcher is active')
+t.is(st, 0, '... and exits 0 when nothing is left')
+st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() u.sleeper():sleep(); print('never') end); print('main')"]])
+t.ok(st == 0 and out == 'main\n', 'a coroutine that can never be woken does not keep the process alive')
+
+-- shebang and stdin
+local exe = script('exe.lua', '#!/usr/bin/env lem\nprint("shebang", ...)\n', '755')
+local bindir = os.getenv('LEM'):match('^(.*)/[^/]*$')
+st, out = t.run('PATH=' .. tmpdir .. ':$PATH; ln -sf ' .. os.getenv('LEM') .. ' ' .. tmpdir .. '/lem; ' .. exe .. ' x')
+t.is(out, 'shebang\tx\n', 'an executable script starting with #!/usr/bin/env lem runs')
+st, out = t.run(lem .. ' - a b', 'print("stdin", arg[0], ...)')
+t.is(out, 'stdin\t-\ta\tb\n', '- runs standard input with arguments')
+st, out = t.run(lem, 'print("piped")')
+t.is(out, 'piped\n', 'no script and a piped stdin: runs stdin')
+st, out = t.run(lem .. ' -- ' .. args .. ' -x')
+t.like(out, '^' .. args:gsub('%p', '%%%0') .. '\t%-x\t', '-- ends the options')
+
+-- modules: LUA_PATH, LUA_CPATH and Debian's paths
+local moddir = tmpdir .. '/mods'
+os.execute('mkdir -p ' .. moddir)
+local mf = assert(io.open(moddir .. '/mymod.lua', 'w')); mf:write('return { v = 42 }'); mf:close()
+st, out = t.run('LUA_PATH="' .. moddir .. '/?.lua;;" ' .. lem .. [[ -e "print(require('mymod').v)"]])
+t.is(out, '42\n', 'LUA_PATH is honoured')
+if os.execute('test -e /usr/lib/x86_64-linux-gnu/lua/5.1/lpeg.so -o -e /usr/lib/aarch64-linux-gnu/lua/5.1/lpeg.so') == 0 then
+	st, out, err = t.run('env -u LUA_CPATH -u LUA_PATH ' .. lem .. [[ -e "print(type(require('lpeg').match))"]])
+	t.is(out, 'function\n', "require 'lpeg' loads Debian's lua-lpeg: " .. err)
+else
+	t.skip("require 'lpeg' loads Debian's lua-lpeg", 'lua-lpeg is not installed')
+end
+
+-- SIGPIPE is ignored: writing to a closed pipe is an error, not a dead process
+st, out = t.run('(' .. lem .. [[ -e "io.stdout:setvbuf('no'); for i = 1, 100000 do if not io.stdout:write('x') then io.stderr:write('write failed\n') os.exit(9) end end" | head -c 1 > /dev/null) 2>&1; echo "status ${PIPESTATUS[0]}"]])
+t.ok(out:find('status 9') or out:find('write failed'), 'a write to a closed pipe returns an error: ' .. out)
+
+os.execute('rm -rf ' .. tmpdir)
+t.done()
