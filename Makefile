@@ -54,7 +54,7 @@ else
 Q := @
 endif
 
-.PHONY: all run test test-asan test-luajit test-valgrind deps install uninstall clean check-deps
+.PHONY: all run test test-asan test-luajit test-valgrind deps deps-build deps-test install uninstall clean
 
 all: $(LEM) $(if $(SAN),,lem)
 
@@ -65,7 +65,7 @@ $(LEM): $(OBJS)
 	@echo "  LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
-$(BUILD)/%.o: %.c | check-deps
+$(BUILD)/%.o: %.c | deps-build
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
@@ -78,10 +78,6 @@ $(EXAMPLE_MOD): examples/c/delay.c include/lem.h
 
 -include $(DEPS)
 
-check-deps:
-	@pkg-config --exists $(LUA) || { echo "lem: pkg-config cannot find '$(LUA)': run 'make deps'" >&2; exit 1; }
-	@test -f /usr/include/ev.h || { echo "lem: libev headers are missing: run 'make deps'" >&2; exit 1; }
-
 run: all
 	$(LEM) examples/hello.lua
 
@@ -90,7 +86,7 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
-test: $(LEM) $(EXAMPLE_MOD)
+test: deps-test $(LEM) $(EXAMPLE_MOD)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 test-asan:
@@ -100,7 +96,7 @@ test-luajit:
 	$(MAKE) test LUA=luajit
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua
-test-valgrind: $(LEM) $(EXAMPLE_MOD)
+test-valgrind: deps-test $(LEM) $(EXAMPLE_MOD)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
 	  $(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
@@ -108,16 +104,28 @@ test-valgrind: $(LEM) $(EXAMPLE_MOD)
 	    $(LEM) $$t > /dev/null || { echo "valgrind found errors or leaks in $$t"; exit 1; }; \
 	done; echo "valgrind: no errors, no leaks"
 
-# Debian packages: build, test, LuaJIT build, checks.
-DEB_PKGS := build-essential pkg-config liblua5.1-0-dev lua5.1 libev-dev \
-            libluajit2-5.1-dev luajit2 perl valgrind lua-lpeg
-deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "deps: all installed"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "deps: installing" $$missing; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "deps: run as root:  apt-get install -y" $$missing; exit 1; fi
+# Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
+# the second. Missing ones are installed (as root) before anything is built or tested.
+DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg
+ifeq ($(LUA),luajit)
+DEB_BUILD += libluajit2-5.1-dev
+endif
+define install_missing
+@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+if [ -z "$$missing" ]; then :; \
+elif ! command -v apt-get >/dev/null; then echo "lem: install the packages:" $$missing >&2; exit 1; \
+elif [ "$$(id -u)" = 0 ]; then \
+  echo "  DEPS  installing" $$missing; \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+else echo "lem: run as root:  apt-get install -y" $$missing >&2; exit 1; fi
+endef
+
+deps: deps-build deps-test
+deps-build:
+	$(call install_missing,$(DEB_BUILD))
+deps-test:
+	$(call install_missing,$(DEB_TEST))
 
 install: $(LEM)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
