@@ -140,5 +140,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/lem $(DESTDIR)$(PREFIX)/include/lem.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
 
+include bench/bench.mk
+
 clean:
 	rm -rf build lem

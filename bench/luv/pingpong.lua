@@ -1,0 +1,28 @@
+-- pingpong.lua: two coroutines wake each other n times, under luv.
+--   lua5.1 bench/luv/pingpong.lua [n=1000000]
+local dir = arg[0]:match('^(.*/)') or './'
+local common = dofile(dir .. '../common.lua')
+local sched = dofile(dir .. 'sched.lua')
+local o = common.args('pingpong (luv)', { n = 1000000 })
+
+local ping, pong, trips = sched.sleeper(), sched.sleeper(), 0
+sched.spawn(function(n)        -- pong: sleeps first
+	for _ = 1, n do
+		pong:sleep()
+		ping:wakeup()
+	end
+end, o.n)
+sched.spawn(function(n)
+	for _ = 1, n do
+		pong:wakeup()
+		ping:sleep()
+		trips = trips + 1
+	end
+end, o.n)
+
+local t0, c0 = sched.now(), os.clock()
+sched.run()
+local t1, c1 = sched.now(), os.clock()
+assert(trips == o.n)
+common.phase('run', t1 - t0, c1 - c0)
+common.result('roundtrips/s', o.n / (c1 - c0))
