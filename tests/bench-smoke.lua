@@ -1,0 +1,122 @@
+-- The benchmarks (bench/, docs/benchmarks.md), each run once with tiny counts: every
+-- program must run and print a sane figure, so that a broken benchmark shows in make test.
+-- No figure is judged here; make bench does that.
+local t = require 'tap'
+
+local root = (arg[0]:match('^(.*)/tests/[^/]*$') or '.') .. '/'
+local lem = t.lem
+local lemdir = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+local vm = lem:find('luajit', 1, true) and 'luajit' or 'lua5.1'
+
+local function sh(cmd)
+	return t.run('cd ' .. root .. ' && timeout 60 ' .. cmd)
+end
+
+local function available(cmd)
+	return (sh(cmd)) == 0
+end
+
+-- name -> tiny arguments, the same for a workload's lem program and its references.
+local tiny = {
+	switch = 'k=4 m=50',
+	spawn = 'n=300 batch=10',
+	timers = 'n=50 max=0.002',
+	sleeps = 'k=4 r=3 delay=0.0005',
+	pingpong = 'n=200',
+	parked = 'n=50',
+	['mailbox-stream'] = 'n=300 size=16',
+	['mailbox-pingpong'] = 'n=20',
+}
+-- name -> the unit of its main figure
+local unit = {
+	switch = 'switches/s', spawn = 'spawns/s', timers = 'fires/s', sleeps = 'sleeps/s',
+	pingpong = 'roundtrips/s', parked = 'rss', ['mailbox-stream'] = 'messages/s',
+	['mailbox-pingpong'] = 'us/roundtrip',
+}
+
+local function sane(v)
+	return v and v == v and v > 0 and v < math.huge
+end
+
+-- Runs cmd and checks that it printed the figure `u`.
+local function check(name, cmd, u)
+	local status, out, err = sh(cmd)
+	local v = tonumber(out:match('\nresult ' .. u:gsub('%p', '%%%0') .. ' (%S+)'))
+	if not t.ok(status == 0 and sane(v), name, ('status %s\n%s%s'):format(tostring(status), out, err)) then
+		return
+	end
+	return v
+end
+
+local order = { 'switch', 'spawn', 'timers', 'sleeps', 'pingpong', 'parked',
+	'mailbox-stream', 'mailbox-pingpong' }
+local loops = available(lem .. ' --loops 2 -e "require\'lem.loops\'"')
+
+-- lem's programs
+for _, name in ipairs(order) do
+	local script = 'bench/lem/' .. name .. '.lua ' .. tiny[name]
+	if name:match('^mailbox') then
+		if loops then
+			check(name .. ' (lem)', lem .. ' --loops 2 ' .. script, unit[name])
+		else
+			t.skip(name .. ' (lem)', 'needs --loops')
+		end
+	else
+		check(name .. ' (lem)', lem .. ' ' .. script, unit[name])
+	end
+end
+check('sleeps (lem) CPU per sleep', lem .. ' bench/lem/sleeps.lua ' .. tiny.sleeps, 'cpu-us/sleep')
+check('timers (lem) RSS with timers pending', lem .. ' bench/lem/timers.lua ' .. tiny.timers, 'rss')
+check('timers (lem) with nothing pending', lem .. ' bench/lem/timers.lua n=0', 'rss')
+if loops then
+	for _, l in ipairs({ 1, 2 }) do
+		check(('scaling switch, --loops %d'):format(l),
+			lem .. (' --loops %d bench/lem/switch.lua k=10 m=2000'):format(l), 'aggregate-switches/s')
+		check(('scaling timers, --loops %d'):format(l),
+			lem .. (' --loops %d bench/lem/timers.lua n=500 max=0.002'):format(l), 'aggregate-fires/s')
+	end
+else
+	t.skip('scaling', 'needs --loops')
+end
+
+-- The Lua references: plain Lua under the same VM, the peers under lua5.1.
+local refs = {
+	{ 'plain', vm, { 'switch', 'spawn', 'pingpong', 'parked' } },
+	{ 'luv', 'lua5.1', { 'switch', 'spawn', 'timers', 'sleeps', 'pingpong' } },
+	{ 'cqueues', 'lua5.1', { 'switch', 'spawn', 'timers', 'sleeps', 'pingpong', 'parked' } },
+}
+for _, r in ipairs(refs) do
+	local dir, interp, names = r[1], r[2], r[3]
+	local need = dir == 'plain' and '' or ('require\'' .. dir .. '\'')
+	if not available(interp .. ' -e "' .. need .. '"') then
+		t.skip(dir .. ' references', interp .. (dir == 'plain' and '' or ' with ' .. dir) .. ' not installed')
+	else
+		for _, name in ipairs(names) do
+			check(('%s (%s)'):format(name, dir),
+				('%s bench/%s/%s.lua %s'):format(interp, dir, name, tiny[name]), unit[name])
+		end
+	end
+end
+
+-- The C references, where make bench-build has built them beside this lem.
+local cbin = lemdir and lemdir .. '/bench/'
+local crefs = {
+	{ 'vm', 'switch' }, { 'vm', 'spawn' }, { 'vm', 'parked' },
+	{ 'ev', 'timers' }, { 'ev', 'sleeps' },
+	{ 'mailbox', 'stream', 'mailbox-stream' }, { 'mailbox', 'pingpong', 'mailbox-pingpong' },
+}
+if not cbin or not io.open(cbin .. 'vm') then
+	t.skip('C references', 'not built (make bench-build)')
+else
+	for _, c in ipairs(crefs) do
+		local name = c[3] or c[2]
+		check(('%s (%s)'):format(name, c[1]),
+			("'%s%s' %s %s"):format(cbin, c[1], c[2], tiny[name]), unit[name])
+	end
+end
+
+-- The driver itself parses and knows every workload.
+local status, out = sh('lua5.1 bench/run --no-build --list')
+t.ok(status == 0 and out:match('switch') and out:match('scaling'), 'bench/run --list')
+
+t.done()
