@@ -3,6 +3,7 @@
 #   make LUA=luajit      the same against LuaJIT 2.1
 #   make test            run the test suite (make test LUA=luajit for the LuaJIT build)
 #   make test-asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-tsan       the multi-loop tests under ThreadSanitizer
 #   make test-valgrind   a few scripts under valgrind, failing on any leak or error
 #   make run             build and run the example (examples/hello.lua)
 #   make deps            install the Debian packages this needs
@@ -54,7 +55,7 @@ else
 Q := @
 endif
 
-.PHONY: all run test test-asan test-luajit test-valgrind deps deps-build deps-test install uninstall clean
+.PHONY: all run test test-asan test-tsan test-luajit test-valgrind deps deps-build deps-test install uninstall clean
 
 all: $(LEM) $(if $(SAN),,lem)
 
@@ -83,14 +84,35 @@ run: all
 
 # Lua test files print TAP; prove runs each under the built lem. They find their helper
 # (tests/lib) and the example C module through LUA_PATH and LUA_CPATH.
-TEST_ENV = LEM=$(CURDIR)/$(LEM) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
+TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
 test: deps-test $(LEM) $(EXAMPLE_MOD)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
+# Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any
+# report fails the run, even one from a child whose exit status no test looks at.
+SAN_REPORTS = $(CURDIR)/build/$(LUA)-$(1)/reports
+define san_check
+	@if ls $(call SAN_REPORTS,$(1)).* >/dev/null 2>&1; then \
+	  cat $(call SAN_REPORTS,$(1)).*; echo "$(1): reports above"; exit 1; \
+	else echo "$(1): no reports"; fi
+endef
+
 test-asan:
-	$(MAKE) test SAN=asan OPT=-O1
+	@rm -f $(call SAN_REPORTS,asan).*
+	ASAN_OPTIONS=log_path=$(call SAN_REPORTS,asan):detect_leaks=1 \
+	UBSAN_OPTIONS=log_path=$(call SAN_REPORTS,asan):print_stacktrace=1 \
+	  $(MAKE) test SAN=asan OPT=-O1
+	$(call san_check,asan)
+
+# The tests that run several loops, under ThreadSanitizer.
+TSAN_TESTS ?= tests/loops.lua
+test-tsan:
+	@rm -f $(call SAN_REPORTS,tsan).*
+	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
+	  $(MAKE) test SAN=tsan OPT=-O1 TESTS="$(TSAN_TESTS)"
+	$(call san_check,tsan)
 
 test-luajit:
 	$(MAKE) test LUA=luajit

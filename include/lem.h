@@ -17,7 +17,7 @@
  * runs in one thread; none of these functions may be called from another thread. */
 typedef struct lem_loop lem_loop;
 
-/* What lem_wake needs to resume a suspended coroutine; filled by lem_suspend. */
+/* What lem_wake needs to resume a suspended coroutine; filled by lem_wait. */
 typedef struct lem_waiter {
 	lua_State *co;    /* the coroutine to resume (push the resume values on its stack) */
 	uintptr_t token;  /* identifies this suspension: a stale or second wake is ignored */
@@ -51,7 +51,7 @@ void lem_wait(lua_State *T, lem_waiter *w);
 int lem_yield(lua_State *T, const lem_waiter *w);
 /* Schedules the suspended coroutine w->co to resume with the nargs values on top of its
  * stack. Returns 1, or 0 (and pops them) when w is stale: woken already, or never
- * suspended because lem_suspend raised. */
+ * suspended because lem_yield raised. */
 int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs);
 
 /* Stops the loop: pending coroutines never run; lua_close runs the finalizers; the process

@@ -88,4 +88,13 @@ t.ok(not okm and tostring(em):find('yield across'), 'yield inside table.sort com
 -- and the loop still works afterwards
 t.same({ pcall(function() utils.yield(); return 'fine' end) }, { true, 'fine' }, 'the loop goes on after that')
 
+-- deep nesting is an error, never a crash
+local function nest(n) if n == 0 then return 'bottom' end local _, v = pcall(nest, n - 1) return v end
+local okd, vd = pcall(nest, 20000)
+t.ok(okd and (vd == 'bottom' or tostring(vd):find('overflow')), 'pcall nested 20000 deep returns: ' .. tostring(vd))
+
+-- finalizers that run at exit may pcall C functions
+local st, out = t.run(t.lem .. [[ -e 'local p = newproxy(true) getmetatable(p).__gc = function() print(pcall(print, "in gc")) end keep = p']])
+t.is(out, 'in gc\ntrue\n', 'pcall of a C function inside a finalizer at exit')
+
 t.done()

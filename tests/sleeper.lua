@@ -125,4 +125,16 @@ collectgarbage(); collectgarbage()
 utils.sleeper():sleep(0.05)
 t.ok(timed_out, 'a dropped sleeper with a timeout still wakes its coroutine')
 
+-- a sleep that cannot suspend (inside a metamethod, in PUC Lua) leaves the sleeper free
+local sm = utils.sleeper()
+local proxy = setmetatable({}, { __index = function() return sm:sleep() end })
+utils.spawn(function() sm:wakeup('via metamethod') end)   -- for a VM that can suspend there
+local okm, vm = pcall(function() return proxy.x end)
+if okm then
+	t.is(vm, 'via metamethod', 'this VM suspends inside metamethods')
+else
+	utils.yield()   -- the waker finds nobody sleeping
+	t.same({ sm:sleep(0.001) }, { nil, 'timeout' }, 'a failed sleep leaves the sleeper usable, not busy')
+end
+
 t.done()

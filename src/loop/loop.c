@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <lualib.h>
 #include "loop.h"
+#include "mailbox.h"
 
 lem_loop *lem_loop_of(lua_State *T)
 {
@@ -18,6 +19,7 @@ struct ev_loop *lem_ev(lem_loop *loop)
 /* The built-in modules, loaded by require. */
 static const luaL_Reg lem_modules[] = {
 	{ "lem.utils", luaopen_lem_utils },
+	{ "lem.loops", luaopen_lem_loops },
 	{ NULL, NULL }
 };
 
@@ -59,6 +61,7 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_getfield(L, -1, "traceback");
 	lua_remove(L, -2);
 	lem_trampoline_push(L);
+	loop->trampoline = luaL_ref(L, LUA_REGISTRYINDEX);
 
 	lua_getglobal(L, "package");
 	lua_getfield(L, -1, "preload");
@@ -90,7 +93,11 @@ int lem_loop_run(lem_loop *loop)
 	lem_sched_step(loop);
 	ev_prepare_start(loop->ev, &loop->drain);
 	ev_unref(loop->ev);    /* the drain alone keeps nothing alive */
-	ev_run(loop->ev, 0);
+	if (loop->mbox)
+		lem_mbox_run(loop);
+	else
+		ev_run(loop->ev, 0);
+	lem_mbox_close(loop);
 	return loop->status;
 }
 
@@ -106,7 +113,7 @@ void lem_loop_free(lem_loop *loop)
 	free(loop);
 }
 
-void lem_exit(lem_loop *loop, int status)
+void lem_loop_stop(lem_loop *loop, int status)
 {
 	if (loop->stopping)
 		return;
@@ -115,6 +122,13 @@ void lem_exit(lem_loop *loop, int status)
 	ev_break(loop->ev, EVBREAK_ALL);
 	if (!ev_is_active(&loop->spin))   /* do not block in the last poll */
 		ev_idle_start(loop->ev, &loop->spin);
+}
+
+void lem_exit(lem_loop *loop, int status)
+{
+	if (loop->group)
+		lem_group_stop(loop->group, status);
+	lem_loop_stop(loop, status);
 }
 
 /* The message of an error value: strings and numbers as they are, else __tostring, else

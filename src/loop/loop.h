@@ -12,8 +12,7 @@ enum {
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
 	LEM_STEPS,      /* table: start-up steps, run one after another */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_TRAMPOLINE, /* runs a C function as a coroutine body (trampoline.c) */
-	LEM_NSLOTS = LEM_TRAMPOLINE
+	LEM_NSLOTS = LEM_TRACEBACK
 };
 
 struct lem_rq_entry {
@@ -38,7 +37,7 @@ struct lem_loop {
 	lua_State *running;       /* coroutine resumed by the scheduler, or NULL */
 	lua_State *yielder;       /* coroutine allowed to suspend now (running, or nested in
 	                             a yield-safe pcall of it) */
-	int suspended;            /* set by lem_suspend, read by whoever resumed */
+	int suspended;            /* set by a suspension, read by whoever resumed */
 	uintptr_t token;          /* last suspension token handed out; even */
 
 	int pool_len;             /* coroutines in LEM_POOL */
@@ -53,6 +52,11 @@ struct lem_loop {
 	int closing;              /* lua_close runs finalizers: nothing may be queued */
 	int status;               /* exit status */
 	const char *progname;     /* prefix of error messages: "lem" */
+	int trampoline;           /* registry ref of the C-body trampoline (trampoline.c) */
+
+	struct lem_group *group;  /* the loops of this process (mailbox.h) */
+	int id;                   /* this loop's number in it, 1.. */
+	struct lem_mbox *mbox;    /* its mailbox, while open */
 
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 };
@@ -71,6 +75,7 @@ extern __thread lem_loop *lem_current;
 /* loop.c */
 lem_loop *lem_loop_new(const char *progname);
 int lem_loop_run(lem_loop *loop);      /* returns the exit status */
+void lem_loop_stop(lem_loop *loop, int status);   /* this loop only */
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
 
@@ -85,6 +90,9 @@ void lem_sched_step(lem_loop *loop);
 int lem_sched_self(lua_State *T, lem_loop *loop, int nargs);
 void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w);
 int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w);
+void lem_sched_suspend(lua_State *T, lem_loop *loop, lem_waiter *w, int keep);
+int lem_sched_suspended(lua_State *T, lem_loop *loop);
+int lem_sched_valid(const lem_waiter *w);
 int lem_sched_nested(lua_State *T);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 
@@ -104,5 +112,6 @@ void lem_pcall_open(lua_State *L);
 
 /* built-in modules (src/modules/<name>/), listed in loop.c */
 int luaopen_lem_utils(lua_State *L);
+int luaopen_lem_loops(lua_State *L);
 
 #endif

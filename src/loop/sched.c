@@ -89,8 +89,7 @@ int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
 #endif
 	if (!lua_iscfunction(co, -nargs - 1))
 		return nargs;
-	lua_pushvalue(loop->L, LEM_TRAMPOLINE);
-	lua_xmove(loop->L, co, 1);
+	lua_rawgeti(co, LUA_REGISTRYINDEX, loop->trampoline);   /* still there in lua_close */
 	lua_insert(co, -nargs - 2);
 	return nargs + 1;
 }
@@ -284,8 +283,28 @@ void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w)
 int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w)
 {
 	lua_pushlightuserdata(T, (void *)w->token);
+	lua_yield(T, 1);
 	loop->suspended = 1;
-	return lua_yield(T, 1);
+	return -1;
+}
+
+/* For lem's own modules: suspends T first and lets the caller register w afterwards, so
+ * that nothing is left registered where T cannot yield (lua_yield raises first). The keep
+ * values on top of T's stack stay at indices 2..keep+1 (index 1 holds the token) until
+ * the caller returns lem_sched_suspended(). */
+void lem_sched_suspend(lua_State *T, lem_loop *loop, lem_waiter *w, int keep)
+{
+	lem_sched_wait(T, loop, w);
+	lua_pushlightuserdata(T, (void *)w->token);
+	lua_insert(T, -keep - 1);
+	lua_yield(T, keep + 1);
+}
+
+int lem_sched_suspended(lua_State *T, lem_loop *loop)
+{
+	lua_settop(T, 1);
+	loop->suspended = 1;
+	return -1;
 }
 
 void lem_wait(lua_State *T, lem_waiter *w)
@@ -298,11 +317,18 @@ int lem_yield(lua_State *T, const lem_waiter *w)
 	return lem_sched_yield(T, lem_current, w);
 }
 
+/* Whether w's coroutine is still in the suspension that filled w. */
+int lem_sched_valid(const lem_waiter *w)
+{
+	return w->co && lua_status(w->co) == LUA_YIELD &&
+	       lua_touserdata(w->co, 1) == (void *)w->token;
+}
+
 int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs)
 {
 	lua_State *co = w->co;
 
-	if (!co || lua_status(co) != LUA_YIELD || lua_touserdata(co, 1) != (void *)w->token) {
+	if (!lem_sched_valid(w)) {
 		if (co)
 			lua_pop(co, nargs);
 		return 0;
@@ -346,6 +372,9 @@ int lem_sched_nested(lua_State *T)
 	}
 	saved = loop->yielder;
 	loop->yielder = saved == T ? co : NULL;   /* suspend inside only if T itself may */
+#ifndef LEM_LUAJIT
+	lua_setlevel(T, co);   /* nested pcalls count as C calls: deep nesting is an error */
+#endif
 	loop->suspended = 0;
 	status = lua_resume(co, nargs);
 	loop->yielder = saved;

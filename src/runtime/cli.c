@@ -9,7 +9,12 @@
 #else
 #define LEM_VM LUA_RELEASE
 #endif
+#include <stdlib.h>
 #include "runtime.h"
+#include "../loop/mailbox.h"
+
+#define MAX_LOOPS 1024
+#define MAX_MAILBOX (1u << 24)
 
 static void usage(FILE *f, const char *prog)
 {
@@ -23,8 +28,13 @@ static void usage(FILE *f, const char *prog)
 		"  -h, --help     print this help and exit\n"
 		"  --             stop handling options\n"
 		"  -              run standard input and stop handling options\n"
+		"  --loops N      run N loops in N threads, each running the script (1 to %d,\n"
+		"                 or 'auto': one per online CPU; default 1)\n"
+		"  --pin          pin loop i to CPU i-1\n"
+		"  --mailbox N    messages a loop's mailbox holds before send says 'full'\n"
+		"                 (default %u)\n"
 		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH.\n",
-		prog);
+		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT);
 }
 
 static int bad(const char *prog, const char *fmt, const char *what)
@@ -36,6 +46,33 @@ static int bad(const char *prog, const char *fmt, const char *what)
 	return 1;
 }
 
+/* A whole number from 1 to max, or 0. */
+static long whole(const char *s, long max)
+{
+	char *end;
+	long v;
+
+	if (*s < '0' || *s > '9')
+		return 0;
+	v = strtol(s, &end, 10);
+	return *end == '\0' && v >= 1 && v <= max ? v : 0;
+}
+
+/* --name value or --name=value: the value, or NULL (and *i moves past it). */
+static const char *long_value(int argc, char **argv, int *i, const char *name)
+{
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+
+	if (strncmp(a, name, n) != 0)
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (a[n] != '\0')
+		return NULL;
+	return *i + 1 < argc ? argv[++*i] : "";
+}
+
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 {
 	const char *prog = "lem";
@@ -44,8 +81,10 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 	memset(cli, 0, sizeof *cli);
 	cli->argc = argc;
 	cli->argv = argv;
+	cli->loops = 1;
+	cli->mailbox = LEM_MAILBOX_DEFAULT;
 	for (i = 1; i < argc; i++) {
-		const char *a = argv[i];
+		const char *a = argv[i], *v;
 
 		if (a[0] != '-' || strcmp(a, "-") == 0) {
 			cli->script = i;
@@ -68,6 +107,30 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			if (a[2] == '\0' && ++i >= argc)
 				return bad(prog, "'%s' needs an argument", a);
 			has_e |= a[1] == 'e';
+			continue;
+		}
+		if ((v = long_value(argc, argv, &i, "--loops"))) {
+			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+			cli->loops = strcmp(v, "auto") == 0 ? (int)(cpus > 0 ? (cpus < MAX_LOOPS ? cpus : MAX_LOOPS) : 1)
+			                                   : (int)whole(v, MAX_LOOPS);
+			if (!cli->loops) {
+				fprintf(stderr, "%s: --loops expects a whole number from 1 to %d or 'auto', got '%s'\n",
+				        prog, MAX_LOOPS, v);
+				return 1;
+			}
+			continue;
+		}
+		if ((v = long_value(argc, argv, &i, "--mailbox"))) {
+			cli->mailbox = (unsigned)whole(v, MAX_MAILBOX);
+			if (!cli->mailbox) {
+				fprintf(stderr, "%s: --mailbox expects a whole number from 1 to %u, got '%s'\n",
+				        prog, MAX_MAILBOX, v);
+				return 1;
+			}
+			continue;
+		}
+		if (strcmp(a, "--pin") == 0) {
+			cli->pin = 1;
 			continue;
 		}
 		return bad(prog, "unrecognized option '%s'", a);

@@ -9,13 +9,19 @@ struct lem_cli {
 	int run_stdin;    /* no script, no -e, no -v and stdin is not a terminal */
 	int argc;
 	char **argv;
+	int loops;        /* --loops: how many loops (threads), 1 by default */
+	int pin;          /* --pin: loop i on CPU i-1 */
+	unsigned mailbox; /* --mailbox: capacity of each mailbox */
 };
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
 
 /* start.c: sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up
- * steps. Returns 0, or prints "lem: <message>" and returns 1. */
+ * steps. Returns 0, or 1 with the error message on top of loop->L. */
 int lem_start(lem_loop *loop, const struct lem_cli *cli);
+
+/* threads.c: runs cli->loops loops until all have finished; returns the exit status. */
+int lem_run(const struct lem_cli *cli);
 
 #endif

@@ -172,23 +172,23 @@ static int sleeper_sleep(lua_State *T)
 		lua_pushliteral(T, "timeout");
 		return lem_sched_self(T, loop, 2);
 	}
-	lem_sched_wait(T, loop, &w);
+	lem_sched_suspend(T, loop, &w, 1);          /* T: token, sleeper */
 	lua_pushthread(w.co);
 	lua_xmove(w.co, T, 1);
-	lua_rawseti(T, 1, 1);
+	lua_rawseti(T, 2, 1);
 	if (timed) {
 		struct lem_wait *tw = lem_wait_get(loop);
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
 		tw->w.data = (void *)w.token;
-		lua_pushvalue(T, 1);
+		lua_pushvalue(T, 2);
 		tw->anchor = lem_anchor(loop, T);
 		ev_timer_start(loop->ev, &tw->w);
 		lua_pushlightuserdata(T, tw);
 	} else {
 		lua_pushnumber(T, (lua_Number)w.token);
 	}
-	lua_rawseti(T, 1, 2);
-	return lem_sched_yield(T, loop, &w);
+	lua_rawseti(T, 2, 2);
+	return lem_sched_suspended(T, loop);
 }
 
 /* ---- timers ----

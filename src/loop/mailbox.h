@@ -1,0 +1,87 @@
+/* mailbox.h: what crosses threads: each loop's mailbox, and the group of loops.
+ *
+ * Loops share no Lua value. A message is encoded by its sender into one buffer
+ * (message.c), appended under the target mailbox's mutex, and announced with ev_async_send;
+ * the target's thread decodes it into its own lua_State. Functions marked "any thread" may
+ * be called from any loop's thread; the others only from the mailbox owner's thread. */
+#ifndef LEM_MAILBOX_H
+#define LEM_MAILBOX_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include "lem.h"
+
+#define LEM_MAILBOX_DEFAULT 65536   /* messages a mailbox holds before send says 'full' */
+
+struct lem_msg {
+	struct lem_msg *next;
+	int from;                   /* sender's loop id */
+	int nvalues;                /* top-level values */
+	size_t len, cap;            /* bytes of data used, allocated */
+	unsigned char data[];       /* encoded values (message.c) */
+};
+
+struct lem_recv;                    /* a coroutine waiting in receive (loops.c) */
+
+struct lem_mbox {
+	/* shared with senders: under lock */
+	pthread_mutex_t lock;
+	struct lem_msg *head, **tail;
+	int closed;                 /* the owner finished: sends fail with 'closed' */
+	/* shared, atomics */
+	unsigned pending;           /* messages sent and not yet received */
+	int idle;                   /* the owner only waits in receive (see group below) */
+	int stop, close;            /* requests from other threads: stop the loop; fail the
+	                               receivers with 'closed' */
+	/* the owner's */
+	lem_loop *loop;
+	ev_async wake;
+	struct lem_msg *lhead;            /* taken from the shared queue, not yet received */
+	struct lem_recv *whead, *wlast;   /* waiting receivers, first come first served */
+	int nwaiting;
+};
+
+/* The loops of one process, numbered 1..count. Idle bookkeeping: a loop whose only work
+ * left is coroutines waiting in receive marks itself idle; when every loop still running
+ * is idle, no message can ever come, and every waiting receive returns nil, 'closed'. */
+struct lem_group {
+	int count;
+	unsigned capacity;          /* of each mailbox */
+	struct lem_mbox *mbox;      /* [count]; mbox[i - 1] is loop i's */
+	pthread_mutex_t lock;       /* for what follows */
+	int live, idle;             /* loops not finished; of those, idle ones */
+	int stopping, status;       /* utils.exit, an uncaught error or a signal: first wins */
+	void (*on_finish)(struct lem_group *g);   /* called once every loop finished */
+	void *data;
+};
+
+struct lem_group *lem_group_new(int count, unsigned capacity);
+void lem_group_free(struct lem_group *g);
+/* Any thread: stops every loop with status (the first call wins). */
+void lem_group_stop(struct lem_group *g, int status);
+
+/* Owner: set up the mailbox of loop id on its loop (before it runs). */
+void lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);
+/* Owner: run the loop with the idle protocol; returns when the loop has finished. */
+void lem_mbox_run(lem_loop *loop);
+/* Owner: closes the mailbox, drops what it holds, and leaves the group. */
+void lem_mbox_close(lem_loop *loop);
+
+/* Any thread: appends m to loop to's mailbox and wakes it. Takes m on success.
+ * Returns 0, -EPIPE (closed) or -ENOSPC (full). */
+int lem_mbox_send(struct lem_group *g, int to, struct lem_msg *m);
+/* Owner: the next message not yet received, removed from the mailbox, or NULL. */
+struct lem_msg *lem_mbox_take(struct lem_mbox *mb);
+
+/* message.c: encoding values [first, last] of L; NULL and a message on L's stack for
+ * errors that name argument numbers (the caller raises). Decoding pushes the values. */
+struct lem_msg *lem_msg_encode(lua_State *L, int first, int last, int *badarg);
+void lem_msg_decode(lua_State *L, const struct lem_msg *m);
+struct lem_msg *lem_msg_copy(const struct lem_msg *m);
+
+/* loops.c: the receivers' side, called by the mailbox owner. */
+void lem_loops_deliver(lem_loop *loop);           /* hand messages to waiting receivers */
+void lem_loops_close_waiting(lem_loop *loop);     /* every waiting receive: nil, 'closed' */
+void lem_loops_drop_waiting(lem_loop *loop);      /* free receivers at close */
+
+#endif

@@ -1,0 +1,270 @@
+-- lem.loops and --loops: messages between loops, their life cycle, the command line.
+local t = require 'tap'
+local utils = require 'lem.utils'
+local loops = require 'lem.loops'
+local lem = t.lem
+
+t.is(loops.id, 1, 'a single lem is loop 1')
+t.is(loops.count, 1, '... of 1')
+
+-- values round-trip (self-send in this one loop)
+local function roundtrip(...)
+	assert(loops.send(1, ...))
+	return select(2, loops.receive())
+end
+local function pack(...) return { n = select('#', ...), ... } end
+
+local r = pack(roundtrip(nil, true, false, 0, -1.5, 2^53, 'str', nil))
+t.is(r.n, 8, 'the number of values is kept, trailing nil included')
+t.same({ r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] }, { nil, true, false, 0, -1.5, 2^53, 'str', nil }, 'nil, booleans, numbers, strings')
+local inf, nan = roundtrip(1/0, 0/0)
+t.ok(inf == 1/0, 'inf')
+t.ok(nan ~= nan, 'nan')
+local negzero = roundtrip(-1 / math.huge)   -- computed: 5.1 folds the literal -0.0 into 0
+t.ok(1/negzero == -1/0, '-0 keeps its sign')
+t.is(roundtrip(0.1 + 0.2), 0.1 + 0.2, 'doubles exactly')
+t.is(roundtrip(-2^-1074), -2^-1074, 'the smallest denormal')
+local bin = ''
+for i = 0, 255 do bin = bin .. string.char(i) end
+t.is(roundtrip(bin), bin, 'binary-safe strings')
+local big = ('abc\0'):rep(300000)
+t.is(roundtrip(big), big, 'a 1.2 MB string')
+t.is(roundtrip(''), '', 'the empty string')
+local nested = { 1, 2, nil, 4, x = { y = { z = 'deep', [true] = false } }, [1.5] = 'float key', [-1] = { {} } }
+t.same(roundtrip(nested), nested, 'nested tables, holes, any keys')
+local shared = {}
+local dag = roundtrip({ a = shared, b = shared })
+t.ok(dag.a ~= dag.b and type(dag.a) == 'table', 'a table reached twice arrives as two copies')
+local withmt = roundtrip(setmetatable({ 1 }, { __index = function() return 'mt' end }))
+t.ok(getmetatable(withmt) == nil and withmt[2] == nil, 'metatables do not cross')
+t.is(select('#', roundtrip()), 0, 'an empty message')
+
+-- unsendable values: a bad argument, and nothing is sent
+local function nothing_queued() return loops.receive(0) == nil end
+t.error(function() loops.send(1, 1, print) end, "bad argument #3 to 'send' %(cannot send a function%)", 'a function')
+t.ok(nothing_queued(), '... nothing was sent')
+t.error(function() loops.send(1, { f = { coroutine.create(function() end) } }) end, "bad argument #2 to 'send' %(cannot send a thread%)", 'a coroutine deep in a table')
+t.error(function() loops.send(1, newproxy()) end, "cannot send a userdata", 'a userdata')
+t.error(function() loops.send(1, { [print] = 1 }) end, "cannot send a function", 'a function as a key')
+local cyc = { a = {} }
+cyc.a.b = cyc
+t.error(function() loops.send(1, 'x', cyc) end, "bad argument #3 to 'send' %(cannot send a table that contains itself%)", 'a cycle')
+t.ok(nothing_queued(), '... nothing was sent')
+local deep = {}
+local d = deep
+for _ = 1, 200 do d[1] = {}; d = d[1] end
+t.error(function() loops.send(1, deep) end, 'nested that deep', 'tables nested 200 deep')
+t.error(function() loops.broadcast(print) end, "bad argument #1 to 'broadcast' %(cannot send a function%)", 'broadcast checks too')
+
+-- bad ids
+t.error(function() loops.send(2, 'x') end, "bad argument #1 to 'send' %(loop id must be a whole number from 1 to 1%)", 'id out of range')
+t.error(function() loops.send(0) end, 'whole number from 1 to 1', 'id 0')
+t.error(function() loops.send(1.5) end, 'whole number from 1 to 1', 'id 1.5')
+t.error(function() loops.send('one') end, "bad argument #1 to 'send' %(number expected, got string%)", 'id of the wrong type')
+t.error(function() loops.receive('soon') end, "bad argument #1 to 'receive' %(number expected, got string%)", 'receive timeout of the wrong type')
+
+-- receive: timeout, order, FIFO among receivers
+local t0 = utils.now()
+local a, e = loops.receive(0.05)
+local took = utils.now() - t0
+t.same({ a, e }, { nil, 'timeout' }, "receive(timeout) returns nil, 'timeout'")
+t.ok(took >= 0.045 and took < 1, 'after about that long (' .. took .. ')')
+t.same({ loops.receive(0) }, { nil, 'timeout' }, 'receive(0) polls')
+for i = 1, 100 do loops.send(1, i) end
+local inorder = true
+for i = 1, 100 do if select(2, loops.receive()) ~= i then inorder = false end end
+t.ok(inorder, 'messages arrive in the order sent')
+local served = {}
+for i = 1, 3 do utils.spawn(function() local _, v = loops.receive(); served[#served + 1] = i .. v end) end
+utils.yield()
+loops.send(1, 'a'); loops.send(1, 'b'); loops.send(1, 'c')
+utils.sleeper():sleep(0.01)
+t.same(served, { '1a', '2b', '3c' }, 'waiting receivers are served first come, first served, one message each')
+local late
+utils.spawn(function() late = pack(loops.receive(1)) end)
+utils.yield()
+loops.send(1, 'x', nil)
+utils.sleeper():sleep(0.01)
+t.same(late, { n = 3, 1, 'x', nil }, 'a receiver with a timeout gets the message and the sender id')
+
+-- closed: a receive that nothing can answer returns at once when the loop has nothing else
+local st, out, err = t.run(lem .. [[ -e "print(require('lem.loops').receive())"]])
+t.is(out, 'nil\tclosed\n', "receive with no possible sender returns nil, 'closed' instead of hanging")
+t.is(st, 0, '... and lem exits 0')
+
+-- the full mailbox
+st, out = t.run(lem .. [[ --mailbox 3 -e "local l = require('lem.loops'); print(l.send(1, 1), l.send(1, 2), l.send(1, 3), l.send(1, 4)); print(select(2, l.receive()), l.send(1, 5))"]])
+t.is(out, 'true\ttrue\ttrue\tnil\tfull\n1\ttrue\n', "a mailbox at its capacity: nil, 'full'; room again after a receive")
+
+local dir = os.tmpname()
+os.remove(dir)
+os.execute('mkdir -p ' .. dir)
+local function script(name, text)
+	local p = dir .. '/' .. name
+	local f = assert(io.open(p, 'w'))
+	f:write(text)
+	f:close()
+	return p
+end
+
+-- several loops: each runs the script, same arg
+local ids = script('ids.lua', [[
+-- io.write of one string: print's pieces could interleave between threads
+local l = require 'lem.loops'
+if l.id == 1 then
+	local seen = {}
+	for _ = 2, l.count do local from, id, a1 = l.receive(); seen[#seen + 1] = from == id and a1 or 'bad' end
+	table.sort(seen)
+	io.write(l.count, '\t', table.concat(seen, ','), '\n')
+else
+	l.send(1, l.id, arg[1] .. l.id)
+end
+]])
+st, out = t.run(lem .. ' --loops 4 ' .. ids .. ' x')
+t.is(out, '4\tx2,x3,x4\n', '--loops 4: four loops run the script with the same arg')
+t.is(st, 0, '... and exit 0 when all are done')
+st, out = t.run(lem .. ' --loops=3 ' .. ids .. ' y')
+t.is(out, '3\ty2,y3\n', '--loops=3')
+st, out = t.run(lem .. ' --loops auto ' .. ids .. ' z')
+local ncpu = tonumber(io.popen('getconf _NPROCESSORS_ONLN'):read('*l'))
+t.like(out, '^' .. ncpu .. '\t', '--loops auto runs one loop per online CPU (' .. ncpu .. ')')
+st, out, err = t.run(lem .. ' --loops 2 --pin ' .. ids .. ' p')
+t.is(out, '2\tp2\n', '--pin runs (pinned, or unpinned with a note)')
+t.ok(err == '' or err:find('cannot pin'), 'pinning says so when it fails: ' .. err)
+
+-- closed mailboxes, broadcast
+local bc = script('bc.lua', [[
+local l, u = require 'lem.loops', require 'lem.utils'
+local function print(...)   -- one write per line: loops print at the same time
+	local t = { ... }
+	for i = 1, select('#', ...) do t[i] = tostring(t[i]) end
+	io.write(table.concat(t, '\t', 1, select('#', ...)), '\n')
+end
+if l.id == 1 then
+	print('reached', l.broadcast('hi', l.id))
+	local got = 0
+	for _ = 2, l.count do if select(2, l.receive()) == 'ack' then got = got + 1 end end
+	print('acks', got)
+	-- loop 3 has finished by now: its mailbox is closed
+	u.sleeper():sleep(0.05)
+	print('to finished loop', l.send(3, 'x'))
+elseif l.id == 2 then
+	local from, what = l.receive()
+	l.send(from, 'ack')
+	print('2 then', l.receive())
+else
+	local from = l.receive()
+	l.send(from, 'ack')
+end
+]])
+st, out = t.run(lem .. ' --loops 3 ' .. bc .. ' | sort')
+t.is(out, "2 then\tnil\tclosed\nacks\t2\nreached\t2\nto finished loop\tnil\tclosed\n", "broadcast reaches the others; a finished loop's mailbox is closed")
+
+-- error and exit propagation from loop k
+local errs = script('err.lua', [[
+local l, u = require 'lem.loops', require 'lem.utils'
+if l.id == 3 then u.timer(0.01, function() error('boom in 3') end) end
+u.sleeper():sleep(5)
+print('not reached', l.id)
+]])
+st, out, err = t.run(lem .. ' --loops 4 ' .. errs)
+t.is(st, 1, 'an uncaught error in loop 3 stops every loop, status 1')
+t.like(err, '^lem%[3%]: .*boom in 3\nstack traceback:', 'lem[<id>]: <message> and a traceback')
+t.is(out, '', 'the others stopped without going on')
+local ex = script('exit.lua', [[
+local l, u = require 'lem.loops', require 'lem.utils'
+local p = newproxy(true)
+getmetatable(p).__gc = function() io.write('gc', l.id, '\n') end
+keep = p
+if l.id == 2 then u.timer(0.01, function() u.exit(7) end) end
+u.sleeper():sleep(5)
+]])
+st, out = t.run(lem .. ' --loops 3 ' .. ex .. ' | sort')
+t.is(out, 'gc1\ngc2\ngc3\n', 'utils.exit in one loop: every loop closes its own state, finalizers run')
+st = t.run(lem .. ' --loops 3 ' .. ex)
+t.is(st, 7, '... and the process exits with that status')
+st, out, err = t.run(lem .. ' --loops 2 -e "error(\'both\')"')
+t.is(st, 1, 'errors in several loops: status 1')
+t.like(err, '^lem%[%d%]: %(command line%):1: both', 'reported with the loop id')
+
+-- start-up failures are reported once
+st, out, err = t.run(lem .. ' --loops 4 ' .. dir .. '/missing.lua')
+t.is(st, 1, 'a missing script with --loops 4 exits 1')
+t.like(err, '^lem: cannot open [^\n]*\n$', '... with one message')
+
+-- --loops 1 is the single-loop lem
+st, out, err = t.run(lem .. ' --loops 1 -e "error(\'one\')"')
+t.like(err, '^lem: %(command line%):1: one', "--loops 1 reports as 'lem:'")
+
+-- command line errors
+for _, bad in ipairs({ '0', '1025', 'x', '-1', '2.5', '' }) do
+	st, out, err = t.run(lem .. " --loops '" .. bad .. "' -e 'print(1)'")
+	t.ok(st == 1 and err == "lem: --loops expects a whole number from 1 to 1024 or 'auto', got '" .. bad .. "'\n",
+		'--loops ' .. bad .. ' is refused: ' .. err)
+end
+st, out, err = t.run(lem .. ' --loops')
+t.is(err, "lem: --loops expects a whole number from 1 to 1024 or 'auto', got ''\n", '--loops without a value')
+st, out, err = t.run(lem .. ' --mailbox 0 -e "print(1)"')
+t.ok(st == 1 and err:find("^lem: %-%-mailbox expects a whole number"), '--mailbox 0 is refused')
+
+-- signals stop every loop like utils.exit (ThreadSanitizer defers signals: not there)
+if os.getenv('LEM_SANITIZER') == 'tsan' then
+	t.skip('SIGINT stops every loop', 'signals are deferred under ThreadSanitizer')
+	t.skip('SIGTERM: status 143', 'signals are deferred under ThreadSanitizer')
+else
+local sig = script('sig.lua', [[
+local l, u = require 'lem.loops', require 'lem.utils'
+local p = newproxy(true)
+getmetatable(p).__gc = function() io.write('gc', l.id, '\n') end
+keep = p
+if l.id == 1 then io.write('ready\n'); io.flush() end
+u.sleeper():sleep(10)
+]])
+st, out = t.run('(' .. lem .. ' --loops 2 ' .. sig .. ' & p=$!; sleep 0.3; kill -INT $p; wait $p; echo "status $?") | sort')
+t.is(out, 'gc1\ngc2\nready\nstatus 130\n', 'SIGINT stops every loop (finalizers run), status 130')
+st, out = t.run('(' .. lem .. ' ' .. sig .. ' & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?") | sort')
+t.is(out, 'gc1\nready\nstatus 143\n', 'SIGTERM: status 143, also with one loop')
+end
+
+-- stress: 4 loops each send 100k messages to every other loop; each arrives exactly once
+local stress = script('stress.lua', [[
+local l, u = require 'lem.loops', require 'lem.utils'
+local N, me = tonumber(arg[1]), l.id
+u.spawn(function()
+	for i = 1, N do
+		for to = 1, l.count do
+			if to ~= me then
+				while true do
+					local ok, why = l.send(to, me, i)
+					if ok then break end
+					assert(why == 'full', why)
+					u.yield()
+				end
+			end
+		end
+	end
+end)
+local expect = (l.count - 1) * N
+local sum, last, bad = 0, {}, 0
+for _ = 1, expect do
+	local from, who, i = l.receive()
+	if from ~= who or i ~= (last[from] or 0) + 1 then bad = bad + 1 end
+	last[from] = i
+	sum = sum + i
+end
+local a, b = l.receive(0.01)
+io.write(me, '\t', sum == (l.count - 1) * N * (N + 1) / 2 and bad == 0 and 'ok' or ('bad ' .. bad), '\t', tostring(a), '\t', tostring(b), '\n')
+]])
+st, out = t.run(lem .. ' --loops 4 --mailbox 1000 ' .. stress .. ' 100000 | sort')
+t.is(out, '1\tok\tnil\ttimeout\n2\tok\tnil\ttimeout\n3\tok\tnil\ttimeout\n4\tok\tnil\ttimeout\n',
+	'4 loops x 100k messages to each other loop: every one arrives once, in order per sender, none extra')
+
+-- 64 loops
+st, out = t.run(lem .. ' --loops 64 ' .. ids .. ' s')
+local expect = {}
+for i = 2, 64 do expect[#expect + 1] = 's' .. i end
+table.sort(expect)
+t.is(out, '64\t' .. table.concat(expect, ',') .. '\n', '64 loops start, talk and finish')
+
+os.execute('rm -rf ' .. dir)
+t.done()
