@@ -328,7 +328,7 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs)
 {
 	lua_State *co = w->co;
 
-	if (!lem_sched_valid(w)) {
+	if (!lem_sched_valid(w) || loop->closing) {
 		if (co)
 			lua_pop(co, nargs);
 		return 0;
