@@ -58,4 +58,17 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs);
  * exits with status. The first call wins. */
 void lem_exit(lem_loop *loop, int status);
 
+/* Blocking work (a name lookup, a file's fsync) off the loop's thread:
+ *     lem_async_run(loop, work, done, arg)
+ * runs work(arg) on a thread of the process-wide pool (the one piece lem shares between
+ * loops), then done(loop, arg) in loop's own thread, from its event loop: the place to
+ * lem_wake the coroutine waiting for the result. work runs in another thread: it must not
+ * touch any Lua state, loop or watcher, only arg. While a job is pending, the loop keeps
+ * running. Returns 0, or a negative errno and then neither function runs: -ENOMEM, or
+ * -ECANCELED while the loop or the process shuts down. When the loop is freed first,
+ * lem_loop_free waits for work and runs done before closing the Lua state; lem_wake does
+ * nothing then. Call it from loop's thread, like the rest of this API. */
+int lem_async_run(lem_loop *loop, void (*work)(void *arg),
+                  void (*done)(lem_loop *loop, void *arg), void *arg);
+
 #endif

@@ -20,6 +20,7 @@ struct ev_loop *lem_ev(lem_loop *loop)
 static const luaL_Reg lem_modules[] = {
 	{ "lem.utils", luaopen_lem_utils },
 	{ "lem.loops", luaopen_lem_loops },
+	{ "lem.io", luaopen_lem_io },
 	{ NULL, NULL }
 };
 
@@ -106,6 +107,7 @@ void lem_loop_free(lem_loop *loop)
 	if (!loop)
 		return;
 	loop->closing = 1;
+	lem_pool_loop_free(loop);   /* done callbacks still see the Lua state */
 	lua_close(loop->L);   /* runs the finalizers */
 	lem_anchor_free(loop);
 	lem_sched_free(loop);

@@ -59,6 +59,7 @@ struct lem_loop {
 	struct lem_mbox *mbox;    /* its mailbox, while open */
 
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
+	struct lem_jobs *jobs;    /* thread pool: this loop's completion queue (runtime/pool.c) */
 };
 
 /* A timer for a timed sleep; lives in the loop, reused, freed with it. */
@@ -110,8 +111,12 @@ void lem_trampoline_push(lua_State *L);
 /* pcall.c */
 void lem_pcall_open(lua_State *L);
 
+/* runtime/pool.c: waits for the loop's pool jobs and frees loop->jobs (see pool.h) */
+void lem_pool_loop_free(lem_loop *loop);
+
 /* built-in modules (src/modules/<name>/), listed in loop.c */
 int luaopen_lem_utils(lua_State *L);
 int luaopen_lem_loops(lua_State *L);
+int luaopen_lem_io(lua_State *L);
 
 #endif

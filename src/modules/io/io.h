@@ -1,0 +1,89 @@
+/* io.h: lem.io's objects, shared by its files: streams (stream.c), listeners and
+ * addresses (socket.c), the module table (io.c). */
+#ifndef LEM_IO_H
+#define LEM_IO_H
+
+#include <sys/types.h>
+#include "../../loop/loop.h"
+
+#define IO_STREAM_MT   "lem.io.stream"
+#define IO_LISTENER_MT "lem.io.listener"
+
+enum io_kind { IO_TCP, IO_UNIX, IO_STD };
+
+/* A suspended caller: its waiter and the anchor slot that keeps its coroutine alive.
+ * The coroutine's stack keeps the object (the method's self) alive in turn, so a stream
+ * with a suspended reader is never collected. slot == 0: nobody waits. */
+struct io_wait {
+	lem_waiter w;
+	int slot;
+};
+
+/* A stream: one descriptor, a read buffer, at most one reader and one writer at a time.
+ * The watchers are embedded (no allocation per operation); r comes first so that its
+ * callback gets the stream back by a cast. */
+struct io_stream {
+	ev_io r;                  /* readable: a suspended read */
+	ev_io w;                  /* writable: a suspended write, or a connect in progress */
+	ev_timer timer;           /* timeout of the suspended read or connect */
+	lem_loop *loop;
+	int fd;                   /* -1 once closed */
+	unsigned char kind;       /* enum io_kind */
+	unsigned char eof;        /* the peer closed its end: read() returned 0 */
+	unsigned char drained;    /* the last read() was short: the socket is likely empty */
+	unsigned char connecting; /* w watches a non-blocking connect */
+	int err;                  /* errno of a failed read(), reported once */
+
+	struct io_wait rd;        /* the reader (or the connecting caller) */
+	int rfmt;                 /* its format: IO_LINE, IO_ALL or IO_COUNT */
+	size_t rcount;            /* IO_COUNT: bytes wanted */
+	size_t take;              /* buffer start once the value just pushed is consumed */
+
+	char *buf;                /* read buffer: data in [start, end), cap bytes */
+	size_t start, end, cap;
+	size_t scan;              /* IO_LINE: no '\n' in [start, scan) */
+
+	struct io_wait wr;        /* the writer */
+	int wdata;                /* anchor slot of the string being written */
+	const char *wp;           /* what is left of it */
+	size_t wlen;
+
+	struct addrinfo *ai, *ai_next;  /* connect: the addresses, the next to try */
+	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
+};
+
+/* A listening socket. In autospawn mode every accepted client starts a coroutine. */
+struct io_listener {
+	ev_io r;
+	ev_timer timer;           /* accept timeout, or the pause after EMFILE */
+	lem_loop *loop;
+	int fd;
+	unsigned char kind;       /* IO_TCP or IO_UNIX */
+	struct io_wait acc;       /* accept() or autospawn() caller */
+	int handler;              /* autospawn: anchor slot of the handler, else 0 */
+	char *path;               /* IO_UNIX: the socket file, removed at close */
+	int backlog;
+};
+
+enum { IO_LINE, IO_ALL, IO_COUNT };
+
+/* io.c */
+int io_error(lua_State *T, int err);          /* pushes nil, message; returns 2 */
+void io_pusherror(lua_State *T, int err);     /* pushes the message only */
+void io_anchor_co(lem_loop *loop, struct io_wait *iw);
+void io_release(lem_loop *loop, struct io_wait *iw);
+int io_wake(lem_loop *loop, struct io_wait *iw, int nargs);
+
+/* stream.c */
+struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind);
+void io_stream_ready(struct io_stream *s, int fd);   /* sets fd and the stream's watchers */
+void io_stream_shut(struct io_stream *s, int wake);
+void io_stream_open(lua_State *L);
+void io_std_open(lua_State *L);               /* sets io.stdin, io.stdout, io.stderr */
+
+/* socket.c */
+void io_socket_open(lua_State *L);            /* sets io.tcp, io.unix */
+struct sockaddr;
+int io_pushaddr(lua_State *T, const struct sockaddr *sa, unsigned len);  /* addr, port */
+
+#endif
