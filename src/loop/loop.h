@@ -7,7 +7,7 @@
 /* Slots of the main lua_State's stack that anchor the loop's Lua values. */
 enum {
 	LEM_RQ = 1,     /* table: the runqueue segments' anchoring coroutines */
-	LEM_POOL,       /* table: finished coroutines kept for reuse */
+	LEM_POOL,       /* coroutine whose stack holds finished coroutines kept for reuse */
 	LEM_ANCHORS,    /* table: anchor slot -> value (timers, timed sleepers) */
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
 	LEM_STEPS,      /* table: start-up steps, run one after another */
@@ -31,6 +31,7 @@ struct lem_loop {
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
 	struct lem_rq_seg *rq_free, *rq_all;
 	unsigned rq_len;          /* runnable coroutines */
+	struct lem_rq_seg *rq_seg;  /* the segment of the entry just taken */
 	ev_prepare drain;         /* runs a batch of the runqueue before each poll */
 	ev_idle spin;             /* active while the runqueue is not empty: poll won't block */
 
@@ -40,7 +41,8 @@ struct lem_loop {
 	int suspended;            /* set by a suspension, read by whoever resumed */
 	uintptr_t token;          /* last suspension token handed out; even */
 
-	int pool_len;             /* coroutines in LEM_POOL */
+	lua_State *pool;          /* LEM_POOL */
+	int pool_len;             /* coroutines on its stack */
 	int *free_anchors;        /* free anchor slots */
 	int nfree_anchors, anchors_len, free_anchors_cap;
 	struct lem_wait *free_waits, *all_waits;  /* timers for timed sleeps, reused */
@@ -53,6 +55,7 @@ struct lem_loop {
 	int status;               /* exit status */
 	const char *progname;     /* prefix of error messages: "lem" */
 	int trampoline;           /* registry ref of the C-body trampoline (trampoline.c) */
+	const void *sleeper_mt;   /* lem.utils: the sleepers' metatable, to check their type */
 
 	struct lem_group *group;  /* the loops of this process (mailbox.h) */
 	int id;                   /* this loop's number in it, 1.. */
@@ -85,6 +88,7 @@ void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs);
 int lem_sched_body(lem_loop *loop, lua_State *co, int nargs);
+void lem_sched_push_func(lem_loop *loop, lua_State *from);
 lua_State *lem_sched_thread(lem_loop *loop);   /* pushed on loop->L */
 void lem_sched_recycle(lem_loop *loop, lua_State *T);
 void lem_sched_step(lem_loop *loop);

@@ -66,6 +66,10 @@ static void seg_empty(struct lem_rq_seg *seg)
 void lem_sched_init(lem_loop *loop)
 {
 	loop->rq_first = loop->rq_last = seg_get(loop);
+	loop->pool = lua_newthread(loop->L);
+	if (!lua_checkstack(loop->pool, LEM_POOL_MAX))
+		die("coroutine pool");
+	lua_replace(loop->L, LEM_POOL);
 }
 
 void lem_sched_free(lem_loop *loop)
@@ -117,6 +121,31 @@ void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 		ev_idle_start(loop->ev, &loop->spin);
 }
 
+/* Queues the function on top of `from` (popped) to run in a coroutine made when its turn
+ * comes: a burst of timers or spawns then reuses the few coroutines that finish meanwhile
+ * instead of making one each. */
+void lem_sched_push_func(lem_loop *loop, lua_State *from)
+{
+	struct lem_rq_seg *seg = loop->rq_last;
+	struct lem_rq_entry *e;
+
+	if (loop->closing) {
+		lua_pop(from, 1);
+		return;
+	}
+	if (seg->len == LEM_SEG) {
+		seg->next = seg_get(loop);
+		seg = loop->rq_last = seg->next;
+	}
+	e = &seg->e[seg->len++];
+	e->T = NULL;
+	e->token = 0;
+	e->nargs = 0;
+	lua_xmove(from, seg->A, 1);
+	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
+		ev_idle_start(loop->ev, &loop->spin);
+}
+
 /* The next entry to run; the runqueue is not empty. A used-up segment is recycled only
  * when the next one is reached: the coroutine of its last entry has run by then. */
 static struct lem_rq_entry *rq_pop(lem_loop *loop)
@@ -130,6 +159,7 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 		loop->rq_free = seg;
 		seg = loop->rq_first;
 	}
+	loop->rq_seg = seg;
 	if (--loop->rq_len == 0 && seg->head > 0) {
 		/* The runqueue runs dry: drop the anchors of the entries already run, keeping
 		 * the one about to run, so parked coroutines become garbage without delay. */
@@ -145,17 +175,17 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 
 /* ---- coroutines ---- */
 
+/* Finished coroutines wait for reuse on the stack of a coroutine of their own (P): taking
+ * one and giving one back are each a lua_xmove. */
+
 /* Pushes onto L a coroutine with an empty stack, recycled when one is at hand. */
 lua_State *lem_sched_thread(lem_loop *loop)
 {
-	lua_State *L = loop->L;
-
 	if (loop->pool_len == 0 || loop->closing)
-		return lua_newthread(L);
-	lua_rawgeti(L, LEM_POOL, loop->pool_len);
-	lua_pushnil(L);
-	lua_rawseti(L, LEM_POOL, loop->pool_len--);
-	return lua_tothread(L, -1);
+		return lua_newthread(loop->L);
+	loop->pool_len--;
+	lua_xmove(loop->pool, loop->L, 1);
+	return lua_tothread(loop->L, -1);
 }
 
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
@@ -165,9 +195,9 @@ void lem_sched_recycle(lem_loop *loop, lua_State *T)
 	lua_settop(T, 0);
 	if (loop->pool_len >= LEM_POOL_MAX || loop->closing)
 		return;
+	loop->pool_len++;
 	lua_pushthread(T);
-	lua_xmove(T, loop->L, 1);
-	lua_rawseti(loop->L, LEM_POOL, ++loop->pool_len);
+	lua_xmove(T, loop->pool, 1);
 }
 
 /* Queues the next start-up step (LUA_INIT, -e, -l, the script) once the last one ended. */
@@ -208,18 +238,27 @@ static void run_one(lem_loop *loop)
 {
 	struct lem_rq_entry *e = rq_pop(loop);
 	lua_State *T = e->T;
-	int status;
+	int nargs = e->nargs, made = 0, status;
 
-	/* The coroutine must be in the state it was queued in: new (token 0), suspended by
-	 * itself (LUA_YIELD), or in the very suspension it was woken from. Anything else
-	 * (resumed by hand meanwhile, or woken where lua_yield raised) is stale. */
-	if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
-	                           lua_touserdata(T, 1) != (void *)e->token
-	                         : lua_status(T) != (int)e->token)
+	if (!T) {   /* a queued function: its coroutine, made now, is anchored on L */
+		struct lem_rq_seg *seg = loop->rq_seg;
+		T = lem_sched_thread(loop);
+		lua_pushvalue(seg->A, (int)seg->head);
+		lua_xmove(seg->A, T, 1);
+		nargs = lem_sched_body(loop, T, 0);
+		made = 1;
+	} else if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
+	                                  lua_touserdata(T, 1) != (void *)e->token
+	                                : lua_status(T) != (int)e->token) {
+		/* The coroutine must be in the state it was queued in: new (token 0),
+		 * suspended by itself (LUA_YIELD), or in the very suspension it was woken
+		 * from. Anything else (resumed by hand meanwhile, or woken where lua_yield
+		 * raised) is stale. */
 		return;
+	}
 	loop->running = loop->yielder = T;
 	loop->suspended = 0;
-	status = lua_resume(T, e->nargs);
+	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = NULL;
 	if (status == LUA_YIELD) {
 		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */
@@ -233,6 +272,8 @@ static void run_one(lem_loop *loop)
 	} else {
 		lem_loop_fail(loop, T);
 	}
+	if (made)
+		lua_pop(loop->L, 1);
 }
 
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)

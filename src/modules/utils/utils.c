@@ -19,6 +19,11 @@ static int utils_spawn(lua_State *T)
 	lua_State *co;
 
 	luaL_checktype(T, 1, LUA_TFUNCTION);
+	if (n == 1) {             /* no arguments: its coroutine is made when it runs */
+		lem_sched_push_func(loop, T);
+		lua_pushboolean(T, 1);
+		return 1;
+	}
 	co = lem_sched_thread(loop);
 	lua_checkstack(co, n + 1);
 	lua_xmove(T, co, n);
@@ -60,14 +65,15 @@ static int utils_now(lua_State *T)
 
 /* ---- sleepers ----
  * A sleeper is a table, the cheapest object that can keep a coroutine alive: [1] is the
- * sleeping coroutine, [2] its token (a number), or for a timed sleep the light userdata
- * of its struct lem_wait, which holds the token. An untimed sleeper is anchored by nothing:
- * once no one can reach the sleeper, its coroutine is garbage too. A timed one is anchored
- * in the loop until it wakes. */
+ * sleeping coroutine, or for a timed sleep the light userdata of its struct lem_wait,
+ * with the coroutine in [2]. An untimed sleeper is anchored by nothing: once no one can
+ * reach the sleeper, its coroutine is garbage too. A timed one is anchored in the loop
+ * until it wakes. Sleeps register after their lua_yield succeeded, so a registered
+ * coroutine is always in that very suspension. */
 
-static void checksleeper(lua_State *T)
+static void checksleeper(lua_State *T, lem_loop *loop)
 {
-	if (!lua_getmetatable(T, 1) || !lua_rawequal(T, -1, SLEEPER))
+	if (!lua_getmetatable(T, 1) || lua_topointer(T, -1) != loop->sleeper_mt)
 		luaL_typerror(T, 1, "sleeper");
 	lua_pop(T, 1);
 }
@@ -75,32 +81,35 @@ static void checksleeper(lua_State *T)
 /* utils.sleeper() --> sleeper */
 static int utils_sleeper(lua_State *T)
 {
-	lua_createtable(T, 2, 0);
+	lua_createtable(T, 1, 0);
 	lua_pushvalue(T, SLEEPER);
 	lua_setmetatable(T, -2);
 	return 1;
 }
 
-/* Clears the sleeper at index idx of T and fills w with the sleep it ends. */
+/* Ends the sleep registered in the sleeper at idx of T (its [1] is not nil): clears the
+ * sleeper and fills w. */
 static void sleeper_take(lem_loop *loop, lua_State *T, int idx, lem_waiter *w)
 {
 	lua_rawgeti(T, idx, 1);
-	w->co = lua_tothread(T, -1);
-	lua_rawgeti(T, idx, 2);
 	if (lua_islightuserdata(T, -1)) {
 		struct lem_wait *tw = lua_touserdata(T, -1);
 		w->token = (uintptr_t)tw->w.data;
 		ev_timer_stop(loop->ev, &tw->w);
 		lem_unanchor(loop, tw->anchor);
 		lem_wait_put(loop, tw);
+		lua_rawgeti(T, idx, 2);
+		w->co = lua_tothread(T, -1);
+		lua_pushnil(T);
+		lua_rawseti(T, idx, 2);
+		lua_pop(T, 1);
 	} else {
-		w->token = (uintptr_t)lua_tonumber(T, -1);
+		w->co = lua_tothread(T, -1);
+		w->token = (uintptr_t)lua_touserdata(w->co, 1);   /* its current suspension */
 	}
-	lua_pop(T, 2);
+	lua_pop(T, 1);
 	lua_pushnil(T);
 	lua_rawseti(T, idx, 1);
-	lua_pushnil(T);
-	lua_rawseti(T, idx, 2);
 }
 
 static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
@@ -110,12 +119,10 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
 	lua_State *L = loop->L;
 	lem_waiter w;
 
-	(void)revents;
+	(void)ev; (void)revents;
 	lem_anchor_push(loop, L, wait->anchor);
 	sleeper_take(loop, L, lua_gettop(L), &w);
 	lua_pop(L, 1);
-	if (!w.co)
-		return;
 	lua_checkstack(w.co, 2);
 	lua_pushnil(w.co);
 	lua_pushliteral(w.co, "timeout");
@@ -129,7 +136,7 @@ static int sleeper_wakeup(lua_State *T)
 	int n = lua_gettop(T) - 1;
 	lem_waiter w;
 
-	checksleeper(T);
+	checksleeper(T, loop);
 	lua_rawgeti(T, 1, 1);
 	if (lua_isnil(T, -1)) {
 		lua_pushnil(T);
@@ -138,11 +145,9 @@ static int sleeper_wakeup(lua_State *T)
 	}
 	lua_pop(T, 1);
 	sleeper_take(loop, T, 1, &w);
-	if (w.co) {
-		lua_checkstack(w.co, n);
-		lua_xmove(T, w.co, n);
-		lem_wake(loop, &w, n);
-	}
+	lua_checkstack(w.co, n);
+	lua_xmove(T, w.co, n);
+	lem_wake(loop, &w, n);
 	lua_pushboolean(T, 1);
 	return 1;
 }
@@ -155,7 +160,7 @@ static int sleeper_sleep(lua_State *T)
 	int timed;
 	lem_waiter w;
 
-	checksleeper(T);
+	checksleeper(T, loop);
 	timed = !lua_isnoneornil(T, 2);
 	if (timed)
 		timeout = luaL_checknumber(T, 2);
@@ -175,19 +180,17 @@ static int sleeper_sleep(lua_State *T)
 	lem_sched_suspend(T, loop, &w, 1);          /* T: token, sleeper */
 	lua_pushthread(w.co);
 	lua_xmove(w.co, T, 1);
-	lua_rawseti(T, 2, 1);
 	if (timed) {
 		struct lem_wait *tw = lem_wait_get(loop);
+		lua_rawseti(T, 2, 2);
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
 		tw->w.data = (void *)w.token;
 		lua_pushvalue(T, 2);
 		tw->anchor = lem_anchor(loop, T);
 		ev_timer_start(loop->ev, &tw->w);
 		lua_pushlightuserdata(T, tw);
-	} else {
-		lua_pushnumber(T, (lua_Number)w.token);
 	}
-	lua_rawseti(T, 2, 2);
+	lua_rawseti(T, 2, 1);
 	return lem_sched_suspended(T, loop);
 }
 
@@ -214,14 +217,11 @@ static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct timer *t = (struct timer *)w;
 	lem_loop *loop = t->loop;
-	lua_State *co;
 
 	(void)revents;
-	co = lem_sched_thread(loop);
-	lem_anchor_push(loop, co, t->func);
+	lem_anchor_push(loop, loop->L, t->func);
 	timer_release(t);
-	lem_sched_push(loop, co, 0, 0);
-	lua_pop(loop->L, 1);
+	lem_sched_push_func(loop, loop->L);
 }
 
 /* utils.timer(seconds, func) --> timer */
@@ -240,11 +240,8 @@ static int utils_timer(lua_State *T)
 	luaL_getmetatable(T, TIMER_MT);
 	lua_setmetatable(T, -2);
 	if (delay <= 0) {         /* as utils.spawn, but still a timer (expired) */
-		lua_State *co = lem_sched_thread(loop);
 		lua_pushvalue(T, 2);
-		lua_xmove(T, co, 1);
-		lem_sched_push(loop, co, 0, 0);
-		lua_pop(loop->L, 1);
+		lem_sched_push_func(loop, T);
 		return 1;
 	}
 	lua_pushvalue(T, -1);
@@ -329,6 +326,7 @@ int luaopen_lem_utils(lua_State *L)
 	lua_pop(L, 1);
 
 	lua_newtable(L);                        /* the sleepers' metatable */
+	lem_current->sleeper_mt = lua_topointer(L, -1);
 	lua_pushliteral(L, "sleeper");
 	lua_setfield(L, -2, "__metatable");
 	lua_newtable(L);                        /* module */
