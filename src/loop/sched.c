@@ -98,27 +98,37 @@ int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
 	return nargs + 1;
 }
 
-void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
+/* A new entry at the tail of the runqueue; its value goes on top of the returned
+ * segment's anchoring stack. */
+static struct lem_rq_entry *rq_append(lem_loop *loop, struct lem_rq_seg **segp)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
+
+	if (seg->len == LEM_SEG) {
+		seg->next = seg_get(loop);
+		seg = loop->rq_last = seg->next;
+	}
+	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
+		ev_idle_start(loop->ev, &loop->spin);
+	*segp = seg;
+	return &seg->e[seg->len++];
+}
+
+void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
+{
+	struct lem_rq_seg *seg;
 	struct lem_rq_entry *e;
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
 	if (token == 0)
 		nargs = lem_sched_body(loop, T, nargs);
-	if (seg->len == LEM_SEG) {
-		seg->next = seg_get(loop);
-		seg = loop->rq_last = seg->next;
-	}
-	e = &seg->e[seg->len++];
+	e = rq_append(loop, &seg);
 	e->T = T;
 	e->token = token;
 	e->nargs = nargs;
 	lua_pushthread(T);
 	lua_xmove(T, seg->A, 1);
-	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
-		ev_idle_start(loop->ev, &loop->spin);
 }
 
 /* Queues the function on top of `from` (popped) to run in a coroutine made when its turn
@@ -126,24 +136,18 @@ void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
  * instead of making one each. */
 void lem_sched_push_func(lem_loop *loop, lua_State *from)
 {
-	struct lem_rq_seg *seg = loop->rq_last;
+	struct lem_rq_seg *seg;
 	struct lem_rq_entry *e;
 
 	if (loop->closing) {
 		lua_pop(from, 1);
 		return;
 	}
-	if (seg->len == LEM_SEG) {
-		seg->next = seg_get(loop);
-		seg = loop->rq_last = seg->next;
-	}
-	e = &seg->e[seg->len++];
+	e = rq_append(loop, &seg);
 	e->T = NULL;
 	e->token = 0;
 	e->nargs = 0;
 	lua_xmove(from, seg->A, 1);
-	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
-		ev_idle_start(loop->ev, &loop->spin);
 }
 
 /* The next entry to run; the runqueue is not empty. A used-up segment is recycled only
