@@ -57,7 +57,7 @@ endif
 
 .PHONY: all run test test-asan test-tsan test-luajit test-valgrind deps deps-build deps-test install uninstall clean
 
-all: $(LEM) $(if $(SAN),,lem)
+all: $(LEM) $(if $(SAN)$(filter luajit,$(LUA)),,lem)
 
 lem: $(LEM)
 	$(Q)ln -sfn $(LEM) lem

@@ -56,7 +56,7 @@ lem_loop *lem_loop_new(const char *progname)
 	luaL_openlibs(L);
 
 	luaL_checkstack(L, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
-	for (int i = LEM_RQ; i < LEM_TRACEBACK; i++)
+	for (int i = LEM_POOL; i < LEM_TRACEBACK; i++)
 		lua_newtable(L);
 	lua_getglobal(L, "debug");
 	lua_getfield(L, -1, "traceback");

@@ -6,9 +6,9 @@
 
 /* Slots of the main lua_State's stack that anchor the loop's Lua values. */
 enum {
-	LEM_RQ = 1,     /* table: the runqueue segments' anchoring coroutines */
-	LEM_POOL,       /* coroutine whose stack holds finished coroutines kept for reuse */
-	LEM_ANCHORS,    /* table: anchor slot -> value (timers, timed sleepers) */
+	LEM_POOL = 1,   /* coroutine whose stack holds finished coroutines kept for reuse */
+	LEM_ANCHORS,    /* table: anchor slot -> value (timers, timed sleepers, the
+	                   runqueue segments' coroutines) */
 	LEM_HOLDS,      /* table: coroutine -> true (lem_newthread / lem_hold) */
 	LEM_STEPS,      /* table: start-up steps, run one after another */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
@@ -26,10 +26,11 @@ struct lem_rq_seg;
 
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
-	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_RQ..) */
+	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_POOL..) */
 
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
-	struct lem_rq_seg *rq_free, *rq_all;
+	struct lem_rq_seg *rq_free;
+	int rq_nfree;
 	unsigned rq_len;          /* runnable coroutines */
 	struct lem_rq_seg *rq_seg;  /* the segment of the entry just taken */
 	ev_prepare drain;         /* runs a batch of the runqueue before each poll */

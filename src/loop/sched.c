@@ -29,11 +29,15 @@ static void die(const char *what)
 
 struct lem_rq_seg {
 	struct lem_rq_seg *next;      /* in the runqueue, or in the free list */
-	struct lem_rq_seg *all;       /* every segment, to free them */
 	lua_State *A;
+	int anchor;                   /* A's anchor slot */
 	unsigned head, len;
 	struct lem_rq_entry e[LEM_SEG];
 };
+
+/* Used-up segments kept for the next burst; more are freed, so that a burst of 100k
+ * spawns does not hold 4 MB for ever. */
+#define LEM_SEG_SPARE 2
 
 static struct lem_rq_seg *seg_get(lem_loop *loop)
 {
@@ -41,6 +45,7 @@ static struct lem_rq_seg *seg_get(lem_loop *loop)
 
 	if (seg) {
 		loop->rq_free = seg->next;
+		loop->rq_nfree--;
 	} else {
 		seg = malloc(sizeof *seg);
 		if (!seg)
@@ -48,9 +53,7 @@ static struct lem_rq_seg *seg_get(lem_loop *loop)
 		seg->A = lua_newthread(loop->L);
 		if (!lua_checkstack(seg->A, LEM_SEG))
 			die("runqueue");
-		lua_rawseti(loop->L, LEM_RQ, (int)lua_objlen(loop->L, LEM_RQ) + 1);
-		seg->all = loop->rq_all;
-		loop->rq_all = seg;
+		seg->anchor = lem_anchor(loop, loop->L);
 		seg->head = seg->len = 0;
 	}
 	seg->next = NULL;
@@ -63,6 +66,19 @@ static void seg_empty(struct lem_rq_seg *seg)
 	seg->head = seg->len = 0;
 }
 
+static void seg_put(lem_loop *loop, struct lem_rq_seg *seg)
+{
+	if (loop->rq_nfree >= LEM_SEG_SPARE) {
+		lem_unanchor(loop, seg->anchor);   /* its coroutine becomes garbage */
+		free(seg);
+		return;
+	}
+	seg_empty(seg);
+	seg->next = loop->rq_free;
+	loop->rq_free = seg;
+	loop->rq_nfree++;
+}
+
 void lem_sched_init(lem_loop *loop)
 {
 	loop->rq_first = loop->rq_last = seg_get(loop);
@@ -72,15 +88,17 @@ void lem_sched_init(lem_loop *loop)
 	lua_replace(loop->L, LEM_POOL);
 }
 
+/* After lua_close: every segment is in the runqueue or in the free list. */
 void lem_sched_free(lem_loop *loop)
 {
-	struct lem_rq_seg *seg, *next;
+	struct lem_rq_seg *lists[2] = { loop->rq_first, loop->rq_free }, *seg, *next;
 
-	for (seg = loop->rq_all; seg; seg = next) {
-		next = seg->all;
-		free(seg);
-	}
-	loop->rq_all = loop->rq_free = loop->rq_first = loop->rq_last = NULL;
+	for (int i = 0; i < 2; i++)
+		for (seg = lists[i]; seg; seg = next) {
+			next = seg->next;
+			free(seg);
+		}
+	loop->rq_free = loop->rq_first = loop->rq_last = NULL;
 }
 
 /* A C function as the body of a coroutine runs under the trampoline (trampoline.c) in
@@ -158,9 +176,7 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 
 	if (seg->head == seg->len) {
 		loop->rq_first = seg->next;
-		seg_empty(seg);
-		seg->next = loop->rq_free;
-		loop->rq_free = seg;
+		seg_put(loop, seg);
 		seg = loop->rq_first;
 	}
 	loop->rq_seg = seg;
