@@ -21,7 +21,9 @@ function common.args(title, defaults, argv)
 	for k in pairs(defaults) do names[#names + 1] = k end
 	table.sort(names)
 	for i, k in ipairs(names) do names[i] = k .. '=' .. tostring(o[k]) end
-	io.write('# ', title, ': ', table.concat(names, ' '), '\n')
+	if not common.tag then   -- with lem --loops, only loop 1 prints the title
+		io.write('# ', title, ': ', table.concat(names, ' '), '\n')
+	end
 	return o
 end
 
@@ -36,7 +38,7 @@ end
 
 -- phase(name, wall seconds or nil, cpu seconds or nil)
 function common.phase(name, wall, cpu)
-	io.write('phase ', name)
+	io.write('phase ', name, common.tag or '')
 	if wall then io.write((' wall %.6f s'):format(wall)) end
 	if cpu then io.write((' cpu %.6f s'):format(cpu)) end
 	io.write('\n')
@@ -52,6 +54,16 @@ end
 function common.loops()
 	local ok, loops = pcall(require, 'lem.loops')
 	return ok and loops or nil
+end
+
+-- Under lem --loops N (N > 1), the phases of loop i are tagged " (loop i)", and only
+-- loop 1 prints the title: their output interleaves.
+do
+	local loops = package.preload['lem.loops'] and common.loops()
+	if loops and loops.count > 1 then
+		common.tag = (' (loop %d)'):format(loops.id)
+		if loops.id == 1 then common.tag = nil end
+	end
 end
 
 -- lem only: every loop did `work` between its t0 and t1 (utils.now()); loop 1 prints the
