@@ -24,8 +24,8 @@ local tiny = {
 	sleeps = 'k=4 r=3 delay=0.0005',
 	pingpong = 'n=200',
 	parked = 'n=50',
-	['mailbox-stream'] = 'n=300 size=16',
-	['mailbox-pingpong'] = 'n=20',
+	['mailbox-stream'] = 'n=5000 size=16',   -- enough loop iterations for utils.now() to move
+	['mailbox-pingpong'] = 'n=200',
 }
 -- name -> the unit of its main figure
 local unit = {
