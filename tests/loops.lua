@@ -259,6 +259,28 @@ st, out = t.run(lem .. ' --loops 4 --mailbox 1000 ' .. stress .. ' 100000 | sort
 t.is(out, '1\tok\tnil\ttimeout\n2\tok\tnil\ttimeout\n3\tok\tnil\ttimeout\n4\tok\tnil\ttimeout\n',
 	'4 loops x 100k messages to each other loop: every one arrives once, in order per sender, none extra')
 
+-- ping-pong between two loops that are idle in between: never a false 'closed'
+local pp = script('pp.lua', [[
+local l = require 'lem.loops'
+local N = tonumber(arg[1])
+if l.id == 1 then
+	for i = 1, N do
+		l.send(2, i)
+		local from, k = l.receive()
+		if from ~= 2 or k ~= i then io.write('bad at ', i, ' ', tostring(k), '\n') return end
+	end
+	io.write('ok\n')
+else
+	for _ = 1, N do
+		local from, k = l.receive()
+		if not from then io.write('loop 2: ', k, '\n') return end
+		l.send(from, k)
+	end
+end
+]])
+st, out = t.run(lem .. ' --loops 2 ' .. pp .. ' 20000')
+t.is(out, 'ok\n', '20000 ping-pong round trips between two loops, each idle in between')
+
 -- 64 loops
 st, out = t.run(lem .. ' --loops 64 ' .. ids .. ' s')
 local expect = {}

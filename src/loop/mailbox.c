@@ -84,10 +84,12 @@ static void check_quiet(struct lem_group *g)
 static void set_idle(struct lem_group *g, struct lem_mbox *mb, int idle)
 {
 	pthread_mutex_lock(&g->lock);
-	STORE(&mb->idle, idle);
-	g->idle += idle ? 1 : -1;
-	if (idle)
-		check_quiet(g);
+	if (LOAD(&mb->idle) != idle) {
+		STORE(&mb->idle, idle);
+		g->idle += idle ? 1 : -1;
+		if (idle)
+			check_quiet(g);
+	}
 	pthread_mutex_unlock(&g->lock);
 }
 
@@ -105,6 +107,10 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents)
 		lem_loop_stop(loop, status);
 		return;
 	}
+	/* Leave the idle state before taking any message: an idle loop whose message was
+	 * taken would look, to check_quiet, like one that nothing can ever wake. */
+	if (LOAD(&mb->idle))
+		set_idle(loop->group, mb, 0);
 	lem_loops_deliver(loop);
 	if (__atomic_exchange_n(&mb->close, 0, __ATOMIC_SEQ_CST))
 		lem_loops_close_waiting(loop);
