@@ -56,7 +56,8 @@ struct lem_loop {
 	int status;               /* exit status */
 	const char *progname;     /* prefix of error messages: "lem" */
 	int trampoline;           /* registry ref of the C-body trampoline (trampoline.c) */
-	const void *sleeper_mt;   /* lem.utils: the sleepers' metatable, to check their type */
+	const void *sleeper_mt;   /* lem.utils: the sleepers' and timers' metatables, to */
+	const void *timer_mt;     /* check their type */
 
 	struct lem_group *group;  /* the loops of this process (mailbox.h) */
 	int id;                   /* this loop's number in it, 1.. */

@@ -2,8 +2,9 @@
 #include <stdlib.h>
 #include "../../loop/loop.h"
 
-/* Upvalue of every function here. */
+/* Upvalues of every function here. */
 #define SLEEPER  lua_upvalueindex(1)   /* the sleepers' metatable */
+#define TIMER    lua_upvalueindex(2)   /* the timers' metatable */
 
 static lem_loop *getloop(lua_State *T)
 {
@@ -198,7 +199,6 @@ static int sleeper_sleep(lua_State *T)
  * A pending timer costs its userdata and two anchor slots (itself and its function); the
  * coroutine is made only when it fires. */
 
-#define TIMER_MT "lem.timer"
 
 struct timer {
 	ev_timer w;
@@ -237,7 +237,7 @@ static int utils_timer(lua_State *T)
 	t->loop = loop;
 	t->self = t->func = 0;
 	ev_timer_init(&t->w, timer_fire, delay, 0);
-	luaL_getmetatable(T, TIMER_MT);
+	lua_pushvalue(T, TIMER);
 	lua_setmetatable(T, -2);
 	if (delay <= 0) {         /* as utils.spawn, but still a timer (expired) */
 		lua_pushvalue(T, 2);
@@ -256,12 +256,9 @@ static struct timer *checktimer(lua_State *T)
 {
 	struct timer *t = lua_touserdata(T, 1);
 
-	if (!t || !lua_getmetatable(T, 1))
+	if (!t || !lua_getmetatable(T, 1) || lua_topointer(T, -1) != lem_current->timer_mt)
 		luaL_typerror(T, 1, "timer");
-	luaL_getmetatable(T, TIMER_MT);
-	if (!lua_rawequal(T, -1, -2))
-		luaL_typerror(T, 1, "timer");
-	lua_pop(T, 2);
+	lua_pop(T, 1);
 	return t;
 }
 
@@ -286,7 +283,8 @@ static int timer_gc(lua_State *T)
 {
 	struct timer *t = lua_touserdata(T, 1);
 
-	ev_timer_stop(t->loop->ev, &t->w);
+	if (ev_is_active(&t->w))
+		ev_timer_stop(t->loop->ev, &t->w);
 	return 0;
 }
 
@@ -312,7 +310,8 @@ int luaopen_lem_utils(lua_State *L)
 	};
 	const luaL_Reg *r;
 
-	luaL_newmetatable(L, TIMER_MT);
+	lua_newtable(L);                        /* the timers' metatable */
+	lem_current->timer_mt = lua_topointer(L, -1);
 	lua_pushcfunction(L, timer_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_pushliteral(L, "timer");
@@ -323,23 +322,24 @@ int luaopen_lem_utils(lua_State *L)
 		lua_setfield(L, -2, r->name);
 	}
 	lua_setfield(L, -2, "__index");
-	lua_pop(L, 1);
 
 	lua_newtable(L);                        /* the sleepers' metatable */
 	lem_current->sleeper_mt = lua_topointer(L, -1);
 	lua_pushliteral(L, "sleeper");
 	lua_setfield(L, -2, "__metatable");
-	lua_newtable(L);                        /* module */
+	lua_newtable(L);                        /* module; stack: timer mt, sleeper mt, module */
 	lua_newtable(L);                        /* sleeper methods */
 	for (r = sleeper; r->name; r++) {
 		lua_pushvalue(L, -3);
-		lua_pushcclosure(L, r->func, 1);
+		lua_pushvalue(L, -5);
+		lua_pushcclosure(L, r->func, 2);
 		lua_setfield(L, -2, r->name);
 	}
 	lua_setfield(L, -3, "__index");
 	for (r = funcs; r->name; r++) {
 		lua_pushvalue(L, -2);
-		lua_pushcclosure(L, r->func, 1);
+		lua_pushvalue(L, -4);
+		lua_pushcclosure(L, r->func, 2);
 		lua_setfield(L, -2, r->name);
 	}
 	return 1;
