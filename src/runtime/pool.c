@@ -199,6 +199,9 @@ int lem_async_run(lem_loop *loop, void (*work)(void *arg),
 	job->done = done;
 	job->arg = arg;
 
+	/* Active before any worker can send: ev_async_start clears a send that came first. */
+	if (jobs->active++ == 0)
+		ev_async_start(loop->ev, &jobs->async);
 	pthread_mutex_lock(&pool.lock);
 	if (pool.quit)
 		err = -ECANCELED;
@@ -206,6 +209,8 @@ int lem_async_run(lem_loop *loop, void (*work)(void *arg),
 		err = pool_spawn();
 	if (err && (err == -ECANCELED || pool.nthreads == 0)) {
 		pthread_mutex_unlock(&pool.lock);
+		if (--jobs->active == 0)
+			ev_async_stop(loop->ev, &jobs->async);
 		free(job);
 		return err;
 	}
@@ -220,9 +225,6 @@ int lem_async_run(lem_loop *loop, void (*work)(void *arg),
 	pool.tail = job;
 	pthread_cond_signal(&pool.more);
 	pthread_mutex_unlock(&pool.lock);
-
-	if (jobs->active++ == 0)
-		ev_async_start(loop->ev, &jobs->async);
 	return 0;
 }
 

@@ -63,16 +63,22 @@ void io_release(lem_loop *loop, struct io_wait *iw)
 	iw->w.co = NULL;
 }
 
-/* Wakes the caller with the nargs values on top of its stack (pushed by the caller of
- * this). Returns 0 when the suspension was stale (see lem_wake): the values are gone. */
+/* Wakes the caller with the nargs values on top of loop->L. Returns 0 when the suspension
+ * was stale (see lem_wake): the values are gone.
+ *
+ * The values are made on loop->L and moved, never pushed on the suspended coroutine
+ * itself: an allocation there may run a finalizer on that coroutine's stack, and in PUC
+ * Lua 5.1 the return from that call puts the stack base back to the suspended C
+ * function's frame, which hides the suspension's token and makes the wake look stale. */
 int io_wake(lem_loop *loop, struct io_wait *iw, int nargs)
 {
 	lem_waiter w = iw->w;
 	int woken;
 
-	/* Anchored until lem_wake has queued it: the runqueue holds it from then on. */
+	lua_checkstack(w.co, nargs);        /* may grow the stack; it never collects */
+	lua_xmove(loop->L, w.co, nargs);
 	woken = lem_wake(loop, &w, nargs);
-	io_release(loop, iw);
+	io_release(loop, iw);               /* after: the runqueue anchors it now */
 	return woken;
 }
 

@@ -291,23 +291,21 @@ static int listen_any(struct io_listener *l, int port)
 
 static void listener_resolved(struct io_listener *l, struct resolve *r)
 {
-	lua_State *co = l->acc.w.co;
+	lua_State *L = l->loop->L;                           /* the listener on top */
 	int err;
 
-	if (!co)
+	if (!l->acc.slot)
 		return;
-	lua_checkstack(co, 2);
 	if (r->err) {
-		io_wake(l->loop, &l->acc, lookup_error(co, r->err, r->syserr));
+		io_wake(l->loop, &l->acc, lookup_error(L, r->err, r->syserr));
 		return;
 	}
 	err = listener_bind_list(l, r->res);
 	if (err) {
-		io_wake(l->loop, &l->acc, io_error(co, -err));   /* return nil, message */
+		io_wake(l->loop, &l->acc, io_error(L, -err));    /* return nil, message */
 		return;
 	}
-	lua_pushvalue(l->loop->L, -1);                       /* return the listener */
-	lua_xmove(l->loop->L, co, 1);
+	lua_pushvalue(L, -1);                                /* return the listener */
 	io_wake(l->loop, &l->acc, 1);
 }
 
@@ -418,7 +416,7 @@ static void listener_spawn(struct io_listener *l)
 static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_listener *l = (struct io_listener *)w;
-	lua_State *co = l->acc.w.co;
+	lua_State *L = l->loop->L;
 	int fd;
 
 	(void)revents;
@@ -431,19 +429,18 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 		return;
 	ev_io_stop(ev, &l->r);
 	ev_timer_stop(ev, &l->timer);
-	lua_checkstack(co, 2);
 	if (fd < 0) {
-		io_wake(l->loop, &l->acc, io_error(co, -fd));   /* return nil, message */
+		io_wake(l->loop, &l->acc, io_error(L, -fd));    /* return nil, message */
 		return;
 	}
-	io_stream_new(co, l->loop, fd, l->kind);          /* return the stream; if stale, */
+	io_stream_new(L, l->loop, fd, l->kind);           /* return the stream; if stale, */
 	io_wake(l->loop, &l->acc, 1);                    /* it is garbage and gets closed */
 }
 
 static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct io_listener *l = (struct io_listener *)((char *)w - offsetof(struct io_listener, timer));
-	lua_State *co = l->acc.w.co;
+	lua_State *L = l->loop->L;
 
 	(void)revents;
 	if (l->handler) {                          /* the pause after EMFILE is over */
@@ -451,9 +448,8 @@ static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 		return;
 	}
 	ev_io_stop(ev, &l->r);
-	lua_checkstack(co, 2);
-	lua_pushnil(co);
-	lua_pushliteral(co, "timeout");            /* return nil, 'timeout' */
+	lua_pushnil(L);
+	lua_pushliteral(L, "timeout");             /* return nil, 'timeout' */
 	io_wake(l->loop, &l->acc, 2);
 }
 
@@ -464,18 +460,16 @@ static void listener_shut(struct io_listener *l, int wake)
 	ev_io_stop(loop->ev, &l->r);
 	ev_timer_stop(loop->ev, &l->timer);
 	if (l->acc.slot) {
-		lua_State *co = l->acc.w.co;
+		lua_State *L = loop->L;
 
 		if (!wake) {
 			io_release(loop, &l->acc);
 		} else if (l->handler) {
-			lua_checkstack(co, 1);
-			lua_pushboolean(co, 1);            /* autospawn returns true */
+			lua_pushboolean(L, 1);             /* autospawn returns true */
 			io_wake(loop, &l->acc, 1);
 		} else {
-			lua_checkstack(co, 2);
-			lua_pushnil(co);
-			lua_pushliteral(co, "closed");     /* accept returns nil, 'closed' */
+			lua_pushnil(L);
+			lua_pushliteral(L, "closed");      /* accept returns nil, 'closed' */
 			io_wake(loop, &l->acc, 2);
 		}
 	}
@@ -666,7 +660,7 @@ static int connect_next(struct io_stream *s, int err)
 static void connect_end(struct io_stream *s, int err)
 {
 	lem_loop *loop = s->loop;
-	lua_State *co = s->rd.w.co;
+	lua_State *L = loop->L;
 	int one = 1, self = s->wdata;
 
 	ev_io_stop(loop->ev, &s->w);
@@ -677,13 +671,12 @@ static void connect_end(struct io_stream *s, int err)
 	}
 	s->connecting = CONNECT_NONE;
 	s->wdata = 0;
-	lua_checkstack(co, 2);
 	if (err) {
 		if (s->fd >= 0) {
 			close(s->fd);
 			s->fd = -1;
 		}
-		io_error(co, err);                           /* return nil, message */
+		io_error(L, err);                            /* return nil, message */
 		lem_unanchor(loop, self);
 		io_wake(loop, &s->rd, 2);
 		return;
@@ -691,7 +684,7 @@ static void connect_end(struct io_stream *s, int err)
 	if (s->kind == IO_TCP)
 		setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	io_stream_ready(s, s->fd);
-	lem_anchor_push(loop, co, self);                 /* return the stream */
+	lem_anchor_push(loop, L, self);                  /* return the stream */
 	lem_unanchor(loop, self);
 	io_wake(loop, &s->rd, 1);
 }
@@ -735,9 +728,9 @@ static void connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 
 static void connect_resolved(struct io_stream *s, struct resolve *r)
 {
-	lua_State *co = s->rd.w.co;
+	lua_State *L = s->loop->L;
 
-	if (s->connecting != CONNECT_RESOLVING || !co)
+	if (s->connecting != CONNECT_RESOLVING || !s->rd.slot)
 		return;                               /* timed out meanwhile */
 	if (r->err) {
 		int self = s->wdata;
@@ -746,8 +739,7 @@ static void connect_resolved(struct io_stream *s, struct resolve *r)
 		s->connecting = CONNECT_NONE;
 		s->wdata = 0;
 		lem_unanchor(s->loop, self);
-		lua_checkstack(co, 2);
-		io_wake(s->loop, &s->rd, lookup_error(co, r->err, r->syserr));
+		io_wake(s->loop, &s->rd, lookup_error(L, r->err, r->syserr));
 		return;
 	}
 	s->ai = s->ai_next = r->res;              /* the stream owns the list now */

@@ -171,16 +171,15 @@ static void stream_consume(struct io_stream *s)
 static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_stream *s = (struct io_stream *)w;
-	lua_State *co = s->rd.w.co;
+	lua_State *L = s->loop->L;
 	int n = 0;
 
 	(void)revents;
-	lua_checkstack(co, 3);
 	s->drained = 0;
 	for (int i = 0; i < READS_MAX; i++) {
 		ssize_t r = stream_fill(s);
 
-		if ((n = stream_take(s, co)) != 0)
+		if ((n = stream_take(s, L)) != 0)
 			break;
 		if (r == -EAGAIN || s->drained)
 			return;        /* level-triggered: we are called again when more comes */
@@ -198,7 +197,6 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_stream *s = (struct io_stream *)((char *)w - offsetof(struct io_stream, w));
 	lem_loop *loop = s->loop;
-	lua_State *co = s->wr.w.co;
 	int err = 0;
 
 	(void)revents;
@@ -221,11 +219,10 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 	s->wdata = 0;
 	s->wp = NULL;
 	s->wlen = 0;
-	lua_checkstack(co, 2);
 	if (err) {
-		io_wake(loop, &s->wr, io_error(co, err));   /* return nil, message */
+		io_wake(loop, &s->wr, io_error(loop->L, err));   /* return nil, message */
 	} else {
-		lua_pushboolean(co, 1);                     /* return true */
+		lua_pushboolean(loop->L, 1);                     /* return true */
 		io_wake(loop, &s->wr, 1);
 	}
 }
@@ -233,13 +230,12 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct io_stream *s = timer_stream(w);
-	lua_State *co = s->rd.w.co;
+	lua_State *L = s->loop->L;
 
 	(void)revents;
 	ev_io_stop(ev, &s->r);
-	lua_checkstack(co, 2);
-	lua_pushnil(co);
-	lua_pushliteral(co, "timeout");                 /* return nil, 'timeout' */
+	lua_pushnil(L);
+	lua_pushliteral(L, "timeout");                  /* return nil, 'timeout' */
 	io_wake(s->loop, &s->rd, 2);
 }
 
@@ -295,24 +291,18 @@ void io_stream_shut(struct io_stream *s, int wake)
 	ev_io_stop(loop->ev, &s->w);
 	ev_timer_stop(loop->ev, &s->timer);
 	if (s->rd.slot) {
-		lua_State *co = s->rd.w.co;
-
 		if (wake) {
-			lua_checkstack(co, 2);
-			lua_pushnil(co);
-			lua_pushliteral(co, "closed");
+			lua_pushnil(loop->L);
+			lua_pushliteral(loop->L, "closed");
 			io_wake(loop, &s->rd, 2);
 		} else {
 			io_release(loop, &s->rd);
 		}
 	}
 	if (s->wr.slot) {
-		lua_State *co = s->wr.w.co;
-
 		if (wake) {
-			lua_checkstack(co, 2);
-			lua_pushnil(co);
-			lua_pushliteral(co, "closed");
+			lua_pushnil(loop->L);
+			lua_pushliteral(loop->L, "closed");
 			io_wake(loop, &s->wr, 2);
 		} else {
 			io_release(loop, &s->wr);
