@@ -109,13 +109,14 @@ end
 
 -- several loops: each runs the script, same arg
 local ids = script('ids.lua', [[
--- io.write of one string: print's pieces could interleave between threads
+-- one io.write of one string per line: the pieces of print, or of an io.write with
+-- several arguments, can interleave with another thread's
 local l = require 'lem.loops'
 if l.id == 1 then
 	local seen = {}
 	for _ = 2, l.count do local from, id, a1 = l.receive(); seen[#seen + 1] = from == id and a1 or 'bad' end
 	table.sort(seen)
-	io.write(l.count, '\t', table.concat(seen, ','), '\n')
+	io.write(l.count .. '\t' .. table.concat(seen, ',') .. '\n')
 else
 	l.send(1, l.id, arg[1] .. l.id)
 end
@@ -138,7 +139,7 @@ local l, u = require 'lem.loops', require 'lem.utils'
 local function print(...)   -- one write per line: loops print at the same time
 	local t = { ... }
 	for i = 1, select('#', ...) do t[i] = tostring(t[i]) end
-	io.write(table.concat(t, '\t', 1, select('#', ...)), '\n')
+	io.write(table.concat(t, '\t', 1, select('#', ...)) .. '\n')
 end
 if l.id == 1 then
 	print('reached', l.broadcast('hi', l.id))
@@ -174,7 +175,7 @@ t.is(out, '', 'the others stopped without going on')
 local ex = script('exit.lua', [[
 local l, u = require 'lem.loops', require 'lem.utils'
 local p = newproxy(true)
-getmetatable(p).__gc = function() io.write('gc', l.id, '\n') end
+getmetatable(p).__gc = function() io.write('gc' .. l.id .. '\n') end
 keep = p
 if l.id == 2 then u.timer(0.01, function() u.exit(7) end) end
 u.sleeper():sleep(5)
@@ -215,7 +216,7 @@ else
 local sig = script('sig.lua', [[
 local l, u = require 'lem.loops', require 'lem.utils'
 local p = newproxy(true)
-getmetatable(p).__gc = function() io.write('gc', l.id, '\n') end
+getmetatable(p).__gc = function() io.write('gc' .. l.id .. '\n') end
 keep = p
 if l.id == 1 then io.write('ready\n'); io.flush() end
 u.sleeper():sleep(10)
@@ -253,7 +254,7 @@ for _ = 1, expect do
 	sum = sum + i
 end
 local a, b = l.receive(0.01)
-io.write(me, '\t', sum == (l.count - 1) * N * (N + 1) / 2 and bad == 0 and 'ok' or ('bad ' .. bad), '\t', tostring(a), '\t', tostring(b), '\n')
+io.write(me .. '\t' .. (sum == (l.count - 1) * N * (N + 1) / 2 and bad == 0 and 'ok' or ('bad ' .. bad)) .. '\t' .. tostring(a) .. '\t' .. tostring(b) .. '\n')
 ]])
 st, out = t.run(lem .. ' --loops 4 --mailbox 1000 ' .. stress .. ' 100000 | sort')
 t.is(out, '1\tok\tnil\ttimeout\n2\tok\tnil\ttimeout\n3\tok\tnil\ttimeout\n4\tok\tnil\ttimeout\n',
