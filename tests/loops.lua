@@ -282,6 +282,19 @@ end
 st, out = t.run(lem .. ' --loops 2 ' .. pp .. ' 20000')
 t.is(out, 'ok\n', '20000 ping-pong round trips between two loops, each idle in between')
 
+-- print writes each line whole, so loops printing at once never cut into each other
+local pr = script('print.lua', [[
+local l = require 'lem.loops'
+for i = 1, 2000 do print('loop', l.id, 'line', i, 'end') end
+]])
+st, out = t.run(lem .. ' --loops 4 ' .. pr)
+local lines, whole = 0, 0
+for line in out:gmatch('[^\n]*\n') do
+	lines = lines + 1
+	if line:match('^loop\t%d\tline\t%d+\tend\n$') then whole = whole + 1 end
+end
+t.ok(lines == 8000 and whole == 8000, 'print from 4 loops at once: 8000 whole lines (' .. whole .. ' of ' .. lines .. ')')
+
 -- 64 loops
 st, out = t.run(lem .. ' --loops 64 ' .. ids .. ' s')
 local expect = {}
