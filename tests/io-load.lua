@@ -5,14 +5,14 @@ local utils = require 'lem.utils'
 local io = require 'lem.io'
 local stdio = _G.io
 
--- Open descriptors of this process. The pipe of popen is one of them, every time.
-local statf = stdio.open('/proc/self/stat')
-local pid = statf:read('*l'):match('^(%d+)')
-statf:close()
+-- Open descriptors of this process, counted without starting a process (a child would
+-- race with us over the pipe it is started with).
 local function nfds()
-	local p = stdio.popen('ls /proc/' .. pid .. '/fd | wc -l')
-	local n = tonumber(p:read('*a'))
-	p:close()
+	local n = 0
+	for fd = 0, 4095 do
+		local f = stdio.open('/proc/self/fdinfo/' .. fd)
+		if f then n = n + 1 f:close() end
+	end
 	return n
 end
 
