@@ -6,10 +6,6 @@
 local loops = require 'lem.loops'
 local utils = require 'lem.utils'
 
-local function say(fmt, ...)   -- one write per line: loops write at the same time
-	io.write(fmt:format(...), '\n')
-end
-
 if loops.id == 1 then
 	local configs = {
 		{ version = 1, every = 0.01, greeting = 'hello' },
@@ -19,7 +15,7 @@ if loops.id == 1 then
 	local pause = utils.sleeper()
 	for i, config in ipairs(configs) do
 		if i > 1 then pause:sleep(0.05) end
-		say('version %d reached %d loops', config.version, loops.broadcast('config', config))
+		print(('version %d reached %d loops'):format(config.version, loops.broadcast('config', config)))
 	end
 	local reports = {}
 	while true do
@@ -28,7 +24,7 @@ if loops.id == 1 then
 		reports[from] = ('loop %d applied versions %s, last greeting %s'):format(
 			from, table.concat(versions, ' '), greeting)
 	end
-	for id = 2, loops.count do say('%s', reports[id]) end
+	for id = 2, loops.count do print(reports[id]) end
 	return
 end
 
@@ -47,7 +43,7 @@ end)
 local greeting
 while not config.stop do
 	local from, what, new = loops.receive()
-	if not from then break end   -- nil, 'closed' (cannot happen here: loop 1 stops us)
+	if not from then break end   -- nil, 'closed'
 	if what == 'config' then
 		config = new
 		applied[#applied + 1] = new.version

@@ -39,6 +39,6 @@ while true do
 end
 for id = 1, loops.count do
 	local r = reports[id]
-	io.write(('loop %d: %3d lines %4d words, longest %s\n'):format(id, r.lines, r.words, r.longest))
+	print(('loop %d: %3d lines %4d words, longest %s'):format(id, r.lines, r.words, r.longest))
 end
-io.write(('%s: %d lines, %d words, longest %s\n'):format(name, total.lines, total.words, total.longest))
+print(('%s: %d lines, %d words, longest %s'):format(name, total.lines, total.words, total.longest))

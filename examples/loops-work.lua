@@ -8,11 +8,6 @@ local utils = require 'lem.utils'
 local limit = tonumber(arg[1]) or 200000
 local chunk = tonumber(arg[2]) or 10000
 
--- One write per line: print writes its pieces one by one, and loops print at once.
-local function say(fmt, ...)
-	io.write(fmt:format(...), '\n')
-end
-
 -- Sends; on a full mailbox, lets the other coroutines run and tries again.
 local function send(to, ...)
 	while true do
@@ -36,7 +31,7 @@ local function primes(first, last)
 end
 
 if loops.count == 1 then   -- nobody to hand jobs to
-	say('%d primes up to %d (one loop did it all)', primes(1, limit), limit)
+	print(('%d primes up to %d (one loop did it all)'):format(primes(1, limit), limit))
 	return
 end
 
@@ -75,5 +70,5 @@ end
 for id = 2, loops.count do send(id, 'stop') end
 if left > 0 then finished:sleep() end
 
-for id = 2, loops.count do say('loop %d did %d jobs', id, done[id] or 0) end
-say('%d primes up to %d, in %d jobs', total, limit, #jobs)
+for id = 2, loops.count do print(('loop %d did %d jobs'):format(id, done[id] or 0)) end
+print(('%d primes up to %d, in %d jobs'):format(total, limit, #jobs))
