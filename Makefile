@@ -117,7 +117,7 @@ test-tsan:
 test-luajit:
 	$(MAKE) test LUA=luajit
 
-VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua
+VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua
 test-valgrind: deps-test $(LEM) $(EXAMPLE_MOD)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
@@ -166,3 +166,4 @@ include bench/bench.mk
 
 clean:
 	rm -rf build lem
+-include bench/http/http.mk

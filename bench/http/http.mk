@@ -1,0 +1,9 @@
+# http.mk: the HTTP benchmark (bench/http/run --help), included by the Makefile.
+#   make bench-http                      lem --loops 1 and 2, nginx, nginx + Lua; a table
+#   make bench-http LUA=luajit           lem built against LuaJIT
+#   make bench-http BENCH_HTTP_FLAGS="-d 10 -n 7 -c 100"
+BENCH_HTTP_FLAGS ?=
+
+.PHONY: bench-http
+bench-http: $(LEM)
+	@bench/http/run --no-build --lua $(LUA) $(BENCH_HTTP_FLAGS)
