@@ -181,5 +181,9 @@ local sf = tmpdir .. '/pipe-status'
 st, out = t.run('(' .. lem .. [[ -e "io.stdout:setvbuf('no'); for i = 1, 100000 do if not io.stdout:write('x') then io.stderr:write('write failed\n') os.exit(9) end end"; echo $? > ]] .. sf .. ') 2>&1 | head -c 1 > /dev/null; cat ' .. sf)
 t.is(out, '9\n', 'a write to a closed pipe returns an error (lem was not killed by SIGPIPE)')
 
+-- ...but commands it starts get SIGPIPE as usual
+st, out, err = t.run(lem .. [[ -e "os.execute('yes | head -1')"]])
+t.is(out .. err, 'y\n', "os.execute('yes | head -1'): yes dies of SIGPIPE quietly, as from a shell")
+
 os.execute('rm -rf ' .. tmpdir)
 t.done()

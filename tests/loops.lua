@@ -188,6 +188,11 @@ st, out, err = t.run(lem .. ' --loops 2 -e "error(\'both\')"')
 t.is(st, 1, 'errors in several loops: status 1')
 t.like(err, '^lem%[%d%]: %(command line%):1: both', 'reported with the loop id')
 
+-- a stop reaches a busy loop before it resumes anything more
+st, out = t.run(lem .. [[ --loops 2 -e "local l, u = require 'lem.loops', require 'lem.utils'; if l.id == 2 then u.timer(0.05, function() u.exit(4) end) else local t = os.clock() while os.clock() - t < 0.3 do end u.yield() print('after yield') end"]])
+t.is(st, 4, 'exit in loop 2 while loop 1 computes: status 4')
+t.is(out, '', 'loop 1 resumed nothing after the stop')
+
 -- start-up failures are reported once
 st, out, err = t.run(lem .. ' --loops 4 ' .. dir .. '/missing.lua')
 t.is(st, 1, 'a missing script with --loops 4 exits 1')

@@ -40,6 +40,16 @@ void lem_group_free(struct lem_group *g)
 	free(g);
 }
 
+int lem_group_status(struct lem_group *g)
+{
+	int status;
+
+	pthread_mutex_lock(&g->lock);
+	status = g->status;
+	pthread_mutex_unlock(&g->lock);
+	return status;
+}
+
 /* Sets a request flag on an open mailbox and wakes its loop. Under the group's lock. */
 static void request(struct lem_mbox *mb, int *flag)
 {
@@ -100,11 +110,7 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents)
 
 	(void)ev; (void)revents;
 	if (LOAD(&mb->stop)) {
-		int status;
-		pthread_mutex_lock(&loop->group->lock);
-		status = loop->group->status;
-		pthread_mutex_unlock(&loop->group->lock);
-		lem_loop_stop(loop, status);
+		lem_loop_stop(loop, lem_group_status(loop->group));
 		return;
 	}
 	/* Leave the idle state before taking any message: an idle loop whose message was

@@ -59,6 +59,7 @@ struct lem_group *lem_group_new(int count, unsigned capacity);
 void lem_group_free(struct lem_group *g);
 /* Any thread: stops every loop with status (the first call wins). */
 void lem_group_stop(struct lem_group *g, int status);
+int lem_group_status(struct lem_group *g);
 
 /* Owner: set up the mailbox of loop id on its loop (before it runs). */
 void lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);

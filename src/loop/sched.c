@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include "loop.h"
+#include "mailbox.h"
 
 /* Resumes per loop iteration at most: enough to make a switch far cheaper than a poll,
  * few enough that I/O and timers are still served every iteration. */
@@ -302,8 +303,14 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 	int n;
 
 	(void)revents;
-	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--)
+	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--) {
+		/* another loop's exit stops this one before its next poll */
+		if (loop->mbox && __atomic_load_n(&loop->mbox->stop, __ATOMIC_RELAXED)) {
+			lem_loop_stop(loop, lem_group_status(loop->group));
+			break;
+		}
 		run_one(loop);
+	}
 	if (loop->rq_len || loop->stopping)
 		return;   /* keep the poll from blocking: work is left, or ev_break is pending */
 	seg_empty(loop->rq_first);

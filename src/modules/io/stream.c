@@ -393,6 +393,8 @@ static int stream_read(lua_State *T)
 		timeout = luaL_checknumber(T, 3);
 		if (timeout != timeout)
 			luaL_argerror(T, 3, "timeout is not a number");
+		if (timeout < 0)
+			timeout = 0;                       /* as documented: try once */
 	}
 	if (stream_busy(s, &s->rd, &s->r)) {
 		lua_pushnil(T);
@@ -416,7 +418,7 @@ static int stream_read(lua_State *T)
 			break;
 		stream_fill(s);
 	}
-	if (timeout >= 0 && timeout <= 0) {
+	if (timeout == 0) {
 		lua_pushnil(T);
 		lua_pushliteral(T, "timeout");         /* return nil, 'timeout' at once */
 		return 2;
