@@ -5,7 +5,7 @@
 #   make test-asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-tsan       the multi-loop tests under ThreadSanitizer
 #   make test-valgrind   a few scripts under valgrind, failing on any leak or error
-#   make run             build and run the example (examples/hello.lua)
+#   make run             build and run the HTTP server example on port 8080 (PORT=...)
 #   make deps            install the Debian packages this needs
 #   make install         PREFIX=/usr/local DESTDIR= : bin/lem, include/lem.h, lem.pc, man page
 #   make V=1             show the commands
@@ -79,8 +79,10 @@ $(EXAMPLE_MOD): examples/c/delay.c include/lem.h
 
 -include $(DEPS)
 
+# The main job: the HTTP server of examples/server.lua, one loop per CPU (Ctrl-C stops it).
+PORT ?= 8080
 run: all
-	$(LEM) examples/hello.lua
+	$(LEM) --loops auto examples/server.lua $(PORT)
 
 # Lua test files print TAP; prove runs each under the built lem. They find their helper
 # (tests/lib) and the example C module through LUA_PATH and LUA_CPATH.
