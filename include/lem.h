@@ -43,16 +43,21 @@ void lem_queue(lem_loop *loop, lua_State *T, int nargs);
  *     lem_wait(T, &w);        fills w, or raises where T cannot suspend
  *     ...register w: start a watcher, hold w.co...
  *     return lem_yield(T, &w);
- * lem_wake(loop, &w, n) later resumes it; the lua_CFunction then returns those n values.
+ * lem_wake(loop, &w, from, n) later resumes it; the lua_CFunction returns those n values.
  * T cannot suspend inside a coroutine that lem does not run (coroutine.resume/wrap).
  * In PUC Lua 5.1 lem_yield itself raises across a metamethod or C-call boundary; w is
  * then stale: its lem_wake does nothing and returns 0, so the watcher still cleans up. */
 void lem_wait(lua_State *T, lem_waiter *w);
 int lem_yield(lua_State *T, const lem_waiter *w);
-/* Schedules the suspended coroutine w->co to resume with the nargs values on top of its
- * stack. Returns 1, or 0 (and pops them) when w is stale: woken already, or never
+/* Schedules the suspended coroutine w->co to resume with the nargs values on top of
+ * `from`, which it moves: from is the coroutine running the caller's lua_CFunction, or in
+ * a watcher's callback lem_state(loop). Never push values on w->co itself: an allocation
+ * there may run a finalizer on that suspended coroutine, which PUC Lua 5.1 does not
+ * survive. Returns 1, or 0 (and pops the values) when w is stale: woken already, or never
  * suspended because lem_yield raised. */
-int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs);
+int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs);
+/* The loop's main state: never running Lua, a place for callbacks to build values. */
+lua_State *lem_state(lem_loop *loop);
 
 /* Stops the loop: pending coroutines never run; lua_close runs the finalizers; the process
  * exits with status. The first call wins. */

@@ -137,4 +137,23 @@ else
 	t.same({ sm:sleep(0.001) }, { nil, 'timeout' }, 'a failed sleep leaves the sleeper usable, not busy')
 end
 
+-- timed sleeps amid garbage with finalizers: the resume values are made on the loop's
+-- own state, so no finalizer ever runs on a suspended coroutine and none is lost
+local gdone, GN, GM = 0, 100, 50
+local function churn()
+	local p = newproxy(true)
+	getmetatable(p).__gc = function() local x = {} for i = 1, 10 do x[i] = i .. 'x' end end
+	return p
+end
+for _ = 1, GN do
+	utils.spawn(function()
+		local s2 = utils.sleeper()
+		for _ = 1, GM do churn(); s2:sleep(0.0005) end
+		gdone = gdone + 1
+	end)
+end
+local gw, gt0 = utils.sleeper(), utils.now()
+while gdone < GN and utils.now() - gt0 < 20 do gw:sleep(0.02); collectgarbage('step', 200) end
+t.is(gdone, GN, 'timed sleeps woken amid finalizers: no coroutine lost')
+
 t.done()

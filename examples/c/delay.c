@@ -18,13 +18,13 @@ struct delay {
 static void delay_done(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct delay *d = (struct delay *)w;
-	lua_State *co = d->waiter.co;
+	lua_State *L = lem_state(d->loop);   /* callbacks build values here, not on co */
 
 	(void)ev; (void)revents;
-	lua_rawgeti(co, LUA_REGISTRYINDEX, d->ref);   /* the value, as resume value */
-	luaL_unref(co, LUA_REGISTRYINDEX, d->ref);
-	lem_wake(d->loop, &d->waiter, 1);             /* stale: pops it, returns 0 */
-	lem_forget(d->loop, co);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, d->ref);    /* the value, as resume value */
+	luaL_unref(L, LUA_REGISTRYINDEX, d->ref);
+	lem_wake(d->loop, &d->waiter, L, 1);          /* stale: pops it, returns 0 */
+	lem_forget(d->loop, d->waiter.co);
 	free(d);
 }
 

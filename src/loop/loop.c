@@ -16,6 +16,11 @@ struct ev_loop *lem_ev(lem_loop *loop)
 	return loop->ev;
 }
 
+lua_State *lem_state(lem_loop *loop)
+{
+	return loop->L;
+}
+
 /* The built-in modules, loaded by require. */
 static const luaL_Reg lem_modules[] = {
 	{ "lem.utils", luaopen_lem_utils },

@@ -392,15 +392,16 @@ int lem_sched_valid(const lem_waiter *w)
 	       lua_touserdata(w->co, 1) == (void *)w->token;
 }
 
-int lem_wake(lem_loop *loop, const lem_waiter *w, int nargs)
+int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 {
 	lua_State *co = w->co;
 
 	if (!lem_sched_valid(w) || loop->closing) {
-		if (co)
-			lua_pop(co, nargs);
+		lua_pop(from, nargs);
 		return 0;
 	}
+	lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
+	lua_xmove(from, co, nargs);
 	lua_pushlightuserdata(co, (void *)(w->token | 1));  /* a second wake is stale */
 	lua_replace(co, 1);
 	lem_sched_push(loop, co, w->token | 1, nargs);

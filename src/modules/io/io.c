@@ -75,9 +75,7 @@ int io_wake(lem_loop *loop, struct io_wait *iw, int nargs)
 	lem_waiter w = iw->w;
 	int woken;
 
-	lua_checkstack(w.co, nargs);        /* may grow the stack; it never collects */
-	lua_xmove(loop->L, w.co, nargs);
-	woken = lem_wake(loop, &w, nargs);
+	woken = lem_wake(loop, &w, loop->L, nargs);
 	io_release(loop, iw);               /* after: the runqueue anchors it now */
 	return woken;
 }

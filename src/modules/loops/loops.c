@@ -48,7 +48,7 @@ void lem_loops_deliver(lem_loop *loop)
 		if (lem_sched_valid(&r->w)) {
 			if (!(m = lem_mbox_take(mb)))
 				return;
-			lem_wake(loop, &r->w, push_msg(r->w.co, m));
+			lem_wake(loop, &r->w, loop->L, push_msg(loop->L, m));
 		}
 		recv_unlink(loop, r);   /* served, or its suspension failed: none to serve */
 		free(r);
@@ -57,12 +57,10 @@ void lem_loops_deliver(lem_loop *loop)
 
 static void recv_end(lem_loop *loop, struct lem_recv *r, const char *why)
 {
-	lua_State *co = r->w.co;
-
 	recv_unlink(loop, r);
-	lua_pushnil(co);
-	lua_pushstring(co, why);
-	lem_wake(loop, &r->w, 2);
+	lua_pushnil(loop->L);
+	lua_pushstring(loop->L, why);
+	lem_wake(loop, &r->w, loop->L, 2);
 	free(r);
 }
 

@@ -124,10 +124,9 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
 	lem_anchor_push(loop, L, wait->anchor);
 	sleeper_take(loop, L, lua_gettop(L), &w);
 	lua_pop(L, 1);
-	lua_checkstack(w.co, 2);
-	lua_pushnil(w.co);
-	lua_pushliteral(w.co, "timeout");
-	lem_wake(loop, &w, 2);
+	lua_pushnil(L);
+	lua_pushliteral(L, "timeout");
+	lem_wake(loop, &w, L, 2);
 }
 
 /* sleeper:wakeup(...) --> true | nil, 'not sleeping' */
@@ -146,9 +145,7 @@ static int sleeper_wakeup(lua_State *T)
 	}
 	lua_pop(T, 1);
 	sleeper_take(loop, T, 1, &w);
-	lua_checkstack(w.co, n);
-	lua_xmove(T, w.co, n);
-	lem_wake(loop, &w, n);
+	lem_wake(loop, &w, T, n);
 	lua_pushboolean(T, 1);
 	return 1;
 }
