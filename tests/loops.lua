@@ -177,7 +177,13 @@ local l, u = require 'lem.loops', require 'lem.utils'
 local p = newproxy(true)
 getmetatable(p).__gc = function() io.write('gc' .. l.id .. '\n') end
 keep = p
-if l.id == 2 then u.timer(0.01, function() u.exit(7) end) end
+-- every loop has its finalizer before loop 2 exits (a loop stopped before its script
+-- ran has nothing to finalize)
+if l.id == 2 then
+	for _ = 2, l.count do l.receive() end
+	u.exit(7)
+end
+l.send(2, 'ready')
 u.sleeper():sleep(5)
 ]])
 st, out = t.run(lem .. ' --loops 3 ' .. ex .. ' | sort')
@@ -218,17 +224,28 @@ if os.getenv('LEM_SANITIZER') == 'tsan' then
 	t.skip('SIGINT stops every loop', 'signals are deferred under ThreadSanitizer')
 	t.skip('SIGTERM: status 143', 'signals are deferred under ThreadSanitizer')
 else
-local sig = script('sig.lua', [[
+local sig_script = script('sig.lua', [[
 local l, u = require 'lem.loops', require 'lem.utils'
 local p = newproxy(true)
 getmetatable(p).__gc = function() io.write('gc' .. l.id .. '\n') end
 keep = p
-if l.id == 1 then io.write('ready\n'); io.flush() end
+l.send(1, 'ready')
+if l.id == 1 then
+	for _ = 1, l.count do l.receive() end
+	io.write('ready\n'); io.flush()
+	io.open(arg[1], 'w'):close()   -- tells the test to send the signal now
+end
 u.sleeper():sleep(10)
 ]])
-st, out = t.run('(' .. lem .. ' --loops 2 ' .. sig .. ' & p=$!; sleep 0.3; kill -INT $p; wait $p; echo "status $?") | sort')
+local flag = dir .. '/ready'
+local function signal_cmd(loopsopt, sig)
+	return '(rm -f ' .. flag .. '; ' .. lem .. loopsopt .. sig_script .. ' ' .. flag .. ' & p=$!; ' ..
+		'i=0; while [ ! -e ' .. flag .. ' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; ' ..
+		'kill -' .. sig .. ' $p; wait $p; echo "status $?") | sort'
+end
+st, out = t.run(signal_cmd(' --loops 2 ', 'INT'))
 t.is(out, 'gc1\ngc2\nready\nstatus 130\n', 'SIGINT stops every loop (finalizers run), status 130')
-st, out = t.run('(' .. lem .. ' ' .. sig .. ' & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?") | sort')
+st, out = t.run(signal_cmd(' ', 'TERM'))
 t.is(out, 'gc1\nready\nstatus 143\n', 'SIGTERM: status 143, also with one loop')
 end
 
