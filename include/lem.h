@@ -19,7 +19,7 @@ typedef struct lem_loop lem_loop;
 
 /* What lem_wake needs to resume a suspended coroutine; filled by lem_wait. */
 typedef struct lem_waiter {
-	lua_State *co;    /* the coroutine to resume (push the resume values on its stack) */
+	lua_State *co;    /* the coroutine to resume */
 	uintptr_t token;  /* identifies this suspension: a stale or second wake is ignored */
 } lem_waiter;
 
@@ -59,8 +59,8 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs);
 /* The loop's main state: never running Lua, a place for callbacks to build values. */
 lua_State *lem_state(lem_loop *loop);
 
-/* Stops the loop: pending coroutines never run; lua_close runs the finalizers; the process
- * exits with status. The first call wins. */
+/* Stops every loop of the process: pending coroutines never run; each loop's lua_close
+ * runs its finalizers; the process exits with status. The first call wins. */
 void lem_exit(lem_loop *loop, int status);
 
 /* Blocking work (a name lookup, a file's fsync) off the loop's thread:
