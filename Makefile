@@ -108,8 +108,8 @@ test-asan:
 	  $(MAKE) test SAN=asan OPT=-O1
 	$(call san_check,asan)
 
-# The tests that run several loops, under ThreadSanitizer.
-TSAN_TESTS ?= tests/loops.lua
+# The tests that run several loops or the thread pool, under ThreadSanitizer.
+TSAN_TESTS ?= tests/loops.lua tests/io-stream.lua tests/io-misc.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
