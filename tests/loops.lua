@@ -54,8 +54,8 @@ local function random_value(depth)
 	else
 		local tb = {}
 		for _ = 1, math.random(0, 8) do
-			local key = random_value(depth + 1)
-			if key ~= nil and key == key then tb[key] = random_value(depth + 1) end
+			local key = random_value(9)   -- a scalar: table keys would arrive as new tables
+			if key ~= nil then tb[key] = random_value(depth + 1) end
 		end
 		return tb
 	end
