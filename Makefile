@@ -86,7 +86,7 @@ run: all
 
 # Lua test files print TAP; prove runs each under the built lem. They find their helper
 # (tests/lib) and the example C module through LUA_PATH and LUA_CPATH.
-TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
+TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
 test: deps-test $(LEM) $(EXAMPLE_MOD)
@@ -109,7 +109,7 @@ test-asan:
 	$(call san_check,asan)
 
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
-TSAN_TESTS ?= tests/loops.lua tests/io-stream.lua tests/io-misc.lua
+TSAN_TESTS ?= tests/loops.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \

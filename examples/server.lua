@@ -2,6 +2,7 @@
 --   lem examples/server.lua [port [host]]       (default 8080 on 127.0.0.1)
 --   lem --loops 2 examples/server.lua           one listener per loop on the same port
 --   curl http://127.0.0.1:8080/
+-- GET /loop answers the number of the loop that served the connection (--loops N).
 -- Keep-alive by default (HTTP/1.0 and "Connection: close" end the connection after the
 -- answer); every answer is framed by Content-Length, and requests are read one after the
 -- other from the stream's buffer, so pipelined requests are answered in order. Request
@@ -86,7 +87,12 @@ local function handle(client)
 			end
 			if length > 0 and not client:read(length) then break end
 			local answer
-			if path ~= '/' then
+			if path == '/loop' and method == 'GET' then   -- which loop answered: the spread
+				local body = id .. '\n'
+				answer = 'HTTP/1.1 200 OK\r\nServer: lem\r\nContent-Type: text/plain\r\n' ..
+					(close and 'Connection: close\r\n' or '') ..
+					'Content-Length: ' .. #body .. '\r\n\r\n' .. body
+			elseif path ~= '/' then
 				answer = NOT_FOUND
 			elseif method == 'GET' then
 				answer = close and OK_CLOSE or OK
