@@ -356,6 +356,23 @@ for line in out:gmatch('[^\n]*\n') do
 end
 t.ok(lines == 8000 and whole == 8000, 'print from 4 loops at once: 8000 whole lines (' .. whole .. ' of ' .. lines .. ')')
 
+-- os.date from several loops at once (PUC Lua's own shares one static buffer)
+local dates = script('dates.lua', [[
+local l = require 'lem.loops'
+local want = { [0] = '1970-01-01 00:00:00', [86399] = '1970-01-01 23:59:59', [951782400] = '2000-02-29 00:00:00' }
+local bad = 0
+for i = 1, 20000 do
+	for tm, s in pairs(want) do
+		if os.date('!%Y-%m-%d %H:%M:%S', tm) ~= s then bad = bad + 1 end
+	end
+	local d = os.date('!*t', 951782400 + l.id)
+	if d.year ~= 2000 or d.month ~= 2 or d.day ~= 29 or d.sec ~= l.id % 60 then bad = bad + 1 end
+end
+io.write(l.id .. ' ' .. bad .. '\n')
+]])
+st, out = t.run(lem .. ' --loops 4 ' .. dates .. ' | sort')
+t.is(out, '1 0\n2 0\n3 0\n4 0\n', 'os.date in 4 loops at once: every date right')
+
 -- 64 loops
 st, out = t.run(lem .. ' --loops 64 ' .. ids .. ' s')
 local expect = {}

@@ -29,31 +29,6 @@ static const luaL_Reg lem_modules[] = {
 	{ NULL, NULL }
 };
 
-/* print, as Lua's, but each line in one write: the lines of loops running in other
- * threads then never cut into one another. */
-static int lem_print(lua_State *L)
-{
-	int n = lua_gettop(L), i;
-	luaL_Buffer b;
-
-	lua_getglobal(L, "tostring");
-	luaL_buffinit(L, &b);
-	for (i = 1; i <= n; i++) {
-		lua_pushvalue(L, n + 1);
-		lua_pushvalue(L, i);
-		lua_call(L, 1, 1);
-		if (!lua_isstring(L, -1))
-			return luaL_error(L, LUA_QL("tostring") " must return a string to " LUA_QL("print"));
-		if (i > 1)
-			luaL_addchar(&b, '\t');
-		luaL_addvalue(&b);
-	}
-	luaL_addchar(&b, '\n');
-	luaL_pushresult(&b);
-	fwrite(lua_tostring(L, -1), 1, lua_objlen(L, -1), stdout);
-	return 0;
-}
-
 static int panic(lua_State *L)
 {
 	fprintf(stderr, "lem: unprotected error in the Lua API (%s)\n",
@@ -102,7 +77,7 @@ lem_loop *lem_loop_new(const char *progname)
 	}
 	lua_pop(L, 2);
 	lem_pcall_open(L);
-	lua_register(L, "print", lem_print);
+	lem_stdlib_open(L);
 
 	lem_sched_init(loop);
 	ev_prepare_init(&loop->drain, lem_sched_drain);

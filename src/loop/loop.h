@@ -114,6 +114,9 @@ void lem_wait_put(lem_loop *loop, struct lem_wait *w);
 /* trampoline.c */
 void lem_trampoline_push(lua_State *L);
 
+/* stdlib.c: print and os.date made safe for loops running in several threads */
+void lem_stdlib_open(lua_State *L);
+
 /* pcall.c */
 void lem_pcall_open(lua_State *L);
 
