@@ -80,6 +80,26 @@ int io_wake(lem_loop *loop, struct io_wait *iw, int nargs)
 	return woken;
 }
 
+void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
+              const char *label, const luaL_Reg *methods)
+{
+	luaL_newmetatable(L, name);
+	lua_pushcfunction(L, gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_newtable(L);
+	for (const luaL_Reg *r = methods; r->name; r++) {
+		lua_pushvalue(L, -2);
+		lua_pushcclosure(L, r->func, 1);
+		lua_setfield(L, -2, r->name);
+	}
+	lua_setfield(L, -2, "__index");
+	lua_pushstring(L, label);
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 1);
+}
+
 int luaopen_lem_io(lua_State *L)
 {
 	io_stream_open(L);

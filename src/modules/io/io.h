@@ -72,6 +72,10 @@ int io_error(lua_State *T, int err);          /* pushes nil, message; returns 2 
 void io_pusherror(lua_State *T, int err);     /* pushes the message only */
 void io_anchor_co(lem_loop *loop, struct io_wait *iw);
 void io_release(lem_loop *loop, struct io_wait *iw);
+/* Registers the metatable `name` with __gc, __tostring, __metatable = label and methods
+ * that get it as their upvalue. */
+void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
+              const char *label, const luaL_Reg *methods);
 int io_wake(lem_loop *loop, struct io_wait *iw, int nargs);
 
 /* stream.c */

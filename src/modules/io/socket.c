@@ -847,21 +847,7 @@ void io_socket_open(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	luaL_newmetatable(L, IO_LISTENER_MT);
-	lua_pushcfunction(L, listener_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, listener_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_newtable(L);
-	for (const luaL_Reg *r = methods; r->name; r++) {
-		lua_pushvalue(L, -2);
-		lua_pushcclosure(L, r->func, 1);
-		lua_setfield(L, -2, r->name);
-	}
-	lua_setfield(L, -2, "__index");
-	lua_pushliteral(L, "listener");
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
+	io_class(L, IO_LISTENER_MT, listener_gc, listener_tostring, "listener", methods);
 
 	lua_newtable(L);
 	luaL_register(L, NULL, tcp);

@@ -578,21 +578,7 @@ void io_stream_open(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	luaL_newmetatable(L, IO_STREAM_MT);
-	lua_pushcfunction(L, stream_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, stream_tostring);
-	lua_setfield(L, -2, "__tostring");
-	lua_newtable(L);
-	for (const luaL_Reg *r = methods; r->name; r++) {
-		lua_pushvalue(L, -2);
-		lua_pushcclosure(L, r->func, 1);
-		lua_setfield(L, -2, r->name);
-	}
-	lua_setfield(L, -2, "__index");
-	lua_pushliteral(L, "stream");
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
+	io_class(L, IO_STREAM_MT, stream_gc, stream_tostring, "stream", methods);
 }
 
 /* io.stdin, io.stdout, io.stderr: module table on top of L. */
