@@ -23,8 +23,10 @@ endif
 BUILD   := build/$(LUA)$(if $(SAN),-$(SAN))
 LEM     := $(BUILD)/lem
 
-LUA_CFLAGS := $(shell pkg-config --cflags $(LUA) 2>/dev/null)
-LUA_LIBS   := $(shell pkg-config --libs $(LUA) 2>/dev/null)
+# Expanded when a command runs, not when this file is read: on a fresh machine the Lua
+# packages (and pkg-config) only exist once deps-build has installed them.
+LUA_CFLAGS = $(shell pkg-config --cflags $(LUA) 2>/dev/null)
+LUA_LIBS   = $(shell pkg-config --libs $(LUA) 2>/dev/null)
 ifeq ($(LUA),luajit)
 LUA_CFLAGS += -DLEM_LUAJIT
 endif
