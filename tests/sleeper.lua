@@ -137,6 +137,21 @@ else
 	t.same({ sm:sleep(0.001) }, { nil, 'timeout' }, 'a failed sleep leaves the sleeper usable, not busy')
 end
 
+-- a coroutine resumed by hand (unsupported) and recycled: its old sleeper's wakeup is
+-- stale and must not wake whatever that coroutine runs next
+local hs = utils.sleeper()
+local victim
+utils.spawn(function() victim = coroutine.running(); hs:sleep() end)
+utils.yield()
+coroutine.resume(victim)
+utils.yield()
+local hw = 'not yet'
+utils.spawn(function() local v, e = utils.sleeper():sleep(0.03); hw = v or e end)
+utils.yield()
+hs:wakeup('hijack')
+utils.sleeper():sleep(0.06)
+t.is(hw, 'timeout', 'a stale wakeup never wakes the next suspension of a recycled coroutine')
+
 -- timed sleeps amid garbage with finalizers: the resume values are made on the loop's
 -- own state, so no finalizer ever runs on a suspended coroutine and none is lost
 local gdone, GN, GM = 0, 100, 50

@@ -66,11 +66,11 @@ static int utils_now(lua_State *T)
 
 /* ---- sleepers ----
  * A sleeper is a table, the cheapest object that can keep a coroutine alive: [1] is the
- * sleeping coroutine, or for a timed sleep the light userdata of its struct lem_wait,
- * with the coroutine in [2]. An untimed sleeper is anchored by nothing: once no one can
- * reach the sleeper, its coroutine is garbage too. A timed one is anchored in the loop
- * until it wakes. Sleeps register after their lua_yield succeeded, so a registered
- * coroutine is always in that very suspension. */
+ * sleeping coroutine and [2] its suspension's token (a number); for a timed sleep, [1] is
+ * the light userdata of its struct lem_wait (which holds the token) and [2] the coroutine.
+ * An untimed sleeper is anchored by nothing: once no one can reach the sleeper, its
+ * coroutine is garbage too. A timed one is anchored in the loop until it wakes. Sleeps
+ * register after their lua_yield succeeded, so nothing stays registered when it fails. */
 
 static void checksleeper(lua_State *T, lem_loop *loop)
 {
@@ -82,7 +82,7 @@ static void checksleeper(lua_State *T, lem_loop *loop)
 /* utils.sleeper() --> sleeper */
 static int utils_sleeper(lua_State *T)
 {
-	lua_createtable(T, 1, 0);
+	lua_createtable(T, 2, 0);
 	lua_pushvalue(T, SLEEPER);
 	lua_setmetatable(T, -2);
 	return 1;
@@ -93,24 +93,23 @@ static int utils_sleeper(lua_State *T)
 static void sleeper_take(lem_loop *loop, lua_State *T, int idx, lem_waiter *w)
 {
 	lua_rawgeti(T, idx, 1);
-	if (lua_islightuserdata(T, -1)) {
-		struct lem_wait *tw = lua_touserdata(T, -1);
+	lua_rawgeti(T, idx, 2);
+	if (lua_islightuserdata(T, -2)) {
+		struct lem_wait *tw = lua_touserdata(T, -2);
 		w->token = (uintptr_t)tw->w.data;
+		w->co = lua_tothread(T, -1);
 		ev_timer_stop(loop->ev, &tw->w);
 		lem_unanchor(loop, tw->anchor);
 		lem_wait_put(loop, tw);
-		lua_rawgeti(T, idx, 2);
-		w->co = lua_tothread(T, -1);
-		lua_pushnil(T);
-		lua_rawseti(T, idx, 2);
-		lua_pop(T, 1);
 	} else {
-		w->co = lua_tothread(T, -1);
-		w->token = (uintptr_t)lua_touserdata(w->co, 1);   /* its current suspension */
+		w->co = lua_tothread(T, -2);
+		w->token = (uintptr_t)lua_tonumber(T, -1);
 	}
-	lua_pop(T, 1);
+	lua_pop(T, 2);
 	lua_pushnil(T);
 	lua_rawseti(T, idx, 1);
+	lua_pushnil(T);
+	lua_rawseti(T, idx, 2);
 }
 
 static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
@@ -178,7 +177,11 @@ static int sleeper_sleep(lua_State *T)
 	lem_sched_suspend(T, loop, &w, 1);          /* T: token, sleeper */
 	lua_pushthread(w.co);
 	lua_xmove(w.co, T, 1);
-	if (timed) {
+	if (!timed) {
+		lua_rawseti(T, 2, 1);
+		lua_pushnumber(T, (lua_Number)w.token);
+		lua_rawseti(T, 2, 2);
+	} else {
 		struct lem_wait *tw = lem_wait_get(loop);
 		lua_rawseti(T, 2, 2);
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
@@ -187,8 +190,8 @@ static int sleeper_sleep(lua_State *T)
 		tw->anchor = lem_anchor(loop, T);
 		ev_timer_start(loop->ev, &tw->w);
 		lua_pushlightuserdata(T, tw);
+		lua_rawseti(T, 2, 1);
 	}
-	lua_rawseti(T, 2, 1);
 	return lem_sched_suspended(T, loop);
 }
 
