@@ -14,6 +14,10 @@ BENCH_BINS  := $(BENCH_DIR)/vm $(BENCH_DIR)/ev $(BENCH_DIR)/mailbox
 
 bench-build: $(LEM) $(BENCH_BINS)
 
+# make test runs every benchmark once with tiny counts (tests/bench-smoke.lua), the C
+# references included.
+test: $(BENCH_BINS)
+
 bench: bench-build
 	@lua5.1 bench/run --no-build --lua $(LUA) $(BENCH_FLAGS) $(BENCH)
 	@if [ -f bench/http/http.mk ]; then echo "HTTP benchmarks are separate: make bench-http"; fi
