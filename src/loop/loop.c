@@ -1,6 +1,8 @@
 /* loop.c: a loop's life: creating its ev_loop and lua_State, running, reporting, closing. */
 #include <stdlib.h>
 #include <stdio.h>
+#include <unistd.h>
+#include <sys/timerfd.h>
 #include <lualib.h>
 #include "loop.h"
 #include "mailbox.h"
@@ -34,6 +36,51 @@ static int panic(lua_State *L)
 	fprintf(stderr, "lem: unprotected error in the Lua API (%s)\n",
 	        lua_isstring(L, -1) ? lua_tostring(L, -1) : "no message");
 	abort();
+}
+
+/* ---- waking on time ----
+ * libev's epoll backend waits at least a millisecond and rounds its timeout up to whole
+ * milliseconds: a timer due 0.3 ms after the loop has run its coroutines fires up to
+ * 0.7 ms late, and one already due makes the poll wait a millisecond all the same. lem
+ * notes the earliest deadline of its own timers and sleeps, and before the poll arms a
+ * timerfd for it, whose readiness ends the poll on time. Best effort: once it fired, the
+ * next deadline is known again only when a timer starts. */
+#define NEVER 1e300
+#define SLACK 20e-6       /* fire a little after the deadline, never before it */
+
+static void tfd_cb(struct ev_loop *ev, ev_io *w, int revents)
+{
+	lem_loop *loop = w->data;
+	uint64_t n;
+
+	(void)ev; (void)revents;
+	if (read(loop->tfd, &n, sizeof n) < 0) { /* EAGAIN: fired and read already */ }
+	loop->tfd_want = loop->tfd_armed = NEVER;
+}
+
+void lem_loop_deadline(lem_loop *loop, ev_tstamp at)
+{
+	if (at < loop->tfd_want)
+		loop->tfd_want = at;
+}
+
+void lem_loop_before_poll(lem_loop *loop)
+{
+	struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+	ev_tstamp rel;
+
+	if (loop->tfd < 0 || loop->tfd_want >= loop->tfd_armed)
+		return;
+	rel = loop->tfd_want - ev_time() + SLACK;
+	if (rel <= 0) {           /* due already: poll without waiting */
+		ev_idle_start(loop->ev, &loop->spin);
+		loop->tfd_want = NEVER;
+		return;
+	}
+	its.it_value.tv_sec = (time_t)rel;
+	its.it_value.tv_nsec = (long)((rel - (ev_tstamp)its.it_value.tv_sec) * 1e9);
+	if (timerfd_settime(loop->tfd, 0, &its, NULL) == 0)
+		loop->tfd_armed = loop->tfd_want;
 }
 
 static void spin_cb(struct ev_loop *ev, ev_idle *w, int revents)
@@ -83,6 +130,14 @@ lem_loop *lem_loop_new(const char *progname)
 	ev_prepare_init(&loop->drain, lem_sched_drain);
 	loop->drain.data = loop;
 	ev_idle_init(&loop->spin, spin_cb);
+	loop->tfd_want = loop->tfd_armed = NEVER;
+	loop->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (loop->tfd >= 0) {
+		ev_io_init(&loop->tfd_w, tfd_cb, loop->tfd, EV_READ);
+		loop->tfd_w.data = loop;
+		ev_io_start(loop->ev, &loop->tfd_w);
+		ev_unref(loop->ev);   /* it keeps nothing alive */
+	}
 	return loop;
 err:
 	fprintf(stderr, "%s: cannot create an event loop (out of memory?)\n", progname);
@@ -118,6 +173,8 @@ void lem_loop_free(lem_loop *loop)
 	lem_anchor_free(loop);
 	lem_sched_free(loop);
 	ev_loop_destroy(loop->ev);
+	if (loop->tfd >= 0)
+		close(loop->tfd);
 	free(loop);
 }
 

@@ -59,6 +59,11 @@ struct lem_loop {
 	const void *sleeper_mt;   /* lem.utils: the sleepers' and timers' metatables, to */
 	const void *timer_mt;     /* check their type */
 
+	int tfd;                  /* timerfd that wakes the poll on time (loop.c), or -1 */
+	ev_io tfd_w;
+	ev_tstamp tfd_want;       /* earliest lem deadline seen since it last fired */
+	ev_tstamp tfd_armed;      /* what it is armed for */
+
 	struct lem_group *group;  /* the loops of this process (mailbox.h) */
 	int id;                   /* this loop's number in it, 1.. */
 	struct lem_mbox *mbox;    /* its mailbox, while open */
@@ -82,6 +87,8 @@ extern __thread lem_loop *lem_current;
 lem_loop *lem_loop_new(const char *progname);
 int lem_loop_run(lem_loop *loop);      /* returns the exit status */
 void lem_loop_stop(lem_loop *loop, int status);   /* this loop only */
+void lem_loop_deadline(lem_loop *loop, ev_tstamp at);  /* a lem timer due at ev_now time at */
+void lem_loop_before_poll(lem_loop *loop);
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
 

@@ -315,6 +315,7 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 		return;   /* keep the poll from blocking: work is left, or ev_break is pending */
 	seg_empty(loop->rq_first);
 	ev_idle_stop(ev, &loop->spin);
+	lem_loop_before_poll(loop);
 }
 
 /* ---- suspending and waking ---- */

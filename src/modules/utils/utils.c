@@ -185,6 +185,7 @@ static int sleeper_sleep(lua_State *T)
 		struct lem_wait *tw = lem_wait_get(loop);
 		lua_rawseti(T, 2, 2);
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
+		lem_loop_deadline(loop, ev_now(loop->ev) + timeout);
 		tw->w.data = (void *)w.token;
 		lua_pushvalue(T, 2);
 		tw->anchor = lem_anchor(loop, T);
@@ -249,6 +250,7 @@ static int utils_timer(lua_State *T)
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
 	ev_timer_start(loop->ev, &t->w);
+	lem_loop_deadline(loop, ev_now(loop->ev) + delay);
 	return 1;
 }
 
