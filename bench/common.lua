@@ -27,6 +27,17 @@ function common.args(title, defaults, argv)
 	return o
 end
 
+-- The scheduler a shared workload of bench/plain runs on, from its sched= argument:
+-- plain (bench/plain/sched.lua, the default) or luv (bench/luv/sched.lua), so that the
+-- plain-Lua and luv columns run the very same workload code. Returns the scheduler, its
+-- name for titles, and the name for the sched= default.
+function common.scheduler(dir)
+	local which = 'plain'
+	for _, a in ipairs(arg or {}) do which = a:match('^sched=(%w+)$') or which end
+	local sched = dofile(dir .. '../' .. which .. '/sched.lua')
+	return sched, which == 'plain' and 'plain Lua' or which, which
+end
+
 -- Peak resident set size of this process so far, in bytes (Linux).
 function common.rss()
 	local f = io.open('/proc/self/status')

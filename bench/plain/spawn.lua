@@ -1,15 +1,15 @@
 -- spawn.lua: n spawns of an empty function, all run to completion, the spawner yielding
--- after every `batch` spawns; on a minimal scheduler in plain Lua.
+-- after every `batch` spawns; on a minimal scheduler in plain Lua (sched=luv: under luv).
 --   lua5.1 bench/plain/spawn.lua [n=1000000] [batch=100]
 local dir = arg[0]:match('^(.*/)') or './'
 local common = dofile(dir .. '../common.lua')
-local sched = dofile(dir .. 'sched.lua')
-local o = common.args('spawn (plain Lua)', { n = 1000000, batch = 100 })
+local sched, label, which = common.scheduler(dir)
+local o = common.args('spawn (' .. label .. ')', { sched = which, n = 1000000, batch = 100 })
 
 local ran = 0
 local function empty() ran = ran + 1 end
 
-local c0 = os.clock()
+local t0, c0 = sched.now and sched.now(), os.clock()
 sched.spawn(function()
 	local spawn, yield = sched.spawn, sched.yield
 	for i = 1, o.n do
@@ -18,7 +18,7 @@ sched.spawn(function()
 	end
 end)
 sched.run()
-local c1 = os.clock()
+local t1, c1 = sched.now and sched.now(), os.clock()
 assert(ran == o.n, 'not every spawned coroutine ran')
-common.phase('run', nil, c1 - c0)
+common.phase('run', t1 and t1 - t0, c1 - c0)
 common.result('spawns/s', o.n / (c1 - c0))

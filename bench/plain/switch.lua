@@ -1,9 +1,10 @@
--- switch.lua: k coroutines each yield m times, on a minimal scheduler in plain Lua.
+-- switch.lua: k coroutines each yield m times, on a minimal scheduler in plain Lua
+-- (sched=luv: the same workload under luv).
 --   lua5.1 bench/plain/switch.lua [k=100] [m=100000]
 local dir = arg[0]:match('^(.*/)') or './'
 local common = dofile(dir .. '../common.lua')
-local sched = dofile(dir .. 'sched.lua')
-local o = common.args('switch (plain Lua)', { k = 100, m = 100000 })
+local sched, label, which = common.scheduler(dir)
+local o = common.args('switch (' .. label .. ')', { sched = which, k = 100, m = 100000 })
 
 local done = 0
 local function worker(m)
@@ -14,12 +15,12 @@ local function worker(m)
 	done = done + 1
 end
 
-local c0 = os.clock()
+local t0, c0 = sched.now and sched.now(), os.clock()
 for _ = 1, o.k do
 	sched.spawn(worker, o.m)
 end
 sched.run()
-local c1 = os.clock()
+local t1, c1 = sched.now and sched.now(), os.clock()
 assert(done == o.k)
-common.phase('run', nil, c1 - c0)
+common.phase('run', t1 and t1 - t0, c1 - c0)
 common.result('switches/s', o.k * o.m / (c1 - c0))
