@@ -3,18 +3,8 @@
 local t = require 'tap'
 local utils = require 'lem.utils'
 local io = require 'lem.io'
-local stdio = _G.io
 
--- Open descriptors of this process, counted without starting a process (a child would
--- race with us over the pipe it is started with).
-local function nfds()
-	local n = 0
-	for fd = 0, 4095 do
-		local f = stdio.open('/proc/self/fdinfo/' .. fd)
-		if f then n = n + 1 f:close() end
-	end
-	return n
-end
+local nfds = t.nfds
 
 local server = assert(io.tcp.listen('127.0.0.1', 0, 2048))
 local port = server:port()

@@ -72,16 +72,7 @@ t.is(s:read(), 'still here', '... and the stream still works')
 s:close() p:close() l:close()
 
 -- ---- garbage collection ----
--- Open descriptors of this process, counted without starting a process (a child would
--- race with us over the pipe it is started with).
-local function nfds()
-	local n = 0
-	for fd = 0, 4095 do
-		local f = stdio.open('/proc/self/fdinfo/' .. fd)
-		if f then n = n + 1 f:close() end
-	end
-	return n
-end
+local nfds = t.nfds
 collectgarbage() collectgarbage()
 local base = nfds()
 local keep = { assert(io.tcp.listen('127.0.0.1', 0)) }

@@ -87,6 +87,17 @@ function t.run(cmd, input)
 end
 os.remove(tmp)
 
+-- Open descriptors of this process, counted without starting a process (a child would
+-- race with us over the pipe it is started with).
+function t.nfds()
+	local n = 0
+	for fd = 0, 4095 do
+		local f = io.open('/proc/self/fdinfo/' .. fd)
+		if f then n = n + 1 f:close() end
+	end
+	return n
+end
+
 -- The lem binary under test (set by make test), quoted for the shell.
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
