@@ -105,7 +105,7 @@ end
 -- The C references, where make bench-build has built them beside this lem.
 local cbin = lemdir and lemdir .. '/bench/'
 local crefs = {
-	{ 'vm', 'switch' }, { 'vm', 'spawn' }, { 'vm', 'parked' },
+	{ 'vm', 'switch' }, { 'vm', 'spawn' }, { 'vm', 'parked' }, { 'vm', 'pingpong' },
 	{ 'ev', 'timers' }, { 'ev', 'sleeps' },
 	{ 'mailbox', 'stream', 'mailbox-stream' }, { 'mailbox', 'pingpong', 'mailbox-pingpong' },
 }
