@@ -148,9 +148,24 @@ utils.yield()
 local hw = 'not yet'
 utils.spawn(function() local v, e = utils.sleeper():sleep(0.03); hw = v or e end)
 utils.yield()
-hs:wakeup('hijack')
+t.same({ hs:wakeup('hijack') }, { nil, 'not sleeping' }, 'a stale wakeup says so')
 utils.sleeper():sleep(0.06)
 t.is(hw, 'timeout', 'a stale wakeup never wakes the next suspension of a recycled coroutine')
+
+-- a sleeper left stale by a hand resume is free again: for a sleep, and for a timed one
+-- whose old timer then fires without waking anybody
+local fs, fr = utils.sleeper(), {}
+utils.spawn(function() victim = coroutine.running(); fs:sleep(0.02) end)
+utils.yield()
+coroutine.resume(victim)
+utils.spawn(function() fr[#fr + 1] = { fs:sleep() } end)
+utils.yield()
+t.same({ fs:sleep() }, { nil, 'busy' }, 'the new sleeper of a stale sleeper has it')
+utils.sleeper():sleep(0.04)                -- the old timer fires meanwhile
+t.is(#fr, 0, "the stale sleep's timer wakes nobody")
+t.is(fs:wakeup('new'), true, 'the new sleep is woken by wakeup')
+utils.yield()
+t.same(fr[1], { 'new' }, 'with its values')
 
 -- timed sleeps amid garbage with finalizers: the resume values are made on the loop's
 -- own state, so no finalizer ever runs on a suspended coroutine and none is lost

@@ -107,6 +107,8 @@ int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w);
 void lem_sched_suspend(lua_State *T, lem_loop *loop, lem_waiter *w, int keep);
 int lem_sched_suspended(lua_State *T, lem_loop *loop);
 int lem_sched_valid(const lem_waiter *w);
+void lem_sched_wake(lem_loop *loop, lua_State *co, uintptr_t token, lua_State *from,
+                    int nargs);
 int lem_sched_nested(lua_State *T);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 

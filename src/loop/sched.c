@@ -169,8 +169,9 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from)
 	lua_xmove(from, seg->A, 1);
 }
 
-/* The next entry to run; the runqueue is not empty. A used-up segment is recycled only
- * when the next one is reached: the coroutine of its last entry has run by then. */
+/* The next entry to run; the runqueue is not empty. Its value stays on the segment's
+ * stack while it runs (anchoring the running coroutine), and is dropped after. A used-up
+ * segment is recycled only when the next one is reached: its last entry has run by then. */
 static struct lem_rq_entry *rq_pop(lem_loop *loop)
 {
 	struct lem_rq_seg *seg = loop->rq_first;
@@ -181,16 +182,7 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 		seg = loop->rq_first;
 	}
 	loop->rq_seg = seg;
-	if (--loop->rq_len == 0 && seg->head > 0) {
-		/* The runqueue runs dry: drop the anchors of the entries already run, keeping
-		 * the one about to run, so parked coroutines become garbage without delay. */
-		lua_pushvalue(seg->A, seg->head + 1);
-		lua_replace(seg->A, 1);
-		lua_settop(seg->A, 1);
-		seg->e[0] = seg->e[seg->head];
-		seg->head = 0;
-		seg->len = 1;
-	}
+	loop->rq_len--;
 	return &seg->e[seg->head++];
 }
 
@@ -258,24 +250,26 @@ void lem_sched_step(lem_loop *loop)
 static void run_one(lem_loop *loop)
 {
 	struct lem_rq_entry *e = rq_pop(loop);
+	struct lem_rq_seg *seg = loop->rq_seg;
+	int slot = (int)seg->head;     /* of e's value on seg->A */
 	lua_State *T = e->T;
 	int nargs = e->nargs, made = 0, status;
 
 	if (!T) {   /* a queued function: its coroutine, made now, is anchored on L */
-		struct lem_rq_seg *seg = loop->rq_seg;
 		T = lem_sched_thread(loop);
-		lua_pushvalue(seg->A, (int)seg->head);
+		lua_pushvalue(seg->A, slot);
 		lua_xmove(seg->A, T, 1);
 		nargs = lem_sched_body(loop, T, 0);
 		made = 1;
 	} else if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
-	                                  lua_touserdata(T, 1) != (void *)e->token
+	                                  lua_gettop(T) <= nargs ||
+	                                  lua_touserdata(T, -nargs - 1) != (void *)e->token
 	                                : lua_status(T) != (int)e->token) {
 		/* The coroutine must be in the state it was queued in: new (token 0),
 		 * suspended by itself (LUA_YIELD), or in the very suspension it was woken
 		 * from. Anything else (resumed by hand meanwhile, or woken where lua_yield
 		 * raised) is stale. */
-		return;
+		goto drop;
 	}
 	loop->running = loop->yielder = T;
 	loop->suspended = 0;
@@ -295,6 +289,11 @@ static void run_one(lem_loop *loop)
 	}
 	if (made)
 		lua_pop(loop->L, 1);
+drop:
+	/* Unanchored at once, so that a coroutine now parked on a sleeper nobody can reach
+	 * is garbage without waiting for its segment to be emptied. */
+	lua_pushnil(seg->A);
+	lua_replace(seg->A, slot);
 }
 
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
@@ -339,6 +338,9 @@ int lem_sched_self(lua_State *T, lem_loop *loop, int nargs)
 	return -1;
 }
 
+/* The value on top of a suspended coroutine's stack is the token of its suspension; the
+ * values a waker gives go above it. */
+
 /* Starts a suspension of T: fills w, or raises where T may not suspend. The caller then
  * registers w and returns lem_sched_yield(). If that lua_yield raises, w is stale. */
 void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w)
@@ -359,19 +361,18 @@ int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w)
 
 /* For lem's own modules: suspends T first and lets the caller register w afterwards, so
  * that nothing is left registered where T cannot yield (lua_yield raises first). The keep
- * values on top of T's stack stay at indices 2..keep+1 (index 1 holds the token) until
- * the caller returns lem_sched_suspended(). */
+ * values on top of T's stack stay at indices 1..keep, the token above them; the caller
+ * leaves T's stack so and returns lem_sched_suspended(). */
 void lem_sched_suspend(lua_State *T, lem_loop *loop, lem_waiter *w, int keep)
 {
 	lem_sched_wait(T, loop, w);
 	lua_pushlightuserdata(T, (void *)w->token);
-	lua_insert(T, -keep - 1);
 	lua_yield(T, keep + 1);
 }
 
 int lem_sched_suspended(lua_State *T, lem_loop *loop)
 {
-	lua_settop(T, 1);
+	(void)T;
 	loop->suspended = 1;
 	return -1;
 }
@@ -390,23 +391,36 @@ int lem_yield(lua_State *T, const lem_waiter *w)
 int lem_sched_valid(const lem_waiter *w)
 {
 	return w->co && lua_status(w->co) == LUA_YIELD &&
-	       lua_touserdata(w->co, 1) == (void *)w->token;
+	       lua_touserdata(w->co, -1) == (void *)w->token;
 }
 
 int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 {
-	lua_State *co = w->co;
-
 	if (!lem_sched_valid(w) || loop->closing) {
 		lua_pop(from, nargs);
 		return 0;
 	}
-	lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
-	lua_xmove(from, co, nargs);
-	lua_pushlightuserdata(co, (void *)(w->token | 1));  /* a second wake is stale */
-	lua_replace(co, 1);
-	lem_sched_push(loop, co, w->token | 1, nargs);
+	lua_pushlightuserdata(w->co, (void *)(w->token | 1));   /* a second wake is stale */
+	lua_replace(w->co, -2);
+	lem_sched_wake(loop, w->co, w->token | 1, from, nargs);
 	return 1;
+}
+
+/* Queues the suspended co, which its waker checked and which no other waker can wake
+ * from this suspension, to resume with the nargs values on top of `from`; token is the
+ * one on top of co's stack. */
+void lem_sched_wake(lem_loop *loop, lua_State *co, uintptr_t token, lua_State *from,
+                    int nargs)
+{
+	if (loop->closing) {
+		lua_pop(from, nargs);
+		return;
+	}
+	if (nargs > 0) {
+		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
+		lua_xmove(from, co, nargs);
+	}
+	lem_sched_push(loop, co, token, nargs);
 }
 
 void lem_queue(lem_loop *loop, lua_State *T, int nargs)

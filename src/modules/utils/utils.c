@@ -65,9 +65,13 @@ static int utils_now(lua_State *T)
 }
 
 /* ---- sleepers ----
- * A sleeper is a table, the cheapest object that can keep a coroutine alive: [1] is the
- * sleeping coroutine and [2] its suspension's token (a number); for a timed sleep, [1] is
- * the light userdata of its struct lem_wait (which holds the token) and [2] the coroutine.
+ * A sleeper is a table, the cheapest object that can keep a coroutine alive; its [1] is
+ * the sleeping coroutine. That coroutine's own stack says which sleep it is in: it
+ * suspends with the sleeper, then (timed) the light userdata of its struct lem_wait, then
+ * its token. A wakeup believes [1] only if that stack points back at the sleeper, so a
+ * stale [1] (its coroutine resumed by hand meanwhile) wakes nothing. A suspension on a
+ * sleeper can be ended only through [1], which its end clears, so it needs no mark
+ * against a second wake.
  * An untimed sleeper is anchored by nothing: once no one can reach the sleeper, its
  * coroutine is garbage too. A timed one is anchored in the loop until it wakes. Sleeps
  * register after their lua_yield succeeded, so nothing stays registered when it fails. */
@@ -76,56 +80,60 @@ static void checksleeper(lua_State *T, lem_loop *loop)
 {
 	if (!lua_getmetatable(T, 1) || lua_topointer(T, -1) != loop->sleeper_mt)
 		luaL_typerror(T, 1, "sleeper");
-	lua_pop(T, 1);
 }
 
 /* utils.sleeper() --> sleeper */
 static int utils_sleeper(lua_State *T)
 {
-	lua_createtable(T, 2, 0);
+	lua_createtable(T, 1, 0);
 	lua_pushvalue(T, SLEEPER);
 	lua_setmetatable(T, -2);
 	return 1;
 }
 
-/* Ends the sleep registered in the sleeper at idx of T (its [1] is not nil): clears the
- * sleeper and fills w. */
-static void sleeper_take(lem_loop *loop, lua_State *T, int idx, lem_waiter *w)
+/* The token of co's sleep on the sleeper at idx of T, co read from the sleeper's [1]; 0
+ * if [1] is stale. *tw is the timer of a timed sleep, or NULL. */
+static uintptr_t sleeps_on(lua_State *T, int idx, lua_State *co, struct lem_wait **tw)
 {
-	lua_rawgeti(T, idx, 1);
-	lua_rawgeti(T, idx, 2);
-	if (lua_islightuserdata(T, -2)) {
-		struct lem_wait *tw = lua_touserdata(T, -2);
-		w->token = (uintptr_t)tw->w.data;
-		w->co = lua_tothread(T, -1);
-		ev_timer_stop(loop->ev, &tw->w);
-		lem_unanchor(loop, tw->anchor);
-		lem_wait_put(loop, tw);
-	} else {
-		w->co = lua_tothread(T, -2);
-		w->token = (uintptr_t)lua_tonumber(T, -1);
-	}
-	lua_pop(T, 2);
-	lua_pushnil(T);
-	lua_rawseti(T, idx, 1);
-	lua_pushnil(T);
-	lua_rawseti(T, idx, 2);
+	int n;
+
+	if (lua_status(co) != LUA_YIELD || lua_topointer(co, 1) != lua_topointer(T, idx))
+		return 0;
+	n = lua_gettop(co);
+	*tw = n == 3 ? lua_touserdata(co, 2) : NULL;
+	if (n == 3 ? !*tw || lua_touserdata(co, 3) != (*tw)->w.data : n != 2)
+		return 0;
+	return (uintptr_t)lua_touserdata(co, n);
 }
 
-static void sleeper_timeout(struct ev_loop *ev, ev_timer *tw, int revents)
+static void timed_release(lem_loop *loop, struct lem_wait *tw)
 {
-	struct lem_wait *wait = (struct lem_wait *)tw;
-	lem_loop *loop = wait->loop;
+	ev_timer_stop(loop->ev, &tw->w);
+	lem_unanchor(loop, tw->anchor);
+	lem_wait_put(loop, tw);
+}
+
+static void sleeper_timeout(struct ev_loop *ev, ev_timer *t, int revents)
+{
+	struct lem_wait *tw = (struct lem_wait *)t;
+	lem_loop *loop = tw->loop;
 	lua_State *L = loop->L;
 	lem_waiter w;
 
 	(void)ev; (void)revents;
-	lem_anchor_push(loop, L, wait->anchor);
-	sleeper_take(loop, L, lua_gettop(L), &w);
-	lua_pop(L, 1);
-	lua_pushnil(L);
-	lua_pushliteral(L, "timeout");
-	lem_wake(loop, &w, L, 2);
+	lem_anchor_push(loop, L, tw->anchor);        /* the sleeper */
+	lua_rawgeti(L, -1, 1);
+	w.co = lua_tothread(L, -1);
+	w.token = (uintptr_t)tw->w.data;
+	timed_release(loop, tw);
+	if (lem_sched_valid(&w)) {                   /* else it was resumed by hand */
+		lua_pushnil(L);
+		lua_rawseti(L, -3, 1);
+		lua_pushnil(L);
+		lua_pushliteral(L, "timeout");
+		lem_sched_wake(loop, w.co, w.token, L, 2);
+	}
+	lua_pop(L, 2);
 }
 
 /* sleeper:wakeup(...) --> true | nil, 'not sleeping' */
@@ -133,18 +141,27 @@ static int sleeper_wakeup(lua_State *T)
 {
 	lem_loop *loop = getloop(T);
 	int n = lua_gettop(T) - 1;
-	lem_waiter w;
+	lua_State *co;
+	struct lem_wait *tw;
+	uintptr_t token = 0;
 
 	checksleeper(T, loop);
 	lua_rawgeti(T, 1, 1);
-	if (lua_isnil(T, -1)) {
+	co = lua_tothread(T, -1);
+	if (co) {
+		token = sleeps_on(T, 1, co, &tw);
+		lua_pushnil(T);
+		lua_rawseti(T, 1, 1);
+	}
+	if (!token) {
 		lua_pushnil(T);
 		lua_pushliteral(T, "not sleeping");
 		return 2;
 	}
-	lua_pop(T, 1);
-	sleeper_take(loop, T, 1, &w);
-	lem_wake(loop, &w, T, n);
+	if (tw)
+		timed_release(loop, tw);
+	lua_settop(T, n + 1);
+	lem_sched_wake(loop, co, token, T, n);
 	lua_pushboolean(T, 1);
 	return 1;
 }
@@ -157,41 +174,44 @@ static int sleeper_sleep(lua_State *T)
 	int timed;
 	lem_waiter w;
 
-	checksleeper(T, loop);
 	timed = !lua_isnoneornil(T, 2);
+	checksleeper(T, loop);                   /* pushes its metatable */
 	if (timed)
 		timeout = luaL_checknumber(T, 2);
-	lua_settop(T, 1);
 	lua_rawgeti(T, 1, 1);
 	if (!lua_isnil(T, -1)) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "busy");
-		return 2;
+		struct lem_wait *tw;
+		lua_State *co = lua_tothread(T, -1);
+		if (co && sleeps_on(T, 1, co, &tw)) {
+			lua_pushnil(T);
+			lua_pushliteral(T, "busy");
+			return 2;
+		}
 	}
-	lua_pop(T, 1);
+	lua_settop(T, 1);                        /* [1] is free, or stale */
 	if (timed && timeout <= 0) {
 		lua_pushnil(T);
 		lua_pushliteral(T, "timeout");
 		return lem_sched_self(T, loop, 2);
 	}
-	lem_sched_suspend(T, loop, &w, 1);          /* T: token, sleeper */
-	lua_pushthread(w.co);
-	lua_xmove(w.co, T, 1);
-	if (!timed) {
-		lua_rawseti(T, 2, 1);
-		lua_pushnumber(T, (lua_Number)w.token);
-		lua_rawseti(T, 2, 2);
-	} else {
+	lem_sched_suspend(T, loop, &w, 1);       /* T: sleeper, token */
+	if (w.co == T) {                         /* suspended: register */
+		lua_pushthread(T);
+	} else {                                 /* inside a yield-safe pcall (PUC) */
+		lua_pushthread(w.co);
+		lua_xmove(w.co, T, 1);
+	}
+	lua_rawseti(T, 1, 1);
+	if (timed) {
 		struct lem_wait *tw = lem_wait_get(loop);
-		lua_rawseti(T, 2, 2);
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
 		lem_loop_deadline(loop, ev_now(loop->ev) + timeout);
 		tw->w.data = (void *)w.token;
-		lua_pushvalue(T, 2);
+		lua_pushvalue(T, 1);
 		tw->anchor = lem_anchor(loop, T);
 		ev_timer_start(loop->ev, &tw->w);
 		lua_pushlightuserdata(T, tw);
-		lua_rawseti(T, 2, 1);
+		lua_insert(T, 2);                    /* T: sleeper, timer, token */
 	}
 	return lem_sched_suspended(T, loop);
 }
