@@ -77,6 +77,9 @@ t.is(rounds, 1000, '1000 ping-pong round trips in order')
 -- bad arguments
 t.error(function() s.sleep({}) end, "bad argument #1 to 'sleep' %(sleeper expected, got table%)", 'sleep on a non-sleeper')
 t.error(function() s.wakeup(42) end, "bad argument #1 to 'wakeup' %(sleeper expected, got number%)", 'wakeup on a number')
+t.error(function() s.wakeup({}) end, "bad argument #1 to 'wakeup' %(sleeper expected, got table%)", 'wakeup on a non-sleeper')
+t.error(function() s.wakeup({ coroutine.running() }) end, "bad argument #1 to 'wakeup' %(sleeper expected, got table%)",
+	'wakeup on a non-sleeper that names a coroutine')
 t.error(function() s:sleep('soon') end, "bad argument #1 to 'sleep' %(number expected, got string%)", 'sleep with a bad timeout (methods count from after self)')
 
 -- 100k concurrent sleepers, woken in order

@@ -119,7 +119,8 @@ int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
 
 /* A new entry at the tail of the runqueue; its value goes on top of the returned
  * segment's anchoring stack. */
-static struct lem_rq_entry *rq_append(lem_loop *loop, struct lem_rq_seg **segp)
+static inline __attribute__((always_inline))
+struct lem_rq_entry *rq_append(lem_loop *loop, struct lem_rq_seg **segp)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
 
@@ -402,25 +403,35 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 	}
 	lua_pushlightuserdata(w->co, (void *)(w->token | 1));   /* a second wake is stale */
 	lua_replace(w->co, -2);
+	lua_checkstack(from, 1);
+	lua_pushthread(w->co);
+	lua_xmove(w->co, from, 1);
 	lem_sched_wake(loop, w->co, w->token | 1, from, nargs);
 	return 1;
 }
 
 /* Queues the suspended co, which its waker checked and which no other waker can wake
- * from this suspension, to resume with the nargs values on top of `from`; token is the
- * one on top of co's stack. */
+ * from this suspension, to resume with the nargs values under co on top of `from`; token
+ * is the one on top of co's stack. Pops co and the values. */
 void lem_sched_wake(lem_loop *loop, lua_State *co, uintptr_t token, lua_State *from,
                     int nargs)
 {
+	struct lem_rq_seg *seg;
+	struct lem_rq_entry *e;
+
 	if (loop->closing) {
-		lua_pop(from, nargs);
+		lua_pop(from, nargs + 1);
 		return;
 	}
+	e = rq_append(loop, &seg);
+	e->T = co;
+	e->token = token;
+	e->nargs = nargs;
+	lua_xmove(from, seg->A, 1);
 	if (nargs > 0) {
 		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
 		lua_xmove(from, co, nargs);
 	}
-	lem_sched_push(loop, co, token, nargs);
 }
 
 void lem_queue(lem_loop *loop, lua_State *T, int nargs)

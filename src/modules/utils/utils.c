@@ -131,12 +131,15 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *t, int revents)
 		lua_rawseti(L, -3, 1);
 		lua_pushnil(L);
 		lua_pushliteral(L, "timeout");
+		lua_pushvalue(L, -3);
 		lem_sched_wake(loop, w.co, w.token, L, 2);
 	}
 	lua_pop(L, 2);
 }
 
-/* sleeper:wakeup(...) --> true | nil, 'not sleeping' */
+/* sleeper:wakeup(...) --> true | nil, 'not sleeping'
+ * Its self is checked to be a sleeper only when nobody sleeps on it: a coroutine whose
+ * stack points back at a table got there by a sleep on it, which checked. */
 static int sleeper_wakeup(lua_State *T)
 {
 	lem_loop *loop = getloop(T);
@@ -145,25 +148,27 @@ static int sleeper_wakeup(lua_State *T)
 	struct lem_wait *tw;
 	uintptr_t token = 0;
 
-	checksleeper(T, loop);
+	if (!lua_istable(T, 1))
+		luaL_typerror(T, 1, "sleeper");
 	lua_rawgeti(T, 1, 1);
 	co = lua_tothread(T, -1);
-	if (co) {
-		token = sleeps_on(T, 1, co, &tw);
+	if (co && (token = sleeps_on(T, 1, co, &tw)) != 0) {
+		lua_pushnil(T);
+		lua_rawseti(T, 1, 1);
+		if (tw)
+			timed_release(loop, tw);
+		lem_sched_wake(loop, co, token, T, n);
+		lua_pushboolean(T, 1);
+		return 1;
+	}
+	checksleeper(T, loop);
+	if (co) {                                /* stale */
 		lua_pushnil(T);
 		lua_rawseti(T, 1, 1);
 	}
-	if (!token) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "not sleeping");
-		return 2;
-	}
-	if (tw)
-		timed_release(loop, tw);
-	lua_settop(T, n + 1);
-	lem_sched_wake(loop, co, token, T, n);
-	lua_pushboolean(T, 1);
-	return 1;
+	lua_pushnil(T);
+	lua_pushliteral(T, "not sleeping");
+	return 2;
 }
 
 /* sleeper:sleep([seconds]) --> wakeup's arguments | nil, 'timeout' | nil, 'busy' */
