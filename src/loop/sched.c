@@ -170,9 +170,28 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from)
 	lua_xmove(from, seg->A, 1);
 }
 
-/* The next entry to run; the runqueue is not empty. Its value stays on the segment's
- * stack while it runs (anchoring the running coroutine), and is dropped after. A used-up
- * segment is recycled only when the next one is reached: its last entry has run by then. */
+/* Queues T, which the entry just taken runs and which has just yielded with nargs values,
+ * to run again. Its value is still on the stack of that entry's segment: when that is the
+ * tail segment, with room, one lua_pushvalue there anchors the new entry. */
+static void rq_requeue(lem_loop *loop, lua_State *T, int nargs)
+{
+	struct lem_rq_seg *seg = loop->rq_seg;
+	struct lem_rq_entry *e;
+
+	if (loop->closing || seg != loop->rq_last || seg->len == LEM_SEG ||
+	    seg->e[seg->head - 1].T != T) {      /* not run from a queued coroutine */
+		lem_sched_push(loop, T, LUA_YIELD, nargs);
+		return;
+	}
+	e = rq_append(loop, &seg);
+	e->T = T;
+	e->token = LUA_YIELD;
+	e->nargs = nargs;
+	lua_pushvalue(seg->A, (int)seg->head);
+}
+
+/* The next entry to run; the runqueue is not empty. A used-up segment is recycled only
+ * when the next one is reached: the coroutine of its last entry has run by then. */
 static struct lem_rq_entry *rq_pop(lem_loop *loop)
 {
 	struct lem_rq_seg *seg = loop->rq_first;
@@ -183,7 +202,17 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 		seg = loop->rq_first;
 	}
 	loop->rq_seg = seg;
-	loop->rq_len--;
+	if (--loop->rq_len == 0 && seg->head > 0) {
+		/* The runqueue runs dry: drop the anchors of the entries already run, so that
+		 * coroutines parked meanwhile become garbage without delay. The entry about to
+		 * run is the last one: its value is on top of A. */
+		lua_replace(seg->A, 1);
+		if (seg->head > 1)
+			lua_settop(seg->A, 1);
+		seg->e[0] = seg->e[seg->head];
+		seg->head = 0;
+		seg->len = 1;
+	}
 	return &seg->e[seg->head++];
 }
 
@@ -251,14 +280,13 @@ void lem_sched_step(lem_loop *loop)
 static void run_one(lem_loop *loop)
 {
 	struct lem_rq_entry *e = rq_pop(loop);
-	struct lem_rq_seg *seg = loop->rq_seg;
-	int slot = (int)seg->head;     /* of e's value on seg->A */
 	lua_State *T = e->T;
 	int nargs = e->nargs, made = 0, status;
 
 	if (!T) {   /* a queued function: its coroutine, made now, is anchored on L */
+		struct lem_rq_seg *seg = loop->rq_seg;
 		T = lem_sched_thread(loop);
-		lua_pushvalue(seg->A, slot);
+		lua_pushvalue(seg->A, (int)seg->head);
 		lua_xmove(seg->A, T, 1);
 		nargs = lem_sched_body(loop, T, 0);
 		made = 1;
@@ -270,7 +298,7 @@ static void run_one(lem_loop *loop)
 		 * suspended by itself (LUA_YIELD), or in the very suspension it was woken
 		 * from. Anything else (resumed by hand meanwhile, or woken where lua_yield
 		 * raised) is stale. */
-		goto drop;
+		return;
 	}
 	loop->running = loop->yielder = T;
 	loop->suspended = 0;
@@ -279,7 +307,7 @@ static void run_one(lem_loop *loop)
 	if (status == LUA_YIELD) {
 		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */
 			lua_settop(T, 0);
-			lem_sched_push(loop, T, LUA_YIELD, 0);
+			rq_requeue(loop, T, 0);
 		}
 	} else if (status == 0) {
 		if (T == loop->step)
@@ -290,11 +318,6 @@ static void run_one(lem_loop *loop)
 	}
 	if (made)
 		lua_pop(loop->L, 1);
-drop:
-	/* Unanchored at once, so that a coroutine now parked on a sleeper nobody can reach
-	 * is garbage without waiting for its segment to be emptied. */
-	lua_pushnil(seg->A);
-	lua_replace(seg->A, slot);
 }
 
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
@@ -334,7 +357,7 @@ int lem_sched_self(lua_State *T, lem_loop *loop, int nargs)
 	if (T != loop->yielder)
 		return cannot_suspend(T);
 	lua_yield(T, nargs);
-	lem_sched_push(loop, loop->running, LUA_YIELD, nargs);
+	rq_requeue(loop, loop->running, nargs);
 	loop->suspended = 1;
 	return -1;
 }
