@@ -6,7 +6,7 @@
 -- Keep-alive by default (HTTP/1.0 and "Connection: close" end the connection after the
 -- answer); every answer is framed by Content-Length, and requests are read one after the
 -- other from the stream's buffer, so pipelined requests are answered in order. Request
--- bodies (Content-Length) are read and dropped; chunked bodies are refused with 501.
+-- bodies, framed by Content-Length or chunked, are read and dropped.
 -- This is the server of the HTTP benchmark (bench/http): the common request takes one
 -- string comparison per line and one write.
 local io = require 'lem.io'
@@ -22,7 +22,6 @@ local BODY = 'Hello, World!\n'
 -- The answers, remade once a second for their Date header.
 local OK, OK_CLOSE, HEAD_OK, NOT_FOUND, NOT_ALLOWED
 local BAD = 'HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
-local CHUNKED = 'HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 
 local function answers()
 	local date = os.date('!%a, %d %b %Y %H:%M:%S GMT')
@@ -42,6 +41,25 @@ local function tick()
 	utils.timer(1, tick)
 end
 utils.timer(1, tick)
+
+-- Reads and drops a chunked body: chunks (a hexadecimal size line, the data, an empty
+-- line) up to the one of size 0, then trailer fields up to an empty line. Returns true,
+-- or nil if the stream ends or breaks the framing.
+local function skip_chunked(client)
+	while true do
+		local line = client:read()
+		local hex = line and line:match('^%x+')
+		if not hex then return nil end
+		local size = tonumber(hex, 16)
+		if size == 0 then break end
+		if not client:read(size) or client:read() ~= '' then return nil end
+	end
+	repeat
+		local line = client:read()
+		if not line then return nil end
+	until line == ''
+	return true
+end
 
 local C, c = ('C'):byte(), ('c'):byte()
 local T, t = ('T'):byte(), ('t'):byte()
@@ -63,7 +81,7 @@ local function handle(client)
 			end
 		end
 		if method then
-			local close, length = version == '1.0', 0
+			local close, length, chunked = version == '1.0', 0, false
 			while true do                  -- headers
 				local h = client:read()
 				if not h then return client:close() end
@@ -80,12 +98,17 @@ local function handle(client)
 						length = tonumber(value)
 						if not length or length < 0 then client:write(BAD) return client:close() end
 					elseif name == 'transfer-encoding' then
-						client:write(CHUNKED)
-						return client:close()
+						-- only a chunked last coding says where the body ends
+						chunked = value:lower():match('chunked$') ~= nil
+						if not chunked then client:write(BAD) return client:close() end
 					end
 				end
 			end
-			if length > 0 and not client:read(length) then break end
+			if chunked then               -- it overrides Content-Length
+				if not skip_chunked(client) then client:write(BAD) break end
+			elseif length > 0 and not client:read(length) then
+				break
+			end
 			local answer
 			if path == '/loop' and method == 'GET' then   -- which loop answered: the spread
 				local body = id .. '\n'

@@ -59,6 +59,24 @@ t.like(r, '^HTTP/1%.1 405', 'other methods: 405')
 r = request('nonsense\r\n\r\n')
 t.like(r, '^HTTP/1%.1 400', 'a bad request line: 400')
 
+-- request bodies are read and dropped, whatever frames them, and the next request follows
+local post = 'POST /x HTTP/1.1\r\n'
+r = request(post .. 'Content-Length: 5\r\n\r\nhello' .. 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n')
+codes = {}
+for code in r:gmatch('HTTP/1%.1 (%d+)') do codes[#codes + 1] = code end
+t.same(codes, { '404', '200' }, 'a Content-Length body is skipped')
+r = request(post .. 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1a;ext=1\r\n' ..
+	('z'):rep(26) .. '\r\n0\r\nTrailer: x\r\n\r\n' .. 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n')
+codes = {}
+for code in r:gmatch('HTTP/1%.1 (%d+)') do codes[#codes + 1] = code end
+t.same(codes, { '404', '200' }, 'a chunked body (extensions, trailers) is skipped')
+r = request(post .. 'Transfer-Encoding: chunked\r\n\r\nzz\r\n')
+t.like(r, '^HTTP/1%.1 400', 'a bad chunk size: 400')
+r = request(post .. 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello!!\r\n0\r\n\r\n')
+t.like(r, '^HTTP/1%.1 400', 'a chunk longer than its size: 400')
+r = request(post .. 'Transfer-Encoding: gzip\r\n\r\n')
+t.like(r, '^HTTP/1%.1 400', 'a body whose last coding is not chunked: 400')
+
 -- the spread over two loops
 local seen = { 0, 0 }
 for _ = 1, 200 do
