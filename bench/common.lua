@@ -29,13 +29,79 @@ end
 
 -- The scheduler a shared workload of bench/plain runs on, from its sched= argument:
 -- plain (bench/plain/sched.lua, the default) or luv (bench/luv/sched.lua), so that the
--- plain-Lua and luv columns run the very same workload code. Returns the scheduler, its
--- name for titles, and the name for the sched= default.
-function common.scheduler(dir)
-	local which = 'plain'
-	for _, a in ipairs(arg or {}) do which = a:match('^sched=(%w+)$') or which end
-	local sched = dofile(dir .. '../' .. which .. '/sched.lua')
+-- plain-Lua and luv columns run the very same workload code; `which` forces one. Returns
+-- the scheduler, its name for titles, and the name for the sched= default.
+function common.scheduler(dir, which)
+	if not which then
+		which = 'plain'
+		for _, a in ipairs(arg or {}) do which = a:match('^sched=(%w+)$') or which end
+	end
+	local sched = assert(loadfile(dir .. '../' .. which .. '/sched.lua'))(common)
 	return sched, which == 'plain' and 'plain Lua' or which, which
+end
+
+-- The sleepers of those schedulers: sleep() sets the running coroutine aside, yielding
+-- `mark` to the scheduler; wakeup() gives it to push(co). Returns the constructor.
+function common.sleepers(push, mark)
+	local running, yield = coroutine.running, coroutine.yield
+	local Sleeper = {}
+	Sleeper.__index = Sleeper
+	function Sleeper:sleep()
+		self.co = running()
+		return yield(mark)
+	end
+	function Sleeper:wakeup()
+		local co = self.co
+		if not co then return nil, 'not sleeping' end
+		self.co = nil
+		push(co)
+		return true
+	end
+	return function() return setmetatable({}, Sleeper) end
+end
+
+-- Runs worker(...) in k coroutines of the scheduler s (s.spawn(f, ...), s.run() until
+-- they are done, s.now() if it has a clock) and checks that every one returned; s.done(),
+-- if there, is called when the last one has. Returns t0, c0, t1, c1: s.now() (or nil) and
+-- os.clock() before and after.
+function common.workers(s, k, worker, ...)
+	local done = 0
+	local function counted(...)
+		worker(...)
+		done = done + 1
+		if done == k and s.done then s.done() end
+	end
+	local t0, c0 = s.now and s.now(), os.clock()
+	for _ = 1, k do
+		s.spawn(counted, ...)
+	end
+	s.run()
+	local t1, c1 = s.now and s.now(), os.clock()
+	assert(done == k, 'not every worker returned')
+	return t0, c0, t1, c1
+end
+
+-- lem's scheduler for workers(): run() sleeps until done() wakes it. The loop's clock
+-- catches up with the start-up first.
+function common.lem(utils)
+	local finished = utils.sleeper()
+	utils.yield()
+	return { spawn = utils.spawn, now = utils.now,
+		run = function() finished:sleep() end, done = function() finished:wakeup() end }
+end
+
+-- cqueues' scheduler for workers(): a controller that runs until its coroutines are done.
+function common.cqueues(cqueues)
+	local cq = cqueues.new()
+	return { spawn = function(f, ...) cq:wrap(f, ...) end, now = cqueues.monotime,
+		run = function() assert(cq:loop()) end }
+end
+
+-- The figures of the sleeps workload: n sleeps in wall and cpu seconds.
+function common.sleeps(n, wall, cpu)
+	common.phase('run', wall, cpu)
+	common.result('sleeps/s', n / wall)
+	common.result('cpu-us/sleep', cpu / n * 1e6)
 end
 
 -- Peak resident set size of this process so far, in bytes (Linux).

@@ -5,22 +5,13 @@ local common = dofile((arg[0]:match('^(.*/)') or './') .. '../common.lua')
 local cqueues = require 'cqueues'
 local o = common.args('switch (cqueues)', { k = 100, m = 100000 })
 
-local done = 0
 local function worker(m)
 	local yield = cqueues.poll
 	for _ = 1, m do
 		yield()
 	end
-	done = done + 1
 end
 
-local cq = cqueues.new()
-local t0, c0 = cqueues.monotime(), os.clock()
-for _ = 1, o.k do
-	cq:wrap(worker, o.m)
-end
-assert(cq:loop())
-local t1, c1 = cqueues.monotime(), os.clock()
-assert(done == o.k)
+local t0, c0, t1, c1 = common.workers(common.cqueues(cqueues), o.k, worker, o.m)
 common.phase('run', t1 - t0, c1 - c0)
 common.result('switches/s', o.k * o.m / (c1 - c0))

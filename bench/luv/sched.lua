@@ -1,6 +1,7 @@
 -- sched.lua: how a luv user runs coroutines: luv has no scheduler of its own, so a ready
 -- queue is drained from an idle handle (in the manner of setImmediate), coroutines are
 -- resumed from callbacks, and a sleeper is a coroutine put aside until someone queues it.
+local common = ...   -- bench/common.lua, whose scheduler() loads this
 local uv = require 'luv'
 local create, resume, yield, running = coroutine.create, coroutine.resume,
 	coroutine.yield, coroutine.running
@@ -48,25 +49,7 @@ function sched.yield()
 	return yield()
 end
 
-local Sleeper = {}
-Sleeper.__index = Sleeper
-
-function sched.sleeper()
-	return setmetatable({}, Sleeper)
-end
-
-function Sleeper:sleep()
-	self.co = running()
-	return yield()
-end
-
-function Sleeper:wakeup()
-	local co = self.co
-	if not co then return nil, 'not sleeping' end
-	self.co = nil
-	push(co)
-	return true
-end
+sched.sleeper = common.sleepers(push)
 
 -- A resumable timer for one coroutine: sleep(ms) suspends it until the timer fires.
 function sched.timer()

@@ -1,8 +1,10 @@
 -- sched.lua: the minimal round-robin scheduler a user would write in plain Lua: a FIFO
 -- of runnable coroutines, spawn, yield, and sleepers (sleep until woken), driven by
--- coroutine.resume/yield. What the same workloads cost without lem.
-local create, resume, yield, running, status = coroutine.create, coroutine.resume,
-	coroutine.yield, coroutine.running, coroutine.status
+-- coroutine.resume/yield. What the same workloads cost without lem. Loaded by
+-- bench/common.lua's scheduler(), which passes itself.
+local common = ...
+local create, resume, yield, status = coroutine.create, coroutine.resume,
+	coroutine.yield, coroutine.status
 
 local sched = {}
 local queue, head, tail = {}, 1, 0   -- queue[head..tail]: coroutines to resume
@@ -23,25 +25,7 @@ end
 -- yield(): run every coroutine queued before this one, then go on.
 sched.yield = yield
 
-local Sleeper = {}
-Sleeper.__index = Sleeper
-
-function sched.sleeper()
-	return setmetatable({}, Sleeper)
-end
-
-function Sleeper:sleep()
-	self.co = running()
-	return yield(SLEEP)
-end
-
-function Sleeper:wakeup()
-	local co = self.co
-	if not co then return nil, 'not sleeping' end
-	self.co = nil
-	push(co)
-	return true
-end
+sched.sleeper = common.sleepers(push, SLEEP)
 
 -- Runs until no coroutine is runnable.
 function sched.run()

@@ -6,21 +6,13 @@ local common = dofile(dir .. '../common.lua')
 local sched, label, which = common.scheduler(dir)
 local o = common.args('switch (' .. label .. ')', { sched = which, k = 100, m = 100000 })
 
-local done = 0
 local function worker(m)
 	local yield = sched.yield
 	for _ = 1, m do
 		yield()
 	end
-	done = done + 1
 end
 
-local t0, c0 = sched.now and sched.now(), os.clock()
-for _ = 1, o.k do
-	sched.spawn(worker, o.m)
-end
-sched.run()
-local t1, c1 = sched.now and sched.now(), os.clock()
-assert(done == o.k)
+local t0, c0, t1, c1 = common.workers(sched, o.k, worker, o.m)
 common.phase('run', t1 and t1 - t0, c1 - c0)
 common.result('switches/s', o.k * o.m / (c1 - c0))
