@@ -117,12 +117,13 @@ int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
 	return nargs + 1;
 }
 
-/* A new entry at the tail of the runqueue; its value goes on top of the returned
- * segment's anchoring stack. */
+/* A new entry at the tail of the runqueue; the caller puts its value (T, or the queued
+ * function) on top of the returned segment's anchoring stack. */
 static inline __attribute__((always_inline))
-struct lem_rq_entry *rq_append(lem_loop *loop, struct lem_rq_seg **segp)
+struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
+	struct lem_rq_entry *e;
 
 	if (seg->len == LEM_SEG) {
 		seg->next = seg_get(loop);
@@ -130,23 +131,22 @@ struct lem_rq_entry *rq_append(lem_loop *loop, struct lem_rq_seg **segp)
 	}
 	if (loop->rq_len++ == 0 && !ev_is_active(&loop->spin))
 		ev_idle_start(loop->ev, &loop->spin);
-	*segp = seg;
-	return &seg->e[seg->len++];
+	e = &seg->e[seg->len++];
+	e->T = T;
+	e->token = token;
+	e->nargs = nargs;
+	return seg;
 }
 
 void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 {
 	struct lem_rq_seg *seg;
-	struct lem_rq_entry *e;
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
 	if (token == 0)
 		nargs = lem_sched_body(loop, T, nargs);
-	e = rq_append(loop, &seg);
-	e->T = T;
-	e->token = token;
-	e->nargs = nargs;
+	seg = rq_append(loop, T, token, nargs);
 	lua_pushthread(T);
 	lua_xmove(T, seg->A, 1);
 }
@@ -156,18 +156,11 @@ void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
  * instead of making one each. */
 void lem_sched_push_func(lem_loop *loop, lua_State *from)
 {
-	struct lem_rq_seg *seg;
-	struct lem_rq_entry *e;
-
 	if (loop->closing) {
 		lua_pop(from, 1);
 		return;
 	}
-	e = rq_append(loop, &seg);
-	e->T = NULL;
-	e->token = 0;
-	e->nargs = 0;
-	lua_xmove(from, seg->A, 1);
+	lua_xmove(from, rq_append(loop, NULL, 0, 0)->A, 1);
 }
 
 /* Queues T, which the entry just taken runs and which has just yielded with nargs values,
@@ -176,17 +169,13 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from)
 static void rq_requeue(lem_loop *loop, lua_State *T, int nargs)
 {
 	struct lem_rq_seg *seg = loop->rq_seg;
-	struct lem_rq_entry *e;
 
 	if (loop->closing || seg != loop->rq_last || seg->len == LEM_SEG ||
 	    seg->e[seg->head - 1].T != T) {      /* not run from a queued coroutine */
 		lem_sched_push(loop, T, LUA_YIELD, nargs);
 		return;
 	}
-	e = rq_append(loop, &seg);
-	e->T = T;
-	e->token = LUA_YIELD;
-	e->nargs = nargs;
+	rq_append(loop, T, LUA_YIELD, nargs);   /* in seg: it has room */
 	lua_pushvalue(seg->A, (int)seg->head);
 }
 
@@ -411,6 +400,15 @@ int lem_yield(lua_State *T, const lem_waiter *w)
 	return lem_sched_yield(T, lem_current, w);
 }
 
+/* Moves the nargs resume values on top of `from` onto the suspended co. */
+static void move_args(lua_State *co, lua_State *from, int nargs)
+{
+	if (nargs > 0) {
+		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
+		lua_xmove(from, co, nargs);
+	}
+}
+
 /* Whether w's coroutine is still in the suspension that filled w. */
 int lem_sched_valid(const lem_waiter *w)
 {
@@ -426,10 +424,8 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 	}
 	lua_pushlightuserdata(w->co, (void *)(w->token | 1));   /* a second wake is stale */
 	lua_replace(w->co, -2);
-	lua_checkstack(from, 1);
-	lua_pushthread(w->co);
-	lua_xmove(w->co, from, 1);
-	lem_sched_wake(loop, w->co, w->token | 1, from, nargs);
+	move_args(w->co, from, nargs);
+	lem_sched_push(loop, w->co, w->token | 1, nargs);
 	return 1;
 }
 
@@ -439,22 +435,12 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 void lem_sched_wake(lem_loop *loop, lua_State *co, uintptr_t token, lua_State *from,
                     int nargs)
 {
-	struct lem_rq_seg *seg;
-	struct lem_rq_entry *e;
-
 	if (loop->closing) {
 		lua_pop(from, nargs + 1);
 		return;
 	}
-	e = rq_append(loop, &seg);
-	e->T = co;
-	e->token = token;
-	e->nargs = nargs;
-	lua_xmove(from, seg->A, 1);
-	if (nargs > 0) {
-		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
-		lua_xmove(from, co, nargs);
-	}
+	lua_xmove(from, rq_append(loop, co, token, nargs)->A, 1);
+	move_args(co, from, nargs);
 }
 
 void lem_queue(lem_loop *loop, lua_State *T, int nargs)
