@@ -91,13 +91,13 @@ static int utils_sleeper(lua_State *T)
 	return 1;
 }
 
-/* The token of co's sleep on the sleeper at idx of T, co read from the sleeper's [1]; 0
- * if [1] is stale. *tw is the timer of a timed sleep, or NULL. */
-static uintptr_t sleeps_on(lua_State *T, int idx, lua_State *co, struct lem_wait **tw)
+/* The token of co's sleep on the sleeper at index 1 of T, co read from its [1]; 0 if [1]
+ * is stale. *tw is the timer of a timed sleep, or NULL. */
+static uintptr_t sleeps_on(lua_State *T, lua_State *co, struct lem_wait **tw)
 {
 	int n;
 
-	if (lua_status(co) != LUA_YIELD || lua_topointer(co, 1) != lua_topointer(T, idx))
+	if (lua_status(co) != LUA_YIELD || lua_topointer(co, 1) != lua_topointer(T, 1))
 		return 0;
 	n = lua_gettop(co);
 	*tw = n == 3 ? lua_touserdata(co, 2) : NULL;
@@ -152,7 +152,7 @@ static int sleeper_wakeup(lua_State *T)
 		luaL_typerror(T, 1, "sleeper");
 	lua_rawgeti(T, 1, 1);
 	co = lua_tothread(T, -1);
-	if (co && (token = sleeps_on(T, 1, co, &tw)) != 0) {
+	if (co && (token = sleeps_on(T, co, &tw)) != 0) {
 		lua_pushnil(T);
 		lua_rawseti(T, 1, 1);
 		if (tw)
@@ -187,7 +187,7 @@ static int sleeper_sleep(lua_State *T)
 	if (!lua_isnil(T, -1)) {
 		struct lem_wait *tw;
 		lua_State *co = lua_tothread(T, -1);
-		if (co && sleeps_on(T, 1, co, &tw)) {
+		if (co && sleeps_on(T, co, &tw)) {
 			lua_pushnil(T);
 			lua_pushliteral(T, "busy");
 			return 2;
