@@ -81,6 +81,7 @@ t.error(function() s.wakeup({}) end, "bad argument #1 to 'wakeup' %(sleeper expe
 t.error(function() s.wakeup({ coroutine.running() }) end, "bad argument #1 to 'wakeup' %(sleeper expected, got table%)",
 	'wakeup on a non-sleeper that names a coroutine')
 t.error(function() s:sleep('soon') end, "bad argument #1 to 'sleep' %(number expected, got string%)", 'sleep with a bad timeout (methods count from after self)')
+t.error(function() s:sleep(0/0) end, "bad argument #1 to 'sleep' %(timeout is not a number%)", 'a NaN timeout is a bad argument, not a sleep for ever')
 
 -- 100k concurrent sleepers, woken in order
 local N = 100000

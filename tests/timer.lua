@@ -53,6 +53,7 @@ while count < 20000 and utils.now() - t1 < 5 do w:sleep(0.01) end
 t.is(count, 20000, '20000 timers all fired')
 
 -- the process waits for pending timers before it exits: checked in cli.lua
+t.error(function() utils.timer(0/0, function() end) end, "bad argument #1 to 'timer' %(delay is not a number%)", 'a NaN delay is a bad argument, not a timer that never fires')
 t.error(function() tm.cancel(42) end, "bad argument #1 to 'cancel' %(timer expected, got number%)", 'cancel on a non-timer')
 
 -- timers still pending when the loop closes are freed with it, without a finalizer each:

@@ -181,8 +181,11 @@ static int sleeper_sleep(lua_State *T)
 
 	timed = !lua_isnoneornil(T, 2);
 	checksleeper(T, loop);                   /* pushes its metatable */
-	if (timed)
+	if (timed) {
 		timeout = luaL_checknumber(T, 2);
+		if (timeout != timeout)   /* NaN: it would never fire */
+			luaL_argerror(T, 2, "timeout is not a number");
+	}
 	lua_rawgeti(T, 1, 1);
 	if (!lua_isnil(T, -1)) {
 		struct lem_wait *tw;
@@ -257,6 +260,8 @@ static int utils_timer(lua_State *T)
 	lua_Number delay = luaL_checknumber(T, 1);
 	struct timer *t;
 
+	if (delay != delay)
+		luaL_argerror(T, 1, "delay is not a number");   /* NaN: it would never fire */
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
 	t = lua_newuserdata(T, sizeof *t);
