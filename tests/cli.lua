@@ -185,5 +185,45 @@ t.is(out, '9\n', 'a write to a closed pipe returns an error (lem was not killed 
 st, out, err = t.run(lem .. [[ -e "os.execute('yes | head -1')"]])
 t.is(out .. err, 'y\n', "os.execute('yes | head -1'): yes dies of SIGPIPE quietly, as from a shell")
 
+-- closed standard descriptors: lem's own descriptors never take 0, 1 or 2
+st, out, err = t.run('(' .. lem .. [[ -e "print('lost') io.stdout:flush() require('lem.utils').sleeper():sleep(0.1) io.stderr:write('on stderr\\n')" <&- >&-; echo "status $?")]])
+t.is(out, 'status 0\n', 'stdout closed: print writes nowhere, lem exits 0')
+t.is(err, 'on stderr\n', '... and stderr still works')
+st, out = t.run('(' .. lem .. [[ -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
+t.is(out, 'status 143\n', 'stdin and stdout closed: SIGTERM still stops lem (143)')
+
+-- the script is read once, in the main thread: every loop runs the same bytes
+local each = 'local l = require "lem.loops"; io.write(l.id .. ":" .. tostring((...)) .. "\\n")'
+local function ids(text)
+	local got = {}
+	for id, a in text:gmatch('(%d+):([^\n]*)') do got[#got + 1] = id .. a end
+	table.sort(got)
+	return table.concat(got, ' ')
+end
+st, out, err = t.run(lem .. ' --loops 4 - x', each)
+t.is(ids(out), '1x 2x 3x 4x', '--loops 4 with the script on stdin: every loop runs it (' .. err .. ')')
+st, out = t.run(lem .. ' --loops 3', each)
+t.is(ids(out), '1nil 2nil 3nil', '--loops 3 with a piped stdin and no script')
+local fifo = tmpdir .. '/fifo.lua'
+os.execute('mkfifo ' .. fifo)
+st, out, err = t.run('cat ' .. script('each.lua', each) .. ' > ' .. fifo .. ' & ' .. lem .. ' --loops 3 ' .. fifo .. ' y')
+t.is(ids(out), '1y 2y 3y', '--loops 3 with a FIFO as the script: read once, every loop runs it (' .. err .. ')')
+st, out, err = t.run('bash -c \'' .. lem .. ' --loops 2 <(echo "print(#arg)")\'')
+t.is(out, '0\n0\n', 'a script from a process substitution (a pipe), in two loops')
+st, out, err = t.run(lem .. ' ' .. tmpdir)
+t.is(st, 1, 'a directory as the script exits 1')
+t.like(err, '^lem: cannot read .*: Is a directory\n$', '... and says why')
+local sheb = script('shebang-loops.lua', '#!/usr/bin/env lem\nlocal l = require "lem.loops"; if l.id == 2 then error("line 2") end')
+st, out, err = t.run(lem .. ' --loops 2 ' .. sheb)
+t.like(err, '^lem%[2%]: .*shebang%-loops%.lua:2: line 2', 'a shebang line is skipped and line numbers hold')
+
+-- descriptors run out: a loop that cannot be made is a clear error, not an abort
+st, out, err = t.run('ulimit -n 64 && ' .. lem .. ' --loops 40 -e "print(1)"')
+t.is(st, 1, '--loops 40 with 64 descriptors exits 1')
+t.like(err, '^lem: cannot start loop %d+: Too many open files\n$', '... naming the loop and the reason')
+t.is(out, '', '... before any loop ran')
+st, out, err = t.run('ulimit -n 64 && ' .. lem .. ' --loops 19 -e "print(1)"')
+t.is(#out, 38, '3 descriptors a loop, 2 for the process: --loops 19 fits in 64 (' .. err .. ')')
+
 os.execute('rm -rf ' .. tmpdir)
 t.done()

@@ -1,4 +1,5 @@
 /* loop.c: a loop's life: creating its ev_loop and lua_State, running, reporting, closing. */
+#include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -77,6 +78,8 @@ void lem_loop_before_poll(lem_loop *loop)
 		loop->tfd_want = NEVER;
 		return;
 	}
+	if (rel > 1e6)            /* far off (or infinite): libev's own wait is on time enough */
+		return;
 	its.it_value.tv_sec = (time_t)rel;
 	its.it_value.tv_nsec = (long)((rel - (ev_tstamp)its.it_value.tv_sec) * 1e9);
 	if (timerfd_settime(loop->tfd, 0, &its, NULL) == 0)
@@ -94,15 +97,17 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_State *L;
 
 	if (!loop)
-		goto err;
+		return NULL;
 	loop->progname = progname;
 	loop->token = 2;
 	loop->ev = ev_loop_new(EVFLAG_AUTO);
 	if (!loop->ev)
 		goto err;
 	loop->L = L = luaL_newstate();
-	if (!L)
+	if (!L) {
+		errno = ENOMEM;
 		goto err;
+	}
 	lua_atpanic(L, panic);
 	lem_current = loop;
 	luaL_openlibs(L);
@@ -140,8 +145,7 @@ lem_loop *lem_loop_new(const char *progname)
 	}
 	return loop;
 err:
-	fprintf(stderr, "%s: cannot create an event loop (out of memory?)\n", progname);
-	if (loop) {
+	if (loop) {   /* errno says why */
 		if (loop->ev)
 			ev_loop_destroy(loop->ev);
 		free(loop);
@@ -187,6 +191,38 @@ void lem_loop_stop(lem_loop *loop, int status)
 	ev_break(loop->ev, EVBREAK_ALL);
 	if (!ev_is_active(&loop->spin))   /* do not block in the last poll */
 		ev_idle_start(loop->ev, &loop->spin);
+}
+
+/* ---- interrupting Lua code ----
+ * A loop running Lua code that never suspends does not see a stop in its mailbox. The
+ * runtime then signals its thread, and the handler hooks the coroutine it runs: the next
+ * instruction raises "interrupted!", as in lua.c. The hook stays, so that the error also
+ * gets past every pcall on its way out; the stopping loop resumes nothing afterwards.
+ * LuaJIT runs compiled traces without looking at hooks: a loop busy in one is stopped
+ * only by a second signal, which ends the process. */
+static void interrupt_hook(lua_State *T, lua_Debug *ar)
+{
+	lem_loop *loop = lem_current;
+
+	(void)ar;
+	lem_loop_stop(loop, lem_group_status(loop->group));   /* its errors go unreported */
+	if (loop->running && loop->running != T)  /* for the pcalls between them */
+		lua_sethook(loop->running, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+	luaL_error(T, "interrupted!");
+}
+
+/* Only stores: lua_sethook writes four fields of T, which is what lua.c does in its
+ * SIGINT handler too. Interrupts only a loop that another thread asked to stop. */
+void lem_loop_interrupt(lem_loop *loop)
+{
+	lua_State *T;
+
+	if (!loop || loop->stopping || !loop->mbox ||
+	    !__atomic_load_n(&loop->mbox->stop, __ATOMIC_SEQ_CST))
+		return;
+	T = loop->inner;
+	if (T)
+		lua_sethook(T, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void lem_exit(lem_loop *loop, int status)

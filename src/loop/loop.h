@@ -37,6 +37,8 @@ struct lem_loop {
 	ev_idle spin;             /* active while the runqueue is not empty: poll won't block */
 
 	lua_State *running;       /* coroutine resumed by the scheduler, or NULL */
+	lua_State *volatile inner;  /* the innermost coroutine lem resumed (running, or a
+	                             yield-safe pcall's inside it): what an interrupt hooks */
 	lua_State *yielder;       /* coroutine allowed to suspend now (running, or nested in
 	                             a yield-safe pcall of it) */
 	int suspended;            /* set by a suspension, read by whoever resumed */
@@ -91,6 +93,7 @@ void lem_loop_deadline(lem_loop *loop, ev_tstamp at);  /* a lem timer due at ev_
 void lem_loop_before_poll(lem_loop *loop);
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
+void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thread */
 
 /* sched.c */
 void lem_sched_init(lem_loop *loop);

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
 #include "loop.h"
 #include "mailbox.h"
 
@@ -70,6 +72,8 @@ void lem_group_stop(struct lem_group *g, int status)
 		g->status = status;
 		for (int i = 0; i < g->count; i++)
 			request(&g->mbox[i], &g->mbox[i].stop);
+		if (g->on_stop)
+			g->on_stop(g);
 	}
 	pthread_mutex_unlock(&g->lock);
 }
@@ -122,10 +126,17 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents)
 		lem_loops_close_waiting(loop);
 }
 
-void lem_mbox_open(struct lem_group *g, int id, lem_loop *loop)
+int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop)
 {
 	struct lem_mbox *mb = &g->mbox[id - 1];
+	int fd;
 
+	/* libev makes the descriptor that ev_async_send writes to (an eventfd) when the first
+	 * async watcher starts, and aborts if it cannot: see that one can be had first. */
+	fd = eventfd(0, EFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	close(fd);
 	loop->group = g;
 	loop->id = id;
 	loop->mbox = mb;
@@ -138,13 +149,17 @@ void lem_mbox_open(struct lem_group *g, int id, lem_loop *loop)
 	if (mb->head || LOAD(&mb->stop))
 		ev_async_send(loop->ev, &mb->wake);
 	pthread_mutex_unlock(&mb->lock);
+	return 0;
 }
 
 void lem_mbox_run(lem_loop *loop)
 {
 	struct lem_mbox *mb = loop->mbox;
 
-	for (;;) {
+	/* A stop that arrives while the loop idles ends the ev_run below with ev_break, and
+	 * ev_run forgets a break when it starts: check before each run, or the next one would
+	 * spin on the idle watcher that lem_loop_stop started. */
+	while (!loop->stopping) {
 		ev_run(loop->ev, 0);
 		if (loop->stopping || mb->nwaiting == 0)
 			return;

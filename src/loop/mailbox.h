@@ -52,6 +52,8 @@ struct lem_group {
 	int live, idle;             /* loops not finished; of those, idle ones */
 	int stopping, status;       /* utils.exit, an uncaught error or a signal: first wins */
 	void (*on_finish)(struct lem_group *g);   /* called once every loop finished */
+	void (*on_stop)(struct lem_group *g);     /* called once when the group stops, in
+	                                             the thread that stops it, under lock */
 	void *data;
 };
 
@@ -61,8 +63,9 @@ void lem_group_free(struct lem_group *g);
 void lem_group_stop(struct lem_group *g, int status);
 int lem_group_status(struct lem_group *g);
 
-/* Owner: set up the mailbox of loop id on its loop (before it runs). */
-void lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);
+/* Sets up the mailbox of loop id on its loop, before the loop runs and while no other
+ * thread makes descriptors. Returns 0, or a negative errno (no descriptor left). */
+int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);
 /* Owner: run the loop with the idle protocol; returns when the loop has finished. */
 void lem_mbox_run(lem_loop *loop);
 /* Owner: closes the mailbox, drops what it holds, and leaves the group. */

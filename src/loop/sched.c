@@ -289,10 +289,10 @@ static void run_one(lem_loop *loop)
 		 * raised) is stale. */
 		return;
 	}
-	loop->running = loop->yielder = T;
+	loop->running = loop->yielder = loop->inner = T;
 	loop->suspended = 0;
 	status = lua_resume(T, nargs);
-	loop->running = loop->yielder = NULL;
+	loop->running = loop->yielder = loop->inner = NULL;
 	if (status == LUA_YIELD) {
 		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */
 			lua_settop(T, 0);
@@ -480,7 +480,9 @@ int lem_sched_nested(lua_State *T)
 	lua_setlevel(T, co);   /* nested pcalls count as C calls: deep nesting is an error */
 #endif
 	loop->suspended = 0;
+	loop->inner = co;
 	status = lua_resume(co, nargs);
+	loop->inner = T;
 	loop->yielder = saved;
 	n = lua_gettop(co);
 	lua_checkstack(T, n + 3);

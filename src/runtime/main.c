@@ -1,7 +1,24 @@
 /* main.c: the lem command: parse the command line, run the loops, exit with their status. */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include "runtime.h"
+
+/* Started with a standard descriptor closed, lem's own descriptors (the signal pipe, a
+ * loop's epoll) would take its number, and print or a read from stdin would use them.
+ * As daemons do, such a descriptor is opened on /dev/null first. */
+static int reserve_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+			return -1;   /* cannot happen: the lowest free number is fd */
+	}
+	return 0;
+}
 
 static void on_sigpipe(int sig)
 {
@@ -11,7 +28,11 @@ static void on_sigpipe(int sig)
 int main(int argc, char **argv)
 {
 	struct lem_cli cli;
-	int status = lem_cli_parse(&cli, argc, argv);
+	int status;
+
+	if (reserve_std_fds() != 0)
+		return 1;
+	status = lem_cli_parse(&cli, argc, argv);
 
 	if (status >= 0)
 		return status;
@@ -23,5 +44,9 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_sigpipe;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGPIPE, &sa, NULL);
-	return lem_run(&cli);
+	if (lem_read_script(&cli) != 0)
+		return 1;
+	status = lem_run(&cli);
+	lem_free_script(&cli);
+	return status;
 }

@@ -12,13 +12,20 @@ struct lem_cli {
 	int loops;        /* --loops: how many loops (threads), 1 by default */
 	int pin;          /* --pin: loop i on CPU i-1 */
 	unsigned mailbox; /* --mailbox: capacity of each mailbox */
+	char *chunk;      /* the script's bytes, read once for every loop (start.c) */
+	size_t chunk_len;
+	char *chunkname;  /* "@script" or "=stdin" */
 };
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
 
-/* start.c: sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up
- * steps. Returns 0, or 1 with the error message on top of loop->L. */
+/* start.c: reads the script (a file, standard input, a pipe or a FIFO) once, in the main
+ * thread, so that every loop gets the same bytes. Returns 0, or 1 once it has said why. */
+int lem_read_script(struct lem_cli *cli);
+void lem_free_script(struct lem_cli *cli);
+/* Sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up steps.
+ * Returns 0, or 1 with the error message on top of loop->L. */
 int lem_start(lem_loop *loop, const struct lem_cli *cli);
 
 /* threads.c: runs cli->loops loops until all have finished; returns the exit status. */

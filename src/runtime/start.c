@@ -1,7 +1,10 @@
 /* start.c: turning the command line into the loop's start-up steps. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "runtime.h"
 
 /* Appends the function on top of L as the next step, with the n values below it as
@@ -75,16 +78,92 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 			add_step(loop, 1);
 		}
 	}
-	if (cli->script || cli->run_stdin) {
-		const char *name = cli->script ? cli->argv[cli->script] : "-";
+	if (cli->chunkname) {
+		const char *p = cli->chunk, *end = p + cli->chunk_len;
 		int n = 0;
 
+		/* as luaL_loadfile: a first line starting with '#' is skipped, its newline kept
+		 * so that line numbers hold (a precompiled chunk may follow it directly) */
+		if (p < end && *p == '#') {
+			while (p < end && *p != '\n')
+				p++;
+			if (end - p > 1 && p[1] == LUA_SIGNATURE[0])
+				p++;
+		}
 		if (cli->script)
 			for (i = cli->script + 1; i < cli->argc; i++, n++)
 				lua_pushstring(L, cli->argv[i]);
-		if (luaL_loadfile(L, strcmp(name, "-") == 0 ? NULL : name) != 0)
+		if (luaL_loadbuffer(L, p, end - p, cli->chunkname) != 0)
 			return failed(loop);
 		add_step(loop, n);
 	}
 	return 0;
+}
+
+/* The whole of fd; NULL with errno set on failure. */
+static char *read_all(int fd, size_t *len)
+{
+	size_t cap = 8192, n = 0;
+	char *buf = malloc(cap), *p;
+	ssize_t r;
+
+	while (buf) {
+		if (n == cap) {
+			if (!(p = realloc(buf, cap *= 2)))
+				break;
+			buf = p;
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r > 0) {
+			n += r;
+		} else if (r == 0) {
+			*len = n;
+			return buf;
+		} else if (errno != EINTR) {
+			break;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+int lem_read_script(struct lem_cli *cli)
+{
+	const char *name = cli->script ? cli->argv[cli->script] : "-";
+	int std = strcmp(name, "-") == 0, fd = std ? STDIN_FILENO : open(name, O_RDONLY | O_CLOEXEC);
+	const char *what = "open";
+	size_t n;
+
+	if (!cli->script && !cli->run_stdin)
+		return 0;
+	if (fd >= 0) {
+		what = "read";
+		cli->chunk = read_all(fd, &cli->chunk_len);
+		if (!std) {
+			int saved = errno;
+			close(fd);
+			errno = saved;
+		}
+	}
+	if (!cli->chunk) {   /* the message of luaL_loadfile */
+		fprintf(stderr, "lem: cannot %s %s: %s\n", what, std ? "stdin" : name, strerror(errno));
+		return 1;
+	}
+	n = strlen(name) + 2;
+	if (!(cli->chunkname = malloc(n))) {
+		fprintf(stderr, "lem: not enough memory\n");
+		return 1;
+	}
+	if (std)
+		strcpy(cli->chunkname, "=stdin");
+	else
+		snprintf(cli->chunkname, n, "@%s", name);
+	return 0;
+}
+
+void lem_free_script(struct lem_cli *cli)
+{
+	free(cli->chunk);
+	free(cli->chunkname);
+	cli->chunk = cli->chunkname = NULL;
 }

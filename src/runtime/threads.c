@@ -1,13 +1,24 @@
-/* threads.c: running the loops, one per thread, and ending the process.
+/* threads.c: running the loops, one per thread, stopping them, and ending the process.
  *
- * Every loop, the first one included, runs in a thread of its own; the main thread only
- * starts them, waits, and handles SIGINT and SIGTERM for all of them (libev lets a single
- * loop watch a signal, and these concern the process). A signal handler may do little:
- * it writes the signal's number to a pipe that the main thread reads. A second such
- * signal, for a loop busy in Lua code that never returns to its event loop, kills the
- * process at once. */
+ * The main thread makes every loop, one after another, before any of them runs: that is
+ * when each takes its descriptors, and libev aborts when it cannot make the one it needs
+ * to be woken (see lem_mbox_open), so nothing else may take them meanwhile. Then every
+ * loop, the first one included, runs in a thread of its own; the main thread waits and
+ * handles SIGINT and SIGTERM for all of them (libev lets a single loop watch a signal,
+ * and these concern the process).
+ *
+ * The special problem of signals and busy loops: a signal handler may do little, so it
+ * writes the signal's number to a pipe that the main thread reads; the main thread asks
+ * every loop to stop through its mailbox. A loop that runs Lua code without returning to
+ * its event loop never reads its mailbox, so the main thread also sends each loop thread
+ * LEM_SIGINTR, whose handler, in that thread, sets a hook on the coroutine it is running
+ * (as lua.c does on Ctrl-C): the next instruction raises "interrupted!". A stop asked by a
+ * loop (utils.exit, an uncaught error) reaches the main thread through the same pipe and
+ * interrupts the others the same way. A second SIGINT or SIGTERM, for code that no hook
+ * reaches (a blocking C call, a LuaJIT trace), kills the process at once. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -18,11 +29,19 @@
 #include "runtime.h"
 #include "../loop/mailbox.h"
 
+/* The signal that interrupts a loop thread running Lua code. SIGURG is what the kernel
+ * sends only to a socket's owner set with F_SETOWN, which lem never sets; its default
+ * action is to do nothing (the Go runtime preempts goroutines with it for these reasons). */
+#define LEM_SIGINTR SIGURG
+
+/* What the pipe carries besides signal numbers. */
+#define PIPE_FINISHED 0     /* every loop has finished */
+#define PIPE_STOP     255   /* a loop stopped the group: interrupt the others */
+
 struct thread {
 	pthread_t tid;
-	int id;
+	lem_loop *loop;
 	const struct lem_cli *cli;
-	struct lem_group *group;
 	char progname[16];
 };
 
@@ -43,118 +62,172 @@ static void on_signal(int sig)
 	errno = saved;
 }
 
+/* In a loop's thread, sent by the main thread: interrupt the Lua code it runs. */
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	lem_loop_interrupt(lem_current);   /* NULL outside a loop's thread */
+}
+
+static void tell_main(unsigned char b)
+{
+	if (write(signal_pipe[1], &b, 1) < 0) { /* cannot happen: the pipe is all but empty */ }
+}
+
 static void on_finish(struct lem_group *g)
 {
-	unsigned char b = 0;
-
 	(void)g;
-	if (write(signal_pipe[1], &b, 1) < 0) { /* cannot happen: the pipe is empty */ }
+	tell_main(PIPE_FINISHED);
+}
+
+static void on_stop(struct lem_group *g)
+{
+	(void)g;
+	tell_main(PIPE_STOP);
 }
 
 /* Reports a start-up failure once per process, whichever loop meets it first. */
-static void start_failed(struct thread *t, lem_loop *loop)
+static void start_failed(lem_loop *loop)
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static int reported;
 
 	pthread_mutex_lock(&lock);
 	if (!reported++)
-		fprintf(stderr, "lem: %s\n", lua_tostring(loop->L, -1));
+		fprintf(stderr, "lem: %s\n", lua_tostring(lem_state(loop), -1));
 	pthread_mutex_unlock(&lock);
-	lem_group_stop(t->group, 1);
+	lem_group_stop(loop->group, 1);
 }
 
 static void *loop_thread(void *arg)
 {
 	struct thread *t = arg;
-	lem_loop *loop = lem_loop_new(t->progname);
+	lem_loop *loop = t->loop;
 
-	if (!loop) {
-		lem_group_stop(t->group, 1);
-		/* nobody else will open this mailbox: leave the group for it */
-		pthread_mutex_lock(&t->group->lock);
-		int last = --t->group->live == 0;
-		pthread_mutex_unlock(&t->group->lock);
-		if (last)
-			on_finish(t->group);
-		return NULL;
-	}
-	lem_mbox_open(t->group, t->id, loop);
+	lem_current = loop;
 	if (lem_start(loop, t->cli) == 0)
 		lem_loop_run(loop);
 	else {
-		start_failed(t, loop);
+		start_failed(loop);
 		lem_mbox_close(loop);
 	}
 	lem_loop_free(loop);
 	return NULL;
 }
 
-static void pin(struct thread *t, int ncpu)
+/* Frees a loop that never ran (its thread could not start), in the main thread. */
+static void discard(lem_loop *loop)
+{
+	lem_current = loop;
+	lem_mbox_close(loop);
+	lem_loop_free(loop);
+	lem_current = NULL;
+}
+
+static void pin(struct thread *t, int id, int ncpu)
 {
 	cpu_set_t set;
 	int err;
 
 	CPU_ZERO(&set);
-	CPU_SET((t->id - 1) % ncpu, &set);
+	CPU_SET((id - 1) % ncpu, &set);
 	err = pthread_setaffinity_np(t->tid, sizeof set, &set);
 	if (err)
 		fprintf(stderr, "lem: cannot pin loop %d to CPU %d (%s); it runs unpinned\n",
-		        t->id, (t->id - 1) % ncpu, strerror(err));
+		        id, (id - 1) % ncpu, strerror(err));
+}
+
+static void handle(int sig, void (*handler)(int))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
+}
+
+/* Makes loops 1..n with their mailboxes. Returns how many it made: fewer than n after
+ * reporting why the next one could not be made. */
+static int make_loops(struct lem_group *g, struct thread *threads, int n)
+{
+	int i, err;
+
+	for (i = 0; i < n; i++) {
+		struct thread *t = &threads[i];
+
+		if (n == 1)
+			strcpy(t->progname, "lem");
+		else
+			snprintf(t->progname, sizeof t->progname, "lem[%d]", i + 1);
+		errno = 0;
+		t->loop = lem_loop_new(t->progname);
+		err = t->loop ? -lem_mbox_open(g, i + 1, t->loop) : (errno ? errno : ENOMEM);
+		if (err) {
+			fprintf(stderr, "lem: cannot start loop %d: %s\n", i + 1, strerror(err));
+			if (t->loop)
+				lem_loop_free(t->loop);
+			break;
+		}
+	}
+	lem_current = NULL;   /* lem_loop_new set it: the main thread runs no loop */
+	return i;
 }
 
 int lem_run(const struct lem_cli *cli)
 {
-	int n = cli->loops, i, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	int n = cli->loops, i, made, err, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	struct lem_group *g = lem_group_new(n, cli->mailbox);
 	struct thread *threads = calloc(n, sizeof *threads);
-	struct sigaction sa;
 	unsigned char b;
 
-	if (!g || !threads || pipe(signal_pipe) != 0) {
+	if (!g || !threads || pipe2(signal_pipe, O_CLOEXEC) != 0) {
 		fprintf(stderr, "lem: cannot start: %s\n", strerror(errno ? errno : ENOMEM));
 		return 1;
 	}
 	g->on_finish = on_finish;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	g->on_stop = on_stop;
+	handle(SIGINT, on_signal);
+	handle(SIGTERM, on_signal);
+	handle(LEM_SIGINTR, on_interrupt);
 
+	made = make_loops(g, threads, n);
+	if (made < n) {
+		for (i = 0; i < made; i++)
+			discard(threads[i].loop);
+		lem_group_free(g);
+		free(threads);
+		return 1;
+	}
 	for (i = 0; i < n; i++) {
 		struct thread *t = &threads[i];
-		t->id = i + 1;
+
 		t->cli = cli;
-		t->group = g;
-		if (n == 1)
-			strcpy(t->progname, "lem");
-		else
-			snprintf(t->progname, sizeof t->progname, "lem[%d]", t->id);
-		if (pthread_create(&t->tid, NULL, loop_thread, t) != 0) {
-			fprintf(stderr, "lem: cannot start loop %d: %s\n", t->id, strerror(errno));
+		err = pthread_create(&t->tid, NULL, loop_thread, t);
+		if (err) {   /* pthread_create returns its error; errno is not set */
+			fprintf(stderr, "lem: cannot start loop %d: %s\n", i + 1, strerror(err));
 			lem_group_stop(g, 1);
-			n = i;   /* join the ones that started; the others never open their mailbox */
-			pthread_mutex_lock(&g->lock);
-			g->live -= cli->loops - i;
-			int none = g->live == 0;
-			pthread_mutex_unlock(&g->lock);
-			if (none)
-				on_finish(g);
+			for (int k = i; k < n; k++)
+				discard(threads[k].loop);
+			n = i;   /* the threads to join */
 			break;
 		}
 		if (cli->pin)
-			pin(t, ncpu > 0 ? ncpu : 1);
+			pin(t, i + 1, ncpu > 0 ? ncpu : 1);
 	}
-	/* Wait for the last loop to finish, stopping them all on SIGINT or SIGTERM. */
+	/* Wait for the last loop to finish; stop them all on SIGINT or SIGTERM, and interrupt
+	 * those that run Lua code whenever the group stops. */
 	for (;;) {
 		ssize_t r = read(signal_pipe[0], &b, 1);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r != 1 || b == 0)
+		if (r != 1 || b == PIPE_FINISHED)
 			break;
-		lem_group_stop(g, 128 + b);   /* SIGINT: 130, SIGTERM: 143 */
+		if (b != PIPE_STOP)
+			lem_group_stop(g, 128 + b);   /* SIGINT: 130, SIGTERM: 143 */
+		for (i = 0; i < n; i++)
+			pthread_kill(threads[i].tid, LEM_SIGINTR);
 	}
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i].tid, NULL);
