@@ -1,6 +1,12 @@
 -- The benchmarks (bench/, docs/benchmarks.md), each run once with tiny counts: every
 -- program must run and print a sane figure, so that a broken benchmark shows in make test.
 -- No figure is judged here; make bench does that.
+-- A tiny run must not need luck to give a sane figure. CPU figures count the run's own
+-- work, tens of microseconds at least against os.clock()'s step of one. Wall figures of
+-- lem's programs come from utils.now(), which stands still between two polls of the loop,
+-- and a tiny run can fit between two: they read it through common.now(), after a poll,
+-- which makes every wall time positive. So every figure printed, and every wall time of a
+-- phase, is checked, not only the main figure.
 local t = require 'tap'
 
 local root = (arg[0]:match('^(.*)/tests/[^/]*$') or '.') .. '/'
@@ -24,7 +30,7 @@ local tiny = {
 	sleeps = 'k=4 r=3 delay=0.0005',
 	pingpong = 'n=200',
 	parked = 'n=50',
-	['mailbox-stream'] = 'n=5000 size=16',   -- enough loop iterations for utils.now() to move
+	['mailbox-stream'] = 'n=5000 size=16',
 	['mailbox-pingpong'] = 'n=200',
 }
 -- name -> the unit of its main figure
@@ -38,11 +44,19 @@ local function sane(v)
 	return v and v == v and v > 0 and v < math.huge
 end
 
--- Runs cmd and checks that it printed the figure `u`.
+-- Runs cmd and checks that it printed the figure `u`, that every figure it printed is
+-- sane, and that every phase it timed on the wall clock took some time.
 local function check(name, cmd, u)
 	local status, out, err = sh(cmd)
 	local v = tonumber(out:match('\nresult ' .. u:gsub('%p', '%%%0') .. ' (%S+)'))
-	if not t.ok(status == 0 and sane(v), name, ('status %s\n%s%s'):format(tostring(status), out, err)) then
+	local ok = status == 0 and sane(v)
+	for figure in out:gmatch('\nresult %S+ (%S+)') do
+		ok = ok and sane(tonumber(figure))
+	end
+	for wall in out:gmatch('\nphase [^\n]- wall (%S+) s') do
+		ok = ok and sane(tonumber(wall))
+	end
+	if not t.ok(ok, name, ('status %s\n%s%s'):format(tostring(status), out, err)) then
 		return
 	end
 	return v

@@ -11,6 +11,7 @@ utils.spawn(function(n)        -- pong: sleeps first
 		ping:wakeup()
 	end
 end, o.n)
+local t0, c0 = common.now(utils), os.clock()   -- pong is asleep; after the start-up
 utils.spawn(function(n)
 	for _ = 1, n do
 		pong:wakeup()
@@ -18,10 +19,8 @@ utils.spawn(function(n)
 	end
 	finished:wakeup()
 end, o.n)
-
-utils.yield()   -- pong is asleep; the clock caught up with the start-up
-local t0, c0 = utils.now(), os.clock()
 finished:sleep()
-local t1, c1 = utils.now(), os.clock()
+local c1 = os.clock()
+local t1 = common.now(utils)
 common.phase('run', t1 - t0, c1 - c0)
 common.result('roundtrips/s', o.n / (c1 - c0))
