@@ -60,6 +60,7 @@ int io_error(lua_State *T, int err)
  * keeps made, which moving never allocates. */
 
 static const char scratch_key = 0;   /* registry[&scratch_key]: the scratch thread */
+static const char protect_key = 0;   /* registry[&protect_key]: protect_call */
 
 lua_State *io_scratch(lua_State *T)
 {
@@ -75,31 +76,34 @@ lua_State *io_scratch(lua_State *T)
 struct protect {
 	int (*push)(lua_State *S, void *ud);
 	void *ud;
-	lua_State *to;
-	int n;
 };
 
 static int protect_call(lua_State *S)
 {
 	struct protect *p = lua_touserdata(S, 1);
 
-	p->n = p->push(S, p->ud);
-	lua_xmove(S, p->to, p->n);           /* moving allocates nothing */
-	return 0;
+	return p->push(S, p->ud);
 }
 
 /* [-0, +n|+2, -] Runs push(S, ud), which pushes n values on S, in protected mode, and
  * moves them onto `to` (loop->L, or a coroutine that is not running). Returns n; or -1
- * when push raised, with nil and the error message (two values) on `to`. */
+ * when push raised, with nil and the error message (two values) on `to`. protect_call
+ * is made once and called with lua_pcall: lua_cpcall would make a closure every time. */
 int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
 {
-	struct protect p = { push, ud, to, 0 };
+	struct protect p = { push, ud };
+	int top = lua_gettop(S), n;
 
-	if (lua_cpcall(S, protect_call, &p) == 0)
-		return p.n;
+	lua_pushlightuserdata(S, (void *)&protect_key);
+	lua_rawget(S, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(S, &p);
+	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
+		n = lua_gettop(S) - top;
+		lua_xmove(S, to, n);             /* moving allocates nothing */
+		return n;
+	}
 	lua_pushnil(to);
 	lua_xmove(S, to, 1);                 /* the error message */
-	lua_settop(S, 0);
 	return -1;
 }
 
@@ -187,6 +191,9 @@ void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction to
 int luaopen_lem_io(lua_State *L)
 {
 	if (!io_scratch(L)) {                 /* once per loop: streams keep a pointer to it */
+		lua_pushlightuserdata(L, (void *)&protect_key);
+		lua_pushcfunction(L, protect_call);
+		lua_rawset(L, LUA_REGISTRYINDEX);
 		lua_pushlightuserdata(L, (void *)&scratch_key);
 		lua_newthread(L);
 		lua_rawset(L, LUA_REGISTRYINDEX);
