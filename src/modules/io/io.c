@@ -86,7 +86,7 @@ static int protect_call(lua_State *S)
 }
 
 /* [-0, +n|+2, -] Runs push(S, ud), which pushes n values on S, in protected mode, and
- * moves them onto `to` (loop->L, or a coroutine that is not running). Returns n; or -1
+ * moves them onto `to`, another thread of the loop (loop->L, a coroutine). Returns n; or -1
  * when push raised, with nil and the error message (two values) on `to`. protect_call
  * is made once and called with lua_pcall: lua_cpcall would make a closure every time. */
 int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
