@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,7 +41,7 @@ static size_t read_need(const struct io_stream *s)
 {
 	switch (s->rfmt) {
 	case IO_LINE:
-		return s->linemax + 2;         /* the line, its '\r', one byte past */
+		return s->linemax + 2;         /* the longest line, its '\r' and '\n' */
 	case IO_ALL:
 		return s->allmax + 1;
 	}
