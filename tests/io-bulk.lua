@@ -88,9 +88,10 @@ t.ok(all == big, '... exactly')
 t.ok(dt < 5, "... in linear time", ('%.2f s'):format(dt))
 b:close()
 
--- a long line across many reads
+-- a long line across many reads (longer than the default limit: raised)
 a, b = pair()
 local line = ('x'):rep(3 * MB)
+b:limit(3 * MB)
 utils.spawn(function() a:write(line, '\r\n', 'next\n') end)
 t.is(b:read(), line, 'a 3 MB line across many reads')
 t.is(b:read(), 'next', 'and the line after it')

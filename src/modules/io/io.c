@@ -10,28 +10,38 @@
  * Runtime failures come back as nil, message: strerror's text with a lower-case first
  * letter ("connection refused"), except where a word of our own says more. */
 
-void io_pusherror(lua_State *T, int err)
+const char *io_strerror(int err, char buf[128])
 {
-	char buf[128];
 	const char *msg;
 
 	switch (err) {
 	case EPIPE:
-		lua_pushliteral(T, "closed");     /* the peer is gone: as a read would say */
-		return;
+		return "closed";                  /* the peer is gone: as a read would say */
 	case ETIMEDOUT:
-		lua_pushliteral(T, "timeout");    /* as our own timers and utils' sleepers say */
-		return;
+		return "timeout";                 /* as our own timers and utils' sleepers say */
+	case ENOMEM:
+		return "not enough memory";       /* as Lua says, and a string it keeps made */
+	case IO_ELINE:
+		return "line too long";
+	case IO_ETOOLONG:
+		return "too long";
 	}
-	msg = strerror_r(err, buf, sizeof buf);
+	msg = strerror_r(err, buf, 128);
 	if (msg != buf) {
-		strncpy(buf, msg, sizeof buf - 1);
-		buf[sizeof buf - 1] = '\0';
+		strncpy(buf, msg, 127);
+		buf[127] = '\0';
 	}
 	/* "Connection refused" but not "IO error" or "TCP..." */
 	if (isupper((unsigned char)buf[0]) && !isupper((unsigned char)buf[1]))
 		buf[0] = (char)tolower((unsigned char)buf[0]);
-	lua_pushstring(T, buf);
+	return buf;
+}
+
+void io_pusherror(lua_State *T, int err)
+{
+	char buf[128];
+
+	lua_pushstring(T, io_strerror(err, buf));
 }
 
 int io_error(lua_State *T, int err)
@@ -39,6 +49,84 @@ int io_error(lua_State *T, int err)
 	lua_pushnil(T);
 	io_pusherror(T, err);
 	return 2;
+}
+
+/* ---- values made in a watcher's callback ----
+ * A callback runs outside every coroutine: an error raised there (out of memory while a
+ * string is made on the loop's main state) finds no protected call and ends the process.
+ * So callbacks make their values in a protected call on a thread of lem.io's own, one
+ * per loop, which never runs Lua, and move them to where they go. When that fails the
+ * waiting coroutine gets nil and the error instead: 'not enough memory', a string Lua
+ * keeps made, which moving never allocates. */
+
+static const char scratch_key = 0;   /* registry[&scratch_key]: the scratch thread */
+static const char protect_key = 0;   /* registry[&protect_key]: protect_call */
+
+lua_State *io_scratch(lua_State *T)
+{
+	lua_State *S;
+
+	lua_pushlightuserdata(T, (void *)&scratch_key);
+	lua_rawget(T, LUA_REGISTRYINDEX);
+	S = lua_tothread(T, -1);
+	lua_pop(T, 1);
+	return S;
+}
+
+struct protect {
+	int (*push)(lua_State *S, void *ud);
+	void *ud;
+};
+
+static int protect_call(lua_State *S)
+{
+	struct protect *p = lua_touserdata(S, 1);
+
+	return p->push(S, p->ud);
+}
+
+/* [-0, +n|+2, -] Runs push(S, ud), which pushes n values on S, in protected mode, and
+ * moves them onto `to`, another thread of the loop (loop->L, a coroutine). Returns n; or -1
+ * when push raised, with nil and the error message (two values) on `to`. protect_call
+ * is made once and called with lua_pcall: lua_cpcall would make a closure every time. */
+int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
+{
+	struct protect p = { push, ud };
+	int top = lua_gettop(S), n;
+
+	lua_pushlightuserdata(S, (void *)&protect_key);
+	lua_rawget(S, LUA_REGISTRYINDEX);
+	lua_pushlightuserdata(S, &p);
+	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
+		n = lua_gettop(S) - top;
+		lua_xmove(S, to, n);             /* moving allocates nothing */
+		return n;
+	}
+	lua_pushnil(to);
+	lua_xmove(S, to, 1);                 /* the error message */
+	return -1;
+}
+
+static int push_msg(lua_State *S, void *msg)
+{
+	lua_pushnil(S);
+	lua_pushstring(S, msg);
+	return 2;
+}
+
+/* Wakes the caller with nil, msg (made protected). Returns what io_wake does. */
+int io_wake_msg(lem_loop *loop, lua_State *S, struct io_wait *iw, const char *msg)
+{
+	io_protect(S, loop->L, push_msg, (void *)msg);
+	return io_wake(loop, iw, 2);
+}
+
+/* Wakes the caller with nil and the message of err, an errno or IO_E*. */
+int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, int err)
+{
+	char buf[128];
+
+	return io_wake_msg(loop, S, iw, io_strerror(err, buf));
 }
 
 /* ---- suspended callers ----
@@ -102,6 +190,14 @@ void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction to
 
 int luaopen_lem_io(lua_State *L)
 {
+	if (!io_scratch(L)) {                 /* once per loop: streams keep a pointer to it */
+		lua_pushlightuserdata(L, (void *)&protect_key);
+		lua_pushcfunction(L, protect_call);
+		lua_rawset(L, LUA_REGISTRYINDEX);
+		lua_pushlightuserdata(L, (void *)&scratch_key);
+		lua_newthread(L);
+		lua_rawset(L, LUA_REGISTRYINDEX);
+	}
 	io_stream_open(L);
 	lua_newtable(L);                      /* module */
 	io_socket_open(L);

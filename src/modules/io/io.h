@@ -4,12 +4,26 @@
 #define LEM_IO_H
 
 #include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
 #include "../../loop/loop.h"
 
 #define IO_STREAM_MT   "lem.io.stream"
 #define IO_LISTENER_MT "lem.io.listener"
 
 enum io_kind { IO_TCP, IO_UNIX, IO_STD };
+
+/* lem.io's own runtime failures, numbered past every errno (io_strerror). */
+enum { IO_ELINE = 4096, IO_ETOOLONG };
+
+/* A peer's address as accept or connect saw it. */
+union io_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+	struct sockaddr_un un;
+};
 
 /* A suspended caller: its waiter and the anchor slot that keeps its coroutine alive.
  * The coroutine's stack keeps the object (the method's self) alive in turn, so a stream
@@ -27,6 +41,7 @@ struct io_stream {
 	ev_io w;                  /* writable: a suspended write, or a connect in progress */
 	ev_timer timer;           /* timeout of the suspended read or connect */
 	lem_loop *loop;
+	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
 	int fd;                   /* -1 once closed */
 	unsigned char kind;       /* enum io_kind */
 	unsigned char eof;        /* the peer closed its end: read() returned 0 */
@@ -37,7 +52,10 @@ struct io_stream {
 	struct io_wait rd;        /* the reader (or the connecting caller) */
 	int rfmt;                 /* its format: IO_LINE, IO_ALL or IO_COUNT */
 	size_t rcount;            /* IO_COUNT: bytes wanted */
-	size_t take;              /* buffer start once the value just pushed is consumed */
+	size_t take;              /* buffer start once the answer decided is consumed */
+	size_t tlen;              /* the answer's length, from start */
+	size_t linemax;           /* the longest line '*l' returns (stream:limit) */
+	size_t allmax;            /* the most bytes '*a' or a count read returns */
 
 	char *buf;                /* read buffer: data in [start, end), cap bytes */
 	size_t start, end, cap;
@@ -50,6 +68,8 @@ struct io_stream {
 
 	struct addrinfo *ai, *ai_next;  /* connect: the addresses, the next to try */
 	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
+	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
+	union io_addr peer;       /* the peer, remembered at accept or connect */
 };
 
 /* A listening socket. In autospawn mode every accepted client starts a coroutine. */
@@ -57,6 +77,7 @@ struct io_listener {
 	ev_io r;
 	ev_timer timer;           /* accept timeout, or the pause after EMFILE */
 	lem_loop *loop;
+	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
 	int fd;
 	unsigned char kind;       /* IO_TCP or IO_UNIX */
 	struct io_wait acc;       /* accept() or autospawn() caller */
@@ -68,8 +89,13 @@ struct io_listener {
 enum { IO_LINE, IO_ALL, IO_COUNT };
 
 /* io.c */
+const char *io_strerror(int err, char buf[128]);  /* an errno or IO_E*: its message */
 int io_error(lua_State *T, int err);          /* pushes nil, message; returns 2 */
 void io_pusherror(lua_State *T, int err);     /* pushes the message only */
+lua_State *io_scratch(lua_State *T);          /* the scratch thread of T's loop */
+int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud);
+int io_wake_msg(lem_loop *loop, lua_State *S, struct io_wait *iw, const char *msg);
+int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, int err);
 void io_anchor_co(lem_loop *loop, struct io_wait *iw);
 void io_release(lem_loop *loop, struct io_wait *iw);
 /* Registers the metatable `name` with __gc, __tostring, __metatable = label and methods

@@ -97,17 +97,22 @@ static void fill_unix(lua_State *T, int idx, struct sockaddr_un *un)
 }
 
 /* getaddrinfo's failures as messages: its own text, lower-cased like strerror's. */
+static const char *lookup_text(int err, int syserr, char buf[128])
+{
+	if (err == EAI_SYSTEM)
+		return io_strerror(syserr, buf);
+	snprintf(buf, 128, "%s", gai_strerror(err));
+	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+		buf[0] += 'a' - 'A';
+	return buf;
+}
+
 static int lookup_error(lua_State *T, int err, int syserr)
 {
 	char buf[128];
 
-	if (err == EAI_SYSTEM)
-		return io_error(T, syserr);
-	snprintf(buf, sizeof buf, "%s", gai_strerror(err));
-	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
-		buf[0] += 'a' - 'A';
 	lua_pushnil(T);
-	lua_pushstring(T, buf);
+	lua_pushstring(T, lookup_text(err, syserr, buf));
 	return 2;
 }
 
@@ -221,6 +226,7 @@ static struct io_listener *listener_new(lua_State *T, lem_loop *loop, int kind)
 
 	memset(l, 0, sizeof *l);
 	l->loop = loop;
+	l->S = io_scratch(T);
 	l->fd = -1;
 	l->kind = (unsigned char)kind;
 	ev_init(&l->r, listener_readable);
@@ -292,17 +298,18 @@ static int listen_any(struct io_listener *l, int port)
 static void listener_resolved(struct io_listener *l, struct resolve *r)
 {
 	lua_State *L = l->loop->L;                           /* the listener on top */
+	char buf[128];
 	int err;
 
 	if (!l->acc.slot)
 		return;
 	if (r->err) {
-		io_wake(l->loop, &l->acc, lookup_error(L, r->err, r->syserr));
+		io_wake_msg(l->loop, l->S, &l->acc, lookup_text(r->err, r->syserr, buf));
 		return;
 	}
 	err = listener_bind_list(l, r->res);
 	if (err) {
-		io_wake(l->loop, &l->acc, io_error(L, -err));    /* return nil, message */
+		io_wake_error(l->loop, l->S, &l->acc, -err);     /* return nil, message */
 		return;
 	}
 	lua_pushvalue(L, -1);                                /* return the listener */
@@ -351,6 +358,7 @@ static int unix_listen(lua_State *T)
 	struct sockaddr_un un;
 	int backlog = (int)luaL_optinteger(T, 2, SOMAXCONN);
 	struct io_listener *l;
+	char *path;
 	int err;
 
 	fill_unix(T, 1, &un);
@@ -358,30 +366,77 @@ static int unix_listen(lua_State *T)
 		luaL_argerror(T, 2, "backlog must be positive");
 	l = listener_new(T, lem_current, IO_UNIX);
 	l->backlog = backlog;
-	if ((err = listener_bind(l, (struct sockaddr *)&un, sizeof un, 0)) != 0)
+	/* Copied before the bind: a listener that made the file must be able to remove it. */
+	if (!(path = strdup(un.sun_path)))
+		return io_error(T, ENOMEM);
+	if ((err = listener_bind(l, (struct sockaddr *)&un, sizeof un, 0)) != 0) {
+		free(path);
 		return io_error(T, -err);
-	l->path = strdup(un.sun_path);
-	if (!l->path) {
-		fprintf(stderr, "lem: out of memory (listener)\n");
-		abort();
 	}
+	l->path = path;
 	return 1;
 }
 
-/* Returns a new descriptor or -errno; -EAGAIN when nobody is waiting. */
-static int listener_accept1(struct io_listener *l)
+/* A client just accepted: its descriptor and address, until its stream is made. */
+struct accepted {
+	struct io_listener *l;
+	int fd;
+	socklen_t len;
+	union io_addr addr;
+};
+
+/* Accepts into c. Returns the new descriptor or -errno; -EAGAIN when nobody is waiting. */
+static int listener_accept1(struct io_listener *l, struct accepted *c)
 {
 	int fd, one = 1;
 
-	do
-		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+	c->l = l;
+	do {
+		c->len = sizeof c->addr;
+		fd = accept4(l->fd, &c->addr.sa, &c->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	} while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
 	if (fd < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	if (c->len > sizeof c->addr)
+		c->len = sizeof c->addr;
+	c->fd = fd;
 	/* Requests and answers are small writes: send them at once, not after an ACK. */
 	if (l->kind == IO_TCP)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	return fd;
+}
+
+/* [-0, +1, m] The accepted client's stream, which remembers its peer: peer() answers
+ * even once the client reset and the kernel forgot it. */
+static int push_stream(lua_State *S, void *ud)
+{
+	struct accepted *c = ud;
+	struct io_stream *s = io_stream_new(S, c->l->loop, c->fd, c->l->kind);
+
+	memcpy(&s->peer, &c->addr, c->len);
+	s->peerlen = c->len;
+	return 1;
+}
+
+/* Pushes on `to` the accepted client's stream, made protected (callbacks may call this);
+ * or, out of memory, closes the client and pushes nil, message. Returns 1 or 2. */
+static int accepted_push(struct accepted *c, lua_State *to)
+{
+	int n = io_protect(c->l->S, to, push_stream, c);
+
+	if (n == 1)
+		return 1;
+	close(c->fd);
+	return 2;
+}
+
+/* Stops accepting for EMFILE_PAUSE: out of descriptors or memory, the connection stays
+ * queued and the socket readable, which a level-triggered poll would report at once. */
+static void listener_pause(struct io_listener *l)
+{
+	ev_io_stop(l->loop->ev, &l->r);
+	ev_timer_set(&l->timer, EMFILE_PAUSE, 0);
+	ev_timer_start(l->loop->ev, &l->timer);
 }
 
 static void listener_spawn(struct io_listener *l)
@@ -389,25 +444,23 @@ static void listener_spawn(struct io_listener *l)
 	lem_loop *loop = l->loop;
 
 	for (int i = 0; i < ACCEPTS_MAX && l->handler; i++) {
-		int fd = listener_accept1(l);
+		struct accepted c;
+		int fd = listener_accept1(l, &c);
 		lua_State *co;
 
 		if (fd < 0) {
-			if (fd == -EAGAIN || fd == -EPROTO || fd == -EPERM)
-				return;
-			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
-				/* The connection stays queued and the socket readable: a level-triggered
-				 * poll would report it again at once. Pause instead. */
-				ev_io_stop(loop->ev, &l->r);
-				ev_timer_set(&l->timer, EMFILE_PAUSE, 0);
-				ev_timer_start(loop->ev, &l->timer);
-				return;
-			}
-			return;
+			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM)
+				listener_pause(l);
+			return;        /* EAGAIN, or a client that went: the next event */
 		}
 		co = lem_sched_thread(loop);           /* on loop->L */
 		lem_anchor_push(loop, co, l->handler);
-		io_stream_new(co, loop, fd, l->kind);
+		if (accepted_push(&c, co) != 1) {      /* the client is closed */
+			lem_sched_recycle(loop, co);
+			lua_pop(loop->L, 1);
+			listener_pause(l);
+			return;
+		}
 		lem_sched_push(loop, co, 0, 1);        /* handler(client) */
 		lua_pop(loop->L, 1);
 	}
@@ -416,7 +469,7 @@ static void listener_spawn(struct io_listener *l)
 static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_listener *l = (struct io_listener *)w;
-	lua_State *L = l->loop->L;
+	struct accepted c;
 	int fd;
 
 	(void)revents;
@@ -424,23 +477,22 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 		listener_spawn(l);
 		return;
 	}
-	fd = listener_accept1(l);
+	fd = listener_accept1(l, &c);
 	if (fd == -EAGAIN || fd == -EPROTO || fd == -EPERM)
 		return;
 	ev_io_stop(ev, &l->r);
 	ev_timer_stop(ev, &l->timer);
 	if (fd < 0) {
-		io_wake(l->loop, &l->acc, io_error(L, -fd));    /* return nil, message */
+		io_wake_error(l->loop, l->S, &l->acc, -fd);     /* return nil, message */
 		return;
 	}
-	io_stream_new(L, l->loop, fd, l->kind);           /* return the stream; if stale, */
-	io_wake(l->loop, &l->acc, 1);                    /* it is garbage and gets closed */
+	/* return the stream (or nil, message); if stale, it is garbage and gets closed */
+	io_wake(l->loop, &l->acc, accepted_push(&c, l->loop->L));
 }
 
 static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct io_listener *l = (struct io_listener *)((char *)w - offsetof(struct io_listener, timer));
-	lua_State *L = l->loop->L;
 
 	(void)revents;
 	if (l->handler) {                          /* the pause after EMFILE is over */
@@ -448,9 +500,7 @@ static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 		return;
 	}
 	ev_io_stop(ev, &l->r);
-	lua_pushnil(L);
-	lua_pushliteral(L, "timeout");             /* return nil, 'timeout' */
-	io_wake(l->loop, &l->acc, 2);
+	io_wake_msg(l->loop, l->S, &l->acc, "timeout");   /* return nil, 'timeout' */
 }
 
 static void listener_shut(struct io_listener *l, int wake)
@@ -460,17 +510,13 @@ static void listener_shut(struct io_listener *l, int wake)
 	ev_io_stop(loop->ev, &l->r);
 	ev_timer_stop(loop->ev, &l->timer);
 	if (l->acc.slot) {
-		lua_State *L = loop->L;
-
 		if (!wake) {
 			io_release(loop, &l->acc);
 		} else if (l->handler) {
-			lua_pushboolean(L, 1);             /* autospawn returns true */
+			lua_pushboolean(loop->L, 1);       /* autospawn returns true */
 			io_wake(loop, &l->acc, 1);
 		} else {
-			lua_pushnil(L);
-			lua_pushliteral(L, "closed");      /* accept returns nil, 'closed' */
-			io_wake(loop, &l->acc, 2);
+			io_wake_msg(loop, l->S, &l->acc, "closed");   /* accept: nil, 'closed' */
 		}
 	}
 	lem_unanchor(loop, l->handler);
@@ -520,6 +566,7 @@ static int listener_accept(lua_State *T)
 {
 	struct io_listener *l = checklistener(T);
 	lua_Number timeout = opttimeout(T, 2);
+	struct accepted c;
 	int fd;
 
 	if (listener_busy(l)) {
@@ -527,11 +574,9 @@ static int listener_accept(lua_State *T)
 		lua_pushliteral(T, "busy");
 		return 2;
 	}
-	fd = listener_accept1(l);
-	if (fd >= 0) {
-		io_stream_new(T, l->loop, fd, l->kind);   /* return the stream */
-		return 1;
-	}
+	fd = listener_accept1(l, &c);
+	if (fd >= 0)
+		return accepted_push(&c, T);              /* return the stream | nil, message */
 	if (fd != -EAGAIN)
 		return io_error(T, -fd);                  /* return nil, message */
 	if (timeout == 0) {
@@ -648,6 +693,8 @@ static int connect_next(struct io_stream *s, int err)
 		r = connect(fd, ai->ai_addr, ai->ai_addrlen);
 		if (r == 0 || errno == EINPROGRESS || errno == EINTR) {  /* EINTR: it goes on */
 			s->fd = fd;
+			s->peerlen = ai->ai_addrlen <= sizeof s->peer ? ai->ai_addrlen : 0;
+			memcpy(&s->peer, ai->ai_addr, s->peerlen);
 			return r == 0 ? 0 : 1;
 		}
 		err = errno;
@@ -676,9 +723,8 @@ static void connect_end(struct io_stream *s, int err)
 			close(s->fd);
 			s->fd = -1;
 		}
-		io_error(L, err);                            /* return nil, message */
 		lem_unanchor(loop, self);
-		io_wake(loop, &s->rd, 2);
+		io_wake_error(loop, s->S, &s->rd, err);      /* return nil, message */
 		return;
 	}
 	if (s->kind == IO_TCP)
@@ -728,7 +774,7 @@ static void connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 
 static void connect_resolved(struct io_stream *s, struct resolve *r)
 {
-	lua_State *L = s->loop->L;
+	char buf[128];
 
 	if (s->connecting != CONNECT_RESOLVING || !s->rd.slot)
 		return;                               /* timed out meanwhile */
@@ -739,7 +785,7 @@ static void connect_resolved(struct io_stream *s, struct resolve *r)
 		s->connecting = CONNECT_NONE;
 		s->wdata = 0;
 		lem_unanchor(s->loop, self);
-		io_wake(s->loop, &s->rd, lookup_error(L, r->err, r->syserr));
+		io_wake_msg(s->loop, s->S, &s->rd, lookup_text(r->err, r->syserr, buf));
 		return;
 	}
 	s->ai = s->ai_next = r->res;              /* the stream owns the list now */
@@ -809,10 +855,12 @@ static int tcp_connect(lua_State *T)
 static int unix_connect(lua_State *T)
 {
 	struct sockaddr_un un;
+	struct io_stream *s;
 	int fd;
 
 	fill_unix(T, 1, &un);
 	opttimeout(T, 2);
+	s = io_stream_new(T, lem_current, -1, IO_UNIX);   /* before the descriptor: no leak */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return io_error(T, errno);
@@ -822,7 +870,9 @@ static int unix_connect(lua_State *T)
 		close(fd);
 		return io_error(T, err);              /* return nil, message */
 	}
-	io_stream_new(T, lem_current, fd, IO_UNIX);
+	io_stream_ready(s, fd);
+	memcpy(&s->peer.un, &un, sizeof un);
+	s->peerlen = sizeof un;
 	return 1;                                 /* return the stream */
 }
 

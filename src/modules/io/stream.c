@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +17,9 @@
 #define BUF_KEEP      65536    /* an emptied buffer larger than this goes back to malloc */
 #define READS_MAX     64       /* read() calls per read or per event: others' turn then */
 #define IOV_MAX_BATCH 64       /* write(...) arguments per writev */
+#define LINE_MAX_DEFAULT 65536      /* stream:limit(): the longest line '*l' returns */
+#define ALL_MAX_DEFAULT  16777216   /* and the most bytes of a '*a' or a count read */
+#define LIMIT_MAX     ((size_t)-1 >> 2)   /* larger limits (math.huge) mean this */
 
 #define METATABLE lua_upvalueindex(1)   /* upvalue of the methods */
 
@@ -26,19 +28,29 @@ static struct io_stream *timer_stream(ev_timer *w)
 	return (struct io_stream *)((char *)w - offsetof(struct io_stream, timer));
 }
 
-static void die(const char *what)
-{
-	fprintf(stderr, "lem: out of memory (%s)\n", what);
-	abort();
-}
-
 /* ---- the read buffer ----
  * Data sits in buf[start, end). A read() goes to the free room after end; the data moves
  * to the front only when that room is short and the data is less than half the buffer,
- * else the buffer doubles: a '*a' read of n bytes costs O(n) copies in all. */
+ * else the buffer doubles: a '*a' read of n bytes costs O(n) copies in all. It never grows
+ * past what the pending read may need (read_need): a peer that sends a line without end
+ * costs linemax + 2 bytes, not what it sends. */
 
-/* One read() into the buffer. Returns the bytes read, 0 at EOF or a negative errno; sets
- * eof, err and drained. */
+/* The most bytes the pending read may need buffered: one more than its answer can hold,
+ * so that stream_take sees a line or '*a' overflow. The limits are at most LIMIT_MAX. */
+static size_t read_need(const struct io_stream *s)
+{
+	switch (s->rfmt) {
+	case IO_LINE:
+		return s->linemax + 2;         /* the longest line, its '\r' and '\n' */
+	case IO_ALL:
+		return s->allmax + 1;
+	}
+	return s->rcount;
+}
+
+/* One read() into the buffer. Returns the bytes read, 0 at EOF or a negative errno
+ * (-ENOMEM: the buffer could not grow; the data stays); sets eof, err and drained.
+ * Called only while stream_take wants more, so that there is room below read_need. */
 static ssize_t stream_fill(struct io_stream *s)
 {
 	size_t room;
@@ -48,19 +60,21 @@ static ssize_t stream_fill(struct io_stream *s)
 		s->start = s->end = s->scan = 0;
 	room = s->cap - s->end;
 	if (room < BUF_MIN_ROOM) {
-		size_t len = s->end - s->start;
+		size_t len = s->end - s->start, need = read_need(s);
 
-		if (s->start > 0 && len < s->cap / 2) {
+		if (s->start > 0 && (len < s->cap / 2 || s->cap >= need)) {
 			memmove(s->buf, s->buf + s->start, len);
 			s->scan -= s->start;
 			s->start = 0;
 			s->end = len;
-		} else {
+		} else if (s->cap < need) {
 			size_t cap = s->cap ? 2 * s->cap : BUF_INIT;
-			char *p = realloc(s->buf, cap);
+			char *p;
 
-			if (!p)
-				die("read buffer");
+			if (cap > need)
+				cap = need > BUF_INIT ? need : BUF_INIT;
+			if (!(p = realloc(s->buf, cap)))
+				return -ENOMEM;
 			s->buf = p;
 			s->cap = cap;
 		}
@@ -89,10 +103,14 @@ static ssize_t stream_fill(struct io_stream *s)
 	return -errno;
 }
 
-/* Pushes on T the answer to the pending read (rfmt, rcount) when the buffer, EOF or an
- * error decide it, and sets take: the buffer's start once that answer is consumed.
- * Returns the number of values pushed, or 0 while more data is needed. */
-static int stream_take(struct io_stream *s, lua_State *T)
+enum { TAKE_MORE, TAKE_DATA };   /* stream_take's answers, beside -err */
+
+/* Decides the answer to the pending read (rfmt, rcount) when the buffer, EOF, an error or
+ * a limit decide it. Returns TAKE_MORE while more data is needed; TAKE_DATA: the value is
+ * [start, start + tlen), and take the buffer's start once it is consumed; or -err: nil and
+ * the message of err (EPIPE: 'closed'). Pushes nothing, changes nothing but scan: the
+ * answer is made by stream_push and counts only once stream_consume ran. */
+static int stream_take(struct io_stream *s)
 {
 	const char *p = s->buf + s->start;
 	size_t avail = s->end - s->start;
@@ -104,55 +122,70 @@ static int stream_take(struct io_stream *s, lua_State *T)
 		if (nl) {
 			size_t len = nl - p;
 
-			s->take = nl - s->buf + 1;
 			if (len > 0 && p[len - 1] == '\r')
 				len--;
-			lua_pushlstring(T, p, len);        /* return line */
-			return 1;
+			if (len > s->linemax)
+				return -IO_ELINE;          /* however the line came in */
+			s->take = nl - s->buf + 1;
+			s->tlen = len;
+			return TAKE_DATA;              /* a line */
 		}
-		s->scan = s->end;                      /* searched already */
+		s->scan = s->end;                  /* searched already */
+		if (avail > s->linemax + 1)
+			return -IO_ELINE;              /* longer than linemax, even if "\r\n" came now */
 		if (avail > 0 && (s->eof || s->err)) {
+			if (avail > s->linemax)
+				return -IO_ELINE;
 			s->take = s->end;
-			lua_pushlstring(T, p, avail);      /* return the unterminated last line */
-			return 1;
+			s->tlen = avail;
+			return TAKE_DATA;              /* the unterminated last line */
 		}
 		break;
 	}
 	case IO_ALL:
+		if (avail > s->allmax)
+			return -IO_ETOOLONG;
 		if (s->eof) {
 			s->take = s->end;
-			lua_pushlstring(T, p, avail);      /* return everything, maybe "" */
-			return 1;
+			s->tlen = avail;
+			return TAKE_DATA;              /* everything, maybe "" */
 		}
 		break;
 	case IO_COUNT:
 		if (avail >= s->rcount || (avail > 0 && (s->eof || s->err))) {
-			size_t n = avail < s->rcount ? avail : s->rcount;
-
-			s->take = s->start + n;
-			lua_pushlstring(T, p, n);          /* return n bytes, fewer at the end */
-			return 1;
+			s->tlen = avail < s->rcount ? avail : s->rcount;
+			s->take = s->start + s->tlen;
+			return TAKE_DATA;              /* n bytes, fewer at the end */
 		}
 		break;
 	}
-	s->take = s->start;
-	if (s->err) {                              /* return nil, message, once */
-		int err = s->err;
-
-		s->err = 0;
-		s->eof = 1;                            /* nil, 'closed' from now on */
-		return io_error(T, err);
-	}
-	if (s->eof) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "closed");          /* return nil, 'closed' */
-		return 2;
-	}
-	return 0;
+	if (s->err)
+		return -s->err;                    /* once: stream_consume forgets it */
+	if (s->eof)
+		return -EPIPE;                     /* nil, 'closed' */
+	return TAKE_MORE;
 }
 
-static void stream_consume(struct io_stream *s)
+/* [-0, +1|+2, m] Pushes the answer r of stream_take. Returns the number of values. */
+static int stream_push(lua_State *T, struct io_stream *s, int r)
 {
+	if (r == TAKE_DATA) {
+		lua_pushlstring(T, s->buf + s->start, s->tlen);   /* return data */
+		return 1;
+	}
+	return io_error(T, -r);                               /* return nil, message */
+}
+
+/* The answer r was delivered. A buffered error is reported once, then nil, 'closed'. */
+static void stream_consume(struct io_stream *s, int r)
+{
+	if (r != TAKE_DATA) {
+		if (s->err && r == -s->err) {
+			s->err = 0;
+			s->eof = 1;
+		}
+		return;
+	}
 	s->start = s->take;
 	if (s->scan < s->start)
 		s->scan = s->start;
@@ -168,29 +201,48 @@ static void stream_consume(struct io_stream *s)
 
 /* ---- watchers ---- */
 
+struct answer {
+	struct io_stream *s;
+	int r;
+};
+
+static int push_answer(lua_State *S, void *ud)
+{
+	struct answer *a = ud;
+
+	return stream_push(S, a->s, a->r);
+}
+
 static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_stream *s = (struct io_stream *)w;
-	lua_State *L = s->loop->L;
-	int n = 0;
+	struct answer a = { s, TAKE_MORE };
+	int n;
 
 	(void)revents;
 	s->drained = 0;
 	for (int i = 0; i < READS_MAX; i++) {
-		ssize_t r = stream_fill(s);
+		ssize_t f = stream_fill(s);
 
-		if ((n = stream_take(s, L)) != 0)
+		if (f == -ENOMEM) {
+			a.r = -ENOMEM;                 /* nil, 'not enough memory'; the data stays */
 			break;
-		if (r == -EAGAIN || s->drained)
+		}
+		if ((a.r = stream_take(s)) != TAKE_MORE)
+			break;
+		if (f == -EAGAIN || s->drained)
 			return;        /* level-triggered: we are called again when more comes */
 	}
-	if (n == 0)
+	if (a.r == TAKE_MORE)
 		return;            /* a big read goes on in the next loop iteration */
 	ev_io_stop(ev, &s->r);
 	ev_timer_stop(ev, &s->timer);
-	/* A stale reader (its lua_yield raised) gets nothing: the data stays for the next. */
-	if (io_wake(s->loop, &s->rd, n))
-		stream_consume(s);
+	/* The answer is made on the scratch thread: this callback has no protected call
+	 * around it. When that fails the reader gets nil, 'not enough memory' and the data
+	 * stays; a stale reader (its lua_yield raised) gets nothing and the data stays too. */
+	n = io_protect(s->S, s->loop->L, push_answer, &a);
+	if (io_wake(s->loop, &s->rd, n < 0 ? 2 : n) && n >= 0)
+		stream_consume(s, a.r);
 }
 
 static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
@@ -220,7 +272,7 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 	s->wp = NULL;
 	s->wlen = 0;
 	if (err) {
-		io_wake(loop, &s->wr, io_error(loop->L, err));   /* return nil, message */
+		io_wake_error(loop, s->S, &s->wr, err);          /* return nil, message */
 	} else {
 		lua_pushboolean(loop->L, 1);                     /* return true */
 		io_wake(loop, &s->wr, 1);
@@ -230,13 +282,10 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct io_stream *s = timer_stream(w);
-	lua_State *L = s->loop->L;
 
 	(void)revents;
 	ev_io_stop(ev, &s->r);
-	lua_pushnil(L);
-	lua_pushliteral(L, "timeout");                  /* return nil, 'timeout' */
-	io_wake(s->loop, &s->rd, 2);
+	io_wake_msg(s->loop, s->S, &s->rd, "timeout");  /* return nil, 'timeout' */
 }
 
 /* ---- making and closing ---- */
@@ -248,8 +297,11 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
 
 	memset(s, 0, sizeof *s);
 	s->loop = loop;
+	s->S = io_scratch(T);
 	s->kind = (unsigned char)kind;
 	s->stdflags = -1;
+	s->linemax = LINE_MAX_DEFAULT;
+	s->allmax = ALL_MAX_DEFAULT;
 	io_stream_ready(s, fd);
 	luaL_getmetatable(T, IO_STREAM_MT);
 	lua_setmetatable(T, -2);
@@ -291,22 +343,16 @@ void io_stream_shut(struct io_stream *s, int wake)
 	ev_io_stop(loop->ev, &s->w);
 	ev_timer_stop(loop->ev, &s->timer);
 	if (s->rd.slot) {
-		if (wake) {
-			lua_pushnil(loop->L);
-			lua_pushliteral(loop->L, "closed");
-			io_wake(loop, &s->rd, 2);
-		} else {
+		if (wake)
+			io_wake_msg(loop, s->S, &s->rd, "closed");
+		else
 			io_release(loop, &s->rd);
-		}
 	}
 	if (s->wr.slot) {
-		if (wake) {
-			lua_pushnil(loop->L);
-			lua_pushliteral(loop->L, "closed");
-			io_wake(loop, &s->wr, 2);
-		} else {
+		if (wake)
+			io_wake_msg(loop, s->S, &s->wr, "closed");
+		else
 			io_release(loop, &s->wr);
-		}
 	}
 	lem_unanchor(loop, s->wdata);
 	s->wdata = 0;
@@ -360,14 +406,14 @@ static int stream_busy(struct io_stream *s, struct io_wait *iw, ev_io *io)
 }
 
 /* stream:read([fmt [, timeout]]) --> data | nil, 'closed' | nil, 'timeout' | nil, 'busy'
- *                                    | nil, message
+ *                                    | nil, 'line too long' | nil, 'too long' | nil, message
  * fmt: '*l' a line without its end (default), '*a' all until EOF, n: n bytes. */
 static int stream_read(lua_State *T)
 {
 	struct io_stream *s = checkstream(T);
 	lem_loop *loop = s->loop;
 	lua_Number timeout = -1;
-	int fmt = IO_LINE, n;
+	int fmt = IO_LINE, r;
 	size_t count = 0;
 
 	if (lua_type(T, 2) == LUA_TNUMBER) {
@@ -405,18 +451,23 @@ static int stream_read(lua_State *T)
 		lua_pushliteral(T, "");
 		return 1;
 	}
+	if (fmt == IO_COUNT && count > s->allmax)
+		return io_error(T, IO_ETOOLONG);       /* return nil, 'too long' */
 	if (s->kind == IO_STD)
 		std_prepare(s);
 	s->rfmt = fmt;
 	s->rcount = count;
 	for (int i = 0; ; i++) {
-		if ((n = stream_take(s, T)) != 0) {
-			stream_consume(s);
+		if ((r = stream_take(s)) != TAKE_MORE) {
+			int n = stream_push(T, s, r);      /* out of memory raises here, in T */
+
+			stream_consume(s, r);
 			return n;
 		}
 		if (s->drained || i == READS_MAX)
 			break;
-		stream_fill(s);
+		if (stream_fill(s) == -ENOMEM)
+			return io_error(T, ENOMEM);        /* return nil, 'not enough memory' */
 	}
 	if (timeout == 0) {
 		lua_pushnil(T);
@@ -539,16 +590,48 @@ static int stream_close(lua_State *T)
 	return 1;
 }
 
-/* stream:peer() --> address, port (TCP) | path (Unix, "" when unnamed) | nil, message */
+/* stream:limit([line [, all]]) --> line, all
+ * Sets the longest line '*l' returns and the most bytes '*a' or a count read returns
+ * (nil: unchanged); returns the limits now in force. */
+static size_t checklimit(lua_State *T, int idx, size_t def)
+{
+	lua_Number n;
+
+	if (lua_isnoneornil(T, idx))
+		return def;
+	n = luaL_checknumber(T, idx);
+	if (!(n >= 0) || (n < (lua_Number)LIMIT_MAX && n != (lua_Number)(size_t)n))
+		luaL_argerror(T, idx, "limit must be a whole number >= 0");
+	return n < (lua_Number)LIMIT_MAX ? (size_t)n : LIMIT_MAX;
+}
+
+static int stream_limit(lua_State *T)
+{
+	struct io_stream *s = checkstream(T);
+	size_t line = checklimit(T, 2, s->linemax);
+	size_t all = checklimit(T, 3, s->allmax);
+
+	s->linemax = line;
+	s->allmax = all;
+	lua_pushnumber(T, (lua_Number)line);
+	lua_pushnumber(T, (lua_Number)all);
+	return 2;
+}
+
+/* stream:peer() --> address, port (TCP) | path (Unix, "" when unnamed) | nil, message
+ * The address accept or connect saw, which stays known once the peer went or reset; a
+ * standard stream asks the kernel. */
 static int stream_peer(lua_State *T)
 {
 	struct io_stream *s = checkstream(T);
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof ss;
+	union io_addr a;
+	socklen_t len = sizeof a;
 
-	if (getpeername(s->fd, (struct sockaddr *)&ss, &len) != 0)
+	if (s->peerlen > 0)
+		return io_pushaddr(T, &s->peer.sa, s->peerlen);
+	if (getpeername(s->fd, &a.sa, &len) != 0)
 		return io_error(T, errno);
-	return io_pushaddr(T, (struct sockaddr *)&ss, len);
+	return io_pushaddr(T, &a.sa, len);
 }
 
 static int stream_gc(lua_State *T)
@@ -575,6 +658,7 @@ void io_stream_open(lua_State *L)
 		{ "write", stream_write },
 		{ "close", stream_close },
 		{ "peer", stream_peer },
+		{ "limit", stream_limit },
 		{ NULL, NULL }
 	};
 

@@ -1,0 +1,134 @@
+-- lem.io's read limits (stream:limit): a peer cannot grow a stream's buffer without
+-- bound, with a line that never ends, a '*a' that never ends or a huge count; and a read
+-- that runs out of memory returns nil, 'not enough memory' instead of ending lem.
+local t = require 'tap'
+local utils = require 'lem.utils'
+local io = require 'lem.io'
+
+local function pair()
+	local server = assert(io.tcp.listen('127.0.0.1', 0))
+	local a = assert(io.tcp.connect('127.0.0.1', server:port()))
+	local b = assert(server:accept(2))
+	server:close()
+	return a, b
+end
+
+local function pack(...) return { n = select('#', ...), ... } end
+
+-- ---- the method ----
+local a, b = pair()
+t.ok(type(b.limit) == 'function', 'streams have a limit method')
+if not b.limit then      -- the code before limits: report, don't die on every call below
+	t.done()
+	return
+end
+t.same(pack(b:limit()), { n = 2, 65536, 16777216 }, 'default limits: 64 KiB lines, 16 MiB reads')
+t.same(pack(b:limit(100)), { n = 2, 100, 16777216 }, 'limit(line) sets the line limit only')
+t.same(pack(b:limit(nil, 1000)), { n = 2, 100, 1000 }, 'limit(nil, all) sets the other only')
+local big = b:limit(math.huge, math.huge)
+t.ok(big > 2 ^ 40, 'math.huge means no limit', tostring(big))
+t.error(function() b:limit(-1) end, "bad argument #1 to 'limit'", 'a negative limit raises')
+t.error(function() b:limit(1.5) end, 'whole number', 'a fractional limit raises')
+t.error(function() b:limit(0 / 0) end, 'whole number', 'a nan limit raises')
+t.error(function() b:limit(1, 'x') end, "bad argument #2 to 'limit'", 'a string limit raises')
+t.error(function() b.limit({}) end, 'stream expected', 'limit on a non-stream raises')
+a:close() b:close()
+t.error(function() b:limit() end, 'closed stream', 'limit on a closed stream raises')
+
+-- ---- lines ----
+-- A peer that sends a line without end: the reader stops buffering at the limit and says
+-- so at once (before: it waited for the '\n' as long as the peer kept sending).
+a, b = pair()
+local MB = 1024 * 1024
+local flood = ('x'):rep(16 * MB)
+local wrote
+utils.spawn(function() wrote = a:write(flood) end)
+t.same(pack(b:read('*l', 5)), { n = 2, nil, 'line too long' }, 'a line past the default 64 KiB limit: nil, line too long')
+t.same(pack(b:read('*l', 5)), { n = 2, nil, 'line too long' }, '... again on the next read: the data stays')
+utils.sleeper():sleep(0.05)
+t.ok(not wrote, '... and the reader stopped taking it: the 16 MB writer still waits')
+t.is(b:read(10), 'xxxxxxxxxx', 'a count read takes the buffered data')
+b:close() a:close()
+
+-- the limit is exact, however the data came in
+a, b = pair()
+b:limit(10)
+a:write('0123456789\n', '0123456789\r\n', '01234567890\n', 'ok\n')
+t.is(b:read(), '0123456789', 'a line of exactly the limit')
+t.is(b:read(), '0123456789', '... also with \\r\\n')
+t.same(pack(b:read()), { n = 2, nil, 'line too long' }, 'one byte more: line too long, even with its \\n there')
+t.is(b:read(12), '01234567890\n', '... the line stays for a count read')
+t.is(b:read(), 'ok', '... and the stream goes on')
+a:write('0123456')
+utils.spawn(function() a:write('789\r') utils.sleeper():sleep(0.02) a:write('\n') end)
+t.is(b:read('*l', 5), '0123456789', "a line of the limit and its '\\r' waits for the '\\n'")
+a:write('0123456789abc')
+a:close()
+t.same(pack(b:read('*l', 5)), { n = 2, nil, 'line too long' }, 'an unterminated last line past the limit')
+t.is(b:read('*a'), '0123456789abc', "... stays for '*a'")
+b:close()
+
+-- ---- '*a' and counts ----
+a, b = pair()
+b:limit(nil, 1000)
+a:write(('y'):rep(1001))
+t.same(pack(b:read('*a', 5)), { n = 2, nil, 'too long' }, "'*a' past the limit: nil, too long at once")
+t.same(pack(b:read(1001)), { n = 2, nil, 'too long' }, 'a count past the limit: nil, too long')
+t.is(b:read(1000), ('y'):rep(1000), 'a count of the limit reads; the data stayed')
+a:write(('z'):rep(999))
+a:close()
+t.is(b:read('*a', 5), 'y' .. ('z'):rep(999), "'*a' of exactly the limit until EOF")
+b:close()
+
+-- the default bounds counts too: a peer's Content-Length cannot make a server buffer 1 GB
+a, b = pair()
+t.same(pack(b:read(1024 * MB, 0)), { n = 2, nil, 'too long' }, 'read(1 GiB) with default limits: nil, too long')
+a:close() b:close()
+
+-- ---- out of memory ----
+-- A child lem reads 160 MB of zeros from a pipe under a memory limit. Before, the buffer's
+-- realloc failure (or the string's, made in the read watcher's callback) aborted it.
+local san = os.getenv('LEM_SANITIZER') or ''
+if san ~= '' then
+	t.skip('out of memory in a read', 'a sanitizer maps too much for ulimit -v')
+	t.skip('out of memory in a count read', 'a sanitizer maps too much for ulimit -v')
+else
+	local probe = os.tmpname()
+	local f = assert(_G.io.open(probe, 'w'))
+	f:write([[
+local f = io.open('/proc/self/status')
+local vm = f:read('*a'):match('VmSize:%s*(%d+)')
+f:close()
+require 'lem.io'
+print(vm)
+]])
+	f:close()
+	local _, out = t.run(t.lem .. ' ' .. probe)
+	local base = assert(tonumber(out:match('%d+')), 'VmSize of a child lem')
+	local MiB = 1024               -- ulimit -v counts KiB
+	local function oom(fmt)
+		f = assert(_G.io.open(probe, 'w'))
+		f:write(([[
+local io = require 'lem.io'
+io.stdin:limit(nil, math.huge)
+local data, err = io.stdin:read(%s)
+local rest = io.stdin:read(1000)
+print(type(data), err, rest and #rest)
+]]):format(fmt))
+		f:close()
+		-- the buffer may grow to 64 MiB (a doubling past it fails), not a second 64 MiB
+		local limit = base + 96 * MiB
+		return t.run('head -c 167772160 /dev/zero | (ulimit -v ' .. limit .. ' && exec ' ..
+			t.lem .. ' ' .. probe .. ')')
+	end
+	local st, text, err = oom("'*a'")
+	t.ok(st == 0, "'*a' out of memory: no abort", ('status %s: %s'):format(st, err))
+	t.is(text, 'nil\tnot enough memory\t1000\n', "... read returns nil, 'not enough memory', the data stays")
+	st, text, err = oom('64 * 1024 * 1024')
+	t.ok(st == 0, 'a 64 MiB count read whose string does not fit: no abort',
+		('status %s: %s'):format(st, err))
+	t.is(text, 'nil\tnot enough memory\t1000\n', "... read returns nil, 'not enough memory', the data stays")
+	os.remove(probe)
+end
+
+t.done()
