@@ -436,8 +436,9 @@ static int call_stock(lua_State *L, int arg, const struct frame *fr)
 	return lua_gettop(L) - top;
 }
 
-/* Makes the table on top describe the wrapper frame as the C function pcall is. */
-static void as_c_function(lua_State *L, int xp)
+/* Makes the table on top describe the wrapper frame as the C function pcall is; the
+ * wrapper's tail calls lose its name, which `named` gives back. */
+static void as_c_function(lua_State *L, int xp, int named)
 {
 	static const struct { const char *k, *s; int i; } f[] = {
 		{ "source", "=[C]", 0 }, { "short_src", "[C]", 0 }, { "what", "C", 0 },
@@ -466,7 +467,7 @@ static void as_c_function(lua_State *L, int xp)
 	}
 	lua_pop(L, 1);
 	lua_getfield(L, -1, "namewhat");
-	if (lua_isstring(L, -1) && *lua_tostring(L, -1) == '\0') {
+	if (named && lua_isstring(L, -1) && *lua_tostring(L, -1) == '\0') {
 		lua_pushstring(L, xp ? "xpcall" : "pcall");
 		lua_setfield(L, -3, "name");
 		lua_pushliteral(L, "global");
@@ -478,7 +479,7 @@ static void as_c_function(lua_State *L, int xp)
 /* debug.getinfo([thread,] f | level [, what]) */
 static int db_getinfo(lua_State *L)
 {
-	int arg, kind, xp = 0;
+	int arg, kind, xp = 0, named;
 	lua_State *T = get_thread(L, &arg);
 	const char *what = luaL_optstring(L, arg + 2, "flnSu");
 	struct frame fr;
@@ -502,6 +503,14 @@ static int db_getinfo(lua_State *L)
 		xp = fr.n->xp;
 	else if (lua_getinfo(fr.W, "S", &ar) && is_src(&ar, WRAPPER_SRC))
 		kind = WRAPPER, xp = wrapper_xp(fr.W, &fr.ar);   /* a pcall's caller, or in a hook */
+	named = 0;          /* unless it is a helper's body, called from C */
+	for (int k = fr.level + 1; kind == WRAPPER && lua_getstack(fr.W, k, &ar); k++) {
+		lua_getinfo(fr.W, "S", &ar);
+		if (*ar.what != 't') {
+			named = 1;
+			break;
+		}
+	}
 	lua_settop(L, arg + 2);
 	if (lua_isnil(L, arg + 2)) {
 		lua_pushstring(L, what);
@@ -509,7 +518,7 @@ static int db_getinfo(lua_State *L)
 	}
 	call_stock(L, arg, &fr);
 	if (kind == WRAPPER && lua_istable(L, -1))
-		as_c_function(L, xp);
+		as_c_function(L, xp, named);
 	return 1;
 }
 

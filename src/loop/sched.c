@@ -459,9 +459,14 @@ int lem_sched_nested(lua_State *T)
 	int n = lua_gettop(T), nargs, status;
 
 	if (lua_isnil(T, 2)) {
-		if (n < 3) {   /* pcall(): as the stock one, with the caller's position */
+		if (n < 3) {   /* pcall(): as the stock one, from the wrapper's caller */
+			lua_Debug ar;
+			const char *name = NULL;
+			if (lua_getstack(T, 1, &ar) && lua_getinfo(T, "n", &ar))
+				name = ar.name;
 			luaL_where(T, 2);
-			lua_pushliteral(T, "bad argument #1 to 'pcall' (value expected)");
+			lua_pushfstring(T, "bad argument #1 to '%s' (value expected)",
+			                name ? name : "?");
 			lua_concat(T, 2);
 			return lua_error(T);
 		}
