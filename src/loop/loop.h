@@ -131,6 +131,8 @@ void lem_stdlib_open(lua_State *L);
 
 /* pcall.c */
 void lem_pcall_open(lua_State *L);
+void lem_pcall_enter(lua_State *T, lua_State *co, int xp);   /* around each resume of co */
+void lem_pcall_leave(lua_State *T, lua_State *co);
 
 /* runtime/pool.c: waits for the loop's pool jobs and frees loop->jobs (see pool.h) */
 void lem_pool_loop_free(lem_loop *loop);

@@ -459,6 +459,17 @@ int lem_sched_nested(lua_State *T)
 	int n = lua_gettop(T), nargs, status;
 
 	if (lua_isnil(T, 2)) {
+		if (n < 3) {   /* pcall(): as the stock one, from the wrapper's caller */
+			lua_Debug ar;
+			const char *name = NULL;
+			if (lua_getstack(T, 1, &ar) && lua_getinfo(T, "n", &ar))
+				name = ar.name;
+			luaL_where(T, 2);
+			lua_pushfstring(T, "bad argument #1 to '%s' (value expected)",
+			                name ? name : "?");
+			lua_concat(T, 2);
+			return lua_error(T);
+		}
 		co = lem_sched_thread(loop);
 		lua_xmove(L, T, 1);
 		lua_replace(T, 2);
@@ -478,29 +489,14 @@ int lem_sched_nested(lua_State *T)
 	loop->yielder = saved == T ? co : NULL;   /* suspend inside only if T itself may */
 #ifndef LEM_LUAJIT
 	lua_setlevel(T, co);   /* nested pcalls count as C calls: deep nesting is an error */
+	lem_pcall_enter(T, co, !lua_isnil(T, 1));   /* hooks, and co's caller for debug */
 #endif
 	loop->suspended = 0;
 	loop->inner = co;
 	status = lua_resume(co, nargs);
 	loop->inner = T;
 	loop->yielder = saved;
-	n = lua_gettop(co);
-	lua_checkstack(T, n + 3);
-	if (status == LUA_YIELD) {                  /* T: handler, co */
-		lua_pushboolean(T, 0);
-		lua_xmove(co, T, n);
-		return n + 2;
-	}
-	lua_pushnil(T);
-	lua_pushboolean(T, 1);
-	if (status == 0) {
-		lua_pushboolean(T, 1);
-		lua_xmove(co, T, n);
-		lem_sched_recycle(loop, co);
-		return n + 3;
-	}
-	lua_pushboolean(T, 0);
-	if (!lua_isnil(T, 1)) {
+	if (status != LUA_YIELD && status != 0 && !lua_isnil(T, 1)) {
 		/* xpcall: run the handler on top of the failed coroutine's stack, which 5.1 keeps
 		 * after an error, so that debug.traceback() in it sees where the error was. */
 		lua_pushvalue(T, 1);
@@ -511,6 +507,21 @@ int lem_sched_nested(lua_State *T)
 			lua_pushliteral(co, "error in error handling");
 		}
 	}
-	lua_xmove(co, T, 1);
-	return 4;
+#ifndef LEM_LUAJIT
+	lem_pcall_leave(T, co);
+#endif
+	n = status == LUA_YIELD || status == 0 ? lua_gettop(co) : 1;   /* or the error */
+	lua_checkstack(T, n + 3);
+	if (status == LUA_YIELD) {                  /* T: handler, co */
+		lua_pushboolean(T, 0);
+		lua_xmove(co, T, n);
+		return n + 2;
+	}
+	lua_pushnil(T);
+	lua_pushboolean(T, 1);
+	lua_pushboolean(T, status == 0);
+	lua_xmove(co, T, n);
+	if (status == 0)
+		lem_sched_recycle(loop, co);
+	return n + 3;
 }

@@ -2,10 +2,12 @@
  *
  * PUC Lua 5.1 cannot resume a coroutine whose main function is a C function that yielded
  * (which is why its coroutine.create takes Lua functions only), yet utils.spawn(s.sleep, s)
- * or pcall(utils.yield) are fair code. Such bodies run under return (...)(select(2, ...)).
+ * or pcall(utils.yield) are fair code. Such bodies run under function(f, ...) return f(...)
+ * end, which calls nothing else (so that hooks see the body's call and return alone).
  * Compiled from source, that function would add its own position ("[string]:1:") to the
  * errors that the C function raises with luaL_error or error(): its line information is
- * dropped from the binary chunk so that, like a C caller, it adds none. LuaJIT resumes C
+ * dropped from the binary chunk so that, like a C caller, it adds none; so are its local
+ * names, so that the body is not named after them in tracebacks and hooks. LuaJIT resumes C
  * bodies itself and needs none of this. */
 #include <string.h>
 #include "loop.h"
@@ -50,12 +52,12 @@ static size_t get(const char *p, int n)
 	return (size_t)v;
 }
 
-/* Finds the line information of a dumped main function without nested functions, and
- * removes it. Returns 0, or -1 if the dump is not laid out as expected. */
+/* Finds the line information and the local names of a dumped function without nested
+ * functions, and removes them. Returns 0, or -1 if the dump is not laid out as expected. */
 static int strip_lines(struct buf *b)
 {
 	const char *d = b->data;
-	size_t i = 12, n, k;
+	size_t i = 12, n, k, j;
 	int si, ss, sn;
 
 	if (b->len < 12 || d[4] != 0x51 || d[6] != 1)   /* version 5.1, little-endian */
@@ -77,12 +79,18 @@ static int strip_lines(struct buf *b)
 	if (i + si > b->len || get(d + i, si) != 0)         /* nested functions: none */
 		return -1;
 	i += si;
-	n = get(d + i, si);                                /* line information */
-	if (i + si + n * si > b->len)
+	j = i;                                             /* what to drop starts here */
+	n = get(d + i, si); i += si + n * si;              /* line information */
+	if (i + si > b->len)
 		return -1;
-	memset(b->data + i, 0, si);
-	memmove(b->data + i + si, d + i + si + n * si, b->len - (i + si + n * si));
-	b->len -= n * si;
+	n = get(d + i, si); i += si;                       /* local names, with their ranges */
+	for (k = 0; k < n && i + ss <= b->len; k++)
+		i += ss + get(d + i, ss) + 2 * si;
+	if (k < n || i > b->len)
+		return -1;
+	memset(b->data + j, 0, 2 * si);                    /* no lines, no locals */
+	memmove(b->data + j + 2 * si, d + i, b->len - i);
+	b->len -= i - (j + 2 * si);
 	return 0;
 }
 #endif
@@ -90,10 +98,11 @@ static int strip_lines(struct buf *b)
 /* Pushes the trampoline. */
 void lem_trampoline_push(lua_State *L)
 {
-	static const char src[] = "return (...)(select(2, ...))";
+	static const char src[] = "return function(f, ...) return f(...) end";
 
 	if (luaL_loadbuffer(L, src, sizeof src - 1, "=[C body]") != 0)
 		lua_error(L);
+	lua_call(L, 0, 1);
 #ifndef LEM_LUAJIT
 	{
 		struct buf b = { .len = 0, .overflow = 0 };
