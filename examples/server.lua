@@ -29,6 +29,9 @@ local BODY = 'Hello, World!\n'
 -- The answers, remade once a second for their Date header.
 local OK, OK_CLOSE, HEAD_OK, NOT_FOUND, NOT_ALLOWED
 local BAD = 'HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+-- lem.io's reads stop at 64 KiB lines (stream:limit): a longer request line or field line
+local URI_TOO_LONG = 'HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+local TOO_LARGE = 'HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 local UNKNOWN = 'HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 
 local function answers()
@@ -162,8 +165,11 @@ local T, t = ('T'):byte(), ('t'):byte()
 -- Serves the requests of one connection until it is to be closed.
 local function serve(client)
 	while true do
-		local line = client:read()
-		if not line then return end
+		local line, err = client:read()
+		if not line then
+			if err == 'line too long' then client:write(URI_TOO_LONG) end
+			return
+		end
 		local method, path, version
 		if line == 'GET / HTTP/1.1' then    -- the common case: an interned string compare
 			method, path, version = 'GET', '/', '1.1'
@@ -179,8 +185,11 @@ local function serve(client)
 		if method then
 			local close, keep, length, te, n = false, false, nil, nil, 0
 			while true do                  -- the header section
-				local h = client:read()
-				if not h then return end
+				local h, err = client:read()
+				if not h then
+					if err == 'line too long' then client:write(TOO_LARGE) end
+					return
+				end
 				if h == '' then break end
 				n = n + 1
 				if n > MAX_FIELDS then client:write(BAD) return end

@@ -145,10 +145,20 @@ accepted(body('Transfer-Encoding: chunked') .. '30001\r\n' .. ('b'):rep(0x30001)
 	'a chunk larger than a piece')
 accepted('POST /x HTTP/1.1\nContent-Length: 5\n\nhello', 'lines ended by LF alone')
 -- (a pattern that backtracks over them took seconds per 30 000 spaces)
-accepted(body('Connection: a' .. (' '):rep(100000) .. 'b\r\nContent-Length: 0' .. (' '):rep(100000)),
+accepted(body('Connection: a' .. (' '):rep(60000) .. 'b\r\nContent-Length: 0' .. (' '):rep(60000)),
 	'long runs of white space in values are read in linear time')
-refused(body('Content-Length: 5' .. (' '):rep(100000) .. '5'), 400,
+refused(body('Content-Length: 5' .. (' '):rep(60000) .. '5'), 400,
 	'long runs of white space in a bad Content-Length: 400 at once')
+-- A line past lem.io's 64 KiB limit: the server answers and closes with the rest of the
+-- line unread, so the kernel may reset the connection before the client reads the answer.
+local function too_long(head, code, name)
+	local r = request(head)
+	local after = alive() and request(GOOD)
+	t.ok((r == nil or r:find('^HTTP/1%.1 ' .. code .. ' ')) and after and after:find('^HTTP/1%.1 200 '),
+		name, ('answer: %q\nthen: %q\nserver output:\n%s'):format(tostring(r), tostring(after), output()))
+end
+too_long(body('X-Long: ' .. ('a'):rep(70000)), 431, 'a field line past 64 KiB: 431 (or a reset), and the server lives')
+too_long('GET /' .. ('a'):rep(70000) .. ' HTTP/1.1\r\n\r\n', 414, 'a request line past 64 KiB: 414 (or a reset), and the server lives')
 
 -- Random requests: framing field lines with values made of pieces that numbers, sizes and
 -- codings are made of, some of them mutated further. The server may answer, wait or
