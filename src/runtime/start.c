@@ -149,7 +149,7 @@ int lem_read_script(struct lem_cli *cli)
 		fprintf(stderr, "lem: cannot %s %s: %s\n", what, std ? "stdin" : name, strerror(errno));
 		return 1;
 	}
-	n = strlen(name) + 2;
+	n = std ? sizeof "=stdin" : strlen(name) + 2;
 	if (!(cli->chunkname = malloc(n))) {
 		fprintf(stderr, "lem: not enough memory\n");
 		return 1;

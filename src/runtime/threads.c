@@ -103,6 +103,7 @@ static void *loop_thread(void *arg)
 {
 	struct thread *t = arg;
 	lem_loop *loop = t->loop;
+	sigset_t intr;
 
 	lem_current = loop;
 	if (lem_start(loop, t->cli) == 0)
@@ -111,17 +112,28 @@ static void *loop_thread(void *arg)
 		start_failed(loop);
 		lem_mbox_close(loop);
 	}
+	/* no interrupt may look at the loop while and once it is freed */
+	sigemptyset(&intr);
+	sigaddset(&intr, LEM_SIGINTR);
+	pthread_sigmask(SIG_BLOCK, &intr, NULL);
 	lem_loop_free(loop);
+	lem_current = NULL;
 	return NULL;
 }
 
 /* Frees a loop that never ran (its thread could not start), in the main thread. */
 static void discard(lem_loop *loop)
 {
+	sigset_t intr, old;
+
+	sigemptyset(&intr);
+	sigaddset(&intr, LEM_SIGINTR);
+	pthread_sigmask(SIG_BLOCK, &intr, &old);
 	lem_current = loop;
 	lem_mbox_close(loop);
 	lem_loop_free(loop);
 	lem_current = NULL;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void pin(struct thread *t, int id, int ncpu)
