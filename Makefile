@@ -138,7 +138,15 @@ test-valgrind: deps-test $(LEM) $(EXAMPLE_MOD)
 	  $(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
 	    --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 \
 	    $(LEM) $$t > /dev/null || { echo "valgrind found errors or leaks in $$t"; exit 1; }; \
-	done; echo "valgrind: no errors, no leaks"
+	done
+	@echo "valgrind: --loops 3, utils.exit while the other loops receive and compute"
+	@$(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	  --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 \
+	  $(LEM) --loops 3 -e "local u, l = require 'lem.utils', require 'lem.loops' \
+	    if l.id == 1 then u.timer(0.3, function() u.exit(3) end) \
+	    elseif l.id == 2 then l.receive() else while true do os.clock() end end"; \
+	  test $$? = 3 || { echo "valgrind found errors or leaks in a stop"; exit 1; }
+	@echo "valgrind: no errors, no leaks"
 
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
