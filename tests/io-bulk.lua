@@ -4,13 +4,7 @@ local t = require 'tap'
 local utils = require 'lem.utils'
 local io = require 'lem.io'
 
-local function pair()
-	local server = assert(io.tcp.listen('127.0.0.1', 0))
-	local a = assert(io.tcp.connect('127.0.0.1', server:port()))
-	local b = assert(server:accept(2))
-	server:close()
-	return a, b
-end
+local pair = t.tcp_pair
 
 local function sum(s)    -- a cheap checksum, so that order matters too
 	local h = 0

@@ -48,13 +48,7 @@ l:close()
 
 -- ---- examples/chat.lua and clients that connect and reset at once ----
 local chat = (os.getenv('LEM_SOURCE') or '.') .. '/examples/chat.lua'
-local free
-for _ = 1, 20 do
-	local p = math.random(20000, 60000)
-	local probe = io.tcp.listen('127.0.0.1', p)
-	if probe then probe:close(); free = p; break end
-end
-assert(free, 'no free port')
+local free = t.free_port()
 local dir = os.tmpname()
 os.remove(dir)
 os.execute('mkdir -p ' .. dir)

@@ -4,14 +4,7 @@ local t = require 'tap'
 local io = require 'lem.io'
 local utils = require 'lem.utils'
 
--- a free port: one we can listen on ourselves
-local port
-for _ = 1, 20 do
-	local p = math.random(20000, 60000)
-	local l = io.tcp.listen('127.0.0.1', p)
-	if l then l:close(); port = p; break end
-end
-assert(port, 'no free port')
+local port = t.free_port()
 
 local dir = os.tmpname()
 os.remove(dir)

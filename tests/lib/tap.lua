@@ -98,6 +98,27 @@ function t.nfds()
 	return n
 end
 
+-- Two connected TCP streams of lem.io (client, server side), over loopback.
+function t.tcp_pair()
+	local io = require 'lem.io'
+	local server = assert(io.tcp.listen('127.0.0.1', 0))
+	local a = assert(io.tcp.connect('127.0.0.1', server:port()))
+	local b = assert(server:accept(2))
+	server:close()
+	return a, b
+end
+
+-- A TCP port on loopback that nobody listens on now, for a child server to take.
+function t.free_port()
+	local io = require 'lem.io'
+	for _ = 1, 20 do
+		local p = math.random(20000, 60000)
+		local l = io.tcp.listen('127.0.0.1', p)
+		if l then l:close() return p end
+	end
+	error('no free port')
+end
+
 -- The lem binary under test (set by make test), quoted for the shell.
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
