@@ -89,6 +89,13 @@ $(EXAMPLE_MOD): examples/c/delay.c include/lem.h
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
 
+# The tests' allocation-failure shim (tests/lib/failalloc.c), never sanitized.
+FAILALLOC := $(BUILD)/modules/failalloc.so
+$(FAILALLOC): tests/lib/failalloc.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out $(SANFLAGS),$(CFLAGS)) -fPIC -shared -o $@ $<
+
 -include $(DEPS)
 
 # The main job: the HTTP server of examples/server.lua, one loop per CPU (Ctrl-C stops it).
@@ -101,7 +108,7 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
-test: deps-test $(LEM) $(EXAMPLE_MOD)
+test: deps-test $(LEM) $(EXAMPLE_MOD) $(FAILALLOC)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 # Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any
