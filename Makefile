@@ -89,6 +89,13 @@ $(EXAMPLE_MOD): examples/c/delay.c include/lem.h
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
 
+# The tests' allocation-failure shim (tests/lib/failalloc.c), never sanitized.
+FAILALLOC := $(BUILD)/modules/failalloc.so
+$(FAILALLOC): tests/lib/failalloc.c
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out $(SANFLAGS),$(CFLAGS)) -fPIC -shared -o $@ $<
+
 -include $(DEPS)
 
 # The main job: the HTTP server of examples/server.lua, one loop per CPU (Ctrl-C stops it).
@@ -101,7 +108,7 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
-test: deps-test $(LEM) $(EXAMPLE_MOD)
+test: deps-test $(LEM) $(EXAMPLE_MOD) $(FAILALLOC)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 # Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any
@@ -121,7 +128,7 @@ test-asan:
 	$(call san_check,asan)
 
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
-TSAN_TESTS ?= tests/loops.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua
+TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \

@@ -78,29 +78,46 @@ void lem_group_stop(struct lem_group *g, int status)
 	pthread_mutex_unlock(&g->lock);
 }
 
-/* Under the group's lock: when every running loop is idle and no message is on its way,
- * none can ever come; every waiting receive is told so. A sender is never idle, and a
- * message counts in its target's pending from before its sender can become idle. */
+/* Under the group's lock: an idle loop hears that no message can come when every other
+ * running loop is strictly idle and no message is on its way to an idle loop. So when
+ * every running loop is idle, all their receives are closed if all are strictly idle,
+ * and only the timed one's if one is not; with two timed ones, each waits for its
+ * timeout. A sender is never idle, and a message counts in its target's pending from
+ * before its sender can become idle. */
 static void check_quiet(struct lem_group *g)
 {
-	int i;
+	int i, idle;
 
-	if (g->live == 0 || g->idle < g->live || g->stopping)
+	if (g->live == 0 || g->idle < g->live || g->strict < g->live - 1 || g->stopping)
 		return;
 	for (i = 0; i < g->count; i++)
 		if (LOAD(&g->mbox[i].idle) && LOAD(&g->mbox[i].pending) > 0)
 			return;
-	for (i = 0; i < g->count; i++)
-		if (LOAD(&g->mbox[i].idle))
-			request(&g->mbox[i], &g->mbox[i].close);
+	for (i = 0; i < g->count; i++) {
+		struct lem_mbox *mb = &g->mbox[i];
+		if ((idle = LOAD(&mb->idle)) && (g->strict == g->live || idle == LEM_IDLE_TIMED)) {
+			/* the verdict holds for this idle period: a timeout may end it, and its
+			 * coroutine receive again, before the loop sees the request */
+			STORE(&mb->close_epoch, mb->epoch);
+			request(mb, &mb->close);
+		}
+	}
 }
 
+/* Owner: idle (its kind from the receives waiting now: none can start while it is idle)
+ * or not. */
 static void set_idle(struct lem_group *g, struct lem_mbox *mb, int idle)
 {
+	if (idle)
+		idle = mb->ntimed ? LEM_IDLE_TIMED : LEM_IDLE_STRICT;
 	pthread_mutex_lock(&g->lock);
-	if (LOAD(&mb->idle) != idle) {
+	int was = LOAD(&mb->idle);
+	if (was != idle) {
+		if (idle)
+			mb->epoch++;
 		STORE(&mb->idle, idle);
-		g->idle += idle ? 1 : -1;
+		g->idle += (idle != 0) - (was != 0);
+		g->strict += (idle == LEM_IDLE_STRICT) - (was == LEM_IDLE_STRICT);
 		if (idle)
 			check_quiet(g);
 	}
@@ -119,11 +136,18 @@ static void wake_cb(struct ev_loop *ev, ev_async *w, int revents)
 	}
 	/* Leave the idle state before taking any message: an idle loop whose message was
 	 * taken would look, to check_quiet, like one that nothing can ever wake. */
-	if (LOAD(&mb->idle))
-		set_idle(loop->group, mb, 0);
+	lem_mbox_busy(loop);
 	lem_loops_deliver(loop);
 	if (__atomic_exchange_n(&mb->close, 0, __ATOMIC_SEQ_CST))
-		lem_loops_close_waiting(loop);
+		lem_loops_close_waiting(loop, LOAD(&mb->close_epoch));
+}
+
+void lem_mbox_busy(lem_loop *loop)
+{
+	struct lem_mbox *mb = loop->mbox;
+
+	if (LOAD(&mb->idle))
+		set_idle(loop->group, mb, 0);
 }
 
 int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop)

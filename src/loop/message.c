@@ -10,12 +10,25 @@
 
 enum { T_NIL, T_FALSE, T_TRUE, T_NUMBER, T_STRING, T_TABLE, T_END };
 
-#define MAX_DEPTH 100   /* nesting of tables; also bounds the decoder's stack use */
-#define MAX_VALUES 4000 /* top-level values, well under what a C stack may take */
+/* Nesting of tables: decoded JSON is sent as it is, and JSON decoders allow 1000 levels.
+ * Neither side recurses in C: each keeps its own stack of the tables it is inside. On the
+ * Lua stack a level takes two slots (a table and a key, or a key and a value), so 1000
+ * levels and MAX_VALUES values stay under the 8000 slots PUC Lua lets a C function use. */
+#define MAX_DEPTH 1000
+#define MAX_VALUES 4000 /* top-level values */
+
+/* A table being encoded: its pair on top of the Lua stack is at a stage. */
+enum { S_NEXT, S_KEY, S_VALUE };   /* take the next pair; the key started; the value */
+
+struct frame {
+	const void *t;                 /* the table, to find cycles */
+	int idx;                       /* its stack index */
+	int stage;
+};
 
 struct enc {
 	struct lem_msg *m;
-	const void *path[MAX_DEPTH];   /* the tables being encoded, to find cycles */
+	struct frame f[MAX_DEPTH];     /* the tables being encoded, outermost first */
 	int depth;
 	const char *err;               /* why encoding failed */
 	const char *type;              /* ... the type that cannot be sent, or NULL */
@@ -64,8 +77,9 @@ static int put_len(struct enc *e, size_t n)
 	return put(e, b, i);
 }
 
-/* Encodes the value at idx (absolute) of L. */
-static int encode(struct enc *e, lua_State *L, int idx)
+/* Encodes the scalar at idx (absolute) of L, or opens the table there: a frame, and its
+ * first key (nil) pushed. Returns 0, or -1 on failure. */
+static int encode_one(struct enc *e, lua_State *L, int idx)
 {
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL:
@@ -83,10 +97,12 @@ static int encode(struct enc *e, lua_State *L, int idx)
 	}
 	case LUA_TTABLE: {
 		const void *t = lua_topointer(L, idx);
+		struct frame *f;
 		int i;
 
+		/* O(depth) per table: only a deep path costs, and it is at most MAX_DEPTH */
 		for (i = 0; i < e->depth; i++)
-			if (e->path[i] == t) {
+			if (e->f[i].t == t) {
 				e->err = "cannot send a table that contains itself";
 				return -1;
 			}
@@ -94,23 +110,57 @@ static int encode(struct enc *e, lua_State *L, int idx)
 			e->err = "cannot send tables nested that deep";
 			return -1;
 		}
-		e->path[e->depth++] = t;
 		if (put_tag(e, T_TABLE))
 			return -1;
+		f = &e->f[e->depth++];
+		f->t = t;
+		f->idx = idx;
+		f->stage = S_NEXT;
 		lua_pushnil(L);
-		while (lua_next(L, idx)) {   /* on failure the caller resets the stack */
-			int top = lua_gettop(L);
-			if (encode(e, L, top - 1) || encode(e, L, top))
-				return -1;
-			lua_pop(L, 1);
-		}
-		e->depth--;
-		return put_tag(e, T_END);
+		return 0;
 	}
 	default:
 		e->type = luaL_typename(L, idx);
 		return -1;
 	}
+}
+
+/* Encodes the value at idx (absolute) of L. Inside a table the Lua stack holds its
+ * current key (stage S_NEXT), or its key and value; a key or value that is a table opens
+ * a frame above them. On failure the caller resets the stack. */
+static int encode(struct enc *e, lua_State *L, int idx)
+{
+	if (encode_one(e, L, idx))
+		return -1;
+	while (e->depth > 0) {
+		struct frame *f = &e->f[e->depth - 1];
+		int top;
+
+		switch (f->stage) {
+		case S_NEXT:
+			if (!lua_next(L, f->idx)) {   /* the table is done: back to its parent */
+				e->depth--;
+				if (put_tag(e, T_END))
+					return -1;
+				continue;
+			}
+			f->stage = S_KEY;
+			top = lua_gettop(L);
+			if (encode_one(e, L, top - 1))
+				return -1;
+			break;
+		case S_KEY:
+			f->stage = S_VALUE;
+			if (encode_one(e, L, lua_gettop(L)))
+				return -1;
+			break;
+		default:
+			lua_pop(L, 1);   /* the value; the key stays for lua_next */
+			f->stage = S_NEXT;
+			break;
+		}
+	}
+	return 0;
 }
 
 struct lem_msg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
@@ -176,47 +226,49 @@ static size_t get_len(const unsigned char **p)
 	return n;
 }
 
-/* Pushes one value; returns 0, or 1 at a table's end tag. The encoder bounded the depth,
- * so the stack needs two slots per level. */
-static int decode(lua_State *L, const unsigned char **p)
-{
-	switch (*(*p)++) {
-	case T_NIL: lua_pushnil(L); break;
-	case T_FALSE: lua_pushboolean(L, 0); break;
-	case T_TRUE: lua_pushboolean(L, 1); break;
-	case T_NUMBER: {
-		lua_Number n;
-		memcpy(&n, *p, sizeof n);
-		*p += sizeof n;
-		lua_pushnumber(L, n);
-		break;
-	}
-	case T_STRING: {
-		size_t len = get_len(p);
-		lua_pushlstring(L, (const char *)*p, len);
-		*p += len;
-		break;
-	}
-	case T_TABLE:
-		luaL_checkstack(L, 3, "decoding a message");
-		lua_newtable(L);
-		while (decode(L, p) == 0) {
-			decode(L, p);
-			lua_rawset(L, -3);
-		}
-		break;
-	default:
-		return 1;
-	}
-	return 0;
-}
-
+/* Pushes the values of m on L, the stack of tables being filled kept in C and on L's
+ * stack, not in C recursion. Raises on failure (out of memory, or a message nested deeper
+ * than any encoder makes): call it protected. */
 void lem_msg_decode(lua_State *L, const struct lem_msg *m)
 {
 	const unsigned char *p = m->data;
-	int i;
+	int t[MAX_DEPTH];   /* stack indices of the tables being filled */
+	int depth = 0, done = 0;
 
 	luaL_checkstack(L, m->nvalues + 1, "decoding a message");
-	for (i = 0; i < m->nvalues; i++)
-		decode(L, &p);
+	while (done < m->nvalues) {
+		switch (*p++) {
+		case T_NIL: lua_pushnil(L); break;
+		case T_FALSE: lua_pushboolean(L, 0); break;
+		case T_TRUE: lua_pushboolean(L, 1); break;
+		case T_NUMBER: {
+			lua_Number n;
+			memcpy(&n, p, sizeof n);
+			p += sizeof n;
+			lua_pushnumber(L, n);
+			break;
+		}
+		case T_STRING: {
+			size_t len = get_len(&p);
+			lua_pushlstring(L, (const char *)p, len);
+			p += len;
+			break;
+		}
+		case T_TABLE:
+			if (depth == MAX_DEPTH)
+				luaL_error(L, "message nested too deep");
+			luaL_checkstack(L, 3, "decoding a message");   /* it, a key, a value */
+			lua_newtable(L);
+			t[depth++] = lua_gettop(L);
+			continue;      /* complete at its end tag */
+		default:           /* T_END */
+			depth--;
+			break;
+		}
+		/* A complete value on top: a top-level value, a key, or the value of a pair. */
+		if (depth == 0)
+			done++;
+		else if (lua_gettop(L) == t[depth - 1] + 2)
+			lua_rawset(L, t[depth - 1]);
+	}
 }

@@ -1,4 +1,12 @@
-/* loops.c: lem.loops: the id and count of loops, and messages between them. */
+/* loops.c: lem.loops: the id and count of loops, and messages between them.
+ *
+ * A message is decoded in the coroutine that receives it, under a protected call: when
+ * memory runs out there, that coroutine gets the error and the message is freed. PUC Lua
+ * 5.1 cannot raise an error into a coroutine it resumes, so a receiver woken by a message
+ * is resumed with the message undecoded (a light userdata), and receive's Lua half hands
+ * it to receive_done, which decodes it. Until then the message is on its mailbox's list
+ * of handed messages, freed with the loop: a receiver that is never resumed (its loop
+ * stopped) leaks nothing. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +20,7 @@ struct lem_recv {
 	lem_waiter w;
 	int anchor;                /* keeps the coroutine alive while a message may come */
 	int timed;
+	uint64_t since;            /* its mailbox's epoch when it began to wait */
 };
 
 static void recv_unlink(lem_loop *loop, struct lem_recv *r)
@@ -21,20 +30,56 @@ static void recv_unlink(lem_loop *loop, struct lem_recv *r)
 	if (r->prev) r->prev->next = r->next; else mb->whead = r->next;
 	if (r->next) r->next->prev = r->prev; else mb->wlast = r->prev;
 	mb->nwaiting--;
-	if (r->timed)
+	if (r->timed) {
+		/* The timer was unref'd when started: libev's rule is to ref the loop before
+		 * stopping it. When it has expired, libev stopped it (and unref'd) already,
+		 * and the stop clears its pending callback: the ref is due as well. */
+		mb->ntimed--;
+		ev_ref(loop->ev);
 		ev_timer_stop(loop->ev, &r->timer);
+	}
 	lem_unanchor(loop, r->anchor);
 }
 
-/* Pushes the sender's id and the values of m on L, frees m; returns how many. */
-static int push_msg(lua_State *L, struct lem_msg *m)
+static void handed_link(struct lem_mbox *mb, struct lem_msg *m)
 {
-	int n = m->nvalues + 1;
+	m->prev = NULL;
+	m->next = mb->handed;
+	if (m->next)
+		m->next->prev = m;
+	mb->handed = m;
+}
 
-	lua_pushinteger(L, m->from);
-	lem_msg_decode(L, m);
+static void handed_unlink(struct lem_mbox *mb, struct lem_msg *m)
+{
+	if (m->prev) m->prev->next = m->next; else mb->handed = m->next;
+	if (m->next) m->next->prev = m->prev;
+}
+
+/* [-1, +n] m (a light userdata) -> its sender's id and values. Runs protected. */
+static int decode_msg(lua_State *T)
+{
+	const struct lem_msg *m = lua_touserdata(T, 1);
+
+	lua_pushinteger(T, m->from);
+	lem_msg_decode(T, m);
+	return m->nvalues + 1;
+}
+
+/* [-0, +n] pushes the sender's id and the values of m on T, and frees m; if decoding
+ * fails, frees m and raises its error in T. Only for C functions whose upvalue 1 is
+ * decode_msg: pushing that costs no allocation, where lua_pushcfunction would. */
+static int push_msg(lua_State *T, struct lem_msg *m)
+{
+	int top = lua_gettop(T), status;
+
+	lua_pushvalue(T, lua_upvalueindex(1));
+	lua_pushlightuserdata(T, m);
+	status = lua_pcall(T, 1, LUA_MULTRET, 0);
 	free(m);
-	return n;
+	if (status)
+		lua_error(T);
+	return lua_gettop(T) - top;
 }
 
 void lem_loops_deliver(lem_loop *loop)
@@ -48,7 +93,9 @@ void lem_loops_deliver(lem_loop *loop)
 		if (lem_sched_valid(&r->w)) {
 			if (!(m = lem_mbox_take(mb)))
 				return;
-			lem_wake(loop, &r->w, loop->L, push_msg(loop->L, m));
+			handed_link(mb, m);   /* receive_done decodes it in the receiver */
+			lua_pushlightuserdata(loop->L, m);
+			lem_wake(loop, &r->w, loop->L, 1);
 		}
 		recv_unlink(loop, r);   /* served, or its suspension failed: none to serve */
 		free(r);
@@ -64,18 +111,26 @@ static void recv_end(lem_loop *loop, struct lem_recv *r, const char *why)
 	free(r);
 }
 
-void lem_loops_close_waiting(lem_loop *loop)
+/* The list is in the order the receives began: their epochs never decrease. */
+void lem_loops_close_waiting(lem_loop *loop, uint64_t epoch)
 {
-	while (loop->mbox->whead)
+	while (loop->mbox->whead && loop->mbox->whead->since < epoch)
 		recv_end(loop, loop->mbox->whead, "closed");
 }
 
 void lem_loops_drop_waiting(lem_loop *loop)
 {
-	while (loop->mbox->whead) {
-		struct lem_recv *r = loop->mbox->whead;
+	struct lem_mbox *mb = loop->mbox;
+
+	while (mb->whead) {
+		struct lem_recv *r = mb->whead;
 		recv_unlink(loop, r);
 		free(r);
+	}
+	while (mb->handed) {
+		struct lem_msg *m = mb->handed;
+		mb->handed = m->next;
+		free(m);
 	}
 }
 
@@ -84,10 +139,21 @@ static void recv_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	struct lem_recv *r = (struct lem_recv *)w;
 
 	(void)ev; (void)revents;
+	lem_mbox_busy(lem_current);   /* the loop may be idle: it runs a coroutine now */
 	recv_end(lem_current, r, "timeout");
 }
 
-/* loops.receive([timeout]) --> from, ... | nil, 'timeout' | nil, 'closed' */
+/* Raises msg at the position of receive's caller: level 1 is receive's Lua half. */
+static int receive_error(lua_State *T, const char *msg)
+{
+	luaL_where(T, 2);
+	lua_pushstring(T, msg);
+	lua_concat(T, 2);
+	return lua_error(T);
+}
+
+/* receive's C half: from, ... | nil, 'timeout' | nil, 'closed', or, after waiting, the
+ * message undecoded for receive_done. Upvalue 1: decode_msg. */
 static int loops_receive(lua_State *T)
 {
 	lem_loop *loop = lem_current;
@@ -98,8 +164,14 @@ static int loops_receive(lua_State *T)
 	struct lem_msg *m;
 	lem_waiter w;
 
-	if (timed)
-		timeout = luaL_checknumber(T, 1);
+	if (timed) {
+		timeout = lua_tonumber(T, 1);
+		if (timeout == 0 && !lua_isnumber(T, 1))
+			receive_error(T, lua_pushfstring(T, "bad argument #1 to 'receive' "
+			              "(number expected, got %s)", luaL_typename(T, 1)));
+		if (timeout != timeout)
+			receive_error(T, "bad argument #1 to 'receive' (timeout is not a number)");
+	}
 	lua_settop(T, 0);
 	if (!mb) {                                  /* the loop has finished */
 		lua_pushnil(T);
@@ -113,6 +185,9 @@ static int loops_receive(lua_State *T)
 		lua_pushliteral(T, "timeout");
 		return 2;
 	}
+	if (T != loop->yielder)   /* as lem_sched_suspend says it, but at the caller's line */
+		receive_error(T, "cannot suspend here: not a coroutine run by lem "
+		                 "(inside coroutine.resume or coroutine.wrap?)");
 	lem_sched_suspend(T, loop, &w, 0);
 	r = malloc(sizeof *r);
 	if (!r) {   /* T has yielded already: it cannot get an error any more */
@@ -124,9 +199,14 @@ static int loops_receive(lua_State *T)
 	lua_xmove(w.co, T, 1);
 	r->anchor = lem_anchor(loop, T);
 	r->timed = timed;
+	r->since = mb->epoch;
 	if (timed) {
+		/* A timed receive alone does not keep its loop busy: the loop counts as
+		 * waiting (see check_quiet in mailbox.c), so it can hear 'closed'. */
 		ev_timer_init(&r->timer, recv_timeout, timeout, 0);
 		ev_timer_start(loop->ev, &r->timer);
+		ev_unref(loop->ev);
+		mb->ntimed++;
 	}
 	r->next = NULL;
 	r->prev = mb->wlast;
@@ -138,6 +218,21 @@ static int loops_receive(lua_State *T)
 	if (mb->lhead)
 		ev_async_send(loop->ev, &mb->wake);
 	return lem_sched_suspended(T, loop);
+}
+
+/* receive's second half, in the receiving coroutine: decodes a message handed to it
+ * while it waited, where an error can reach it; passes anything else on. Upvalue 1:
+ * decode_msg. */
+static int loops_receive_done(lua_State *T)
+{
+	struct lem_msg *m;
+
+	if (lua_type(T, 1) != LUA_TLIGHTUSERDATA)
+		return lua_gettop(T);
+	m = lua_touserdata(T, 1);
+	handed_unlink(lem_current->mbox, m);
+	lua_settop(T, 0);
+	return push_msg(T, m);
 }
 
 static int checkid(lua_State *T, int arg, int count)
@@ -204,18 +299,32 @@ static int loops_broadcast(lua_State *T)
 	return 1;
 }
 
+/* loops.receive([timeout]) --> from, ... | nil, 'timeout' | nil, 'closed'. Its halves
+ * are upvalues named as the function, for the errors they raise. */
+static const char receive_lua[] =
+	"local receive, receive_done = ...\n"
+	"return function(timeout) return receive_done(receive(timeout)) end\n";
+
 int luaopen_lem_loops(lua_State *L)
 {
 	static const luaL_Reg funcs[] = {
 		{ "send", loops_send },
 		{ "broadcast", loops_broadcast },
-		{ "receive", loops_receive },
 		{ NULL, NULL }
 	};
 	lem_loop *loop = lem_current;
 
 	lua_newtable(L);
 	luaL_register(L, NULL, funcs);
+	if (luaL_loadbuffer(L, receive_lua, sizeof receive_lua - 1, "=[lem.loops]") != 0)
+		return lua_error(L);
+	lua_pushcfunction(L, decode_msg);             /* M, chunk, decode */
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, loops_receive, 1);        /* M, chunk, decode, receive */
+	lua_insert(L, -2);
+	lua_pushcclosure(L, loops_receive_done, 1);   /* M, chunk, receive, receive_done */
+	lua_call(L, 2, 1);
+	lua_setfield(L, -2, "receive");
 	lua_pushinteger(L, loop->id);
 	lua_setfield(L, -2, "id");
 	lua_pushinteger(L, loop->group->count);
