@@ -408,5 +408,26 @@ for i = 2, 64 do expect[#expect + 1] = 's' .. i end
 table.sort(expect)
 t.is(out, '64\t' .. table.concat(expect, ',') .. '\n', '64 loops start, talk and finish')
 
+-- A receiver that two other loops keep fed never waits for a message; its loop's timers
+-- still fire: receive lets the rest of the loop run now and then.
+local flood = script('flood.lua', [[
+local utils, loops = require 'lem.utils', require 'lem.loops'
+if loops.id == 1 then
+	local n = 0
+	utils.spawn(function() while true do loops.receive() n = n + 1 end end)
+	local t0 = os.clock()
+	utils.timer(0.01, function()
+		print(('fired after %.3f s of CPU, %d messages'):format(os.clock() - t0, n))
+		utils.exit(0)
+	end)
+	return
+end
+local msg = ('x'):rep(100)
+while true do if not loops.send(1, msg) then utils.yield() end end
+]])
+st, out = t.run('timeout -s KILL 20 ' .. lem .. ' --loops 3 ' .. flood)
+local cpu = tonumber(out:match('fired after ([%d.]+)'))
+t.ok(st == 0 and cpu and cpu < 1, 'a flooded receiver does not starve its loop: the timer fires', out)
+
 os.execute('rm -rf ' .. dir)
 t.done()

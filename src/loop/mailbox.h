@@ -45,6 +45,9 @@ struct lem_mbox {
 	int nwaiting;
 	int ntimed;                       /* of those, receives with a timeout */
 	struct lem_msg *handed;           /* given to woken receivers, not yet decoded */
+	struct lem_recv *spare;           /* a receiver allocated before a suspension that
+	                                     raised, for the next one (loops.c) */
+	unsigned burst;                   /* receives served at once since the last yield */
 };
 
 enum { LEM_IDLE_STRICT = 1, LEM_IDLE_TIMED };

@@ -127,6 +127,8 @@ void lem_loops_drop_waiting(lem_loop *loop)
 		recv_unlink(loop, r);
 		free(r);
 	}
+	free(mb->spare);
+	mb->spare = NULL;
 	while (mb->handed) {
 		struct lem_msg *m = mb->handed;
 		mb->handed = m->next;
@@ -151,6 +153,10 @@ static int receive_error(lua_State *T, const char *msg)
 	lua_concat(T, 2);
 	return lua_error(T);
 }
+
+/* Messages a receive takes at once, without suspending, before it lets the rest of its
+ * loop run. */
+#define RECV_BURST 32
 
 /* receive's C half: from, ... | nil, 'timeout' | nil, 'closed', or, after waiting, the
  * message undecoded for receive_done. Upvalue 1: decode_msg. */
@@ -178,8 +184,18 @@ static int loops_receive(lua_State *T)
 		lua_pushliteral(T, "closed");
 		return 2;
 	}
-	if (mb->nwaiting == 0 && (m = lem_mbox_take(mb)))
-		return push_msg(T, m);
+	if (mb->nwaiting == 0 && (m = lem_mbox_take(mb))) {
+		if (++mb->burst < RECV_BURST || T != loop->yielder)
+			return push_msg(T, m);
+		/* A receiver that other loops keep fed would never suspend, and its loop's
+		 * timers, sleepers and I/O would wait for ever: now and then it goes to the
+		 * back of the runqueue, with the message for receive_done. */
+		mb->burst = 0;
+		handed_link(mb, m);
+		lua_pushlightuserdata(T, m);
+		return lem_sched_self(T, loop, 1);
+	}
+	mb->burst = 0;
 	if (timed && timeout <= 0) {
 		lua_pushnil(T);
 		lua_pushliteral(T, "timeout");
@@ -188,12 +204,14 @@ static int loops_receive(lua_State *T)
 	if (T != loop->yielder)   /* as lem_sched_suspend says it, but at the caller's line */
 		receive_error(T, "cannot suspend here: not a coroutine run by lem "
 		                 "(inside coroutine.resume or coroutine.wrap?)");
+	/* The receiver is allocated first: once T has yielded, no error can reach it. It is
+	 * the spare until then, so that a suspension that raises leaks nothing. */
+	r = mb->spare ? mb->spare : malloc(sizeof *r);
+	if (!r)
+		receive_error(T, "not enough memory");
+	mb->spare = r;
 	lem_sched_suspend(T, loop, &w, 0);
-	r = malloc(sizeof *r);
-	if (!r) {   /* T has yielded already: it cannot get an error any more */
-		fprintf(stderr, "lem: out of memory (receive)\n");
-		abort();
-	}
+	mb->spare = NULL;
 	r->w = w;
 	lua_pushthread(w.co);
 	lua_xmove(w.co, T, 1);
