@@ -93,7 +93,7 @@ utils.spawn(function()
 	local big = ('m'):rep(20000)
 	local nested = {}
 	local n = nested
-	for _ = 1, 90 do n.next = { v = "x" } n = n.next end
+	for _ = 1, 900 do n.next = { v = "x" } n = n.next end
 	while utils.now() < deadline do
 		for _ = 1, 20 do
 			assert(loops.send(1, big, nested, 42))
@@ -131,6 +131,39 @@ elseif state == 'busy' then while true do os.clock() end
 else while true do if not loops.send(1, 'x') then utils.yield() end end end
 ]=])
 f:close()
+-- A child whose receives fail to decode: failalloc (tests/lib/failalloc.c), preloaded,
+-- makes large allocations of the armed thread fail; loop 2 sends 1 MB messages to loop 1.
+local decodef = dir .. '/decode.lua'
+f = assert(_G.io.open(decodef, 'w'))
+f:write([=[
+local fa, l, u = require 'failalloc', require 'lem.loops', require 'lem.utils'
+if l.id == 2 then
+	while true do
+		local _, what = l.receive()
+		if what ~= 'go' then return end
+		assert(l.send(1, ('x'):rep(2^20) .. math.random()))
+	end
+end
+local fails, s = 0, u.sleeper()
+for _ = 1, 20 do
+	local got
+	u.spawn(function() got = { pcall(l.receive) } end)
+	u.yield()
+	collectgarbage()
+	fa.above(2^19)
+	assert(l.send(2, 'go'))
+	while not got do s:sleep(0.001) end
+	fa.above(nil)
+	if not got[1] and tostring(got[2]):find('not enough memory') then fails = fails + 1 end
+end
+l.send(2, 'stop')
+print(fails)
+]=])
+f:close()
+local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+shim = shim and shim .. '/modules/failalloc.so'
+local decoding = not sanitized and not jit and shim   -- LuaJIT allocates on its own
+
 -- A shell runs the children one after another in the background (a blocking popen here
 -- would stall this loop's clients), writing "how state status" per child.
 local driver = dir .. '/children.sh'
@@ -147,10 +180,13 @@ while [ $(date +%%s) -lt $end ]; do
 		wait $p
 		echo "$how $state $?"
 	done
+	if [ -n "%s" ]; then
+		echo "decode $(LD_PRELOAD=%s %s --loops 2 %s 2>&1)"
+	fi
 	i=$((i+1))
 done > %s/children.out
 touch %s/children.done
-]=]):format(SECONDS, lem, childf, dir, dir))
+]=]):format(SECONDS, lem, childf, decoding or '', decoding or '', lem, decodef, dir, dir))
 f:close()
 os.execute('sh ' .. driver .. ' >/dev/null 2>&1 &')
 
@@ -160,9 +196,15 @@ local function children_done()
 	if not done then return false end
 	done:close()
 	for line in _G.io.lines(dir .. '/children.out') do
-		local how, state, st = line:match('(%S+) (%S+) (%S+)')
-		if st ~= want[how] then fail(('child %s/%s: status %s'):format(how, state, st)) end
-		counts.child = counts.child + 1
+		local fails = line:match('^decode (.*)$')
+		if fails then
+			if fails ~= '20' then fail('decoding child: ' .. fails) end
+			counts.decode = counts.decode + tonumber(fails) or 0
+		else
+			local how, state, st = line:match('(%S+) (%S+) (%S+)')
+			if st ~= want[how] then fail(('child %s/%s: status %s'):format(how, state, st)) end
+			counts.child = counts.child + 1
+		end
 	end
 	return true
 end
@@ -176,10 +218,11 @@ collectgarbage()
 collectgarbage()
 local fds1, rss1 = t.nfds(), rss_kb()
 
-t.ok(#failures == 0, ('%d echo, %d reset, %d too-long clients, %d messages, %d children: no failure')
-	:format(counts.echo, counts.reset, counts.long, counts.msg, counts.child), table.concat(failures, '\n'))
-t.ok(counts.echo > 0 and counts.reset > 0 and counts.long > 0 and counts.msg > 0 and counts.child > 0,
-	'every part ran')
+t.ok(#failures == 0, ('%d echo, %d reset, %d too-long clients, %d messages, %d children, %d failed decodes: no failure')
+	:format(counts.echo, counts.reset, counts.long, counts.msg, counts.child, counts.decode), table.concat(failures, '\n'))
+t.ok(counts.echo > 0 and counts.reset > 0 and counts.long > 0 and counts.msg > 0 and counts.child > 0
+	and (counts.decode > 0 or not decoding), 'every part ran' .. (decoding and '' or ' (no failing decodes: '
+	.. (jit and 'LuaJIT allocates on its own' or 'sanitizers replace the allocator') .. ')'))
 t.is(fds1, fds0, 'descriptors are back where they started')
 if sanitized then   -- the sanitizers hold freed memory back (ASan's quarantine)
 	t.skip('RSS back near the start', 'RSS means nothing under a sanitizer; it checks leaks itself')
