@@ -147,7 +147,8 @@ test-valgrind: deps-test $(LEM) $(EXAMPLE_MOD)
 	    $(LEM) $$t > /dev/null || { echo "valgrind found errors or leaks in $$t"; exit 1; }; \
 	done
 	@echo "valgrind: --loops 3, utils.exit while the other loops receive and compute"
-	@$(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
+	@# fair scheduling: else the computing thread keeps valgrind's lock for a minute
+	@$(TEST_ENV) valgrind -q --fair-sched=yes --leak-check=full --show-leak-kinds=definite,indirect,possible \
 	  --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=99 \
 	  $(LEM) --loops 3 -e "local u, l = require 'lem.utils', require 'lem.loops' \
 	    if l.id == 1 then u.timer(0.3, function() u.exit(3) end) \
