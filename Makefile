@@ -78,10 +78,12 @@ $(LEM): $(OBJS)
 	@echo "  LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
+# lem's own objects are hidden but for the LEM_API calls of lem.h (the Lua VM's symbols
+# come from its library, exported as they are).
 $(BUILD)/%.o: %.c | deps-build
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c -o $@ $<
 
 # The example C module of docs/c-api.md; the tests require it.
 $(EXAMPLE_MOD): examples/c/delay.c include/lem.h

@@ -45,4 +45,21 @@ utils.sleeper():sleep(0.05)
 t.ok(done, 'lem_hold keeps a waiting coroutine alive through a full GC')
 
 t.error(function() delay.after('x', 1) end, "bad argument #1 to 'after'", 'bad arguments are errors')
+
+-- the binary exports the calls of lem.h and the Lua VM, and nothing else of lem's
+local api = { 'lem_async_run', 'lem_ev', 'lem_exit', 'lem_forget', 'lem_hold', 'lem_loop_of',
+	'lem_newthread', 'lem_queue', 'lem_state', 'lem_wait', 'lem_wake', 'lem_yield' }
+local objs = t.lem:gsub("/lem'$", "/src'")   -- lem's own objects, beside the binary
+local _, own = t.run('find ' .. objs .. " -name '*.o' | xargs nm -g --defined-only")
+local ours = {}
+for name in own:gmatch('%S+ %a (%S+)') do ours[name] = true end
+local st, out = t.run('nm -D --defined-only ' .. t.lem)
+local exported = {}
+for name in out:gmatch('%S+ %a (%S+)') do
+	if ours[name] and name ~= 'main' then exported[#exported + 1] = name end
+end
+table.sort(exported)
+t.ok(next(ours) ~= nil, "lem's objects are found beside it")
+t.is(table.concat(exported, ' '), table.concat(api, ' '),
+	"of lem's own symbols, the binary exports lem.h's calls only (" .. st .. ')')
 t.done()
