@@ -21,10 +21,8 @@ int lem_anchor(lem_loop *loop, lua_State *T)
 			/* free_anchors never holds more than anchors_len slots */
 			int cap = loop->free_anchors_cap ? 2 * loop->free_anchors_cap : 64;
 			int *p = realloc(loop->free_anchors, cap * sizeof *p);
-			if (!p) {
-				fprintf(stderr, "lem: out of memory (anchors)\n");
-				abort();
-			}
+			if (!p)
+				lem_fatal("out of memory (anchors)");
 			loop->free_anchors = p;
 			loop->free_anchors_cap = cap;
 		}
@@ -60,10 +58,8 @@ struct lem_wait *lem_wait_get(lem_loop *loop)
 		return w;
 	}
 	w = malloc(sizeof *w);
-	if (!w) {
-		fprintf(stderr, "lem: out of memory (timers)\n");
-		abort();
-	}
+	if (!w)
+		lem_fatal("out of memory (timers)");
 	w->loop = loop;
 	w->next_all = loop->all_waits;
 	loop->all_waits = w;

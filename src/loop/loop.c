@@ -1,5 +1,6 @@
 /* loop.c: a loop's life: creating its ev_loop and lua_State, running, reporting, closing. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -32,11 +33,22 @@ static const luaL_Reg lem_modules[] = {
 	{ NULL, NULL }
 };
 
+void lem_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("lem: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
 static int panic(lua_State *L)
 {
-	fprintf(stderr, "lem: unprotected error in the Lua API (%s)\n",
-	        lua_isstring(L, -1) ? lua_tostring(L, -1) : "no message");
-	abort();
+	lem_fatal("unprotected error in the Lua API (%s)",
+	          lua_isstring(L, -1) ? lua_tostring(L, -1) : "no message");
 }
 
 /* ---- waking on time ----

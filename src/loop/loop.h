@@ -2,6 +2,7 @@
 #ifndef LEM_LOOP_H
 #define LEM_LOOP_H
 
+#include <stddef.h>
 #include "lem.h"
 
 /* Slots of the main lua_State's stack that anchor the loop's Lua values. */
@@ -81,6 +82,13 @@ struct lem_wait {
 	int anchor;               /* anchor slot of the sleeper */
 	struct lem_wait *next_free, *next_all;
 };
+
+/* The struct of type `type` whose member `field` is at p: watchers are embedded. */
+#define lem_container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+/* The one fatal path, for what no Lua call can carry (an allocation in a libev callback
+ * of the core, an unprotected error): prints "lem: " and the message, and aborts. */
+void lem_fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* The loop this thread runs: C code reaches its loop from any lua_State through it. */
 extern __thread lem_loop *lem_current;

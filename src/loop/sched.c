@@ -15,12 +15,6 @@
 /* The loop that this thread runs (one loop per thread). */
 __thread lem_loop *lem_current;
 
-static void die(const char *what)
-{
-	fprintf(stderr, "lem: out of memory (%s)\n", what);
-	abort();
-}
-
 /* ---- the runqueue ----
  * A FIFO of segments. Each segment anchors its coroutines on the stack of a coroutine of
  * its own (A): queuing costs one lua_xmove and emptying a segment one lua_settop, where a
@@ -50,10 +44,10 @@ static struct lem_rq_seg *seg_get(lem_loop *loop)
 	} else {
 		seg = malloc(sizeof *seg);
 		if (!seg)
-			die("runqueue");
+			lem_fatal("out of memory (runqueue)");
 		seg->A = lua_newthread(loop->L);
 		if (!lua_checkstack(seg->A, LEM_SEG))
-			die("runqueue");
+			lem_fatal("out of memory (runqueue)");
 		seg->anchor = lem_anchor(loop, loop->L);
 		seg->head = seg->len = 0;
 	}
@@ -85,7 +79,7 @@ void lem_sched_init(lem_loop *loop)
 	loop->rq_first = loop->rq_last = seg_get(loop);
 	loop->pool = lua_newthread(loop->L);
 	if (!lua_checkstack(loop->pool, LEM_POOL_MAX))
-		die("coroutine pool");
+		lem_fatal("out of memory (coroutine pool)");
 	lua_replace(loop->L, LEM_POOL);
 }
 

@@ -44,12 +44,6 @@ static struct {
 	int atexit_set;
 } pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, { 0 }, 0, 0, 0, 0 };
 
-static void die(const char *what)
-{
-	fprintf(stderr, "lem: %s\n", what);
-	abort();
-}
-
 /* ---- workers ---- */
 
 static void *pool_worker(void *unused)
@@ -240,7 +234,7 @@ void lem_pool_loop_free(lem_loop *loop)
 	pthread_mutex_unlock(&jobs->lock);
 	jobs_done(loop->ev, &jobs->async, 0);
 	if (jobs->active != 0)
-		die("thread pool: a job submitted while its loop closed");
+		lem_fatal("thread pool: a job submitted while its loop closed");
 	pthread_cond_destroy(&jobs->drained);
 	pthread_mutex_destroy(&jobs->lock);
 	free(jobs);

@@ -88,6 +88,12 @@ struct io_listener {
 
 enum { IO_LINE, IO_ALL, IO_COUNT };
 
+/* The stream whose timer w is. */
+static inline struct io_stream *io_timer_stream(ev_timer *w)
+{
+	return lem_container_of(w, struct io_stream, timer);
+}
+
 /* io.c */
 const char *io_strerror(int err, char buf[128]);  /* an errno or IO_E*: its message */
 int io_error(lua_State *T, int err);          /* pushes nil, message; returns 2 */

@@ -492,7 +492,7 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 
 static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 {
-	struct io_listener *l = (struct io_listener *)((char *)w - offsetof(struct io_listener, timer));
+	struct io_listener *l = lem_container_of(w, struct io_listener, timer);
 
 	(void)revents;
 	if (l->handler) {                          /* the pause after EMFILE is over */
@@ -671,11 +671,6 @@ static int listener_tostring(lua_State *T)
 static void connect_writable(struct ev_loop *ev, ev_io *w, int revents);
 static void connect_timeout(struct ev_loop *ev, ev_timer *w, int revents);
 
-static struct io_stream *timer_stream(ev_timer *w)
-{
-	return (struct io_stream *)((char *)w - offsetof(struct io_stream, timer));
-}
-
 /* Tries s->ai_next and the addresses after it until one connects or is in progress.
  * Returns 0 (connected), 1 (in progress; s->fd set) or -errno of the last failure. */
 static int connect_next(struct io_stream *s, int err)
@@ -749,7 +744,7 @@ static void connect_go(struct io_stream *s, int r)
 
 static void connect_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
-	struct io_stream *s = (struct io_stream *)((char *)w - offsetof(struct io_stream, w));
+	struct io_stream *s = lem_container_of(w, struct io_stream, w);
 	int err = 0;
 	socklen_t len = sizeof err;
 
@@ -769,7 +764,7 @@ static void connect_writable(struct ev_loop *ev, ev_io *w, int revents)
 static void connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	(void)ev; (void)revents;
-	connect_end(timer_stream(w), ETIMEDOUT);  /* nil, 'timeout' */
+	connect_end(io_timer_stream(w), ETIMEDOUT);  /* nil, 'timeout' */
 }
 
 static void connect_resolved(struct io_stream *s, struct resolve *r)

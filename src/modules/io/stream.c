@@ -23,11 +23,6 @@
 
 #define METATABLE lua_upvalueindex(1)   /* upvalue of the methods */
 
-static struct io_stream *timer_stream(ev_timer *w)
-{
-	return (struct io_stream *)((char *)w - offsetof(struct io_stream, timer));
-}
-
 /* ---- the read buffer ----
  * Data sits in buf[start, end). A read() goes to the free room after end; the data moves
  * to the front only when that room is short and the data is less than half the buffer,
@@ -247,7 +242,7 @@ static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 
 static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
-	struct io_stream *s = (struct io_stream *)((char *)w - offsetof(struct io_stream, w));
+	struct io_stream *s = lem_container_of(w, struct io_stream, w);
 	lem_loop *loop = s->loop;
 	int err = 0;
 
@@ -281,7 +276,7 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 
 static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
-	struct io_stream *s = timer_stream(w);
+	struct io_stream *s = io_timer_stream(w);
 
 	(void)revents;
 	ev_io_stop(ev, &s->r);
