@@ -81,12 +81,17 @@ local ok, err = coroutine.resume(co)
 t.ok(not ok, 'utils.yield inside coroutine.resume fails')
 t.like(err, 'cannot suspend here', 'with a clear message')
 
--- a coroutine that ends with a hook set leaves no hook to the one that reuses it
-local hooked, seen = 0, 'unset'
-utils.spawn(function() debug.sethook(function() hooked = hooked + 1 end, 'c') end)
-utils.yield()
-utils.spawn(function() seen = debug.gethook() end)
-utils.yield()
-t.is(seen, nil, 'a recycled coroutine carries no hook of its last body')
+-- a coroutine that ends with a hook set leaves no hook to the one that reuses it (in
+-- PUC Lua each coroutine has its own hook; LuaJIT has one for all)
+if jit then
+	t.skip('a recycled coroutine carries no hook of its last body', "LuaJIT's hook is global")
+else
+	local hooked, seen = 0, 'unset'
+	utils.spawn(function() debug.sethook(function() hooked = hooked + 1 end, 'c') end)
+	utils.yield()
+	utils.spawn(function() seen = debug.gethook() end)
+	utils.yield()
+	t.is(seen, nil, 'a recycled coroutine carries no hook of its last body')
+end
 
 t.done()

@@ -221,8 +221,10 @@ void lem_sched_recycle(lem_loop *loop, lua_State *T)
 	lua_settop(T, 0);
 	if (loop->pool_len >= LEM_POOL_MAX || loop->closing)
 		return;
+#ifndef LEM_LUAJIT   /* LuaJIT's hook is one for all coroutines, not T's own */
 	if (lua_gethook(T))       /* a new coroutine has none: neither has a reused one */
 		lua_sethook(T, NULL, 0, 0);
+#endif
 	loop->pool_len++;
 	lua_pushthread(T);
 	lua_xmove(T, loop->pool, 1);
