@@ -88,7 +88,7 @@ while [ $i -lt $runs ]; do
 	: > $ready
 	$lem --loops $loops $child $state $path $ready 2> $dir/err &
 	pid=$!
-	( sleep 20; kill -9 $pid ) >/dev/null 2>&1 &
+	( trap 'kill $s; exit 0' TERM; sleep 20 & s=$!; wait $s; kill -9 $pid ) >/dev/null 2>&1 &
 	guard=$!
 	case $path in TERM|INT)
 		want=$loops
@@ -99,7 +99,7 @@ while [ $i -lt $runs ]; do
 	esac
 	wait $pid
 	st=$?
-	pkill -P $guard sleep
+	kill $guard 2>/dev/null
 	wait $guard 2>/dev/null
 	fins=$(grep -c '^fin ' $dir/err)
 	boom=$(grep -c '^lem\[1\]: .*boom' $dir/err)
