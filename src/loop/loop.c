@@ -25,14 +25,6 @@ lua_State *lem_state(lem_loop *loop)
 	return loop->L;
 }
 
-/* The built-in modules, loaded by require. */
-static const luaL_Reg lem_modules[] = {
-	{ "lem.utils", luaopen_lem_utils },
-	{ "lem.loops", luaopen_lem_loops },
-	{ "lem.io", luaopen_lem_io },
-	{ NULL, NULL }
-};
-
 void lem_fatal(const char *fmt, ...)
 {
 	va_list ap;
@@ -133,13 +125,6 @@ lem_loop *lem_loop_new(const char *progname)
 	lem_trampoline_push(L);
 	loop->trampoline = luaL_ref(L, LUA_REGISTRYINDEX);
 
-	lua_getglobal(L, "package");
-	lua_getfield(L, -1, "preload");
-	for (const luaL_Reg *m = lem_modules; m->name; m++) {
-		lua_pushcfunction(L, m->func);
-		lua_setfield(L, -2, m->name);
-	}
-	lua_pop(L, 2);
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
 
@@ -184,7 +169,8 @@ void lem_loop_free(lem_loop *loop)
 	if (!loop)
 		return;
 	loop->closing = 1;
-	lem_pool_loop_free(loop);   /* done callbacks still see the Lua state */
+	if (loop->jobs_free)        /* done callbacks still see the Lua state */
+		loop->jobs_free(loop);
 	lua_close(loop->L);   /* runs the finalizers */
 	lem_anchor_free(loop);
 	lem_sched_free(loop);

@@ -73,6 +73,7 @@ struct lem_loop {
 
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 	struct lem_jobs *jobs;    /* thread pool: this loop's completion queue (runtime/pool.c) */
+	void (*jobs_free)(lem_loop *loop);  /* set with jobs: lem_loop_free calls it first */
 };
 
 /* A timer for a timed sleep; lives in the loop, reused, freed with it. */
@@ -141,13 +142,5 @@ void lem_stdlib_open(lua_State *L);
 void lem_pcall_open(lua_State *L);
 void lem_pcall_enter(lua_State *T, lua_State *co, int xp);   /* around each resume of co */
 void lem_pcall_leave(lua_State *T, lua_State *co);
-
-/* runtime/pool.c: waits for the loop's pool jobs and frees loop->jobs (see pool.h) */
-void lem_pool_loop_free(lem_loop *loop);
-
-/* built-in modules (src/modules/<name>/), listed in loop.c */
-int luaopen_lem_utils(lua_State *L);
-int luaopen_lem_loops(lua_State *L);
-int luaopen_lem_io(lua_State *L);
 
 #endif

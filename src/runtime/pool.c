@@ -182,8 +182,11 @@ int lem_async_run(lem_loop *loop, void (*work)(void *arg),
 
 	if (loop->closing)
 		return -ECANCELED;
-	if (!jobs && !(jobs = loop->jobs = jobs_new(loop)))
-		return -ENOMEM;
+	if (!jobs) {
+		if (!(jobs = loop->jobs = jobs_new(loop)))
+			return -ENOMEM;
+		loop->jobs_free = lem_pool_loop_free;
+	}
 	job = malloc(sizeof *job);
 	if (!job)
 		return -ENOMEM;

@@ -17,6 +17,11 @@ struct lem_cli {
 	char *chunkname;  /* "@script" or "=stdin" */
 };
 
+/* The built-in modules (src/modules/<name>/), which start.c puts in package.preload. */
+int luaopen_lem_utils(lua_State *L);
+int luaopen_lem_loops(lua_State *L);
+int luaopen_lem_io(lua_State *L);
+
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
 

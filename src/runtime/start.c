@@ -46,12 +46,32 @@ static void set_arg(lua_State *L, const struct lem_cli *cli)
 	lua_setglobal(L, "arg");
 }
 
+/* The built-in modules, loaded by require (as Lua's linit.c lists its libraries). */
+static const luaL_Reg modules[] = {
+	{ "lem.utils", luaopen_lem_utils },
+	{ "lem.loops", luaopen_lem_loops },
+	{ "lem.io", luaopen_lem_io },
+	{ NULL, NULL }
+};
+
+static void preload(lua_State *L)
+{
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
+	for (const luaL_Reg *m = modules; m->name; m++) {
+		lua_pushcfunction(L, m->func);
+		lua_setfield(L, -2, m->name);
+	}
+	lua_pop(L, 2);
+}
+
 int lem_start(lem_loop *loop, const struct lem_cli *cli)
 {
 	lua_State *L = loop->L;
 	const char *init = getenv("LUA_INIT");
 	int i, end = cli->script ? cli->script : cli->argc;
 
+	preload(L);
 	set_arg(L, cli);
 	if (init && init[0] == '@') {
 		if (luaL_loadfile(L, init + 1) != 0)
