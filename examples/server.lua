@@ -32,7 +32,7 @@ local BAD = 'HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\
 -- lem.io's reads stop at 64 KiB lines (stream:limit): a longer request line or field line
 local URI_TOO_LONG = 'HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 local TOO_LARGE = 'HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
-local UNKNOWN = 'HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
+local NOT_IMPLEMENTED = 'HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'
 
 local function answers()
 	local date = os.date('!%a, %d %b %Y %H:%M:%S GMT')
@@ -105,7 +105,7 @@ end
 -- The transfer codings of a request's Transfer-Encoding field lines, joined by commas.
 -- Chunked, once and last, is the only one this server reads (RFC 9112 6.1, 6.3, 7).
 -- Returns nil for that, BAD if chunked is not last or repeated (the body's end is not
--- known), UNKNOWN (501) if another coding comes before it.
+-- known), NOT_IMPLEMENTED (501) if another coding comes before it.
 local function codings(te)
 	local chunked, other, last = 0, false, nil
 	for v in te:gmatch('[^,]+') do
@@ -115,7 +115,7 @@ local function codings(te)
 		end
 	end
 	if not last or chunked > 1 then return BAD end
-	if other then return UNKNOWN end
+	if other then return NOT_IMPLEMENTED end
 	return nil
 end
 

@@ -1,18 +1,8 @@
 -- The lem command: options, arg, exit statuses, messages, shebang, stdin, LUA_INIT.
 local t = require 'tap'
 local lem = t.lem
-local tmpdir = os.tmpname()
-os.remove(tmpdir)
-assert(os.execute('mkdir -p ' .. tmpdir) == 0 or true)
-
-local function script(name, text, mode)
-	local path = tmpdir .. '/' .. name
-	local f = assert(io.open(path, 'w'))
-	f:write(text)
-	f:close()
-	if mode then os.execute('chmod ' .. mode .. ' ' .. path) end
-	return path
-end
+local tmpdir = t.tmpdir()
+local function script(name, text, mode) return t.file(tmpdir, name, text, mode) end
 
 local st, out, err
 
@@ -225,5 +215,4 @@ t.is(out, '', '... before any loop ran')
 st, out, err = t.run('ulimit -n 64 && ' .. lem .. ' --loops 19 -e "print(1)"')
 t.is(#out, 38, '3 descriptors a loop, 2 for the process: --loops 19 fits in 64 (' .. err .. ')')
 
-os.execute('rm -rf ' .. tmpdir)
 t.done()

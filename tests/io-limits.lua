@@ -41,7 +41,7 @@ t.same(pack(b:read('*l', 5)), { n = 2, nil, 'line too long' }, 'a line past the 
 t.same(pack(b:read('*l', 5)), { n = 2, nil, 'line too long' }, '... again on the next read: the data stays')
 utils.sleeper():sleep(0.05)
 t.ok(not wrote, '... and the reader stopped taking it: the 16 MB writer still waits')
-t.is(b:read(10), 'xxxxxxxxxx', 'a count read takes the buffered data')
+t.is(b:read(10), flood:sub(1, 10), 'a count read takes the buffered data')
 b:close() a:close()
 
 -- the limit is exact, however the data came in

@@ -49,9 +49,7 @@ l:close()
 -- ---- examples/chat.lua and clients that connect and reset at once ----
 local chat = (os.getenv('LEM_SOURCE') or '.') .. '/examples/chat.lua'
 local free = t.free_port()
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
+local dir = t.tmpdir()
 os.execute(t.lem .. ' ' .. chat .. ' ' .. free .. ' > ' .. dir .. '/out 2>&1 & echo $! > ' .. dir .. '/pid')
 local pid = assert(assert(_G.io.open(dir .. '/pid')):read('*l'))
 local function output()
@@ -97,5 +95,4 @@ end
 os.execute('kill ' .. pid .. ' 2>/dev/null')
 t0 = utils.now()
 while alive() and utils.now() - t0 < 5 do utils.sleeper():sleep(0.02) end
-os.execute('rm -rf ' .. dir)
 t.done()

@@ -6,9 +6,7 @@ local utils = require 'lem.utils'
 
 local port = t.free_port()
 
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
+local dir = t.tmpdir()
 local out = dir .. '/out'
 local server = (os.getenv('LEM_SOURCE') or '.') .. '/examples/server.lua'
 os.execute(t.lem .. ' --loops 2 ' .. server .. ' ' .. port .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
@@ -219,5 +217,4 @@ else
 	end
 	t.ok(os.execute('kill -0 ' .. pid .. ' 2>/dev/null') ~= 0, 'SIGTERM stops the server')
 end
-os.execute('rm -rf ' .. dir)
 t.done()

@@ -4,16 +4,8 @@
 local t = require 'tap'
 local lem = t.lem
 
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
-local function script(name, text)
-	local p = dir .. '/' .. name
-	local f = assert(io.open(p, 'w'))
-	f:write(text)
-	f:close()
-	return p
-end
+local dir = t.tmpdir()
+local function script(name, text) return t.file(dir, name, text) end
 
 -- Each loop writes one line; times are rounded to a verdict: 'soon' (under 2 s, where a
 -- timeout of 5 s would have said otherwise) or 'late'.
@@ -163,5 +155,4 @@ for c = 1, 50 do
 end
 ]]), "1 all once closed\n", "50 timed receivers in a race with 20000 messages: each arrives once, then 'closed'")
 
-os.execute('rm -rf ' .. dir)
 t.done()

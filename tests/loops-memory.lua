@@ -3,16 +3,8 @@
 local t = require 'tap'
 local lem = t.lem
 
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
-local function script(name, text)
-	local p = dir .. '/' .. name
-	local f = assert(io.open(p, 'w'))
-	f:write(text)
-	f:close()
-	return p
-end
+local dir = t.tmpdir()
+local function script(name, text) return t.file(dir, name, text) end
 
 -- A loop whose receiver was woken, but which stops before the receiver runs: the message
 -- handed over is freed with the loop (the sanitizer run's leak check sees it otherwise).
@@ -135,5 +127,4 @@ for _, case in ipairs({
 	end
 end
 
-os.execute('rm -rf ' .. dir)
 t.done()

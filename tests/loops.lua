@@ -163,16 +163,8 @@ t.is(st, 0, '... and lem exits 0')
 st, out = t.run(lem .. [[ --mailbox 3 -e "local l = require('lem.loops'); print(l.send(1, 1), l.send(1, 2), l.send(1, 3), l.send(1, 4)); print(select(2, l.receive()), l.send(1, 5))"]])
 t.is(out, 'true\ttrue\ttrue\tnil\tfull\n1\ttrue\n', "a mailbox at its capacity: nil, 'full'; room again after a receive")
 
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
-local function script(name, text)
-	local p = dir .. '/' .. name
-	local f = assert(io.open(p, 'w'))
-	f:write(text)
-	f:close()
-	return p
-end
+local dir = t.tmpdir()
+local function script(name, text) return t.file(dir, name, text) end
 
 -- several loops: each runs the script, same arg
 local ids = script('ids.lua', [[
@@ -429,5 +421,4 @@ st, out = t.run('timeout -s KILL 20 ' .. lem .. ' --loops 3 ' .. flood)
 local cpu = tonumber(out:match('fired after ([%d.]+)'))
 t.ok(st == 0 and cpu and cpu < 1, 'a flooded receiver does not starve its loop: the timer fires', out)
 
-os.execute('rm -rf ' .. dir)
 t.done()

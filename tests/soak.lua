@@ -109,9 +109,7 @@ utils.spawn(function()
 end)
 
 -- ---- child processes whose loops stop in every way ----
-local dir = os.tmpname()
-os.remove(dir)
-os.execute('mkdir -p ' .. dir)
+local dir = t.tmpdir()
 local childf = dir .. '/child.lua'
 local f = assert(_G.io.open(childf, 'w'))
 f:write([=[
@@ -229,5 +227,4 @@ if sanitized then   -- the sanitizers hold freed memory back (ASan's quarantine)
 else
 	t.ok(rss1 - rss0 < 30 * 1024, ('RSS grew by %d KB (under 30 MB)'):format(rss1 - rss0))
 end
-os.execute('rm -rf ' .. dir)
 t.done()

@@ -8,16 +8,8 @@ local RUNS = tonumber(os.getenv('STOP_RUNS')) or 20
 local tsan = os.getenv('LEM_SANITIZER') == 'tsan'
 local luajit = jit ~= nil
 
-local dir = os.tmpname()
-os.remove(dir)
-assert(os.execute('mkdir -p ' .. dir) == 0 or true)
-
-local function file(name, text)
-	local f = assert(io.open(dir .. '/' .. name, 'w'))
-	f:write(text)
-	f:close()
-	return dir .. '/' .. name
-end
+local dir = t.tmpdir()
+local function file(name, text) return t.file(dir, name, text) end
 
 -- Every loop writes its id to the ready file once it is in its state; loop 1 stops the
 -- group when all others are (exit, error), or waits with them for the signal.
@@ -139,5 +131,4 @@ for _, state in ipairs { 'receive', 'poll', 'busy', 'sending', 'startup' } do
 	end
 end
 
-os.execute('rm -rf ' .. dir)
 t.done()

@@ -198,6 +198,8 @@ void lem_loop_stop(lem_loop *loop, int status)
  * gets past every pcall on its way out; the stopping loop resumes nothing afterwards.
  * LuaJIT runs compiled traces without looking at hooks: a loop busy in one is stopped
  * only by a second signal, which ends the process. */
+#define INTERRUPT_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)   /* count: each instruction */
+
 static void interrupt_hook(lua_State *T, lua_Debug *ar)
 {
 	lem_loop *loop = lem_current;
@@ -205,7 +207,7 @@ static void interrupt_hook(lua_State *T, lua_Debug *ar)
 	(void)ar;
 	lem_loop_stop(loop, lem_group_status(loop->group));   /* its errors go unreported */
 	if (loop->running && loop->running != T)  /* for the pcalls between them */
-		lua_sethook(loop->running, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+		lua_sethook(loop->running, interrupt_hook, INTERRUPT_MASK, 1);
 	luaL_error(T, "interrupted!");
 }
 
@@ -220,7 +222,7 @@ void lem_loop_interrupt(lem_loop *loop)
 		return;
 	T = loop->inner;
 	if (T)
-		lua_sethook(T, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+		lua_sethook(T, interrupt_hook, INTERRUPT_MASK, 1);
 }
 
 void lem_exit(lem_loop *loop, int status)

@@ -119,10 +119,29 @@ function t.free_port()
 	error('no free port')
 end
 
+-- A new temporary folder, removed by t.done(), and files written into it (mode: chmod's).
+local tmpdirs = {}
+function t.tmpdir()
+	local dir = os.tmpname()
+	os.remove(dir)
+	assert(os.execute('mkdir -p ' .. dir) == 0, 'cannot make ' .. dir)
+	tmpdirs[#tmpdirs + 1] = dir
+	return dir
+end
+function t.file(dir, name, text, mode)
+	local path = dir .. '/' .. name
+	local f = assert(io.open(path, 'wb'))
+	f:write(text)
+	f:close()
+	if mode then os.execute('chmod ' .. mode .. ' ' .. path) end
+	return path
+end
+
 -- The lem binary under test (set by make test), quoted for the shell.
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
 function t.done()
+	for _, dir in ipairs(tmpdirs) do os.execute('rm -rf ' .. dir) end
 	io.write('1..', t.count, '\n')
 	io.flush()
 	if t.failed > 0 then
