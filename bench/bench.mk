@@ -2,6 +2,7 @@
 #   make bench                   build what it needs, run every workload, print the table
 #   make bench LUA=luajit        the same for the LuaJIT build
 #   make bench BENCH="switch timers"    some workloads only
+#   make bench BENCH_FLAGS="--against ../lem-old/build/lua5.1/lem"   against another build
 #   bench/run --help             runs, parameters (e.g. switch.m=1000)
 # The reference programs are built against the same Lua library as lem.
 
