@@ -137,4 +137,22 @@ end
 local status, out = sh('lua5.1 bench/run --no-build --list')
 t.ok(status == 0 and out:match('switch') and out:match('scaling'), 'bench/run --list')
 
+-- --against: this lem against itself has a figure and a ratio; against a lem that cannot
+-- run the workload, n/a. Needs the build bench/run measures, which a sanitizer run lacks.
+if not io.open(root .. 'build/' .. vm .. '/lem') then
+	t.skip('bench/run --against', 'build/' .. vm .. '/lem not built')
+else
+	local against = ('lua5.1 bench/run --no-build --lua %s --runs 1 --against %%s switch '
+		.. 'switch.k=2 switch.m=50'):format(vm)
+	local _, err
+	status, out, err = sh(against:format(lem))
+	t.ok(status == 0 and out:match('| this/other')
+		and out:match('\n| switch | switches/s | [^|]* | [^|]*%d[^|]* | %d+%.%d+x |'),
+		'bench/run --against itself', out .. err)
+	local broken = t.file(t.tmpdir(), 'lem', '#!/bin/sh\nexit 1\n', '755')
+	status, out, err = sh(against:format(broken))
+	t.ok(status == 0 and out:match('\n| switch | switches/s | [^|]*%d[^|]* | n/a | n/a |'),
+		'bench/run --against a lem that fails', out .. err)
+end
+
 t.done()
