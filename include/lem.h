@@ -1,4 +1,9 @@
-/* lem.h: the C API for modules of the Lua Event Machine. */
+/* lem.h: the C API for modules of the Lua Event Machine.
+ *
+ * Every call states its effect on the Lua stack as the Lua manual does: [-o, +p, x] pops
+ * o values, pushes p, and x says what it may raise: '-' nothing, 'm' a memory error, 'v'
+ * the errors the text names. All of them are called from the thread of the loop they
+ * concern, unless the text says "any thread". */
 #ifndef LEM_H
 #define LEM_H
 
@@ -11,7 +16,7 @@
 #error "lem needs libev built with EV_MULTIPLICITY (one ev_loop per lem loop)"
 #endif
 
-#define LEM_VERSION "0.1.0"
+#define LEM_VERSION "0.2.0"
 
 /* The calls below are what the lem binary exports to modules; everything else in it is
  * built hidden, so that a loaded module cannot collide with lem's internals. */
@@ -19,67 +24,137 @@
 #define LEM_API __attribute__((visibility("default")))
 #endif
 
+/* ---- the loop ---- */
+
 /* One event loop: its ev_loop, its lua_State and every coroutine of that state. Each loop
- * runs in one thread; none of these functions may be called from another thread. */
+ * runs in a thread of its own. */
 typedef struct lem_loop lem_loop;
 
-/* What lem_wake needs to resume a suspended coroutine; filled by lem_wait. */
+/* [-0, +0, -] The loop that owns T (any coroutine of that loop's lua_State). */
+LEM_API lem_loop *lem_loop_of(lua_State *T);
+/* [-0, +0, -] That loop's libev loop, for watchers: ev_io_start(lem_ev(loop), &w). */
+LEM_API struct ev_loop *lem_ev(lem_loop *loop);
+/* [-0, +0, -] The loop's main state: it never runs Lua. Watcher callbacks build values
+ * on it, to hand them to lem_wake or lem_spawn; they leave its stack as they found it.
+ * Values made there are unprotected: a memory error ends the process. */
+LEM_API lua_State *lem_state(lem_loop *loop);
+/* [-0, +0, -] Tells loop that a watcher of yours is due at `at` (ev_now's clock), so
+ * that the poll ends on time: libev's epoll backend waits whole milliseconds, rounded
+ * up. Call it when you start a timer whose precision matters (a sleep, a timeout). */
+LEM_API void lem_deadline(lem_loop *loop, ev_tstamp at);
+/* [-0, +0, -] Stops every loop of the process: pending coroutines never run; each loop's
+ * lua_close runs its finalizers; the process exits with status. The first call wins. */
+LEM_API void lem_exit(lem_loop *loop, int status);
+
+/* ---- coroutines ----
+ * A lua_CFunction that waits for an event suspends the coroutine T running it:
+ *
+ *     ...allocate what registering needs: it may raise here...
+ *     lem_waiter w;
+ *     int r = lem_suspend(T, &w, 0);   raises where T cannot suspend
+ *     ...register w: start a watcher that will lem_wake(loop, &w, ...)...
+ *     return r;
+ *
+ * Nothing is registered before the suspension, so nothing needs undoing when it raises;
+ * nothing may raise after it, so what can fail comes first. The lua_CFunction returns,
+ * when T resumes, the values lem_wake gave. */
+
+/* What lem_wake needs to resume a suspended coroutine; filled by lem_suspend. */
 typedef struct lem_waiter {
 	lua_State *co;    /* the coroutine to resume */
 	uintptr_t token;  /* identifies this suspension: a stale or second wake is ignored */
 } lem_waiter;
 
-/* The loop that owns T (any coroutine of that loop's lua_State). */
-LEM_API lem_loop *lem_loop_of(lua_State *T);
-/* That loop's libev loop, for watchers: ev_io_start(lem_ev(loop), &w). */
-LEM_API struct ev_loop *lem_ev(lem_loop *loop);
-
-/* A new (or recycled) coroutine with an empty stack, anchored until lem_forget.
- * Push a function and its arguments, then lem_queue it. */
-LEM_API lua_State *lem_newthread(lem_loop *loop);
-/* Drops the anchor of lem_newthread or lem_hold. */
-LEM_API void lem_forget(lem_loop *loop, lua_State *T);
-/* Anchors T until lem_forget. */
-LEM_API void lem_hold(lem_loop *loop, lua_State *T);
-/* Schedules a coroutine that has not started: a function and nargs arguments on its stack. */
-LEM_API void lem_queue(lem_loop *loop, lua_State *T, int nargs);
-
-/* Suspending the coroutine that runs a lua_CFunction, until an event:
- *     lem_waiter w;
- *     lem_wait(T, &w);        fills w, or raises where T cannot suspend
- *     ...register w: start a watcher, hold w.co...
- *     return lem_yield(T, &w);
- * lem_wake(loop, &w, from, n) later resumes it; the lua_CFunction returns those n values.
- * T cannot suspend inside a coroutine that lem does not run (coroutine.resume/wrap).
- * In PUC Lua 5.1 lem_yield itself raises across a metamethod or C-call boundary; w is
- * then stale: its lem_wake does nothing and returns 0, so the watcher still cleans up. */
-LEM_API void lem_wait(lua_State *T, lem_waiter *w);
-LEM_API int lem_yield(lua_State *T, const lem_waiter *w);
-/* Schedules the suspended coroutine w->co to resume with the nargs values on top of
- * `from`, which it moves: from is the coroutine running the caller's lua_CFunction, or in
- * a watcher's callback lem_state(loop). Never push values on w->co itself: an allocation
- * there may run a finalizer on that suspended coroutine, which PUC Lua 5.1 does not
- * survive. Returns 1, or 0 (and pops the values) when w is stale: woken already, or never
- * suspended because lem_yield raised. */
+/* [-0, +0, -] Whether lem_suspend and lem_yield can suspend T: 0 in a coroutine that lem
+ * does not run (inside coroutine.resume or coroutine.wrap). In PUC Lua 5.1 they may still
+ * raise across a metamethod or C-call boundary (table.sort's comparator, an iterator). */
+LEM_API int lem_suspendable(lua_State *T);
+/* [-0, +0, v] Suspends T, which runs the calling lua_CFunction, and fills w. Raises
+ * where T cannot suspend, before anything changes. The keep values on top of T's stack
+ * stay on the suspended coroutine w->co at indices 1..keep, with lem's mark above them:
+ * a light userdata whose value is w->token. (w->co is T, or the coroutine lem resumed
+ * when T runs a yield-safe pcall's body in PUC Lua 5.1.) A waker may read them there,
+ * and find w->token back from the mark, as long as lua_status(w->co) is LUA_YIELD and
+ * the mark is on top. Returns what the lua_CFunction must return. */
+LEM_API int lem_suspend(lua_State *T, lem_waiter *w, int keep);
+/* [-n, +0, v] Lets the coroutines queued before T run, then returns the n values on top
+ * of T's stack from the calling lua_CFunction: return lem_yield(T, n). Raises as
+ * lem_suspend. */
+LEM_API int lem_yield(lua_State *T, int n);
+/* [-nargs, +0, -] on `from`. Schedules the suspended w->co to resume with the nargs
+ * values on top of `from`, which it moves: from is a coroutine of the loop (the one
+ * running the caller's lua_CFunction) or, in a watcher's callback, lem_state(loop).
+ * Never push values on w->co itself: an allocation there may run a finalizer on that
+ * suspended coroutine, which PUC Lua 5.1 does not survive. Returns 1, or 0 (and pops the
+ * values) when w is stale: woken already, resumed by other means, or the loop closes. */
 LEM_API int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs);
-/* The loop's main state: never running Lua, a place for callbacks to build values. */
-LEM_API lua_State *lem_state(lem_loop *loop);
+/* [-(nargs+1), +0, m] on `from`. Queues the function under the nargs values on top of
+ * `from` (a thread of loop, as for lem_wake) to run in a coroutine of its own, as
+ * utils.spawn does: a finished coroutine is reused when one is at hand. */
+LEM_API void lem_spawn(lem_loop *loop, lua_State *from, int nargs);
 
-/* Stops every loop of the process: pending coroutines never run; each loop's lua_close
- * runs its finalizers; the process exits with status. The first call wins. */
-LEM_API void lem_exit(lem_loop *loop, int status);
+/* ---- anchors ----
+ * A value that only a watcher refers to must be anchored, or the collector takes it. */
 
-/* Blocking work (a name lookup, a file's fsync) off the loop's thread:
- *     lem_async_run(loop, work, done, arg)
- * runs work(arg) on a thread of the process-wide pool (the one piece lem shares between
- * loops), then done(loop, arg) in loop's own thread, from its event loop: the place to
- * lem_wake the coroutine waiting for the result. work runs in another thread: it must not
- * touch any Lua state, loop or watcher, only arg. While a job is pending, the loop keeps
- * running. Returns 0, or a negative errno and then neither function runs: -ENOMEM, or
- * -ECANCELED while the loop or the process shuts down. When the loop is freed first,
- * lem_loop_free waits for work and runs done before closing the Lua state; lem_wake does
- * nothing then. Call it from loop's thread, like the rest of this API. */
+/* [-1, +0, m] on T. Pops the value on top of T (a thread of loop) and keeps it alive
+ * until lem_unanchor; returns its slot, a positive number. Returns 0 (popping the value)
+ * while the loop closes. To anchor where nothing may raise (after lem_suspend), take a
+ * slot before (anchor a nil) and lem_anchor_set it after. */
+LEM_API int lem_anchor(lem_loop *loop, lua_State *T);
+/* [-1, +0, -] on T. Pops the value on top of T and anchors it in slot instead of what
+ * slot held. */
+LEM_API void lem_anchor_set(lem_loop *loop, lua_State *T, int slot);
+/* [-0, +1, -] on T. Pushes the value anchored in slot. */
+LEM_API void lem_anchor_push(lem_loop *loop, lua_State *T, int slot);
+/* [-0, +0, -] Frees slot; 0 does nothing. */
+LEM_API void lem_unanchor(lem_loop *loop, int slot);
+
+/* ---- blocking work ----
+ * [-0, +0, -] Runs work(arg) on a thread of the process-wide pool (the one piece lem
+ * shares between loops), then done(loop, arg) in loop's own thread, from its event loop:
+ * the place to lem_wake the coroutine waiting for the result. work runs in another
+ * thread: it must not touch any Lua state, loop or watcher, only arg. While a job is
+ * pending, the loop keeps running. Returns 0, or a negative errno and then neither
+ * function runs: -ENOMEM, or -ECANCELED while the loop or the process shuts down. When
+ * the loop is freed first, it waits for work and runs done before closing the Lua state;
+ * lem_wake does nothing then. */
 LEM_API int lem_async_run(lem_loop *loop, void (*work)(void *arg),
-                  void (*done)(lem_loop *loop, void *arg), void *arg);
+                          void (*done)(lem_loop *loop, void *arg), void *arg);
+
+/* ---- messages between loops ----
+ * Each loop has a mailbox. A message is a block the sender allocates with malloc, with a
+ * lem_msg at its start; lem frees with free() those it drops (a mailbox that closes). One
+ * module of a loop (lem.loops) receives: it registers a hook, takes the messages and
+ * tells lem how many coroutines wait for one, which decides when the loop counts as idle
+ * and when no message can come any more. */
+
+typedef struct lem_msg {
+	struct lem_msg *next;     /* lem's, while in a mailbox */
+} lem_msg;
+
+/* [-0, +0, -] The number of loops in this process; *id is loop's own, 1..count. */
+LEM_API int lem_loops(lem_loop *loop, int *id);
+/* [-0, +0, -] Appends m to loop to's mailbox and wakes that loop; takes m on success.
+ * Returns 0, or -EPIPE (to has finished) or -ENOSPC (its mailbox is full). */
+LEM_API int lem_post(lem_loop *loop, int to, lem_msg *m);
+/* [-0, +0, -] The oldest message of loop's mailbox, removed from it, or NULL. */
+LEM_API lem_msg *lem_take(lem_loop *loop);
+
+/* What a mailbox hook hears, in its loop's thread, from its event loop. */
+enum {
+	LEM_MAIL_ARRIVED,   /* messages came: hand them (lem_take) to the waiting coroutines */
+	LEM_MAIL_QUIET,     /* no message can come to the coroutines that began to wait
+	                       before `epoch` (see lem_mail_wait): end their wait */
+	LEM_MAIL_CLOSED     /* the mailbox closes: nothing can come any more; the coroutines
+	                       that wait will never run again */
+};
+typedef void lem_mail_hook(lem_loop *loop, int event, uint64_t epoch, void *ud);
+
+/* [-0, +0, -] Sets the hook of loop's mailbox (replacing any). */
+LEM_API void lem_mail_hook_set(lem_loop *loop, lem_mail_hook *hook, void *ud);
+/* [-0, +0, -] Counts coroutines that wait for a message: +1 when one begins to wait
+ * (timed: with a timeout), -1 when it stops waiting, whatever the reason. Returns the
+ * epoch that a LEM_MAIL_QUIET compares with: record it with the waiting coroutine. */
+LEM_API uint64_t lem_mail_wait(lem_loop *loop, int delta, int timed);
 
 #endif

@@ -5,75 +5,87 @@
  *   delay.spawn(f, ...)        -- runs f(...) in a new coroutine, like utils.spawn
  *
  * Build: cc -shared -fPIC $(pkg-config --cflags lem) delay.c -o delay.so */
-#include <stdlib.h>
 #include <lem.h>
 
+/* A pending delay: a userdata, so that the collector frees it whatever happens. */
 struct delay {
 	ev_timer w;            /* first: the callback gets it back as a struct delay */
 	lem_loop *loop;
 	lem_waiter waiter;
-	int ref;               /* keeps the value to return alive */
+	int slot;              /* anchors the waiting coroutine, which nothing else refers to */
 };
+
+static int delay_gc(lua_State *L)
+{
+	struct delay *d = lua_touserdata(L, 1);
+
+	lem_unanchor(d->loop, d->slot);
+	return 0;
+}
 
 static void delay_done(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct delay *d = (struct delay *)w;
-	lua_State *L = lem_state(d->loop);   /* callbacks build values here, not on co */
+	lua_State *L = lem_state(d->loop), *co = d->waiter.co;
 
 	(void)ev; (void)revents;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, d->ref);    /* the value, as resume value */
-	luaL_unref(L, LUA_REGISTRYINDEX, d->ref);
+	/* the value to return is the second value kept on co's stack: copy it to L, where
+	 * callbacks build values (lem_suspend keeps the stack as it is, with room to read) */
+	lua_checkstack(co, 1);
+	lua_pushvalue(co, 2);
+	lua_xmove(co, L, 1);
 	lem_wake(d->loop, &d->waiter, L, 1);          /* stale: pops it, returns 0 */
-	lem_forget(d->loop, d->waiter.co);
-	free(d);
+	lem_unanchor(d->loop, d->slot);               /* the runqueue holds co now */
+	d->slot = 0;
 }
 
 /* delay.after(seconds, value) --> value, after that long */
 static int delay_after(lua_State *T)
 {
+	lem_loop *loop = lem_loop_of(T);
 	lua_Number seconds = luaL_checknumber(T, 1);
 	struct delay *d;
-	lem_waiter w;
+	int r;
 
 	luaL_checkany(T, 2);
-	lem_wait(T, &w);            /* raises where T cannot suspend: nothing to undo yet */
-	d = malloc(sizeof *d);
-	if (!d)
-		return luaL_error(T, "out of memory");
-	d->waiter = w;
-	d->loop = lem_loop_of(T);
-	lua_settop(T, 2);
-	d->ref = luaL_ref(T, LUA_REGISTRYINDEX);
-	lem_hold(d->loop, d->waiter.co);   /* the timer alone refers to it now */
+	/* What can fail comes before the suspension, and is collected if the suspension
+	 * raises: the userdata, and a slot for the coroutine that its __gc frees. */
+	d = lua_newuserdata(T, sizeof *d);
+	d->loop = loop;
+	d->slot = 0;
+	lua_pushvalue(T, lua_upvalueindex(1));
+	lua_setmetatable(T, -2);
+	lua_pushnil(T);
+	d->slot = lem_anchor(loop, T);
+	lua_pushvalue(T, 2);                          /* T: delay, value: kept while it waits */
+	r = lem_suspend(T, &d->waiter, 2);
+	lua_pushthread(d->waiter.co);                 /* nothing may raise from here on */
+	lua_xmove(d->waiter.co, T, 1);
+	lem_anchor_set(loop, T, d->slot);
 	ev_timer_init(&d->w, delay_done, seconds, 0);
-	ev_timer_start(lem_ev(d->loop), &d->w);
-	return lem_yield(T, &d->waiter);
+	ev_timer_start(lem_ev(loop), &d->w);
+	lem_deadline(loop, ev_now(lem_ev(loop)) + seconds);
+	return r;
 }
 
 /* delay.spawn(f, ...) --> true */
 static int delay_spawn(lua_State *T)
 {
-	lem_loop *loop = lem_loop_of(T);
-	int n = lua_gettop(T);
-	lua_State *co;
-
 	luaL_checktype(T, 1, LUA_TFUNCTION);
-	co = lem_newthread(loop);
-	lua_xmove(T, co, n);
-	lem_queue(loop, co, n - 1);   /* the runqueue anchors it now */
-	lem_forget(loop, co);
+	lem_spawn(lem_loop_of(T), T, lua_gettop(T) - 1);
 	lua_pushboolean(T, 1);
 	return 1;
 }
 
 int luaopen_delay(lua_State *L)
 {
-	static const luaL_Reg funcs[] = {
-		{ "after", delay_after },
-		{ "spawn", delay_spawn },
-		{ NULL, NULL }
-	};
 	lua_newtable(L);
-	luaL_register(L, NULL, funcs);
+	lua_newtable(L);                               /* the delays' metatable */
+	lua_pushcfunction(L, delay_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcclosure(L, delay_after, 1);
+	lua_setfield(L, -2, "after");
+	lua_pushcfunction(L, delay_spawn);
+	lua_setfield(L, -2, "spawn");
 	return 1;
 }

@@ -4,7 +4,29 @@
 #include "loop.h"
 
 /* Slots are indices into LEM_ANCHORS. Freed ones are reused first, so the table stays an
- * array as long as the peak number of anchored values. */
+ * array as long as the peak number of anchored values. It is made anew, twice as large,
+ * when it is full: storing into it then never allocates, so that a memory error can only
+ * come while growing, on T, where a protected call or the coroutine gets it. */
+static void grow(lem_loop *loop, lua_State *T)
+{
+	lua_State *L = loop->L;
+	int cap = loop->free_anchors_cap ? 2 * loop->free_anchors_cap : 64;
+	int *p = realloc(loop->free_anchors, cap * sizeof *p);   /* holds no more than cap */
+
+	if (!p)
+		luaL_error(T, "not enough memory");
+	loop->free_anchors = p;
+	lua_createtable(T, cap, 0);
+	for (int i = 1; i <= loop->anchors_len; i++) {
+		lua_rawgeti(L, LEM_ANCHORS, i);
+		lua_xmove(L, T, 1);
+		lua_rawseti(T, -2, i);
+	}
+	lua_xmove(T, L, 1);
+	lua_replace(L, LEM_ANCHORS);
+	loop->free_anchors_cap = cap;
+}
+
 int lem_anchor(lem_loop *loop, lua_State *T)
 {
 	lua_State *L = loop->L;
@@ -17,20 +39,23 @@ int lem_anchor(lem_loop *loop, lua_State *T)
 	if (loop->nfree_anchors > 0) {
 		slot = loop->free_anchors[--loop->nfree_anchors];
 	} else {
-		if (loop->anchors_len == loop->free_anchors_cap) {
-			/* free_anchors never holds more than anchors_len slots */
-			int cap = loop->free_anchors_cap ? 2 * loop->free_anchors_cap : 64;
-			int *p = realloc(loop->free_anchors, cap * sizeof *p);
-			if (!p)
-				lem_fatal("out of memory (anchors)");
-			loop->free_anchors = p;
-			loop->free_anchors_cap = cap;
-		}
+		if (loop->anchors_len == loop->free_anchors_cap)
+			grow(loop, T);
 		slot = ++loop->anchors_len;
 	}
 	lua_xmove(T, L, 1);
 	lua_rawseti(L, LEM_ANCHORS, slot);
 	return slot;
+}
+
+void lem_anchor_set(lem_loop *loop, lua_State *T, int slot)
+{
+	if (slot <= 0 || loop->closing) {
+		lua_pop(T, 1);
+		return;
+	}
+	lua_xmove(T, loop->L, 1);
+	lua_rawseti(loop->L, LEM_ANCHORS, slot);
 }
 
 void lem_anchor_push(lem_loop *loop, lua_State *T, int slot)
@@ -49,75 +74,9 @@ void lem_unanchor(lem_loop *loop, int slot)
 	loop->free_anchors[loop->nfree_anchors++] = slot;
 }
 
-struct lem_wait *lem_wait_get(lem_loop *loop)
-{
-	struct lem_wait *w = loop->free_waits;
-
-	if (w) {
-		loop->free_waits = w->next_free;
-		return w;
-	}
-	w = malloc(sizeof *w);
-	if (!w)
-		lem_fatal("out of memory (timers)");
-	w->loop = loop;
-	w->next_all = loop->all_waits;
-	loop->all_waits = w;
-	return w;
-}
-
-void lem_wait_put(lem_loop *loop, struct lem_wait *w)
-{
-	w->next_free = loop->free_waits;
-	loop->free_waits = w;
-}
-
 /* After lua_close and before the ev_loop goes. */
 void lem_anchor_free(lem_loop *loop)
 {
-	struct lem_wait *w, *next;
-
-	for (w = loop->all_waits; w; w = next) {
-		next = w->next_all;
-		free(w);
-	}
-	loop->all_waits = loop->free_waits = NULL;
 	free(loop->free_anchors);
 	loop->free_anchors = NULL;
-}
-
-/* ---- holds: the public API's anchors, keyed by coroutine ---- */
-
-static void hold_set(lem_loop *loop, lua_State *T, int on)
-{
-	lua_State *L = loop->L;
-
-	if (loop->closing)
-		return;
-	lua_pushthread(T);
-	lua_xmove(T, L, 1);
-	if (on)
-		lua_pushboolean(L, 1);
-	else
-		lua_pushnil(L);
-	lua_rawset(L, LEM_HOLDS);
-}
-
-void lem_hold(lem_loop *loop, lua_State *T)
-{
-	hold_set(loop, T, 1);
-}
-
-void lem_forget(lem_loop *loop, lua_State *T)
-{
-	hold_set(loop, T, 0);
-}
-
-lua_State *lem_newthread(lem_loop *loop)
-{
-	lua_State *T = lem_sched_thread(loop);
-
-	lem_hold(loop, T);
-	lua_pop(loop->L, 1);
-	return T;
 }

@@ -63,7 +63,7 @@ static void tfd_cb(struct ev_loop *ev, ev_io *w, int revents)
 	loop->tfd_want = loop->tfd_armed = NEVER;
 }
 
-void lem_loop_deadline(lem_loop *loop, ev_tstamp at)
+void lem_deadline(lem_loop *loop, ev_tstamp at)
 {
 	if (at < loop->tfd_want)
 		loop->tfd_want = at;
@@ -117,13 +117,11 @@ lem_loop *lem_loop_new(const char *progname)
 	luaL_openlibs(L);
 
 	luaL_checkstack(L, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
-	for (int i = LEM_POOL; i < LEM_TRACEBACK; i++)
+	for (int i = LEM_SPARES; i < LEM_TRACEBACK; i++)
 		lua_newtable(L);
 	lua_getglobal(L, "debug");
 	lua_getfield(L, -1, "traceback");
 	lua_remove(L, -2);
-	lem_trampoline_push(L);
-	loop->trampoline = luaL_ref(L, LUA_REGISTRYINDEX);
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -153,7 +151,6 @@ err:
 int lem_loop_run(lem_loop *loop)
 {
 	lem_current = loop;
-	lem_sched_step(loop);
 	ev_prepare_start(loop->ev, &loop->drain);
 	ev_unref(loop->ev);    /* the drain alone keeps nothing alive */
 	if (loop->mbox)

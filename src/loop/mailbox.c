@@ -197,10 +197,10 @@ void lem_mbox_run(lem_loop *loop)
 	}
 }
 
-static void free_msgs(struct lem_msg *m)
+static void free_msgs(struct lem_vmsg *m)
 {
 	while (m) {
-		struct lem_msg *next = m->next;
+		struct lem_vmsg *next = m->next;
 		free(m);
 		m = next;
 	}
@@ -236,7 +236,7 @@ void lem_mbox_close(lem_loop *loop)
 		g->on_finish(g);
 }
 
-int lem_mbox_send(struct lem_group *g, int to, struct lem_msg *m)
+int lem_mbox_send(struct lem_group *g, int to, struct lem_vmsg *m)
 {
 	struct lem_mbox *mb = &g->mbox[to - 1];
 	int err = 0;
@@ -258,9 +258,9 @@ int lem_mbox_send(struct lem_group *g, int to, struct lem_msg *m)
 	return err;
 }
 
-struct lem_msg *lem_mbox_take(struct lem_mbox *mb)
+struct lem_vmsg *lem_mbox_take(struct lem_mbox *mb)
 {
-	struct lem_msg *m;
+	struct lem_vmsg *m;
 
 	if (!mb->lhead) {
 		pthread_mutex_lock(&mb->lock);

@@ -14,8 +14,8 @@
 
 #define LEM_MAILBOX_DEFAULT 65536   /* messages a mailbox holds before send says 'full' */
 
-struct lem_msg {
-	struct lem_msg *next, *prev;      /* prev: only among the handed (loops.c) */
+struct lem_vmsg {
+	struct lem_vmsg *next, *prev;      /* prev: only among the handed (loops.c) */
 	int from;                   /* sender's loop id */
 	int nvalues;                /* top-level values */
 	size_t len, cap;            /* bytes of data used, allocated */
@@ -27,7 +27,7 @@ struct lem_recv;                    /* a coroutine waiting in receive (loops.c) 
 struct lem_mbox {
 	/* shared with senders: under lock */
 	pthread_mutex_t lock;
-	struct lem_msg *head, **tail;
+	struct lem_vmsg *head, **tail;
 	int closed;                 /* the owner finished: sends fail with 'closed' */
 	/* shared, atomics */
 	unsigned pending;           /* messages sent and not yet received */
@@ -40,11 +40,11 @@ struct lem_mbox {
 	uint64_t epoch;             /* idle periods begun; written under the group's lock */
 	lem_loop *loop;
 	ev_async wake;
-	struct lem_msg *lhead;            /* taken from the shared queue, not yet received */
+	struct lem_vmsg *lhead;            /* taken from the shared queue, not yet received */
 	struct lem_recv *whead, *wlast;   /* waiting receivers, first come first served */
 	int nwaiting;
 	int ntimed;                       /* of those, receives with a timeout */
-	struct lem_msg *handed;           /* given to woken receivers, not yet decoded */
+	struct lem_vmsg *handed;           /* given to woken receivers, not yet decoded */
 	struct lem_recv *spare;           /* a receiver allocated before a suspension that
 	                                     raised, for the next one (loops.c) */
 	unsigned burst;                   /* receives served at once since the last yield */
@@ -90,16 +90,16 @@ void lem_mbox_close(lem_loop *loop);
 
 /* Any thread: appends m to loop to's mailbox and wakes it. Takes m on success.
  * Returns 0, -EPIPE (closed) or -ENOSPC (full). */
-int lem_mbox_send(struct lem_group *g, int to, struct lem_msg *m);
+int lem_mbox_send(struct lem_group *g, int to, struct lem_vmsg *m);
 /* Owner: the next message not yet received, removed from the mailbox, or NULL. */
-struct lem_msg *lem_mbox_take(struct lem_mbox *mb);
+struct lem_vmsg *lem_mbox_take(struct lem_mbox *mb);
 
 /* message.c: encoding values [first, last] of L; NULL and a message on L's stack for
  * errors that name argument numbers (the caller raises). Decoding pushes the values and
  * raises when it fails (out of memory): it runs protected, where the message is freed. */
-struct lem_msg *lem_msg_encode(lua_State *L, int first, int last, int *badarg);
-void lem_msg_decode(lua_State *L, const struct lem_msg *m);
-struct lem_msg *lem_msg_copy(const struct lem_msg *m);
+struct lem_vmsg *lem_msg_encode(lua_State *L, int first, int last, int *badarg);
+void lem_msg_decode(lua_State *L, const struct lem_vmsg *m);
+struct lem_vmsg *lem_msg_copy(const struct lem_vmsg *m);
 
 /* loops.c: the receivers' side, called by the mailbox owner. */
 void lem_loops_deliver(lem_loop *loop);           /* hand messages to waiting receivers */

@@ -27,7 +27,7 @@ struct frame {
 };
 
 struct enc {
-	struct lem_msg *m;
+	struct lem_vmsg *m;
 	struct frame f[MAX_DEPTH];     /* the tables being encoded, outermost first */
 	int depth;
 	const char *err;               /* why encoding failed */
@@ -36,7 +36,7 @@ struct enc {
 
 static int reserve(struct enc *e, size_t n)
 {
-	struct lem_msg *m = e->m;
+	struct lem_vmsg *m = e->m;
 
 	if (m->len + n <= m->cap)
 		return 0;
@@ -163,7 +163,7 @@ static int encode(struct enc *e, lua_State *L, int idx)
 	return 0;
 }
 
-struct lem_msg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
+struct lem_vmsg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
 {
 	struct enc e;
 	int i, top = lua_gettop(L);
@@ -200,9 +200,9 @@ struct lem_msg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
 	return e.m;
 }
 
-struct lem_msg *lem_msg_copy(const struct lem_msg *m)
+struct lem_vmsg *lem_msg_copy(const struct lem_vmsg *m)
 {
-	struct lem_msg *c = malloc(sizeof *c + m->len);
+	struct lem_vmsg *c = malloc(sizeof *c + m->len);
 
 	if (c) {
 		memcpy(c, m, sizeof *c + m->len);
@@ -229,7 +229,7 @@ static size_t get_len(const unsigned char **p)
 /* Pushes the values of m on L, the stack of tables being filled kept in C and on L's
  * stack, not in C recursion. Raises on failure (out of memory, or a message nested deeper
  * than any encoder makes): call it protected. */
-void lem_msg_decode(lua_State *L, const struct lem_msg *m)
+void lem_msg_decode(lua_State *L, const struct lem_vmsg *m)
 {
 	const unsigned char *p = m->data;
 	int t[MAX_DEPTH];   /* stack indices of the tables being filled */

@@ -8,7 +8,7 @@
  * few enough that I/O and timers are still served every iteration. */
 #define LEM_BATCH 1024
 /* Finished coroutines kept for reuse: a new lua_State costs about 1 KB and a malloc. */
-#define LEM_POOL_MAX 1024
+#define LEM_SPARES_MAX 1024
 /* Runqueue entries per segment; PUC Lua lets a C function's stack hold 8000 values. */
 #define LEM_SEG 1024
 
@@ -77,10 +77,10 @@ static void seg_put(lem_loop *loop, struct lem_rq_seg *seg)
 void lem_sched_init(lem_loop *loop)
 {
 	loop->rq_first = loop->rq_last = seg_get(loop);
-	loop->pool = lua_newthread(loop->L);
-	if (!lua_checkstack(loop->pool, LEM_POOL_MAX))
-		lem_fatal("out of memory (coroutine pool)");
-	lua_replace(loop->L, LEM_POOL);
+	loop->spares = lua_newthread(loop->L);
+	if (!lua_checkstack(loop->spares, LEM_SPARES_MAX))
+		lem_fatal("out of memory (spare coroutines)");
+	lua_replace(loop->L, LEM_SPARES);
 }
 
 /* After lua_close: every segment is in the runqueue or in the free list. */
@@ -96,20 +96,22 @@ void lem_sched_free(lem_loop *loop)
 	loop->rq_free = loop->rq_first = loop->rq_last = NULL;
 }
 
-/* A C function as the body of a coroutine runs under the trampoline (trampoline.c) in
- * PUC Lua 5.1. Returns the new argument count. */
-int lem_sched_body(lem_loop *loop, lua_State *co, int nargs)
+/* ---- C functions as bodies (PUC Lua 5.1) ----
+ * utils.spawn(s.sleep, s) and pcall(utils.yield) make a coroutine whose body is a C
+ * function that may suspend. PUC Lua 5.1 cannot resume such a coroutine (its
+ * coroutine.create takes Lua functions only): once the body has yielded there is no
+ * Lua frame under it to return to. But a body that yielded has nothing left to do but
+ * return the values it is resumed with, so lem does not resume it: the coroutine has
+ * ended with those values. It keeps its yielded status and is never reused. LuaJIT
+ * resumes C bodies itself. */
+#ifndef LEM_LUAJIT
+static int body_yielded(lua_State *co)
 {
-#ifdef LEM_LUAJIT
-	(void)loop; (void)co;
-	return nargs;
-#endif
-	if (!lua_iscfunction(co, -nargs - 1))
-		return nargs;
-	lua_rawgeti(co, LUA_REGISTRYINDEX, loop->trampoline);   /* still there in lua_close */
-	lua_insert(co, -nargs - 2);
-	return nargs + 1;
+	lua_Debug ar;
+
+	return !lua_getstack(co, 1, &ar);   /* the yielded C function is the body */
 }
+#endif
 
 /* A new entry at the tail of the runqueue; the caller puts its value (T, or the queued
  * function) on top of the returned segment's anchoring stack. */
@@ -138,8 +140,6 @@ void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
-	if (token == 0)
-		nargs = lem_sched_body(loop, T, nargs);
 	seg = rq_append(loop, T, token, nargs);
 	lua_pushthread(T);
 	lua_xmove(T, seg->A, 1);
@@ -204,13 +204,13 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 /* Finished coroutines wait for reuse on the stack of a coroutine of their own (P): taking
  * one and giving one back are each a lua_xmove. */
 
-/* Pushes onto L a coroutine with an empty stack, recycled when one is at hand. */
-lua_State *lem_sched_thread(lem_loop *loop)
+/* [-0, +1, m] on loop->L: a coroutine with an empty stack, recycled when one is at hand. */
+lua_State *lem_sched_pushthread(lem_loop *loop)
 {
-	if (loop->pool_len == 0 || loop->closing)
+	if (loop->nspares == 0 || loop->closing)
 		return lua_newthread(loop->L);
-	loop->pool_len--;
-	lua_xmove(loop->pool, loop->L, 1);
+	loop->nspares--;
+	lua_xmove(loop->spares, loop->L, 1);
 	return lua_tothread(loop->L, -1);
 }
 
@@ -219,48 +219,15 @@ lua_State *lem_sched_thread(lem_loop *loop)
 void lem_sched_recycle(lem_loop *loop, lua_State *T)
 {
 	lua_settop(T, 0);
-	if (loop->pool_len >= LEM_POOL_MAX || loop->closing)
+	if (loop->nspares >= LEM_SPARES_MAX || loop->closing)
 		return;
 #ifndef LEM_LUAJIT   /* LuaJIT's hook is one for all coroutines, not T's own */
 	if (lua_gethook(T))       /* a new coroutine has none: neither has a reused one */
 		lua_sethook(T, NULL, 0, 0);
 #endif
-	loop->pool_len++;
+	loop->nspares++;
 	lua_pushthread(T);
-	lua_xmove(T, loop->pool, 1);
-}
-
-/* Queues the next start-up step (LUA_INIT, -e, -l, the script) once the last one ended. */
-void lem_sched_step(lem_loop *loop)
-{
-	lua_State *L = loop->L, *co;
-	int i = loop->steps_next, n = 0;
-
-	loop->step = NULL;
-	if (i >= loop->steps_len || loop->stopping)
-		return;
-	loop->steps_next++;
-	co = lem_sched_thread(loop);
-	lua_rawgeti(L, LEM_STEPS, 2 * i + 1);        /* function */
-	lua_rawgeti(L, LEM_STEPS, 2 * i + 2);        /* its arguments: {n = ..., ...} or nil */
-	if (lua_istable(L, -1)) {
-		lua_getfield(L, -1, "n");
-		n = (int)lua_tointeger(L, -1);
-		lua_pop(L, 1);
-		luaL_checkstack(L, n, "too many arguments");
-		for (int k = 1; k <= n; k++)
-			lua_rawgeti(L, -k, k);
-	}
-	lua_remove(L, -n - 1);
-	lua_checkstack(co, n + 2);
-	lua_xmove(L, co, n + 1);
-	for (int k = 1; k <= 2; k++) {               /* the step needs no anchor any more */
-		lua_pushnil(L);
-		lua_rawseti(L, LEM_STEPS, 2 * i + k);
-	}
-	loop->step = co;
-	lem_sched_push(loop, co, 0, n);
-	lua_pop(L, 1);
+	lua_xmove(T, loop->spares, 1);
 }
 
 /* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. */
@@ -272,10 +239,10 @@ static void run_one(lem_loop *loop)
 
 	if (!T) {   /* a queued function: its coroutine, made now, is anchored on L */
 		struct lem_rq_seg *seg = loop->rq_seg;
-		T = lem_sched_thread(loop);
+		T = lem_sched_pushthread(loop);
 		lua_pushvalue(seg->A, (int)seg->head);
 		lua_xmove(seg->A, T, 1);
-		nargs = lem_sched_body(loop, T, 0);
+		nargs = 0;
 		made = 1;
 	} else if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
 	                                  lua_gettop(T) <= nargs ||
@@ -287,6 +254,13 @@ static void run_one(lem_loop *loop)
 		 * raised) is stale. */
 		return;
 	}
+#ifndef LEM_LUAJIT
+	else if (e->token != 0 && body_yielded(T)) {
+		if (T == loop->step)
+			loop->step_done(loop);
+		return;
+	}
+#endif
 	loop->running = loop->yielder = loop->inner = T;
 	loop->suspended = 0;
 	status = lua_resume(T, nargs);
@@ -298,7 +272,7 @@ static void run_one(lem_loop *loop)
 		}
 	} else if (status == 0) {
 		if (T == loop->step)
-			lem_sched_step(loop);
+			loop->step_done(loop);
 		lem_sched_recycle(loop, T);
 	} else {
 		lem_loop_fail(loop, T);
@@ -328,7 +302,7 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 	lem_loop_before_poll(loop);
 }
 
-/* ---- suspending and waking ---- */
+/* ---- suspending and waking (lem.h) ---- */
 
 static int cannot_suspend(lua_State *T)
 {
@@ -336,114 +310,102 @@ static int cannot_suspend(lua_State *T)
 	                     "(inside coroutine.resume or coroutine.wrap?)");
 }
 
-/* Suspends T and queues it to resume with the nargs values on top of its stack:
- * utils.yield() and sleeps that end at once. lua_yield comes first so that, where T
- * cannot yield (a C-call boundary), it raises before anything is queued. */
-int lem_sched_self(lua_State *T, lem_loop *loop, int nargs)
+int lem_suspendable(lua_State *T)
 {
+	return T == lem_current->yielder;
+}
+
+/* lua_yield comes first so that, where T cannot yield (a C-call boundary), it raises
+ * before anything is queued. */
+int lem_yield(lua_State *T, int n)
+{
+	lem_loop *loop = lem_current;
+
 	if (T != loop->yielder)
 		return cannot_suspend(T);
-	lua_yield(T, nargs);
-	rq_requeue(loop, loop->running, nargs);
+	lua_yield(T, n);
+	rq_requeue(loop, loop->running, n);
 	loop->suspended = 1;
 	return -1;
 }
 
-/* The value on top of a suspended coroutine's stack is the token of its suspension; the
- * values a waker gives go above it. */
-
-/* Starts a suspension of T: fills w, or raises where T may not suspend. The caller then
- * registers w and returns lem_sched_yield(). If that lua_yield raises, w is stale. */
-void lem_sched_wait(lua_State *T, lem_loop *loop, lem_waiter *w)
+/* The value on top of a suspended coroutine's stack is the token of its suspension (its
+ * mark); the values a waker gives go above it. Tokens are even; a woken suspension's mark
+ * is made odd, so that a second wake finds it stale. */
+int lem_suspend(lua_State *T, lem_waiter *w, int keep)
 {
+	lem_loop *loop = lem_current;
+
+	if (T != loop->yielder)
+		return cannot_suspend(T);
+	lua_pushlightuserdata(T, (void *)(loop->token + 2));
+	lua_yield(T, keep + 1);
+	w->co = loop->running;
+	w->token = (loop->token += 2);
+	loop->suspended = 1;
+	return -1;
+}
+
+int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
+{
+	lua_State *co = w->co;
+	struct lem_rq_seg *seg;
+
+	if (!co || lua_status(co) != LUA_YIELD ||
+	    lua_touserdata(co, -1) != (void *)w->token || loop->closing) {
+		lua_pop(from, nargs);
+		return 0;
+	}
+	lua_pushlightuserdata(co, (void *)(w->token | 1));
+	lua_replace(co, -2);
+	if (nargs > 0) {
+		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
+		lua_xmove(from, co, nargs);
+	}
+	seg = rq_append(loop, co, w->token | 1, nargs);
+	lua_pushthread(co);
+	lua_xmove(co, seg->A, 1);
+	return 1;
+}
+
+void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
+{
+	lua_State *co;
+
+	if (nargs == 0) {         /* its coroutine is made when it runs */
+		lem_sched_push_func(loop, from);
+		return;
+	}
+	co = lem_sched_pushthread(loop);
+	lua_checkstack(co, nargs + 1);
+	lua_xmove(from, co, nargs + 1);
+	lem_sched_push(loop, co, 0, nargs);
+	lua_pop(loop->L, 1);
+}
+
+/* TEMPORARY, until lem.io and lem.loops use lem_suspend: the wait-first suspension. */
+void lem_sched_wait(lua_State *T, lem_waiter *w)
+{
+	lem_loop *loop = lem_current;
+
 	if (T != loop->yielder)
 		cannot_suspend(T);
 	w->co = loop->running;
 	w->token = (loop->token += 2);
 }
 
-int lem_sched_yield(lua_State *T, lem_loop *loop, const lem_waiter *w)
+int lem_sched_yieldw(lua_State *T, const lem_waiter *w)
 {
 	lua_pushlightuserdata(T, (void *)w->token);
 	lua_yield(T, 1);
-	loop->suspended = 1;
+	lem_current->suspended = 1;
 	return -1;
 }
 
-/* For lem's own modules: suspends T first and lets the caller register w afterwards, so
- * that nothing is left registered where T cannot yield (lua_yield raises first). The keep
- * values on top of T's stack stay at indices 1..keep, the token above them; the caller
- * leaves T's stack so and returns lem_sched_suspended(). */
-void lem_sched_suspend(lua_State *T, lem_loop *loop, lem_waiter *w, int keep)
-{
-	lem_sched_wait(T, loop, w);
-	lua_pushlightuserdata(T, (void *)w->token);
-	lua_yield(T, keep + 1);
-}
-
-int lem_sched_suspended(lua_State *T, lem_loop *loop)
-{
-	(void)T;
-	loop->suspended = 1;
-	return -1;
-}
-
-void lem_wait(lua_State *T, lem_waiter *w)
-{
-	lem_sched_wait(T, lem_current, w);
-}
-
-int lem_yield(lua_State *T, const lem_waiter *w)
-{
-	return lem_sched_yield(T, lem_current, w);
-}
-
-/* Moves the nargs resume values on top of `from` onto the suspended co. */
-static void move_args(lua_State *co, lua_State *from, int nargs)
-{
-	if (nargs > 0) {
-		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
-		lua_xmove(from, co, nargs);
-	}
-}
-
-/* Whether w's coroutine is still in the suspension that filled w. */
 int lem_sched_valid(const lem_waiter *w)
 {
 	return w->co && lua_status(w->co) == LUA_YIELD &&
 	       lua_touserdata(w->co, -1) == (void *)w->token;
-}
-
-int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
-{
-	if (!lem_sched_valid(w) || loop->closing) {
-		lua_pop(from, nargs);
-		return 0;
-	}
-	lua_pushlightuserdata(w->co, (void *)(w->token | 1));   /* a second wake is stale */
-	lua_replace(w->co, -2);
-	move_args(w->co, from, nargs);
-	lem_sched_push(loop, w->co, w->token | 1, nargs);
-	return 1;
-}
-
-/* Queues the suspended co, which its waker checked and which no other waker can wake
- * from this suspension, to resume with the nargs values under co on top of `from`; token
- * is the one on top of co's stack. Pops co and the values. */
-void lem_sched_wake(lem_loop *loop, lua_State *co, uintptr_t token, lua_State *from,
-                    int nargs)
-{
-	if (loop->closing) {
-		lua_pop(from, nargs + 1);
-		return;
-	}
-	lua_xmove(from, rq_append(loop, co, token, nargs)->A, 1);
-	move_args(co, from, nargs);
-}
-
-void lem_queue(lem_loop *loop, lua_State *T, int nargs)
-{
-	lem_sched_push(loop, T, 0, nargs);
 }
 
 /* ---- yield-safe pcall for PUC Lua 5.1 (see pcall.c) ----
@@ -468,18 +430,29 @@ int lem_sched_nested(lua_State *T)
 			lua_concat(T, 2);
 			return lua_error(T);
 		}
-		co = lem_sched_thread(loop);
+		co = lem_sched_pushthread(loop);
 		lua_xmove(L, T, 1);
 		lua_replace(T, 2);
 		nargs = n - 3;
 		lua_checkstack(co, nargs + 2);
 		lua_xmove(T, co, nargs + 1);
-		nargs = lem_sched_body(loop, co, nargs);
 	} else {
 		co = lua_tothread(T, 2);
 		if (!co)
 			return luaL_typerror(T, 2, "coroutine");
 		nargs = n - 2;
+#ifndef LEM_LUAJIT
+		if (body_yielded(co)) {   /* it returns what it is resumed with */
+			lua_checkstack(T, 3);
+			lua_pushnil(T);
+			lua_replace(T, 1);
+			lua_pushboolean(T, 1);
+			lua_replace(T, 2);
+			lua_pushboolean(T, 1);
+			lua_insert(T, 3);
+			return nargs + 3;
+		}
+#endif
 		lua_checkstack(co, nargs);
 		lua_xmove(T, co, nargs);
 	}

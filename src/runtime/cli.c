@@ -83,6 +83,10 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 	cli->argv = argv;
 	cli->loops = 1;
 	cli->mailbox = LEM_MAILBOX_DEFAULT;
+	if (!(cli->opts = malloc(argc * sizeof *cli->opts))) {
+		fprintf(stderr, "%s: not enough memory\n", prog);
+		return 1;
+	}
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v;
 
@@ -107,6 +111,8 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			if (a[2] == '\0' && ++i >= argc)
 				return bad(prog, "'%s' needs an argument", a);
 			has_e |= a[1] == 'e';
+			cli->opts[cli->nopts].kind = a[1];
+			cli->opts[cli->nopts++].value = a[2] ? a + 2 : argv[i];
 			continue;
 		}
 		if ((v = long_value(argc, argv, &i, "--loops"))) {
@@ -146,4 +152,13 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 		cli->run_stdin = 1;
 	}
 	return -1;
+}
+
+void lem_cli_free(struct lem_cli *cli)
+{
+	free(cli->opts);
+	free(cli->chunk);
+	free(cli->chunkname);
+	cli->opts = NULL;
+	cli->chunk = cli->chunkname = NULL;
 }

@@ -34,8 +34,10 @@ int main(int argc, char **argv)
 		return 1;
 	status = lem_cli_parse(&cli, argc, argv);
 
-	if (status >= 0)
+	if (status >= 0) {
+		lem_cli_free(&cli);
 		return status;
+	}
 	/* A write to a closed peer must be an error return (EPIPE), not a dead process. A
 	 * handler that does nothing, not SIG_IGN: an ignored signal stays ignored across exec,
 	 * and the commands of os.execute and io.popen expect SIGPIPE as usual. */
@@ -44,9 +46,7 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_sigpipe;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGPIPE, &sa, NULL);
-	if (lem_read_script(&cli) != 0)
-		return 1;
-	status = lem_run(&cli);
-	lem_free_script(&cli);
+	status = lem_start_read(&cli) != 0 ? 1 : lem_threads_run(&cli);
+	lem_cli_free(&cli);
 	return status;
 }

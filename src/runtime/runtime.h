@@ -4,8 +4,16 @@
 
 #include "../loop/loop.h"
 
+/* An -e chunk or an -l library, in command-line order. */
+struct lem_cli_opt {
+	char kind;        /* 'e' or 'l' */
+	const char *value;
+};
+
 struct lem_cli {
 	int script;       /* argv index of the script ("-" for stdin), or 0 */
+	struct lem_cli_opt *opts;   /* the -e and -l options, nopts of them */
+	int nopts;
 	int run_stdin;    /* no script, no -e, no -v and stdin is not a terminal */
 	int argc;
 	char **argv;
@@ -24,16 +32,17 @@ int luaopen_lem_io(lua_State *L);
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
+void lem_cli_free(struct lem_cli *cli);   /* with what lem_start_read read */
 
 /* start.c: reads the script (a file, standard input, a pipe or a FIFO) once, in the main
  * thread, so that every loop gets the same bytes. Returns 0, or 1 once it has said why. */
-int lem_read_script(struct lem_cli *cli);
-void lem_free_script(struct lem_cli *cli);
-/* Sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up steps.
- * Returns 0, or 1 with the error message on top of loop->L. */
+int lem_start_read(struct lem_cli *cli);
+/* Sets `arg` and queues LUA_INIT, -e, -l and the script as the loop's start-up steps,
+ * each run in a coroutine once the one before has returned. Returns 0, or 1 with the
+ * error message on top of loop->L. */
 int lem_start(lem_loop *loop, const struct lem_cli *cli);
 
 /* threads.c: runs cli->loops loops until all have finished; returns the exit status. */
-int lem_run(const struct lem_cli *cli);
+int lem_threads_run(const struct lem_cli *cli);
 
 #endif

@@ -7,23 +7,65 @@
 #include <unistd.h>
 #include "runtime.h"
 
-/* Appends the function on top of L as the next step, with the n values below it as
- * its arguments. */
+/* ---- start-up steps ----
+ * LUA_INIT, each -e and -l, then the script: each runs in a coroutine of its own once the
+ * one before it has returned, as lua.c runs them one after another. The list is a table
+ * anchored in the loop: {n = count, next = index, [i] = {func, args...}}. */
+
+/* Appends the function on top of L, with the n values below it as its arguments. */
 static void add_step(lem_loop *loop, int n)
 {
 	lua_State *L = loop->L;
-	int i = loop->steps_len++;
+	int i;
 
-	lua_rawseti(L, LEM_STEPS, 2 * i + 1);
-	if (n > 0) {
-		lua_createtable(L, n, 1);
-		lua_insert(L, -n - 1);
-		for (int k = n; k >= 1; k--)
-			lua_rawseti(L, -k - 1, k);
-		lua_pushinteger(L, n);
-		lua_setfield(L, -2, "n");
-		lua_rawseti(L, LEM_STEPS, 2 * i + 2);
+	lem_anchor_push(loop, L, loop->steps);
+	lua_getfield(L, -1, "n");
+	i = (int)lua_tointeger(L, -1) + 1;
+	lua_pop(L, 1);
+	lua_pushinteger(L, i);
+	lua_setfield(L, -2, "n");
+	lua_insert(L, -n - 2);                  /* steps, args..., func */
+	lua_createtable(L, n + 1, 0);
+	lua_insert(L, -n - 2);                  /* steps, step, args..., func */
+	lua_rawseti(L, -n - 2, 1);
+	for (int k = n + 1; k >= 2; k--)
+		lua_rawseti(L, -k, k);
+	lua_rawseti(L, -2, i);
+	lua_pop(L, 1);
+}
+
+/* Queues the next step, if any (the loop's step_done). */
+static void next_step(lem_loop *loop)
+{
+	lua_State *L = loop->L, *co;
+	int i, n;
+
+	loop->step = NULL;
+	lem_anchor_push(loop, L, loop->steps);
+	lua_getfield(L, -1, "next");
+	i = (int)lua_tointeger(L, -1) + 1;
+	lua_pop(L, 1);
+	lua_rawgeti(L, -1, i);
+	if (lua_isnil(L, -1) || loop->stopping) {
+		lua_pop(L, 2);
+		lem_unanchor(loop, loop->steps);
+		loop->steps = 0;
+		return;
 	}
+	lua_pushinteger(L, i);
+	lua_setfield(L, -3, "next");
+	lua_pushnil(L);
+	lua_rawseti(L, -3, i);                  /* the step needs no anchor any more */
+	n = (int)lua_objlen(L, -1);
+	co = lem_sched_pushthread(loop);        /* steps, step, co */
+	luaL_checkstack(L, n, "too many arguments");
+	lua_checkstack(co, n);
+	for (int k = 1, step = lua_gettop(L) - 1; k <= n; k++)
+		lua_rawgeti(L, step, k);
+	lua_xmove(L, co, n);
+	loop->step = co;
+	lem_sched_push(loop, co, 0, n - 1);
+	lua_pop(L, 3);
 }
 
 static int failed(lem_loop *loop)
@@ -69,10 +111,13 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 {
 	lua_State *L = loop->L;
 	const char *init = getenv("LUA_INIT");
-	int i, end = cli->script ? cli->script : cli->argc;
+	int i;
 
 	preload(L);
 	set_arg(L, cli);
+	lua_newtable(L);
+	loop->steps = lem_anchor(loop, L);
+	loop->step_done = next_step;
 	if (init && init[0] == '@') {
 		if (luaL_loadfile(L, init + 1) != 0)
 			return failed(loop);
@@ -82,13 +127,10 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 			return failed(loop);
 		add_step(loop, 0);
 	}
-	for (i = 1; i < end; i++) {
-		const char *a = cli->argv[i], *v;
+	for (i = 0; i < cli->nopts; i++) {
+		const char *v = cli->opts[i].value;
 
-		if (a[0] != '-' || (a[1] != 'e' && a[1] != 'l'))
-			continue;
-		v = a[2] ? a + 2 : cli->argv[++i];
-		if (a[1] == 'e') {
+		if (cli->opts[i].kind == 'e') {
 			if (luaL_loadbuffer(L, v, strlen(v), "=(command line)") != 0)
 				return failed(loop);
 			add_step(loop, 0);
@@ -117,6 +159,7 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 			return failed(loop);
 		add_step(loop, n);
 	}
+	next_step(loop);
 	return 0;
 }
 
@@ -147,7 +190,7 @@ static char *read_all(int fd, size_t *len)
 	return NULL;
 }
 
-int lem_read_script(struct lem_cli *cli)
+int lem_start_read(struct lem_cli *cli)
 {
 	const char *name = cli->script ? cli->argv[cli->script] : "-";
 	int std = strcmp(name, "-") == 0, fd = std ? STDIN_FILENO : open(name, O_RDONLY | O_CLOEXEC);
@@ -179,11 +222,4 @@ int lem_read_script(struct lem_cli *cli)
 	else
 		snprintf(cli->chunkname, n, "@%s", name);
 	return 0;
-}
-
-void lem_free_script(struct lem_cli *cli)
-{
-	free(cli->chunk);
-	free(cli->chunkname);
-	cli->chunk = cli->chunkname = NULL;
 }

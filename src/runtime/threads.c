@@ -187,7 +187,7 @@ static int make_loops(struct lem_group *g, struct thread *threads, int n)
 	return i;
 }
 
-int lem_run(const struct lem_cli *cli)
+int lem_threads_run(const struct lem_cli *cli)
 {
 	int n = cli->loops, i, made, err, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	struct lem_group *g = lem_group_new(n, cli->mailbox);

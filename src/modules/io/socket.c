@@ -339,10 +339,10 @@ static int tcp_listen(lua_State *T)
 		err = listener_bind_list(l, res);
 		freeaddrinfo(res);
 	} else if (err == EAI_NONAME) {          /* a name: look it up on the pool */
-		lem_wait(T, &l->acc.w);
+		lem_sched_wait(T, &l->acc.w);
 		if ((err = resolve_start(T, 4, host, port, 1, &l->acc)) != 0)
 			return err;
-		return lem_yield(T, &l->acc.w);
+		return lem_sched_yieldw(T, &l->acc.w);
 	} else {
 		return lookup_error(T, err, errno);
 	}
@@ -453,7 +453,7 @@ static void listener_spawn(struct io_listener *l)
 				listener_pause(l);
 			return;        /* EAGAIN, or a client that went: the next event */
 		}
-		co = lem_sched_thread(loop);           /* on loop->L */
+		co = lem_sched_pushthread(loop);           /* on loop->L */
 		lem_anchor_push(loop, co, l->handler);
 		if (accepted_push(&c, co) != 1) {      /* the client is closed */
 			lem_sched_recycle(loop, co);
@@ -584,14 +584,14 @@ static int listener_accept(lua_State *T)
 		lua_pushliteral(T, "timeout");
 		return 2;
 	}
-	lem_wait(T, &l->acc.w);
+	lem_sched_wait(T, &l->acc.w);
 	io_anchor_co(l->loop, &l->acc);
 	ev_io_start(l->loop->ev, &l->r);
 	if (timeout > 0) {
 		ev_timer_set(&l->timer, timeout, 0);
 		ev_timer_start(l->loop->ev, &l->timer);
 	}
-	return lem_yield(T, &l->acc.w);
+	return lem_sched_yieldw(T, &l->acc.w);
 }
 
 /* listener:autospawn(handler) --> true once the listener is closed | nil, 'busy'
@@ -608,12 +608,12 @@ static int listener_autospawn(lua_State *T)
 		lua_pushliteral(T, "busy");
 		return 2;
 	}
-	lem_wait(T, &l->acc.w);
+	lem_sched_wait(T, &l->acc.w);
 	lua_pushvalue(T, 2);
 	l->handler = lem_anchor(loop, T);
 	io_anchor_co(loop, &l->acc);
 	ev_io_start(loop->ev, &l->r);
-	return lem_yield(T, &l->acc.w);
+	return lem_sched_yieldw(T, &l->acc.w);
 }
 
 /* listener:port() --> the bound TCP port */
@@ -822,7 +822,7 @@ static int tcp_connect(lua_State *T)
 		io_stream_shut(s, 0);
 		return io_error(T, ETIMEDOUT);
 	}
-	lem_wait(T, &s->rd.w);
+	lem_sched_wait(T, &s->rd.w);
 	lua_pushvalue(T, 4);
 	s->wdata = lem_anchor(loop, T);           /* the stream, while only watchers know it */
 	if (err == 0) {
@@ -841,7 +841,7 @@ static int tcp_connect(lua_State *T)
 		ev_timer_init(&s->timer, connect_timeout, timeout, 0);
 		ev_timer_start(loop->ev, &s->timer);
 	}
-	return lem_yield(T, &s->rd.w);
+	return lem_sched_yieldw(T, &s->rd.w);
 }
 
 /* io.unix.connect(path [, timeout]) --> stream | nil, message

@@ -469,14 +469,14 @@ static int stream_read(lua_State *T)
 		lua_pushliteral(T, "timeout");         /* return nil, 'timeout' at once */
 		return 2;
 	}
-	lem_wait(T, &s->rd.w);
+	lem_sched_wait(T, &s->rd.w);
 	io_anchor_co(loop, &s->rd);
 	ev_io_start(loop->ev, &s->r);
 	if (timeout > 0) {
 		ev_timer_set(&s->timer, timeout, 0);
 		ev_timer_start(loop->ev, &s->timer);
 	}
-	return lem_yield(T, &s->rd.w);
+	return lem_sched_yieldw(T, &s->rd.w);
 }
 
 /* stream:write(...) --> true | nil, 'closed' | nil, 'busy' | nil, message
@@ -543,7 +543,7 @@ static int stream_write(lua_State *T)
 		lua_pushboolean(T, 1);                 /* return true */
 		return 1;
 	}
-	lem_wait(T, &s->wr.w);
+	lem_sched_wait(T, &s->wr.w);
 	if (i == top) {                            /* the rest of one string: no copy */
 		lua_pushvalue(T, i);
 		p = lua_tolstring(T, -1, &len);
@@ -563,7 +563,7 @@ static int stream_write(lua_State *T)
 	s->wdata = lem_anchor(loop, T);
 	io_anchor_co(loop, &s->wr);
 	ev_io_start(loop->ev, &s->w);
-	return lem_yield(T, &s->wr.w);
+	return lem_sched_yieldw(T, &s->wr.w);
 }
 
 /* stream:close() --> true | nil, 'closed' (closed already)

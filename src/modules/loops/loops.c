@@ -41,7 +41,7 @@ static void recv_unlink(lem_loop *loop, struct lem_recv *r)
 	lem_unanchor(loop, r->anchor);
 }
 
-static void handed_link(struct lem_mbox *mb, struct lem_msg *m)
+static void handed_link(struct lem_mbox *mb, struct lem_vmsg *m)
 {
 	m->prev = NULL;
 	m->next = mb->handed;
@@ -50,7 +50,7 @@ static void handed_link(struct lem_mbox *mb, struct lem_msg *m)
 	mb->handed = m;
 }
 
-static void handed_unlink(struct lem_mbox *mb, struct lem_msg *m)
+static void handed_unlink(struct lem_mbox *mb, struct lem_vmsg *m)
 {
 	if (m->prev) m->prev->next = m->next; else mb->handed = m->next;
 	if (m->next) m->next->prev = m->prev;
@@ -59,7 +59,7 @@ static void handed_unlink(struct lem_mbox *mb, struct lem_msg *m)
 /* [-1, +n] m (a light userdata) -> its sender's id and values. Runs protected. */
 static int decode_msg(lua_State *T)
 {
-	const struct lem_msg *m = lua_touserdata(T, 1);
+	const struct lem_vmsg *m = lua_touserdata(T, 1);
 
 	lua_pushinteger(T, m->from);
 	lem_msg_decode(T, m);
@@ -69,7 +69,7 @@ static int decode_msg(lua_State *T)
 /* [-0, +n] pushes the sender's id and the values of m on T, and frees m; if decoding
  * fails, frees m and raises its error in T. Only for C functions whose upvalue 1 is
  * decode_msg: pushing that costs no allocation, where lua_pushcfunction would. */
-static int push_msg(lua_State *T, struct lem_msg *m)
+static int push_msg(lua_State *T, struct lem_vmsg *m)
 {
 	int top = lua_gettop(T), status;
 
@@ -85,7 +85,7 @@ static int push_msg(lua_State *T, struct lem_msg *m)
 void lem_loops_deliver(lem_loop *loop)
 {
 	struct lem_mbox *mb = loop->mbox;
-	struct lem_msg *m;
+	struct lem_vmsg *m;
 
 	while (mb->whead) {
 		struct lem_recv *r = mb->whead;
@@ -130,7 +130,7 @@ void lem_loops_drop_waiting(lem_loop *loop)
 	free(mb->spare);
 	mb->spare = NULL;
 	while (mb->handed) {
-		struct lem_msg *m = mb->handed;
+		struct lem_vmsg *m = mb->handed;
 		mb->handed = m->next;
 		free(m);
 	}
@@ -167,8 +167,9 @@ static int loops_receive(lua_State *T)
 	lua_Number timeout = 0;
 	int timed = !lua_isnoneornil(T, 1);
 	struct lem_recv *r;
-	struct lem_msg *m;
+	struct lem_vmsg *m;
 	lem_waiter w;
+	int rr;
 
 	if (timed) {
 		timeout = lua_tonumber(T, 1);
@@ -193,7 +194,7 @@ static int loops_receive(lua_State *T)
 		mb->burst = 0;
 		handed_link(mb, m);
 		lua_pushlightuserdata(T, m);
-		return lem_sched_self(T, loop, 1);
+		return lem_yield(T, 1);
 	}
 	mb->burst = 0;
 	if (timed && timeout <= 0) {
@@ -210,7 +211,7 @@ static int loops_receive(lua_State *T)
 	if (!r)
 		receive_error(T, "not enough memory");
 	mb->spare = r;
-	lem_sched_suspend(T, loop, &w, 0);
+	rr = lem_suspend(T, &w, 0);
 	mb->spare = NULL;
 	r->w = w;
 	lua_pushthread(w.co);
@@ -235,7 +236,7 @@ static int loops_receive(lua_State *T)
 	 * in the shared queue has had its ev_async_send). */
 	if (mb->lhead)
 		ev_async_send(loop->ev, &mb->wake);
-	return lem_sched_suspended(T, loop);
+	return rr;
 }
 
 /* receive's second half, in the receiving coroutine: decodes a message handed to it
@@ -243,7 +244,7 @@ static int loops_receive(lua_State *T)
  * decode_msg. */
 static int loops_receive_done(lua_State *T)
 {
-	struct lem_msg *m;
+	struct lem_vmsg *m;
 
 	if (lua_type(T, 1) != LUA_TLIGHTUSERDATA)
 		return lua_gettop(T);
@@ -279,7 +280,7 @@ static int loops_send(lua_State *T)
 {
 	lem_loop *loop = lem_current;
 	int to = checkid(T, 1, loop->group->count), bad, err;
-	struct lem_msg *m = lem_msg_encode(T, 2, lua_gettop(T), &bad);
+	struct lem_vmsg *m = lem_msg_encode(T, 2, lua_gettop(T), &bad);
 
 	if (!m)
 		return luaL_argerror(T, bad, lua_tostring(T, -1));
@@ -296,7 +297,7 @@ static int loops_broadcast(lua_State *T)
 	lem_loop *loop = lem_current;
 	struct lem_group *g = loop->group;
 	int bad, i, reached = 0;
-	struct lem_msg *m = lem_msg_encode(T, 1, lua_gettop(T), &bad), *c = NULL;
+	struct lem_vmsg *m = lem_msg_encode(T, 1, lua_gettop(T), &bad), *c = NULL;
 
 	if (!m)
 		return luaL_argerror(T, bad, lua_tostring(T, -1));

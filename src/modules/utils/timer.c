@@ -1,0 +1,77 @@
+/* timer.c: lem.utils's timers: a function run in a coroutine of its own, later.
+ * A pending timer costs its userdata and two anchor slots (itself and its function); the
+ * coroutine is made only when it fires. */
+#include "utils.h"
+
+struct timer {
+	ev_timer w;
+	lem_loop *loop;
+	int self, func;           /* anchor slots while pending */
+};
+
+static void timer_release(struct timer *t)
+{
+	lem_unanchor(t->loop, t->self);
+	lem_unanchor(t->loop, t->func);
+	t->self = t->func = 0;
+}
+
+static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	struct timer *t = (struct timer *)w;
+	lua_State *L = lem_state(t->loop);
+
+	(void)ev; (void)revents;
+	lem_anchor_push(t->loop, L, t->func);
+	timer_release(t);
+	lem_spawn(t->loop, L, 0);
+}
+
+/* utils.timer(seconds, func) --> timer */
+int timer_new(lua_State *T)
+{
+	lem_loop *loop = utils_state(T)->loop;
+	lua_Number delay = luaL_checknumber(T, 1);
+	struct timer *t;
+
+	if (delay != delay)
+		luaL_argerror(T, 1, "delay is not a number");   /* NaN: it would never fire */
+	luaL_checktype(T, 2, LUA_TFUNCTION);
+	lua_settop(T, 2);
+	t = lua_newuserdata(T, sizeof *t);
+	t->loop = loop;
+	t->self = t->func = 0;
+	ev_timer_init(&t->w, timer_fire, delay, 0);
+	lua_pushvalue(T, UTILS_TIMER);
+	lua_setmetatable(T, -2);
+	if (delay <= 0) {         /* as utils.spawn, but still a timer (expired) */
+		lua_pushvalue(T, 2);
+		lem_spawn(loop, T, 0);
+		return 1;
+	}
+	lua_pushvalue(T, -1);
+	t->self = lem_anchor(loop, T);
+	lua_pushvalue(T, 2);
+	t->func = lem_anchor(loop, T);
+	ev_timer_start(lem_ev(loop), &t->w);
+	lem_deadline(loop, ev_now(lem_ev(loop)) + delay);
+	return 1;
+}
+
+/* timer:cancel() --> true | nil, 'expired' */
+int timer_cancel(lua_State *T)
+{
+	struct timer *t;
+
+	utils_check(T, 1, UTILS_TIMER, "timer");
+	t = lua_touserdata(T, 1);
+	if (!ev_is_active(&t->w)) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "expired");
+		return 2;
+	}
+	ev_timer_stop(lem_ev(t->loop), &t->w);
+	timer_release(t);
+	lua_pushboolean(T, 1);
+	return 1;
+}
