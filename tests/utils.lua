@@ -94,4 +94,34 @@ else
 	t.is(seen, nil, 'a recycled coroutine carries no hook of its last body')
 end
 
+-- C functions as coroutine bodies: they suspend, are woken, and end there (PUC Lua cannot
+-- resume them: lem ends them with the values they are woken with)
+do
+	local s, after = utils.sleeper(), {}
+	utils.spawn(s.sleep, s)
+	utils.yield()
+	t.is(s:wakeup('x'), true, 'a C body (sleeper.sleep) suspends and is woken')
+	utils.yield()
+	t.is(s:wakeup(), nil, 'and has ended: nobody sleeps on it any more')
+	utils.spawn(utils.yield)
+	utils.spawn(coroutine.yield)
+	utils.spawn(function() after[#after + 1] = 'ran' end)
+	utils.yield(); utils.yield(); utils.yield()
+	t.same(after, { 'ran' }, 'C bodies that yield end without disturbing the runqueue')
+	local io = require 'lem.io'
+	local server = assert(io.tcp.listen('127.0.0.1', 0))
+	local handled = 0
+	utils.spawn(server.autospawn, server, function(c) handled = handled + 1; c:close() end)
+	local c = assert(io.tcp.connect('127.0.0.1', server:port()))
+	c:read()
+	c:close()
+	server:close()
+	utils.yield(); utils.yield()
+	t.is(handled, 1, 'a C body of lem.io (autospawn) served, and ended when its listener closed')
+	t.same({ pcall(error, 'plain') }, { false, 'plain' }, 'pcall of a C function: no position added')
+	local s2 = utils.sleeper()
+	utils.spawn(function() s2:wakeup(1, 2) end)
+	t.same({ pcall(s2.sleep, s2) }, { true, 1, 2 }, 'pcall of a C function that suspends returns its wake values')
+end
+
 t.done()

@@ -103,7 +103,6 @@ lem_loop *lem_loop_new(const char *progname)
 	if (!loop)
 		return NULL;
 	loop->progname = progname;
-	loop->token = 2;
 	loop->ev = ev_loop_new(EVFLAG_AUTO);
 	if (!loop->ev)
 		goto err;

@@ -14,10 +14,19 @@ enum {
 	LEM_NSLOTS = LEM_TRACEBACK
 };
 
+/* What a runqueue entry resumes. */
+enum {
+	LEM_RQ_NEW,       /* a coroutine not started: a function and its arguments */
+	LEM_RQ_YIELDED,   /* one that yielded (utils.yield, coroutine.yield) */
+	LEM_RQ_WOKEN,     /* one woken by lem_wake from the suspension `token` */
+	LEM_RQ_ENDED      /* a C body that yielded: it has returned (sched.c) */
+};
+
 struct lem_rq_entry {
-	lua_State *T;
-	uintptr_t token;  /* 0: new; LUA_YIELD: suspended itself; else its suspension's token */
+	lua_State *T;     /* NULL: a function queued alone, its coroutine made when it runs */
+	uintptr_t token;  /* LEM_RQ_WOKEN: the mark to find on top of T */
 	int nargs;
+	int kind;
 };
 
 struct lem_rq_seg;
@@ -40,7 +49,8 @@ struct lem_loop {
 	lua_State *yielder;       /* coroutine allowed to suspend now (running, or nested in
 	                             a yield-safe pcall of it) */
 	int suspended;            /* set by a suspension, read by whoever resumed */
-	uintptr_t token;          /* last suspension token handed out; even */
+	uintptr_t token;          /* last suspension token handed out (sched.c) */
+	int cbody;                /* the running coroutine's body is a C function */
 
 	lua_State *spares;        /* LEM_SPARES */
 	int nspares;              /* coroutines on its stack */
@@ -92,7 +102,8 @@ void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thr
 /* sched.c (and lem.h's coroutine calls) */
 void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
-void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs);
+void lem_sched_start(lem_loop *loop, lua_State *T, int nargs);   /* [-0, +0] */
+#define lem_sched_push(loop, T, token, nargs) lem_sched_start(loop, T, nargs)   /* TEMPORARY */
 void lem_sched_push_func(lem_loop *loop, lua_State *from);      /* [-1, +0] on from */
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
 void lem_sched_recycle(lem_loop *loop, lua_State *T);

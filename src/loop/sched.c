@@ -12,6 +12,12 @@
 /* Runqueue entries per segment; PUC Lua lets a C function's stack hold 8000 values. */
 #define LEM_SEG 1024
 
+/* Tokens, one per suspension, are multiples of TOKEN_STEP; their low bits say that the
+ * suspended coroutine is a C body (TOKEN_CBODY) and, on the mark a wake pushes, that it
+ * has been woken (1). */
+#define TOKEN_STEP  4
+#define TOKEN_CBODY 2
+
 /* The loop that this thread runs (one loop per thread). */
 __thread lem_loop *lem_current;
 
@@ -103,7 +109,10 @@ void lem_sched_free(lem_loop *loop)
  * Lua frame under it to return to. But a body that yielded has nothing left to do but
  * return the values it is resumed with, so lem does not resume it: the coroutine has
  * ended with those values. It keeps its yielded status and is never reused. LuaJIT
- * resumes C bodies itself. */
+ * resumes C bodies itself.
+ * The runqueue knows a C body from its start (loop->cbody while it runs): its
+ * suspensions carry TOKEN_CBODY, its yields are queued as LEM_RQ_ENDED. A yield-safe
+ * pcall's body looks at its stack instead (body_yielded), as it is resumed rarely. */
 #ifndef LEM_LUAJIT
 static int body_yielded(lua_State *co)
 {
@@ -116,7 +125,8 @@ static int body_yielded(lua_State *co)
 /* A new entry at the tail of the runqueue; the caller puts its value (T, or the queued
  * function) on top of the returned segment's anchoring stack. */
 static inline __attribute__((always_inline))
-struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
+struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, int kind, uintptr_t token,
+                             int nargs)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
 	struct lem_rq_entry *e;
@@ -129,20 +139,27 @@ struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, uintptr_t token, int 
 		ev_idle_start(loop->ev, &loop->spin);
 	e = &seg->e[seg->len++];
 	e->T = T;
+	e->kind = kind;
 	e->token = token;
 	e->nargs = nargs;
 	return seg;
 }
 
-void lem_sched_push(lem_loop *loop, lua_State *T, uintptr_t token, int nargs)
+static void rq_push(lem_loop *loop, lua_State *T, int kind, uintptr_t token, int nargs)
 {
 	struct lem_rq_seg *seg;
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
-	seg = rq_append(loop, T, token, nargs);
+	seg = rq_append(loop, T, kind, token, nargs);
 	lua_pushthread(T);
 	lua_xmove(T, seg->A, 1);
+}
+
+/* Queues the new coroutine T: a function and nargs arguments on its stack. */
+void lem_sched_start(lem_loop *loop, lua_State *T, int nargs)
+{
+	rq_push(loop, T, LEM_RQ_NEW, 0, nargs);
 }
 
 /* Queues the function on top of `from` (popped) to run in a coroutine made when its turn
@@ -154,7 +171,7 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from)
 		lua_pop(from, 1);
 		return;
 	}
-	lua_xmove(from, rq_append(loop, NULL, 0, 0)->A, 1);
+	lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0)->A, 1);
 }
 
 /* Queues T, which the entry just taken runs and which has just yielded with nargs values,
@@ -163,13 +180,14 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from)
 static void rq_requeue(lem_loop *loop, lua_State *T, int nargs)
 {
 	struct lem_rq_seg *seg = loop->rq_seg;
+	int kind = loop->cbody ? LEM_RQ_ENDED : LEM_RQ_YIELDED;
 
 	if (loop->closing || seg != loop->rq_last || seg->len == LEM_SEG ||
 	    seg->e[seg->head - 1].T != T) {      /* not run from a queued coroutine */
-		lem_sched_push(loop, T, LUA_YIELD, nargs);
+		rq_push(loop, T, kind, 0, nargs);
 		return;
 	}
-	rq_append(loop, T, LUA_YIELD, nargs);   /* in seg: it has room */
+	rq_append(loop, T, kind, 0, nargs);     /* in seg: it has room */
 	lua_pushvalue(seg->A, (int)seg->head);
 }
 
@@ -244,23 +262,22 @@ static void run_one(lem_loop *loop)
 		lua_xmove(seg->A, T, 1);
 		nargs = 0;
 		made = 1;
-	} else if (e->token > LUA_YIELD ? lua_status(T) != LUA_YIELD ||
-	                                  lua_gettop(T) <= nargs ||
-	                                  lua_touserdata(T, -nargs - 1) != (void *)e->token
-	                                : lua_status(T) != (int)e->token) {
-		/* The coroutine must be in the state it was queued in: new (token 0),
-		 * suspended by itself (LUA_YIELD), or in the very suspension it was woken
-		 * from. Anything else (resumed by hand meanwhile, or woken where lua_yield
-		 * raised) is stale. */
+		loop->cbody = lua_iscfunction(T, 1);
+	} else if (e->kind == LEM_RQ_WOKEN ? lua_status(T) != LUA_YIELD ||
+	                                     lua_gettop(T) <= nargs ||
+	                                     lua_touserdata(T, -nargs - 1) != (void *)e->token
+	                                   : e->kind != LEM_RQ_NEW && lua_status(T) != LUA_YIELD) {
+		/* The coroutine must be in the state it was queued in: new, suspended by
+		 * itself, or in the very suspension it was woken from. Anything else (resumed
+		 * by hand meanwhile) is stale. */
 		return;
-	}
-#ifndef LEM_LUAJIT
-	else if (e->token != 0 && body_yielded(T)) {
-		if (T == loop->step)
+	} else if (e->kind == LEM_RQ_ENDED || (e->token & TOKEN_CBODY)) {
+		if (T == loop->step)             /* a C body that yielded: it has returned */
 			loop->step_done(loop);
 		return;
 	}
-#endif
+	else
+		loop->cbody = e->kind == LEM_RQ_NEW && lua_iscfunction(T, -nargs - 1);
 	loop->running = loop->yielder = loop->inner = T;
 	loop->suspended = 0;
 	status = lua_resume(T, nargs);
@@ -304,6 +321,7 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 
 /* ---- suspending and waking (lem.h) ---- */
 
+
 static int cannot_suspend(lua_State *T)
 {
 	return luaL_error(T, "cannot suspend here: not a coroutine run by lem "
@@ -330,18 +348,24 @@ int lem_yield(lua_State *T, int n)
 }
 
 /* The value on top of a suspended coroutine's stack is the token of its suspension (its
- * mark); the values a waker gives go above it. Tokens are even; a woken suspension's mark
- * is made odd, so that a second wake finds it stale. */
+ * mark); the values a waker gives go above it. Tokens are even; a wake pushes the token
+ * made odd above the mark, so that a second wake finds it stale. The coroutine's C
+ * function returns only the values above that, when it resumes. */
 int lem_suspend(lua_State *T, lem_waiter *w, int keep)
 {
 	lem_loop *loop = lem_current;
 
 	if (T != loop->yielder)
 		return cannot_suspend(T);
-	lua_pushlightuserdata(T, (void *)(loop->token + 2));
+	uintptr_t token = loop->token + TOKEN_STEP;
+
+	if (loop->cbody && T == loop->running)
+		token |= TOKEN_CBODY;
+	lua_pushlightuserdata(T, (void *)token);
 	lua_yield(T, keep + 1);
+	loop->token += TOKEN_STEP;
 	w->co = loop->running;
-	w->token = (loop->token += 2);
+	w->token = token;
 	loop->suspended = 1;
 	return -1;
 }
@@ -356,13 +380,12 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 		lua_pop(from, nargs);
 		return 0;
 	}
-	lua_pushlightuserdata(co, (void *)(w->token | 1));
-	lua_replace(co, -2);
+	lua_pushlightuserdata(co, (void *)(w->token | 1));   /* above the mark: one call less */
 	if (nargs > 0) {
 		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
 		lua_xmove(from, co, nargs);
 	}
-	seg = rq_append(loop, co, w->token | 1, nargs);
+	seg = rq_append(loop, co, LEM_RQ_WOKEN, w->token | 1, nargs);
 	lua_pushthread(co);
 	lua_xmove(co, seg->A, 1);
 	return 1;
@@ -379,7 +402,7 @@ void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 	co = lem_sched_pushthread(loop);
 	lua_checkstack(co, nargs + 1);
 	lua_xmove(from, co, nargs + 1);
-	lem_sched_push(loop, co, 0, nargs);
+	lem_sched_start(loop, co, nargs);
 	lua_pop(loop->L, 1);
 }
 
@@ -391,7 +414,9 @@ void lem_sched_wait(lua_State *T, lem_waiter *w)
 	if (T != loop->yielder)
 		cannot_suspend(T);
 	w->co = loop->running;
-	w->token = (loop->token += 2);
+	w->token = (loop->token += TOKEN_STEP);
+	if (loop->cbody && T == loop->running)
+		w->token |= TOKEN_CBODY;
 }
 
 int lem_sched_yieldw(lua_State *T, const lem_waiter *w)

@@ -64,7 +64,7 @@ static void next_step(lem_loop *loop)
 		lua_rawgeti(L, step, k);
 	lua_xmove(L, co, n);
 	loop->step = co;
-	lem_sched_push(loop, co, 0, n - 1);
+	lem_sched_start(loop, co, n - 1);
 	lua_pop(L, 3);
 }
 

@@ -30,17 +30,23 @@ int sleeper_new(lua_State *T)
 }
 
 /* The token of co's sleep on the sleeper at index 1 of T, co read from its [1]; 0 if [1]
- * is stale. *tw is the timer of a timed sleep, or NULL. */
+ * is stale. *tw is the timer of a timed sleep, or NULL. Called by sleeper methods (for
+ * their upvalues). An untimed sleep is checked only for its shape here: lem_wake checks
+ * that co is still in that suspension. */
 static uintptr_t sleeps_on(lua_State *T, lua_State *co, struct sleep_timer **tw)
 {
 	int n;
 
-	if (lua_status(co) != LUA_YIELD || lua_topointer(co, 1) != lua_topointer(T, 1))
+	if (lua_topointer(co, 1) != lua_topointer(T, 1))
 		return 0;
 	n = lua_gettop(co);
-	*tw = n == 3 ? lua_touserdata(co, 2) : NULL;
-	if (n == 3 ? !*tw || lua_touserdata(co, 3) != (*tw)->w.data : n != 2)
-		return 0;
+	if (n == 2) {
+		*tw = NULL;
+	} else {
+		if (n != 3 || lua_status(co) != LUA_YIELD || !(*tw = lua_touserdata(co, 2)) ||
+		    utils_state(T)->closed || lua_touserdata(co, 3) != (*tw)->w.data)
+			return 0;      /* (lua_close frees the timers: nobody sleeps any more) */
+	}
 	return (uintptr_t)lua_touserdata(co, n);
 }
 
@@ -115,7 +121,6 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *t, int revents)
  * stack points back at a table got there by a sleep on it, which checked. */
 int sleeper_wakeup(lua_State *T)
 {
-	struct utils *u = utils_state(T);
 	int n = lua_gettop(T) - 1;
 	lem_waiter w;
 	struct sleep_timer *tw;
@@ -125,16 +130,17 @@ int sleeper_wakeup(lua_State *T)
 	lua_rawgeti(T, 1, 1);
 	w.co = lua_tothread(T, -1);
 	lua_pop(T, 1);            /* [1] keeps it alive until lem_wake has queued it */
-	if (w.co && !u->closed && (w.token = sleeps_on(T, w.co, &tw)) != 0) {
+	if (w.co && (w.token = sleeps_on(T, w.co, &tw)) != 0) {
 		if (tw)
 			timer_put(tw);
-		lem_wake(u->loop, &w, T, n);
-		lua_pushnil(T);
-		lua_rawseti(T, 1, 1);
-		lua_pushboolean(T, 1);
-		return 1;
+		if (lem_wake(lem_loop_of(T), &w, T, n)) {
+			lua_pushnil(T);
+			lua_rawseti(T, 1, 1);
+			lua_pushboolean(T, 1);
+			return 1;
+		}
 	}
-	utils_check(T, 1, UTILS_SLEEPER, "sleeper");
+	utils_check(T, 1, utils_state(T)->sleeper_mt, "sleeper");
 	if (w.co) {                               /* stale */
 		lua_pushnil(T);
 		lua_rawseti(T, 1, 1);
@@ -147,13 +153,12 @@ int sleeper_wakeup(lua_State *T)
 /* sleeper:sleep([seconds]) --> wakeup's arguments | nil, 'timeout' | nil, 'busy' */
 int sleeper_sleep(lua_State *T)
 {
-	struct utils *u = utils_state(T);
 	lua_Number timeout = 0;
 	int timed = !lua_isnoneornil(T, 2), r;
 	struct sleep_timer *tw = NULL;
 	lem_waiter w;
 
-	utils_check(T, 1, UTILS_SLEEPER, "sleeper");
+	utils_check(T, 1, utils_state(T)->sleeper_mt, "sleeper");
 	if (timed) {
 		timeout = luaL_checknumber(T, 2);
 		if (timeout != timeout)   /* NaN: it would never fire */
@@ -162,7 +167,7 @@ int sleeper_sleep(lua_State *T)
 	lua_rawgeti(T, 1, 1);
 	if (!lua_isnil(T, -1)) {
 		lua_State *co = lua_tothread(T, -1);
-		if (co && !u->closed && sleeps_on(T, co, &tw)) {
+		if (co && lua_status(co) == LUA_YIELD && sleeps_on(T, co, &tw)) {
 			lua_pushnil(T);
 			lua_pushliteral(T, "busy");
 			return 2;
@@ -175,6 +180,7 @@ int sleeper_sleep(lua_State *T)
 		return lem_yield(T, 2);
 	}
 	if (timed) {
+		struct utils *u = utils_state(T);
 		/* What can fail comes before the suspension: the timer and the sleeper's
 		 * anchor. A suspension that raises leaves them as the spare, for the next. */
 		tw = timer_get(T, u);
@@ -194,11 +200,12 @@ int sleeper_sleep(lua_State *T)
 	}
 	lua_rawseti(T, 1, 1);
 	if (timed) {
-		u->spare = NULL;
+		lem_loop *loop = tw->u->loop;
+		tw->u->spare = NULL;
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
 		tw->w.data = (void *)w.token;
-		ev_timer_start(lem_ev(u->loop), &tw->w);
-		lem_deadline(u->loop, ev_now(lem_ev(u->loop)) + timeout);
+		ev_timer_start(lem_ev(loop), &tw->w);
+		lem_deadline(loop, ev_now(lem_ev(loop)) + timeout);
 	}
 	return r;
 }

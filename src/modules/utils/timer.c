@@ -30,7 +30,7 @@ static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 /* utils.timer(seconds, func) --> timer */
 int timer_new(lua_State *T)
 {
-	lem_loop *loop = utils_state(T)->loop;
+	lem_loop *loop = lem_loop_of(T);
 	lua_Number delay = luaL_checknumber(T, 1);
 	struct timer *t;
 
@@ -63,7 +63,7 @@ int timer_cancel(lua_State *T)
 {
 	struct timer *t;
 
-	utils_check(T, 1, UTILS_TIMER, "timer");
+	utils_check(T, 1, utils_state(T)->timer_mt, "timer");
 	t = lua_touserdata(T, 1);
 	if (!ev_is_active(&t->w)) {
 		lua_pushnil(T);

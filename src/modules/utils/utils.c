@@ -2,18 +2,16 @@
 #include <stdlib.h>
 #include "utils.h"
 
-void utils_check(lua_State *T, int idx, int mt, const char *name)
+int utils_typeerror(lua_State *T, int idx, const char *name)
 {
-	if (!lua_getmetatable(T, idx) || !lua_rawequal(T, -1, mt))
-		luaL_typerror(T, idx, name);
-	lua_pop(T, 1);
+	return luaL_typerror(T, idx, name);
 }
 
 /* utils.spawn(func, ...) --> true */
 static int utils_spawn(lua_State *T)
 {
 	luaL_checktype(T, 1, LUA_TFUNCTION);
-	lem_spawn(utils_state(T)->loop, T, lua_gettop(T) - 1);
+	lem_spawn(lem_loop_of(T), T, lua_gettop(T) - 1);
 	lua_pushboolean(T, 1);
 	return 1;
 }
@@ -21,7 +19,6 @@ static int utils_spawn(lua_State *T)
 /* utils.yield() --> nothing, after the coroutines queued before it ran */
 static int utils_yield(lua_State *T)
 {
-	lua_settop(T, 0);
 	return lem_yield(T, 0);
 }
 
@@ -35,7 +32,7 @@ static int utils_exit(lua_State *T)
 		status = lua_toboolean(T, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
 	else
 		status = (int)luaL_optinteger(T, 1, EXIT_SUCCESS);
-	lem_exit(utils_state(T)->loop, status);
+	lem_exit(lem_loop_of(T), status);
 	if (!lem_suspendable(T))   /* the loop stops when control returns */
 		return 0;
 	return lem_suspend(T, &w, 0);   /* never woken */
@@ -44,7 +41,7 @@ static int utils_exit(lua_State *T)
 /* utils.now() --> the loop's time in seconds */
 static int utils_now(lua_State *T)
 {
-	lua_pushnumber(T, ev_now(lem_ev(utils_state(T)->loop)));
+	lua_pushnumber(T, ev_now(lem_ev(lem_loop_of(T))));
 	return 1;
 }
 
@@ -108,6 +105,8 @@ int luaopen_lem_utils(lua_State *L)
 	u->loop = lem_loop_of(L);
 	u->free = u->all = u->spare = NULL;
 	u->closed = 0;
+	u->sleeper_mt = lua_topointer(L, -3);
+	u->timer_mt = lua_topointer(L, -2);
 	lua_newtable(L);
 	lua_pushcfunction(L, utils_gc);
 	lua_setfield(L, -2, "__gc");

@@ -17,6 +17,7 @@ struct utils {
 	struct sleep_timer *free, *all;   /* timers of timed sleeps, reused; all of them */
 	struct sleep_timer *spare;        /* taken by a sleep whose suspension raised */
 	int closed;                       /* lua_close freed the timers */
+	const void *sleeper_mt, *timer_mt;   /* the metatables, to check types at one call */
 };
 
 static inline struct utils *utils_state(lua_State *T)
@@ -24,9 +25,15 @@ static inline struct utils *utils_state(lua_State *T)
 	return lua_touserdata(T, UTILS_STATE);
 }
 
-/* [-0, +0, v] Raises a "bad argument" error unless the value at idx has the metatable at
- * index mt. */
-void utils_check(lua_State *T, int idx, int mt, const char *name);
+/* [-0, +1, v] Raises a "bad argument" error unless the value at idx has the metatable mt
+ * (a struct utils's); leaves that metatable on the stack (popping it would cost a call
+ * on the sleepers' hot path). */
+int utils_typeerror(lua_State *T, int idx, const char *name);
+static inline void utils_check(lua_State *T, int idx, const void *mt, const char *name)
+{
+	if (!lua_getmetatable(T, idx) || lua_topointer(T, -1) != mt)
+		utils_typeerror(T, idx, name);
+}
 
 /* sleeper.c */
 int sleeper_new(lua_State *T);
