@@ -31,6 +31,24 @@ struct lem_rq_entry {
 
 struct lem_rq_seg;
 
+/* The yield-safe pcall of PUC Lua 5.1 (pcall.c): the helpers being resumed now, innermost
+ * last, each with the coroutine it runs for. Resumes nest as C calls do, so this is a
+ * stack. Deeper nesting than this is counted but not recorded: the debug functions then
+ * stop there. */
+#define LEM_NEST_MAX 256
+struct lem_nest {
+	lua_State *co, *T;
+	lua_State *in_hook;      /* in_hook as it was before the resume */
+	char xp;                 /* xpcall rather than pcall */
+	char hooked;             /* T's hook was handed to co */
+};
+struct lem_pcall {
+	struct lem_nest nest[LEM_NEST_MAX];
+	int len;
+	lua_State *in_hook;      /* the thread whose hook function runs now: a pcall there
+	                            runs without hooks, as a stock pcall does in a hook */
+};
+
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
 	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_POOL..) */
@@ -60,6 +78,8 @@ struct lem_loop {
 	lua_State *step;          /* coroutine of the current start-up step (runtime/start.c) */
 	void (*step_done)(lem_loop *loop);   /* runs when step returns */
 	int steps;                /* anchor slot of the runtime's list of steps */
+
+	struct lem_pcall pcall;   /* pcall.c */
 
 	int stopping;             /* lem_exit or an uncaught error: no more resumes */
 	int closing;              /* lua_close runs finalizers: nothing may be queued */

@@ -39,22 +39,13 @@ static const char wrappers[] =
  * as the wrapper chunk made them. */
 static const char hooks_key, pcall_key, xpcall_key;
 
-/* The helpers being resumed now, innermost last, each with the coroutine it runs for.
- * Resumes nest as C calls do, so this is a stack; it is per thread, as loops are. Deeper
- * nesting than this is counted but not recorded: the debug functions then stop there. */
-#define NEST_MAX 256
-static __thread struct nest {
-	lua_State *co, *T;
-	lua_State *in_hook;      /* in_hook as it was before the resume */
-	char xp;                 /* xpcall rather than pcall */
-	char hooked;             /* T's hook was handed to co */
-} nest[NEST_MAX];
-static __thread int nest_len;
-/* The thread whose hook function runs now: a pcall there runs without hooks, as a stock
- * pcall does inside a hook (Lua 5.1 turns hooks off while one runs). */
-static __thread lua_State *in_hook;
+/* The loop's record of the helpers being resumed now (struct lem_pcall, loop.h). */
+#define nest     (lem_current->pcall.nest)
+#define nest_len (lem_current->pcall.len)
+#define hook_thread (lem_current->pcall.in_hook)
+#define NEST_MAX LEM_NEST_MAX
 
-static struct nest *find_nest(lua_State *co)
+static struct lem_nest *find_nest(lua_State *co)
 {
 	for (int i = (nest_len < NEST_MAX ? nest_len : NEST_MAX) - 1; i >= 0; i--)
 		if (nest[i].co == co)
@@ -117,10 +108,10 @@ static void hookf(lua_State *L, lua_Debug *ar)
 		lua_pushinteger(L, ar->currentline);
 	else
 		lua_pushnil(L);
-	saved = in_hook;
-	in_hook = L;
+	saved = hook_thread;
+	hook_thread = L;
 	lua_call(L, 2, 0);   /* an error skips the restore: the pcall around restores it */
-	in_hook = saved;
+	hook_thread = saved;
 }
 
 /* Pushes the hook function of T as the hook table has it (nil if none). */
@@ -217,15 +208,15 @@ static int db_gethook(lua_State *L)
 
 void lem_pcall_enter(lua_State *T, lua_State *co, int xp)
 {
-	struct nest *n = nest_len < NEST_MAX ? &nest[nest_len] : NULL;
-	int hooked = lua_gethook(T) != NULL && in_hook != T;
+	struct lem_nest *n = nest_len < NEST_MAX ? &nest[nest_len] : NULL;
+	int hooked = lua_gethook(T) != NULL && hook_thread != T;
 
 	if (hooked)
 		copy_hook(T, T, co);
 	if (n) {
 		n->co = co;
 		n->T = T;
-		n->in_hook = in_hook;
+		n->in_hook = hook_thread;
 		n->xp = (char)xp;
 		n->hooked = (char)hooked;
 	}
@@ -240,7 +231,7 @@ void lem_pcall_leave(lua_State *T, lua_State *co)
 
 	if (--nest_len < NEST_MAX) {
 		hooked = nest[nest_len].hooked;
-		in_hook = nest[nest_len].in_hook;
+		hook_thread = nest[nest_len].in_hook;
 	}
 	if (lua_gethook(co) == NULL && !hooked)
 		return;
@@ -281,7 +272,7 @@ enum { NONE, FRAME, WRAPPER };
 struct frame {
 	lua_State *W;
 	int level;
-	struct nest *n;          /* for WRAPPER: the helper's entry */
+	struct lem_nest *n;          /* for WRAPPER: the helper's entry */
 	lua_Debug ar;
 };
 
@@ -293,7 +284,7 @@ static int getstack(lua_State *L, int level, struct frame *fr)
 
 	fr->W = L;
 	for (;;) {
-		struct nest *n = level >= 0 ? find_nest(L) : NULL;
+		struct lem_nest *n = level >= 0 ? find_nest(L) : NULL;
 		int d = 0;
 
 		if (!n || skip + level < (d = depth(L))) {
