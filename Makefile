@@ -59,7 +59,7 @@ LDFLAGS += $(SANFLAGS)
 SRCS := $(wildcard src/runtime/*.c src/loop/*.c src/modules/*/*.c)
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 DEPS := $(OBJS:.o=.d)
-EXAMPLE_MOD := $(BUILD)/modules/delay.so
+EXAMPLE_MODS := $(BUILD)/modules/delay.so $(BUILD)/modules/chan.so
 
 ifeq ($(V),1)
 Q :=
@@ -85,8 +85,8 @@ $(BUILD)/%.o: %.c | deps-build
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c -o $@ $<
 
-# The example C module of docs/c-api.md; the tests require it.
-$(EXAMPLE_MOD): examples/c/delay.c include/lem.h
+# The example C modules of docs/c-api.md (examples/c/*.c); the tests require them.
+$(EXAMPLE_MODS): $(BUILD)/modules/%.so: examples/c/%.c include/lem.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
@@ -110,7 +110,7 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
-test: deps-test $(LEM) $(EXAMPLE_MOD) $(FAILALLOC)
+test: deps-test $(LEM) $(EXAMPLE_MODS) $(FAILALLOC)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 # Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any
@@ -141,7 +141,7 @@ test-luajit:
 	$(MAKE) test LUA=luajit
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua
-test-valgrind: deps-test $(LEM) $(EXAMPLE_MOD)
+test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
 	  $(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
