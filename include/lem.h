@@ -71,8 +71,8 @@ typedef struct lem_waiter {
 LEM_API int lem_suspendable(lua_State *T);
 /* [-0, +0, v] Suspends T, which runs the calling lua_CFunction, and fills w. Raises
  * where T cannot suspend, before anything changes. The keep values on top of T's stack
- * stay on the suspended coroutine w->co at indices 1..keep, with lem's mark above them:
- * a light userdata whose value is w->token. (w->co is T, or the coroutine lem resumed
+ * stay on the suspended coroutine w->co at indices 1..keep, with lem's mark at keep + 1
+ * and nothing else: a light userdata whose value is w->token. (w->co is T, or the coroutine lem resumed
  * when T runs a yield-safe pcall's body in PUC Lua 5.1.) A waker may read them there,
  * and find w->token back from the mark, as long as lua_status(w->co) is LUA_YIELD and
  * the mark is on top. Returns what the lua_CFunction must return. */
@@ -144,7 +144,8 @@ LEM_API lem_msg *lem_take(lem_loop *loop);
 enum {
 	LEM_MAIL_ARRIVED,   /* messages came: hand them (lem_take) to the waiting coroutines */
 	LEM_MAIL_QUIET,     /* no message can come to the coroutines that began to wait
-	                       before `epoch` (see lem_mail_wait): end their wait */
+	                       before `epoch`, those whose lem_mail_wait returned less than
+	                       it: end their wait */
 	LEM_MAIL_CLOSED     /* the mailbox closes: nothing can come any more; the coroutines
 	                       that wait will never run again */
 };
