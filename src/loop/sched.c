@@ -36,6 +36,10 @@ struct lem_rq_seg {
 	struct lem_rq_entry e[LEM_SEG];
 };
 
+/* Entries run before a runqueue that runs dry drops their anchors: one coroutine that
+ * wakes another, back and forth, would otherwise pay that at every switch. */
+#define LEM_SEG_COMPACT 32
+
 /* Used-up segments kept for the next burst; more are freed, so that a burst of 100k
  * spawns does not hold 4 MB for ever. */
 #define LEM_SEG_SPARE 2
@@ -203,10 +207,10 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 		seg = loop->rq_first;
 	}
 	loop->rq_seg = seg;
-	if (--loop->rq_len == 0 && seg->head > 0) {
+	if (--loop->rq_len == 0 && seg->head >= LEM_SEG_COMPACT) {
 		/* The runqueue runs dry: drop the anchors of the entries already run, so that
-		 * coroutines parked meanwhile become garbage without delay. The entry about to
-		 * run is the last one: its value is on top of A. */
+		 * coroutines parked meanwhile become garbage soon, not only when the batch
+		 * ends. The entry about to run is the last one: its value is on top of A. */
 		lua_replace(seg->A, 1);
 		if (seg->head > 1)
 			lua_settop(seg->A, 1);
@@ -248,36 +252,41 @@ void lem_sched_recycle(lem_loop *loop, lua_State *T)
 	lua_xmove(T, loop->spares, 1);
 }
 
-/* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. */
+/* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. The
+ * coroutine must be in the state it was queued in: new, yielded, or in the very
+ * suspension it was woken from; anything else (resumed by hand meanwhile) is stale. */
 static void run_one(lem_loop *loop)
 {
 	struct lem_rq_entry *e = rq_pop(loop);
 	lua_State *T = e->T;
 	int nargs = e->nargs, made = 0, status;
 
-	if (!T) {   /* a queued function: its coroutine, made now, is anchored on L */
-		struct lem_rq_seg *seg = loop->rq_seg;
-		T = lem_sched_pushthread(loop);
-		lua_pushvalue(seg->A, (int)seg->head);
-		lua_xmove(seg->A, T, 1);
-		nargs = 0;
-		made = 1;
-		loop->cbody = lua_iscfunction(T, 1);
-	} else if (e->kind == LEM_RQ_WOKEN ? lua_status(T) != LUA_YIELD ||
-	                                     lua_gettop(T) <= nargs ||
-	                                     lua_touserdata(T, -nargs - 1) != (void *)e->token
-	                                   : e->kind != LEM_RQ_NEW && lua_status(T) != LUA_YIELD) {
-		/* The coroutine must be in the state it was queued in: new, suspended by
-		 * itself, or in the very suspension it was woken from. Anything else (resumed
-		 * by hand meanwhile) is stale. */
-		return;
-	} else if (e->kind == LEM_RQ_ENDED || (e->token & TOKEN_CBODY)) {
-		if (T == loop->step)             /* a C body that yielded: it has returned */
-			loop->step_done(loop);
-		return;
+	switch (e->kind) {
+	case LEM_RQ_WOKEN:
+		if (lua_status(T) != LUA_YIELD || lua_gettop(T) <= nargs ||
+		    lua_touserdata(T, -nargs - 1) != (void *)e->token)
+			return;
+		if (e->token & TOKEN_CBODY)
+			goto ended;
+		break;
+	case LEM_RQ_YIELDED:
+		if (lua_status(T) != LUA_YIELD)
+			return;
+		break;
+	case LEM_RQ_ENDED:
+		if (lua_status(T) != LUA_YIELD)
+			return;
+		goto ended;
+	default:                    /* LEM_RQ_NEW */
+		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
+			struct lem_rq_seg *seg = loop->rq_seg;
+			T = lem_sched_pushthread(loop);
+			lua_pushvalue(seg->A, (int)seg->head);
+			lua_xmove(seg->A, T, 1);
+			made = 1;
+		}
+		loop->cbody = lua_iscfunction(T, -nargs - 1);
 	}
-	else
-		loop->cbody = e->kind == LEM_RQ_NEW && lua_iscfunction(T, -nargs - 1);
 	loop->running = loop->yielder = loop->inner = T;
 	loop->suspended = 0;
 	status = lua_resume(T, nargs);
@@ -294,8 +303,13 @@ static void run_one(lem_loop *loop)
 	} else {
 		lem_loop_fail(loop, T);
 	}
+	loop->cbody = 0;
 	if (made)
 		lua_pop(loop->L, 1);
+	return;
+ended:                          /* a C body that yielded: it has returned */
+	if (T == loop->step)
+		loop->step_done(loop);
 }
 
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
