@@ -154,6 +154,41 @@ loops.send(1, 'x', nil)
 utils.sleeper():sleep(0.01)
 t.same(late, { n = 3, 1, 'x', nil }, 'a receiver with a timeout gets the message and the sender id')
 
+-- a receiver resumed by hand (unsupported) is stale: the message it would have had is
+-- kept for the next receive, whether that one waits already or comes later
+local function stale_receiver()
+	local co, got
+	utils.spawn(function() co = coroutine.running(); got = pack(loops.receive()) end)
+	utils.yield()                      -- co waits in receive
+	assert(coroutine.resume(co, 'by hand'))
+	return got
+end
+t.same(stale_receiver(), { n = 1, 'by hand' }, 'a receive resumed by hand returns what it was resumed with')
+loops.send(1, 'next')
+t.same(pack(loops.receive(1)), { n = 2, 1, 'next' }, '... and the message that comes next goes to the receiver waiting behind it')
+stale_receiver()
+loops.send(1, 'later')
+utils.sleeper():sleep(0.01)          -- it arrives while only the stale receiver waits
+t.same(pack(loops.receive(0)), { n = 2, 1, 'later' }, '... or to the next receive, when none waits behind it')
+stale_receiver()
+loops.send(1, 'first'); loops.send(1, 'second')
+local both = {}
+for _ = 1, 2 do utils.spawn(function() local _, v = loops.receive(1); both[#both + 1] = v end) end
+utils.sleeper():sleep(0.01)
+t.same(both, { 'first', 'second' }, '... in the order sent, with several receivers behind it')
+
+-- the module required again in the same loop shares its receivers with the first
+package.loaded['lem.loops'] = nil
+local again = require 'lem.loops'
+t.ok(again ~= loops, 'a second require makes a second module table')
+local twice = {}
+utils.spawn(function() local _, v = loops.receive(1); twice[#twice + 1] = v end)
+utils.spawn(function() local _, v = again.receive(1); twice[#twice + 1] = v end)
+utils.yield()
+again.send(1, 'one'); loops.send(1, 'two')
+utils.sleeper():sleep(0.01)
+t.same(twice, { 'one', 'two' }, '... and both tables serve their receivers, in order')
+
 -- closed: a receive that nothing can answer returns at once when the loop has nothing else
 local st, out, err = t.run(lem .. [[ -e "print(require('lem.loops').receive())"]])
 t.is(out, 'nil\tclosed\n', "receive with no possible sender returns nil, 'closed' instead of hanging")

@@ -4,76 +4,119 @@
  * memory runs out there, that coroutine gets the error and the message is freed. PUC Lua
  * 5.1 cannot raise an error into a coroutine it resumes, so a receiver woken by a message
  * is resumed with the message undecoded (a light userdata), and receive's Lua half hands
- * it to receive_done, which decodes it. Until then the message is on its mailbox's list
- * of handed messages, freed with the loop: a receiver that is never resumed (its loop
- * stopped) leaks nothing. */
+ * it to receive_done, which decodes it. Until then the message is on the module's list
+ * of handed messages, freed when the mailbox closes: a receiver that is never resumed
+ * (its loop stopped) leaks nothing. A message taken for a receiver that turned out stale
+ * (resumed by other means meanwhile) is kept back for the next receive. */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include "../../loop/loop.h"
-#include "../../loop/mailbox.h"
+#include "loops.h"
 
-/* A coroutine waiting in receive; in its mailbox's list of receivers. */
-struct lem_recv {
-	ev_timer timer;            /* the timeout, when there is one */
-	struct lem_recv *next, *prev;
+/* Upvalues of every function of lem.loops. */
+#define LOOPS_DECODE lua_upvalueindex(1)   /* loops_decode */
+#define LOOPS_STATE  lua_upvalueindex(2)   /* the module's struct loops (a userdata) */
+
+/* Where a loop keeps its struct loops: one per loop, however often the module opens. */
+#define LOOPS_KEY "lem.loops.state"
+
+/* A coroutine waiting in receive; in its loop's list of receivers. */
+struct recv {
+	ev_timer timer;            /* the timeout, when there is one; first: its callback
+	                              casts it back; data: the struct loops */
+	struct recv *next, *prev;
 	lem_waiter w;
 	int anchor;                /* keeps the coroutine alive while a message may come */
 	int timed;
-	uint64_t since;            /* its mailbox's epoch when it began to wait */
+	uint64_t since;            /* lem_mail_wait's epoch when it began to wait */
 };
 
-static void recv_unlink(lem_loop *loop, struct lem_recv *r)
-{
-	struct lem_mbox *mb = loop->mbox;
+/* The module's state in one loop. */
+struct loops {
+	lem_loop *loop;
+	int id, count;
+	struct recv *whead, *wlast;   /* waiting receivers, first come first served */
+	struct recv *spare;           /* allocated by a receive whose suspension raised, for
+	                                 the next one, with its anchor slot */
+	struct msg *handed;           /* given to woken receivers, not yet decoded */
+	lem_msg *kept;                /* taken from the mailbox, not yet received: older than
+	                                 what the mailbox holds */
+	unsigned burst;               /* receives served at once since the last yield */
+	int closed;                   /* the mailbox closed: nothing can come */
+};
 
-	if (r->prev) r->prev->next = r->next; else mb->whead = r->next;
-	if (r->next) r->next->prev = r->prev; else mb->wlast = r->prev;
-	mb->nwaiting--;
+static struct loops *loops_state(lua_State *T)
+{
+	return lua_touserdata(T, LOOPS_STATE);
+}
+
+/* The oldest message not yet received, or NULL. */
+static struct msg *loops_take(struct loops *st)
+{
+	lem_msg *l = st->kept;
+
+	if (!l)
+		return msg_of(lem_take(st->loop));
+	st->kept = l->next;
+	return msg_of(l);
+}
+
+/* Gives m back: the next loops_take returns it. */
+static void loops_keep(struct loops *st, struct msg *m)
+{
+	m->link.next = st->kept;
+	st->kept = &m->link;
+}
+
+static void loops_hand(struct loops *st, struct msg *m)
+{
+	m->prev = NULL;
+	m->next = st->handed;
+	if (m->next)
+		m->next->prev = m;
+	st->handed = m;
+}
+
+static void loops_unhand(struct loops *st, struct msg *m)
+{
+	if (m->prev) m->prev->next = m->next; else st->handed = m->next;
+	if (m->next) m->next->prev = m->prev;
+}
+
+static void loops_unlink(struct loops *st, struct recv *r)
+{
+	lem_loop *loop = st->loop;
+
+	if (r->prev) r->prev->next = r->next; else st->whead = r->next;
+	if (r->next) r->next->prev = r->prev; else st->wlast = r->prev;
 	if (r->timed) {
 		/* The timer was unref'd when started: libev's rule is to ref the loop before
 		 * stopping it. When it has expired, libev stopped it (and unref'd) already,
 		 * and the stop clears its pending callback: the ref is due as well. */
-		mb->ntimed--;
-		ev_ref(loop->ev);
-		ev_timer_stop(loop->ev, &r->timer);
+		ev_ref(lem_ev(loop));
+		ev_timer_stop(lem_ev(loop), &r->timer);
 	}
 	lem_unanchor(loop, r->anchor);
+	lem_mail_wait(loop, -1, r->timed);
 }
 
-static void handed_link(struct lem_mbox *mb, struct lem_vmsg *m)
+/* [-1, +n, m] m (a light userdata) -> its sender's id and values. Runs protected. */
+static int loops_decode(lua_State *T)
 {
-	m->prev = NULL;
-	m->next = mb->handed;
-	if (m->next)
-		m->next->prev = m;
-	mb->handed = m;
-}
-
-static void handed_unlink(struct lem_mbox *mb, struct lem_vmsg *m)
-{
-	if (m->prev) m->prev->next = m->next; else mb->handed = m->next;
-	if (m->next) m->next->prev = m->prev;
-}
-
-/* [-1, +n] m (a light userdata) -> its sender's id and values. Runs protected. */
-static int decode_msg(lua_State *T)
-{
-	const struct lem_vmsg *m = lua_touserdata(T, 1);
+	const struct msg *m = lua_touserdata(T, 1);
 
 	lua_pushinteger(T, m->from);
-	lem_msg_decode(T, m);
+	msg_decode(T, m);
 	return m->nvalues + 1;
 }
 
-/* [-0, +n] pushes the sender's id and the values of m on T, and frees m; if decoding
- * fails, frees m and raises its error in T. Only for C functions whose upvalue 1 is
- * decode_msg: pushing that costs no allocation, where lua_pushcfunction would. */
-static int push_msg(lua_State *T, struct lem_vmsg *m)
+/* [-0, +n, m] pushes the sender's id and the values of m on T, and frees m; if decoding
+ * fails, frees m and raises its error in T. Pushing loops_decode from the upvalues costs
+ * no allocation, where lua_pushcfunction would. */
+static int loops_push(lua_State *T, struct msg *m)
 {
 	int top = lua_gettop(T), status;
 
-	lua_pushvalue(T, lua_upvalueindex(1));
+	lua_pushvalue(T, LOOPS_DECODE);
 	lua_pushlightuserdata(T, m);
 	status = lua_pcall(T, 1, LUA_MULTRET, 0);
 	free(m);
@@ -82,71 +125,87 @@ static int push_msg(lua_State *T, struct lem_vmsg *m)
 	return lua_gettop(T) - top;
 }
 
-void lem_loops_deliver(lem_loop *loop)
+/* Hands messages to the waiting receivers, oldest first. */
+static void loops_deliver(struct loops *st)
 {
-	struct lem_mbox *mb = loop->mbox;
-	struct lem_vmsg *m;
+	lua_State *L = lem_state(st->loop);
+	struct msg *m;
 
-	while (mb->whead) {
-		struct lem_recv *r = mb->whead;
+	while (st->whead && (m = loops_take(st))) {
+		struct recv *r = st->whead;
 
-		if (lem_sched_valid(&r->w)) {
-			if (!(m = lem_mbox_take(mb)))
-				return;
-			handed_link(mb, m);   /* receive_done decodes it in the receiver */
-			lua_pushlightuserdata(loop->L, m);
-			lem_wake(loop, &r->w, loop->L, 1);
-		}
-		recv_unlink(loop, r);   /* served, or its suspension failed: none to serve */
+		loops_unlink(st, r);
+		lua_pushlightuserdata(L, m);
+		if (lem_wake(st->loop, &r->w, L, 1))
+			loops_hand(st, m);   /* receive_done decodes it in the receiver */
+		else
+			loops_keep(st, m);   /* r was resumed by other means: the next one's */
 		free(r);
 	}
 }
 
-static void recv_end(lem_loop *loop, struct lem_recv *r, const char *why)
+/* Ends r's wait: it returns nil, why. */
+static void loops_end(struct loops *st, struct recv *r, const char *why)
 {
-	recv_unlink(loop, r);
-	lua_pushnil(loop->L);
-	lua_pushstring(loop->L, why);
-	lem_wake(loop, &r->w, loop->L, 2);
+	lua_State *L = lem_state(st->loop);
+
+	loops_unlink(st, r);
+	lua_pushnil(L);
+	lua_pushstring(L, why);
+	lem_wake(st->loop, &r->w, L, 2);
 	free(r);
 }
 
-/* The list is in the order the receives began: their epochs never decrease. */
-void lem_loops_close_waiting(lem_loop *loop, uint64_t epoch)
+/* Frees the receivers (their coroutines never run again) and the messages. */
+static void loops_drop(struct loops *st)
 {
-	while (loop->mbox->whead && loop->mbox->whead->since < epoch)
-		recv_end(loop, loop->mbox->whead, "closed");
-}
-
-void lem_loops_drop_waiting(lem_loop *loop)
-{
-	struct lem_mbox *mb = loop->mbox;
-
-	while (mb->whead) {
-		struct lem_recv *r = mb->whead;
-		recv_unlink(loop, r);
+	while (st->whead) {
+		struct recv *r = st->whead;
+		loops_unlink(st, r);
 		free(r);
 	}
-	free(mb->spare);
-	mb->spare = NULL;
-	while (mb->handed) {
-		struct lem_vmsg *m = mb->handed;
-		mb->handed = m->next;
+	if (st->spare) {
+		lem_unanchor(st->loop, st->spare->anchor);
+		free(st->spare);
+		st->spare = NULL;
+	}
+	while (st->handed) {
+		struct msg *m = st->handed;
+		st->handed = m->next;
 		free(m);
+	}
+	while (st->kept)
+		free(loops_take(st));
+	st->closed = 1;
+}
+
+static void loops_hook(lem_loop *loop, int event, uint64_t epoch, void *ud)
+{
+	struct loops *st = ud;
+
+	(void)loop;
+	switch (event) {
+	case LEM_MAIL_ARRIVED:
+		loops_deliver(st);
+		break;
+	case LEM_MAIL_QUIET:
+		/* the list is in the order the waits began: their epochs never decrease */
+		while (st->whead && st->whead->since < epoch)
+			loops_end(st, st->whead, "closed");
+		break;
+	default:
+		loops_drop(st);
 	}
 }
 
-static void recv_timeout(struct ev_loop *ev, ev_timer *w, int revents)
+static void loops_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
-	struct lem_recv *r = (struct lem_recv *)w;
-
 	(void)ev; (void)revents;
-	lem_mbox_busy(lem_current);   /* the loop may be idle: it runs a coroutine now */
-	recv_end(lem_current, r, "timeout");
+	loops_end(w->data, (struct recv *)w, "timeout");
 }
 
 /* Raises msg at the position of receive's caller: level 1 is receive's Lua half. */
-static int receive_error(lua_State *T, const char *msg)
+static int loops_error(lua_State *T, const char *msg)
 {
 	luaL_where(T, 2);
 	lua_pushstring(T, msg);
@@ -159,102 +218,104 @@ static int receive_error(lua_State *T, const char *msg)
 #define RECV_BURST 32
 
 /* receive's C half: from, ... | nil, 'timeout' | nil, 'closed', or, after waiting, the
- * message undecoded for receive_done. Upvalue 1: decode_msg. */
+ * message undecoded for receive_done. */
 static int loops_receive(lua_State *T)
 {
-	lem_loop *loop = lem_current;
-	struct lem_mbox *mb = loop->mbox;
+	struct loops *st = loops_state(T);
+	lem_loop *loop = st->loop;
 	lua_Number timeout = 0;
-	int timed = !lua_isnoneornil(T, 1);
-	struct lem_recv *r;
-	struct lem_vmsg *m;
+	int timed = !lua_isnoneornil(T, 1), rr;
+	struct recv *r;
+	struct msg *m;
 	lem_waiter w;
-	int rr;
 
 	if (timed) {
 		timeout = lua_tonumber(T, 1);
 		if (timeout == 0 && !lua_isnumber(T, 1))
-			receive_error(T, lua_pushfstring(T, "bad argument #1 to 'receive' "
-			              "(number expected, got %s)", luaL_typename(T, 1)));
+			loops_error(T, lua_pushfstring(T, "bad argument #1 to 'receive' "
+			            "(number expected, got %s)", luaL_typename(T, 1)));
 		if (timeout != timeout)
-			receive_error(T, "bad argument #1 to 'receive' (timeout is not a number)");
+			loops_error(T, "bad argument #1 to 'receive' (timeout is not a number)");
 	}
 	lua_settop(T, 0);
-	if (!mb) {                                  /* the loop has finished */
+	if (st->closed) {                           /* the loop has finished */
 		lua_pushnil(T);
 		lua_pushliteral(T, "closed");
 		return 2;
 	}
-	if (mb->nwaiting == 0 && (m = lem_mbox_take(mb))) {
-		if (++mb->burst < RECV_BURST || T != loop->yielder)
-			return push_msg(T, m);
+	if (!st->whead && (m = loops_take(st))) {
+		if (++st->burst < RECV_BURST || !lem_suspendable(T))
+			return loops_push(T, m);
 		/* A receiver that other loops keep fed would never suspend, and its loop's
 		 * timers, sleepers and I/O would wait for ever: now and then it goes to the
-		 * back of the runqueue, with the message for receive_done. */
-		mb->burst = 0;
-		handed_link(mb, m);
+		 * back of the runqueue, with the message for receive_done. The message is kept
+		 * back until the yield is done: one that raises leaves it to the next receive. */
+		st->burst = 0;
+		loops_keep(st, m);
 		lua_pushlightuserdata(T, m);
-		return lem_yield(T, 1);
+		rr = lem_yield(T, 1);
+		loops_hand(st, loops_take(st));   /* m, at the front */
+		return rr;
 	}
-	mb->burst = 0;
+	st->burst = 0;
 	if (timed && timeout <= 0) {
 		lua_pushnil(T);
 		lua_pushliteral(T, "timeout");
 		return 2;
 	}
-	if (T != loop->yielder)   /* as lem_sched_suspend says it, but at the caller's line */
-		receive_error(T, "cannot suspend here: not a coroutine run by lem "
-		                 "(inside coroutine.resume or coroutine.wrap?)");
-	/* The receiver is allocated first: once T has yielded, no error can reach it. It is
-	 * the spare until then, so that a suspension that raises leaks nothing. */
-	r = mb->spare ? mb->spare : malloc(sizeof *r);
-	if (!r)
-		receive_error(T, "not enough memory");
-	mb->spare = r;
+	if (!lem_suspendable(T))   /* as lem_suspend says it, but at the caller's line */
+		loops_error(T, "cannot suspend here: not a coroutine run by lem "
+		               "(inside coroutine.resume or coroutine.wrap?)");
+	/* What can fail comes first: the receiver and its anchor slot. They are the spare
+	 * until the suspension is done, so that one that raises leaks nothing. */
+	if (!(r = st->spare)) {
+		if (!(r = malloc(sizeof *r)))
+			loops_error(T, "not enough memory");
+		r->anchor = 0;
+		st->spare = r;
+	}
+	if (!r->anchor) {
+		lua_pushnil(T);
+		r->anchor = lem_anchor(loop, T);
+	}
 	rr = lem_suspend(T, &w, 0);
-	mb->spare = NULL;
+	st->spare = NULL;
 	r->w = w;
 	lua_pushthread(w.co);
 	lua_xmove(w.co, T, 1);
-	r->anchor = lem_anchor(loop, T);
+	lem_anchor_set(loop, T, r->anchor);
 	r->timed = timed;
-	r->since = mb->epoch;
 	if (timed) {
 		/* A timed receive alone does not keep its loop busy: the loop counts as
-		 * waiting (see check_quiet in mailbox.c), so it can hear 'closed'. */
-		ev_timer_init(&r->timer, recv_timeout, timeout, 0);
-		ev_timer_start(loop->ev, &r->timer);
-		ev_unref(loop->ev);
-		mb->ntimed++;
+		 * waiting (lem_mail_wait), so it can hear 'closed'. */
+		ev_timer_init(&r->timer, loops_timeout, timeout, 0);
+		r->timer.data = st;
+		ev_timer_start(lem_ev(loop), &r->timer);
+		ev_unref(lem_ev(loop));
 	}
 	r->next = NULL;
-	r->prev = mb->wlast;
-	if (mb->wlast) mb->wlast->next = r; else mb->whead = r;
-	mb->wlast = r;
-	mb->nwaiting++;
-	/* A message taken earlier may wait behind receivers that are gone (a message still
-	 * in the shared queue has had its ev_async_send). */
-	if (mb->lhead)
-		ev_async_send(loop->ev, &mb->wake);
+	r->prev = st->wlast;
+	if (st->wlast) st->wlast->next = r; else st->whead = r;
+	st->wlast = r;
+	r->since = lem_mail_wait(loop, 1, timed);
 	return rr;
 }
 
 /* receive's second half, in the receiving coroutine: decodes a message handed to it
- * while it waited, where an error can reach it; passes anything else on. Upvalue 1:
- * decode_msg. */
+ * while it waited, where an error can reach it; passes anything else on. */
 static int loops_receive_done(lua_State *T)
 {
-	struct lem_vmsg *m;
+	struct msg *m;
 
 	if (lua_type(T, 1) != LUA_TLIGHTUSERDATA)
 		return lua_gettop(T);
 	m = lua_touserdata(T, 1);
-	handed_unlink(lem_current->mbox, m);
+	loops_unhand(loops_state(T), m);
 	lua_settop(T, 0);
-	return push_msg(T, m);
+	return loops_push(T, m);
 }
 
-static int checkid(lua_State *T, int arg, int count)
+static int loops_checkid(lua_State *T, int arg, int count)
 {
 	lua_Number n = luaL_checknumber(T, arg);
 	int id = (int)n;
@@ -264,7 +325,7 @@ static int checkid(lua_State *T, int arg, int count)
 	return id;
 }
 
-static int send_result(lua_State *T, int err)
+static int loops_result(lua_State *T, int err)
 {
 	if (err == 0) {
 		lua_pushboolean(T, 1);
@@ -278,36 +339,35 @@ static int send_result(lua_State *T, int err)
 /* loops.send(id, ...) --> true | nil, 'closed' | nil, 'full' */
 static int loops_send(lua_State *T)
 {
-	lem_loop *loop = lem_current;
-	int to = checkid(T, 1, loop->group->count), bad, err;
-	struct lem_vmsg *m = lem_msg_encode(T, 2, lua_gettop(T), &bad);
+	struct loops *st = loops_state(T);
+	int to = loops_checkid(T, 1, st->count), bad, err;
+	struct msg *m = msg_encode(T, 2, lua_gettop(T), &bad);
 
 	if (!m)
 		return luaL_argerror(T, bad, lua_tostring(T, -1));
-	m->from = loop->id;
-	err = lem_mbox_send(loop->group, to, m);
+	m->from = st->id;
+	err = lem_post(st->loop, to, &m->link);
 	if (err)
 		free(m);
-	return send_result(T, err);
+	return loops_result(T, err);
 }
 
 /* loops.broadcast(...) --> how many other loops it reached */
 static int loops_broadcast(lua_State *T)
 {
-	lem_loop *loop = lem_current;
-	struct lem_group *g = loop->group;
+	struct loops *st = loops_state(T);
 	int bad, i, reached = 0;
-	struct lem_vmsg *m = lem_msg_encode(T, 1, lua_gettop(T), &bad), *c = NULL;
+	struct msg *m = msg_encode(T, 1, lua_gettop(T), &bad), *c = NULL;
 
 	if (!m)
 		return luaL_argerror(T, bad, lua_tostring(T, -1));
-	m->from = loop->id;
-	for (i = 1; i <= g->count; i++) {
-		if (i == loop->id)
+	m->from = st->id;
+	for (i = 1; i <= st->count; i++) {
+		if (i == st->id)
 			continue;
-		if (!c && !(c = lem_msg_copy(m)))
+		if (!c && !(c = msg_copy(m)))
 			return luaL_error(T, "not enough memory");
-		if (lem_mbox_send(g, i, c) == 0) {
+		if (lem_post(st->loop, i, &c->link) == 0) {
 			reached++;
 			c = NULL;
 		}
@@ -318,6 +378,49 @@ static int loops_broadcast(lua_State *T)
 	return 1;
 }
 
+/* The state's __gc, at lua_close: the mailbox has closed (LEM_MAIL_CLOSED) and left
+ * nothing, unless the module opened after that. */
+static int loops_gc(lua_State *L)
+{
+	loops_drop(lua_touserdata(L, 1));
+	return 0;
+}
+
+/* [-0, +1, m] The loop's struct loops, made and hooked to its mailbox on first use. */
+static struct loops *loops_open_state(lua_State *L)
+{
+	struct loops *st;
+
+	lua_getfield(L, LUA_REGISTRYINDEX, LOOPS_KEY);
+	if (!lua_isnil(L, -1))
+		return lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	st = lua_newuserdata(L, sizeof *st);
+	st->loop = lem_loop_of(L);
+	st->count = lem_loops(st->loop, &st->id);
+	st->whead = st->wlast = st->spare = NULL;
+	st->handed = NULL;
+	st->kept = NULL;
+	st->burst = 0;
+	st->closed = 0;
+	lua_newtable(L);
+	lua_pushcfunction(L, loops_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, LOOPS_KEY);
+	lem_mail_hook_set(st->loop, loops_hook, st);
+	return st;
+}
+
+/* [-0, +1, m] A closure of f with the module's upvalues, decode and state, on top. */
+static void loops_closure(lua_State *L, lua_CFunction f)
+{
+	lua_pushvalue(L, -2);
+	lua_pushvalue(L, -2);
+	lua_pushcclosure(L, f, 2);
+}
+
 /* loops.receive([timeout]) --> from, ... | nil, 'timeout' | nil, 'closed'. Its halves
  * are upvalues named as the function, for the errors they raise. */
 static const char receive_lua[] =
@@ -326,27 +429,27 @@ static const char receive_lua[] =
 
 int luaopen_lem_loops(lua_State *L)
 {
-	static const luaL_Reg funcs[] = {
-		{ "send", loops_send },
-		{ "broadcast", loops_broadcast },
-		{ NULL, NULL }
-	};
-	lem_loop *loop = lem_current;
+	struct loops *st;
 
-	lua_newtable(L);
-	luaL_register(L, NULL, funcs);
+	lua_newtable(L);                              /* M */
 	if (luaL_loadbuffer(L, receive_lua, sizeof receive_lua - 1, "=[lem.loops]") != 0)
 		return lua_error(L);
-	lua_pushcfunction(L, decode_msg);             /* M, chunk, decode */
-	lua_pushvalue(L, -1);
-	lua_pushcclosure(L, loops_receive, 1);        /* M, chunk, decode, receive */
-	lua_insert(L, -2);
-	lua_pushcclosure(L, loops_receive_done, 1);   /* M, chunk, receive, receive_done */
-	lua_call(L, 2, 1);
+	lua_pushcfunction(L, loops_decode);           /* M, chunk, decode */
+	st = loops_open_state(L);                     /* M, chunk, decode, state */
+	loops_closure(L, loops_send);
+	lua_setfield(L, -5, "send");
+	loops_closure(L, loops_broadcast);
+	lua_setfield(L, -5, "broadcast");
+	loops_closure(L, loops_receive);
+	lua_insert(L, -3);                            /* M, chunk, receive, decode, state */
+	loops_closure(L, loops_receive_done);
+	lua_insert(L, -3);                            /* M, chunk, receive, done, decode, state */
+	lua_pop(L, 2);
+	lua_call(L, 2, 1);                            /* M, receive */
 	lua_setfield(L, -2, "receive");
-	lua_pushinteger(L, loop->id);
+	lua_pushinteger(L, st->id);
 	lua_setfield(L, -2, "id");
-	lua_pushinteger(L, loop->group->count);
+	lua_pushinteger(L, st->count);
 	lua_setfield(L, -2, "count");
 	return 1;
 }

@@ -5,8 +5,7 @@
  * then an end tag). Lengths are little-endian base-128. Metatables do not cross. */
 #include <stdlib.h>
 #include <string.h>
-#include "loop.h"
-#include "mailbox.h"
+#include "loops.h"
 
 enum { T_NIL, T_FALSE, T_TRUE, T_NUMBER, T_STRING, T_TABLE, T_END };
 
@@ -27,16 +26,16 @@ struct frame {
 };
 
 struct enc {
-	struct lem_vmsg *m;
+	struct msg *m;
 	struct frame f[MAX_DEPTH];     /* the tables being encoded, outermost first */
 	int depth;
 	const char *err;               /* why encoding failed */
 	const char *type;              /* ... the type that cannot be sent, or NULL */
 };
 
-static int reserve(struct enc *e, size_t n)
+static int msg_reserve(struct enc *e, size_t n)
 {
-	struct lem_vmsg *m = e->m;
+	struct msg *m = e->m;
 
 	if (m->len + n <= m->cap)
 		return 0;
@@ -51,21 +50,21 @@ static int reserve(struct enc *e, size_t n)
 	return 0;
 }
 
-static int put(struct enc *e, const void *p, size_t n)
+static int msg_put(struct enc *e, const void *p, size_t n)
 {
-	if (reserve(e, n))
+	if (msg_reserve(e, n))
 		return -1;
 	memcpy(e->m->data + e->m->len, p, n);
 	e->m->len += n;
 	return 0;
 }
 
-static int put_tag(struct enc *e, unsigned char tag)
+static int msg_put_tag(struct enc *e, unsigned char tag)
 {
-	return put(e, &tag, 1);
+	return msg_put(e, &tag, 1);
 }
 
-static int put_len(struct enc *e, size_t n)
+static int msg_put_len(struct enc *e, size_t n)
 {
 	unsigned char b[10];
 	int i = 0;
@@ -74,26 +73,26 @@ static int put_len(struct enc *e, size_t n)
 		b[i++] = (unsigned char)((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
 		n >>= 7;
 	} while (n);
-	return put(e, b, i);
+	return msg_put(e, b, i);
 }
 
 /* Encodes the scalar at idx (absolute) of L, or opens the table there: a frame, and its
  * first key (nil) pushed. Returns 0, or -1 on failure. */
-static int encode_one(struct enc *e, lua_State *L, int idx)
+static int msg_encode_one(struct enc *e, lua_State *L, int idx)
 {
 	switch (lua_type(L, idx)) {
 	case LUA_TNIL:
-		return put_tag(e, T_NIL);
+		return msg_put_tag(e, T_NIL);
 	case LUA_TBOOLEAN:
-		return put_tag(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+		return msg_put_tag(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
 	case LUA_TNUMBER: {
 		lua_Number n = lua_tonumber(L, idx);
-		return put_tag(e, T_NUMBER) || put(e, &n, sizeof n);
+		return msg_put_tag(e, T_NUMBER) || msg_put(e, &n, sizeof n);
 	}
 	case LUA_TSTRING: {
 		size_t len;
 		const char *s = lua_tolstring(L, idx, &len);
-		return put_tag(e, T_STRING) || put_len(e, len) || put(e, s, len);
+		return msg_put_tag(e, T_STRING) || msg_put_len(e, len) || msg_put(e, s, len);
 	}
 	case LUA_TTABLE: {
 		const void *t = lua_topointer(L, idx);
@@ -110,7 +109,7 @@ static int encode_one(struct enc *e, lua_State *L, int idx)
 			e->err = "cannot send tables nested that deep";
 			return -1;
 		}
-		if (put_tag(e, T_TABLE))
+		if (msg_put_tag(e, T_TABLE))
 			return -1;
 		f = &e->f[e->depth++];
 		f->t = t;
@@ -128,9 +127,9 @@ static int encode_one(struct enc *e, lua_State *L, int idx)
 /* Encodes the value at idx (absolute) of L. Inside a table the Lua stack holds its
  * current key (stage S_NEXT), or its key and value; a key or value that is a table opens
  * a frame above them. On failure the caller resets the stack. */
-static int encode(struct enc *e, lua_State *L, int idx)
+static int msg_encode_value(struct enc *e, lua_State *L, int idx)
 {
-	if (encode_one(e, L, idx))
+	if (msg_encode_one(e, L, idx))
 		return -1;
 	while (e->depth > 0) {
 		struct frame *f = &e->f[e->depth - 1];
@@ -140,18 +139,18 @@ static int encode(struct enc *e, lua_State *L, int idx)
 		case S_NEXT:
 			if (!lua_next(L, f->idx)) {   /* the table is done: back to its parent */
 				e->depth--;
-				if (put_tag(e, T_END))
+				if (msg_put_tag(e, T_END))
 					return -1;
 				continue;
 			}
 			f->stage = S_KEY;
 			top = lua_gettop(L);
-			if (encode_one(e, L, top - 1))
+			if (msg_encode_one(e, L, top - 1))
 				return -1;
 			break;
 		case S_KEY:
 			f->stage = S_VALUE;
-			if (encode_one(e, L, lua_gettop(L)))
+			if (msg_encode_one(e, L, lua_gettop(L)))
 				return -1;
 			break;
 		default:
@@ -163,7 +162,7 @@ static int encode(struct enc *e, lua_State *L, int idx)
 	return 0;
 }
 
-struct lem_vmsg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
+struct msg *msg_encode(lua_State *L, int first, int last, int *badarg)
 {
 	struct enc e;
 	int i, top = lua_gettop(L);
@@ -179,14 +178,14 @@ struct lem_vmsg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
 		lua_pushliteral(L, "not enough memory");
 		return NULL;
 	}
-	e.m->next = NULL;
+	e.m->link.next = NULL;
 	e.m->len = 0;
 	e.m->cap = 64;
 	e.m->nvalues = last - first + 1;
 	e.depth = 0;
 	e.err = e.type = NULL;
 	for (i = first; i <= last; i++) {
-		if (encode(&e, L, i)) {
+		if (msg_encode_value(&e, L, i)) {
 			free(e.m);
 			lua_settop(L, top);
 			*badarg = i;
@@ -200,19 +199,19 @@ struct lem_vmsg *lem_msg_encode(lua_State *L, int first, int last, int *badarg)
 	return e.m;
 }
 
-struct lem_vmsg *lem_msg_copy(const struct lem_vmsg *m)
+struct msg *msg_copy(const struct msg *m)
 {
-	struct lem_vmsg *c = malloc(sizeof *c + m->len);
+	struct msg *c = malloc(sizeof *c + m->len);
 
 	if (c) {
 		memcpy(c, m, sizeof *c + m->len);
 		c->cap = m->len;
-		c->next = NULL;
+		c->link.next = NULL;
 	}
 	return c;
 }
 
-static size_t get_len(const unsigned char **p)
+static size_t msg_get_len(const unsigned char **p)
 {
 	size_t n = 0;
 	int shift = 0;
@@ -229,7 +228,7 @@ static size_t get_len(const unsigned char **p)
 /* Pushes the values of m on L, the stack of tables being filled kept in C and on L's
  * stack, not in C recursion. Raises on failure (out of memory, or a message nested deeper
  * than any encoder makes): call it protected. */
-void lem_msg_decode(lua_State *L, const struct lem_vmsg *m)
+void msg_decode(lua_State *L, const struct msg *m)
 {
 	const unsigned char *p = m->data;
 	int t[MAX_DEPTH];   /* stack indices of the tables being filled */
@@ -249,7 +248,7 @@ void lem_msg_decode(lua_State *L, const struct lem_vmsg *m)
 			break;
 		}
 		case T_STRING: {
-			size_t len = get_len(&p);
+			size_t len = msg_get_len(&p);
 			lua_pushlstring(L, (const char *)p, len);
 			p += len;
 			break;

@@ -1,0 +1,112 @@
+/* group.c: the loops of one process: their stop, and the idle protocol's verdict.
+ *
+ * Lock order: the group's lock before a mailbox's (mailbox.c). */
+#include <stdlib.h>
+#include "mailbox.h"
+
+#define LOAD(p) __atomic_load_n(p, __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n(p, v, __ATOMIC_SEQ_CST)
+
+struct lem_group *lem_group_new(int count, unsigned capacity)
+{
+	struct lem_group *g = calloc(1, sizeof *g);
+
+	if (!g || !(g->mbox = calloc(count, sizeof *g->mbox))) {
+		free(g);
+		return NULL;
+	}
+	g->count = g->live = count;
+	g->capacity = capacity;
+	pthread_mutex_init(&g->lock, NULL);
+	for (int i = 0; i < count; i++)
+		lem_mbox_init(&g->mbox[i]);
+	return g;
+}
+
+void lem_group_free(struct lem_group *g)
+{
+	for (int i = 0; i < g->count; i++)
+		lem_mbox_destroy(&g->mbox[i]);
+	pthread_mutex_destroy(&g->lock);
+	free(g->mbox);
+	free(g);
+}
+
+int lem_group_status(struct lem_group *g)
+{
+	int status;
+
+	pthread_mutex_lock(&g->lock);
+	status = g->status;
+	pthread_mutex_unlock(&g->lock);
+	return status;
+}
+
+void lem_group_stop(struct lem_group *g, int status)
+{
+	pthread_mutex_lock(&g->lock);
+	if (!g->stopping) {
+		g->stopping = 1;
+		g->status = status;
+		for (int i = 0; i < g->count; i++)
+			lem_mbox_request(&g->mbox[i], &g->mbox[i].stop);
+		if (g->on_stop)
+			g->on_stop(g);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Under the group's lock: an idle loop hears that no message can come when every other
+ * running loop is strictly idle and no message is on its way to an idle loop. So when
+ * every running loop is idle, all their waits end if all are strictly idle, and only the
+ * timed one's if one is not; with two timed ones, each waits for its timeout. A sender is
+ * never idle, and a message counts in its target's pending from before its sender can
+ * become idle. */
+static void group_quiet(struct lem_group *g)
+{
+	int i, idle;
+
+	if (g->live == 0 || g->idle < g->live || g->strict < g->live - 1 || g->stopping)
+		return;
+	for (i = 0; i < g->count; i++)
+		if (LOAD(&g->mbox[i].idle) && LOAD(&g->mbox[i].pending) > 0)
+			return;
+	for (i = 0; i < g->count; i++) {
+		struct lem_mbox *mb = &g->mbox[i];
+		if ((idle = LOAD(&mb->idle)) && (g->strict == g->live || idle == LEM_IDLE_TIMED)) {
+			/* the verdict holds for this idle period: a timeout may end it, and its
+			 * coroutine wait again, before the loop sees the request */
+			STORE(&mb->close_epoch, mb->epoch);
+			lem_mbox_request(mb, &mb->close);
+		}
+	}
+}
+
+void lem_group_idle(struct lem_group *g, struct lem_mbox *mb, int idle)
+{
+	pthread_mutex_lock(&g->lock);
+	int was = LOAD(&mb->idle);
+	if (was != idle) {
+		if (idle)
+			mb->epoch++;
+		STORE(&mb->idle, idle);
+		g->idle += (idle != 0) - (was != 0);
+		g->strict += (idle == LEM_IDLE_STRICT) - (was == LEM_IDLE_STRICT);
+		if (idle)
+			group_quiet(g);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* A loop that leaves may be the last busy one the others' verdict waited for. */
+void lem_group_leave(struct lem_group *g)
+{
+	int last;
+
+	pthread_mutex_lock(&g->lock);
+	last = --g->live == 0;
+	group_quiet(g);
+	pthread_mutex_unlock(&g->lock);
+	if (last && g->on_finish)
+		g->on_finish(g);
+}
