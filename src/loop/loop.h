@@ -91,7 +91,7 @@ struct lem_loop {
 	ev_tstamp tfd_want;       /* earliest lem deadline seen since it last fired */
 	ev_tstamp tfd_armed;      /* what it is armed for */
 
-	struct lem_group *group;  /* the loops of this process (mailbox.h) */
+	struct lem_group *group;  /* the loops of this process (group.h) */
 	int id;                   /* this loop's number in it, 1.. */
 	struct lem_mbox *mbox;    /* its mailbox, while open */
 

@@ -292,6 +292,7 @@ static int loops_receive(lua_State *T)
 		r->timer.data = st;
 		ev_timer_start(lem_ev(loop), &r->timer);
 		ev_unref(lem_ev(loop));
+		lem_deadline(loop, ev_now(lem_ev(loop)) + timeout);
 	}
 	r->next = NULL;
 	r->prev = st->wlast;
