@@ -1,24 +1,40 @@
 /* io.c: lem.io, non-blocking TCP and Unix streams: the module table, error messages and
- * the bookkeeping of suspended callers shared by streams and listeners. */
+ * the bookkeeping of suspended callers shared by streams, listeners and connects. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <netdb.h>
 #include "io.h"
 
 /* ---- errors ----
  * Runtime failures come back as nil, message: strerror's text with a lower-case first
  * letter ("connection refused"), except where a word of our own says more. */
 
+_Static_assert(EAI_NONAME < 0, "io_eai expects getaddrinfo's codes to be negative");
+
+/* getaddrinfo's failure gai (an EAI_ code) as an error: EAI_SYSTEM's errno, or the code
+ * moved past IO_EAI. */
+int io_eai(int gai, int syserr)
+{
+	if (gai == EAI_SYSTEM)
+		return syserr ? -syserr : -EIO;
+	return -(IO_EAI - gai);
+}
+
+/* The message of err, a negative errno or IO_E*. */
 const char *io_strerror(int err, char buf[128])
 {
 	const char *msg;
 
-	switch (err) {
+	switch (-err) {
 	case EPIPE:
 		return "closed";                  /* the peer is gone: as a read would say */
 	case ETIMEDOUT:
 		return "timeout";                 /* as our own timers and utils' sleepers say */
+	case EBUSY:
+		return "busy";                    /* someone else waits on the object */
 	case ENOMEM:
 		return "not enough memory";       /* as Lua says, and a string it keeps made */
 	case IO_ELINE:
@@ -26,10 +42,14 @@ const char *io_strerror(int err, char buf[128])
 	case IO_ETOOLONG:
 		return "too long";
 	}
-	msg = strerror_r(err, buf, 128);
-	if (msg != buf) {
-		strncpy(buf, msg, 127);
-		buf[127] = '\0';
+	if (-err > IO_EAI) {
+		snprintf(buf, 128, "%s", gai_strerror(IO_EAI + err));
+	} else {
+		msg = strerror_r(-err, buf, 128);
+		if (msg != buf) {
+			strncpy(buf, msg, 127);
+			buf[127] = '\0';
+		}
 	}
 	/* "Connection refused" but not "IO error" or "TCP..." */
 	if (isupper((unsigned char)buf[0]) && !isupper((unsigned char)buf[1]))
@@ -37,18 +57,40 @@ const char *io_strerror(int err, char buf[128])
 	return buf;
 }
 
-void io_pusherror(lua_State *T, int err)
+int io_error(lua_State *T, int err)
 {
 	char buf[128];
 
+	lua_pushnil(T);
 	lua_pushstring(T, io_strerror(err, buf));
+	return 2;
 }
 
-int io_error(lua_State *T, int err)
+/* ---- arguments ---- */
+
+/* A timeout argument: -1 when none (wait as long as it takes), 0 for a negative one. */
+lua_Number io_opttimeout(lua_State *T, int idx)
 {
-	lua_pushnil(T);
-	io_pusherror(T, err);
-	return 2;
+	lua_Number t;
+
+	if (lua_isnoneornil(T, idx))
+		return -1;
+	t = luaL_checknumber(T, idx);
+	if (t != t)
+		luaL_argerror(T, idx, "timeout is not a number");
+	return t < 0 ? 0 : t;
+}
+
+/* [-0, +0, v] A method's self: raises "name expected" unless its metatable is the
+ * method's upvalue. */
+void *io_check(lua_State *T, const char *name)
+{
+	void *p = lua_touserdata(T, 1);
+
+	if (!p || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, IO_METATABLE))
+		luaL_typerror(T, 1, name);
+	lua_pop(T, 1);
+	return p;
 }
 
 /* ---- values made in a watcher's callback ----
@@ -59,42 +101,43 @@ int io_error(lua_State *T, int err)
  * waiting coroutine gets nil and the error instead: 'not enough memory', a string Lua
  * keeps made, which moving never allocates. */
 
-static const char scratch_key = 0;   /* registry[&scratch_key]: the scratch thread */
-static const char protect_key = 0;   /* registry[&protect_key]: protect_call */
+static const char io_scratch_key = 0;   /* registry[&io_scratch_key]: the scratch thread */
+static const char io_protect_key = 0;   /* registry[&io_protect_key]: io_protect_call */
 
 lua_State *io_scratch(lua_State *T)
 {
 	lua_State *S;
 
-	lua_pushlightuserdata(T, (void *)&scratch_key);
+	lua_pushlightuserdata(T, (void *)&io_scratch_key);
 	lua_rawget(T, LUA_REGISTRYINDEX);
 	S = lua_tothread(T, -1);
 	lua_pop(T, 1);
 	return S;
 }
 
-struct protect {
+struct io_protected {
 	int (*push)(lua_State *S, void *ud);
 	void *ud;
 };
 
-static int protect_call(lua_State *S)
+static int io_protect_call(lua_State *S)
 {
-	struct protect *p = lua_touserdata(S, 1);
+	struct io_protected *p = lua_touserdata(S, 1);
 
 	return p->push(S, p->ud);
 }
 
 /* [-0, +n|+2, -] Runs push(S, ud), which pushes n values on S, in protected mode, and
- * moves them onto `to`, another thread of the loop (loop->L, a coroutine). Returns n; or -1
- * when push raised, with nil and the error message (two values) on `to`. protect_call
- * is made once and called with lua_pcall: lua_cpcall would make a closure every time. */
+ * moves them onto `to`, another thread of the loop (lem_state, a coroutine). Returns n;
+ * or -1 when push raised, with nil and the error message (two values) on `to`.
+ * io_protect_call is made once and called with lua_pcall: lua_cpcall would make a
+ * closure every time. */
 int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
 {
-	struct protect p = { push, ud };
+	struct io_protected p = { push, ud };
 	int top = lua_gettop(S), n;
 
-	lua_pushlightuserdata(S, (void *)&protect_key);
+	lua_pushlightuserdata(S, (void *)&io_protect_key);
 	lua_rawget(S, LUA_REGISTRYINDEX);
 	lua_pushlightuserdata(S, &p);
 	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
@@ -107,66 +150,125 @@ int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud),
 	return -1;
 }
 
-static int push_msg(lua_State *S, void *msg)
-{
-	lua_pushnil(S);
-	lua_pushstring(S, msg);
-	return 2;
-}
-
-/* Wakes the caller with nil, msg (made protected). Returns what io_wake does. */
-int io_wake_msg(lem_loop *loop, lua_State *S, struct io_wait *iw, const char *msg)
-{
-	io_protect(S, loop->L, push_msg, (void *)msg);
-	return io_wake(loop, iw, 2);
-}
-
-/* Wakes the caller with nil and the message of err, an errno or IO_E*. */
-int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, int err)
-{
-	char buf[128];
-
-	return io_wake_msg(loop, S, iw, io_strerror(err, buf));
-}
-
 /* ---- suspended callers ----
- * A caller suspends with lem_wait, io_anchor_co, a watcher, then lem_yield. Nothing else
- * refers to its coroutine while it waits, so its anchor slot keeps it (and, through its
- * stack, the object) alive until io_wake or io_release. */
+ * A method that waits calls io_suspend, then starts the watchers of its io_wait; the
+ * callback that ends the wait calls io_wake (or io_wake_error). Values are never pushed on
+ * the suspended coroutine itself: they are made on `from` (lem_state in a callback, the
+ * running coroutine in a method) and lem_wake moves them. */
 
-void io_anchor_co(lem_loop *loop, struct io_wait *iw)
+void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer)
 {
-	lua_pushthread(iw->w.co);
-	lua_xmove(iw->w.co, loop->L, 1);
-	iw->slot = lem_anchor(loop, loop->L);
-	if (iw->slot == 0)            /* the loop is closing: no anchors, nobody to wake */
-		iw->w.co = NULL;
+	memset(iw, 0, sizeof *iw);
+	iw->io = io;
+	iw->timer = timer;
 }
 
-/* Forgets the caller without waking it. */
-void io_release(lem_loop *loop, struct io_wait *iw)
+/* Whether iw's caller is still in the suspension it began there: one resumed by other
+ * means (coroutine.resume by hand, which lem does not support) has moved on, and lem's
+ * mark is no longer on top of its stack (lem.h). */
+static int io_suspended(const struct io_wait *iw)
 {
-	lem_unanchor(loop, iw->slot);
-	iw->slot = 0;
+	lua_State *co = iw->w.co;
+
+	return co && lua_status(co) == LUA_YIELD && lua_gettop(co) > 0 &&
+	       lua_touserdata(co, -1) == (void *)iw->w.token;
+}
+
+/* Whether someone waits in iw, so that another caller gets nil, 'busy'. A caller that
+ * has moved on (see io_suspended) is forgotten. */
+int io_busy(lem_loop *loop, struct io_wait *iw)
+{
+	if (!iw->w.co)
+		return 0;
+	if (io_suspended(iw))
+		return 1;
+	io_wait_end(loop, iw);
+	return 0;
+}
+
+/* [-val, +0, v] Suspends T, which runs a method of iw's object, as iw's caller: return
+ * io_suspend(...). With val, the value on top of T stays alive while it waits. Raises
+ * where T cannot suspend, and iw is then as it was, but for the slots taken: they stay
+ * for the next wait. The method starts iw's watchers after, where nothing may raise. */
+int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
+{
+	int r;
+
+	if (!iw->co_slot) {
+		lua_pushnil(T);
+		iw->co_slot = lem_anchor(loop, T);
+	}
+	if (val && !iw->val_slot) {
+		lua_pushnil(T);
+		iw->val_slot = lem_anchor(loop, T);
+	}
+	r = lem_suspend(T, &iw->w, val);
+	lua_pushthread(iw->w.co);
+	lua_xmove(iw->w.co, T, 1);
+	lem_anchor_set(loop, T, iw->co_slot);
+	if (val) {
+		lua_pushvalue(T, -2);               /* the kept value, under lem's mark */
+		lem_anchor_set(loop, T, iw->val_slot);
+	}
+	return r;
+}
+
+/* Ends iw's wait without waking its caller: stops its watchers, lets go of its values. */
+void io_wait_end(lem_loop *loop, struct io_wait *iw)
+{
+	lua_State *L = lem_state(loop);
+	struct ev_loop *ev = lem_ev(loop);
+
+	if (iw->io)
+		ev_io_stop(ev, iw->io);
+	if (iw->timer)
+		ev_timer_stop(ev, iw->timer);
+	lua_pushnil(L);
+	lem_anchor_set(loop, L, iw->co_slot);
+	if (iw->val_slot) {
+		lua_pushnil(L);
+		lem_anchor_set(loop, L, iw->val_slot);
+	}
 	iw->w.co = NULL;
 }
 
-/* Wakes the caller with the nargs values on top of loop->L. Returns 0 when the suspension
- * was stale (see lem_wake): the values are gone.
- *
- * The values are made on loop->L and moved, never pushed on the suspended coroutine
- * itself: an allocation there may run a finalizer on that coroutine's stack, and in PUC
- * Lua 5.1 the return from that call puts the stack base back to the suspended C
- * function's frame, which hides the suspension's token and makes the wake look stale. */
-int io_wake(lem_loop *loop, struct io_wait *iw, int nargs)
+/* [-nargs, +0, -] on from. Wakes iw's caller with the nargs values on top of from and
+ * ends the wait. Returns 0 when nobody waits or the suspension was stale (see lem_wake):
+ * the values are dropped. */
+int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs)
 {
-	lem_waiter w = iw->w;
-	int woken;
+	int woken = lem_wake(loop, &iw->w, from, nargs);
 
-	woken = lem_wake(loop, &w, loop->L, nargs);
-	io_release(loop, iw);               /* after: the runqueue anchors it now */
+	io_wait_end(loop, iw);                  /* after: the runqueue anchors it now */
 	return woken;
 }
+
+static int io_push_error(lua_State *S, void *err)
+{
+	return io_error(S, *(int *)err);
+}
+
+/* Wakes iw's caller with nil and the message of err (made protected on S). */
+int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from, int err)
+{
+	io_protect(S, from, io_push_error, &err);   /* two values, whatever happens */
+	return io_wake(loop, iw, from, 2);
+}
+
+/* The object closes: its caller returns nil, 'closed' (made on from), or, from NULL (a
+ * finalizer), is forgotten; the slots are freed. */
+void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from)
+{
+	if (from && iw->w.co)
+		io_wake_error(loop, S, iw, from, -EPIPE);
+	else
+		io_wait_end(loop, iw);
+	lem_unanchor(loop, iw->co_slot);
+	lem_unanchor(loop, iw->val_slot);
+	iw->co_slot = iw->val_slot = 0;
+}
+
+/* ---- the module ---- */
 
 void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
               const char *label, const luaL_Reg *methods)
@@ -190,17 +292,34 @@ void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction to
 
 int luaopen_lem_io(lua_State *L)
 {
-	if (!io_scratch(L)) {                 /* once per loop: streams keep a pointer to it */
-		lua_pushlightuserdata(L, (void *)&protect_key);
-		lua_pushcfunction(L, protect_call);
+	static const luaL_Reg tcp[] = {
+		{ "listen", io_listen_tcp },
+		{ "connect", io_connect_tcp },
+		{ NULL, NULL }
+	};
+	static const luaL_Reg unx[] = {
+		{ "listen", io_listen_unix },
+		{ "connect", io_connect_unix },
+		{ NULL, NULL }
+	};
+
+	if (!io_scratch(L)) {                 /* once per loop: objects keep a pointer to it */
+		lua_pushlightuserdata(L, (void *)&io_protect_key);
+		lua_pushcfunction(L, io_protect_call);
 		lua_rawset(L, LUA_REGISTRYINDEX);
-		lua_pushlightuserdata(L, (void *)&scratch_key);
+		lua_pushlightuserdata(L, (void *)&io_scratch_key);
 		lua_newthread(L);
 		lua_rawset(L, LUA_REGISTRYINDEX);
 	}
 	io_stream_open(L);
-	lua_newtable(L);                      /* module */
-	io_socket_open(L);
+	io_listener_open(L);
+	lua_newtable(L);                      /* the module */
+	lua_newtable(L);
+	luaL_register(L, NULL, tcp);
+	lua_setfield(L, -2, "tcp");
+	lua_newtable(L);
+	luaL_register(L, NULL, unx);
+	lua_setfield(L, -2, "unix");
 	io_std_open(L);
 	return 1;
 }

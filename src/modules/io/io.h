@@ -1,21 +1,30 @@
-/* io.h: lem.io's objects, shared by its files: streams (stream.c), listeners and
- * addresses (socket.c), the module table (io.c). */
+/* io.h: lem.io's files: the module, errors and suspended callers (io.c), streams
+ * (stream.c), listeners (listener.c), connects (connect.c), addresses and name lookups
+ * (socket.c). */
 #ifndef LEM_IO_H
 #define LEM_IO_H
 
+#include <stddef.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
-#include "../../loop/loop.h"
+#include "lem.h"
 
 #define IO_STREAM_MT   "lem.io.stream"
 #define IO_LISTENER_MT "lem.io.listener"
 
+/* The upvalue of every method: its class's metatable (io_class). */
+#define IO_METATABLE lua_upvalueindex(1)
+
+/* The struct of type `type` whose member `field` is at p: watchers are embedded. */
+#define io_container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
 enum io_kind { IO_TCP, IO_UNIX, IO_STD };
 
-/* lem.io's own runtime failures, numbered past every errno (io_strerror). */
-enum { IO_ELINE = 4096, IO_ETOOLONG };
+/* Errors are negative inside lem.io: -errno, or one of these negated. Past every errno:
+ * lem.io's own failures, and getaddrinfo's codes (io_eai). */
+enum { IO_ELINE = 4096, IO_ETOOLONG, IO_EAI = 8192 };
 
 /* A peer's address as accept or connect saw it. */
 union io_addr {
@@ -25,31 +34,38 @@ union io_addr {
 	struct sockaddr_un un;
 };
 
-/* A suspended caller: its waiter and the anchor slot that keeps its coroutine alive.
- * The coroutine's stack keeps the object (the method's self) alive in turn, so a stream
- * with a suspended reader is never collected. slot == 0: nobody waits. */
+/* A caller suspended on an object (a reader, a writer, an accept, a connect): its waiter,
+ * the anchor slots that keep it and a value it needs alive while nothing else refers to
+ * them, and the watchers that will wake it. The slots are taken at the first wait and
+ * kept until the object closes: a wait then allocates nothing, so nothing raises once
+ * its caller is suspended. */
 struct io_wait {
-	lem_waiter w;
-	int slot;
+	lem_waiter w;         /* w.co: the suspended caller; NULL while nobody waits */
+	int co_slot;          /* anchor slot of w.co while it waits, nil else; 0: not taken */
+	int val_slot;         /* anchor slot of the value it needs kept: the string being
+	                         written, the autospawn handler, the stream being connected */
+	ev_io *io;            /* its watchers: stopped when the wait ends */
+	ev_timer *timer;
 };
+
+struct io_connect;
 
 /* A stream: one descriptor, a read buffer, at most one reader and one writer at a time.
  * The watchers are embedded (no allocation per operation); r comes first so that its
  * callback gets the stream back by a cast. */
 struct io_stream {
 	ev_io r;                  /* readable: a suspended read */
-	ev_io w;                  /* writable: a suspended write, or a connect in progress */
-	ev_timer timer;           /* timeout of the suspended read or connect */
+	ev_io w;                  /* writable: a suspended write */
+	ev_timer timer;           /* timeout of the suspended read */
 	lem_loop *loop;
 	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
-	int fd;                   /* -1 once closed */
+	int fd;                   /* -1 once closed, or until a connect gives it one */
 	unsigned char kind;       /* enum io_kind */
 	unsigned char eof;        /* the peer closed its end: read() returned 0 */
 	unsigned char drained;    /* the last read() was short: the socket is likely empty */
-	unsigned char connecting; /* w watches a non-blocking connect */
-	int err;                  /* errno of a failed read(), reported once */
+	int err;                  /* -errno of a failed read(), reported once; or 0 */
 
-	struct io_wait rd;        /* the reader (or the connecting caller) */
+	struct io_wait reader;
 	int rfmt;                 /* its format: IO_LINE, IO_ALL or IO_COUNT */
 	size_t rcount;            /* IO_COUNT: bytes wanted */
 	size_t take;              /* buffer start once the answer decided is consumed */
@@ -61,12 +77,11 @@ struct io_stream {
 	size_t start, end, cap;
 	size_t scan;              /* IO_LINE: no '\n' in [start, scan) */
 
-	struct io_wait wr;        /* the writer */
-	int wdata;                /* anchor slot of the string being written */
+	struct io_wait writer;    /* its value: the string being written */
 	const char *wp;           /* what is left of it */
 	size_t wlen;
 
-	struct addrinfo *ai, *ai_next;  /* connect: the addresses, the next to try */
+	struct io_connect *conn;  /* io.tcp.connect in progress (connect.c), else NULL */
 	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
 	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
 	union io_addr peer;       /* the peer, remembered at accept or connect */
@@ -74,52 +89,81 @@ struct io_stream {
 
 /* A listening socket. In autospawn mode every accepted client starts a coroutine. */
 struct io_listener {
-	ev_io r;
+	ev_io r;                  /* first: its callback gets the listener back by a cast */
 	ev_timer timer;           /* accept timeout, or the pause after EMFILE */
 	lem_loop *loop;
 	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
-	int fd;
+	int fd;                   /* -1 once closed, or until a bind gives it one */
 	unsigned char kind;       /* IO_TCP or IO_UNIX */
-	struct io_wait acc;       /* accept() or autospawn() caller */
-	int handler;              /* autospawn: anchor slot of the handler, else 0 */
+	unsigned char spawning;   /* the caller waits in autospawn (its value: the handler),
+	                             not in accept; read only while it waits */
+	struct io_wait caller;    /* accept, autospawn, or io.tcp.listen looking a name up */
 	char *path;               /* IO_UNIX: the socket file, removed at close */
 	int backlog;
 };
 
 enum { IO_LINE, IO_ALL, IO_COUNT };
 
-/* The stream whose timer w is. */
-static inline struct io_stream *io_timer_stream(ev_timer *w)
-{
-	return lem_container_of(w, struct io_stream, timer);
-}
-
 /* io.c */
-const char *io_strerror(int err, char buf[128]);  /* an errno or IO_E*: its message */
-int io_error(lua_State *T, int err);          /* pushes nil, message; returns 2 */
-void io_pusherror(lua_State *T, int err);     /* pushes the message only */
+const char *io_strerror(int err, char buf[128]);  /* err < 0: its message */
+int io_error(lua_State *T, int err);          /* [-0, +2, m] nil, message; returns 2 */
+int io_eai(int gai, int syserr);              /* getaddrinfo's failure as an error < 0 */
+lua_Number io_opttimeout(lua_State *T, int idx);  /* -1: none; 0 for negatives */
+void *io_check(lua_State *T, const char *name);   /* self, if its metatable is the upvalue */
 lua_State *io_scratch(lua_State *T);          /* the scratch thread of T's loop */
 int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud);
-int io_wake_msg(lem_loop *loop, lua_State *S, struct io_wait *iw, const char *msg);
-int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, int err);
-void io_anchor_co(lem_loop *loop, struct io_wait *iw);
-void io_release(lem_loop *loop, struct io_wait *iw);
+void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer);
+int io_busy(lem_loop *loop, struct io_wait *iw);
+int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val);
+int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
+int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from, int err);
+void io_wait_end(lem_loop *loop, struct io_wait *iw);
+void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from);
 /* Registers the metatable `name` with __gc, __tostring, __metatable = label and methods
  * that get it as their upvalue. */
 void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
               const char *label, const luaL_Reg *methods);
-int io_wake(lem_loop *loop, struct io_wait *iw, int nargs);
 
 /* stream.c */
 struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind);
 void io_stream_ready(struct io_stream *s, int fd);   /* sets fd and the stream's watchers */
-void io_stream_shut(struct io_stream *s, int wake);
+void io_stream_shut(struct io_stream *s, lua_State *from);
 void io_stream_open(lua_State *L);
 void io_std_open(lua_State *L);               /* sets io.stdin, io.stdout, io.stderr */
 
-/* socket.c */
-void io_socket_open(lua_State *L);            /* sets io.tcp, io.unix */
-struct sockaddr;
+/* listener.c */
+int io_listen_tcp(lua_State *T);              /* io.tcp.listen */
+int io_listen_unix(lua_State *T);             /* io.unix.listen */
+void io_listener_open(lua_State *L);
+
+/* connect.c */
+int io_connect_tcp(lua_State *T);             /* io.tcp.connect */
+int io_connect_unix(lua_State *T);            /* io.unix.connect */
+void io_connect_free(struct io_stream *s);    /* drops s->conn, waking nobody */
+
+/* socket.c: addresses and name lookups */
+struct addrinfo;
+struct io_lookup;
+/* Called in the loop's thread when the lookup r for the object obj ended: r->res holds
+ * the addresses, or r->err says why not. The object is on top of L. */
+typedef void io_lookup_done(lua_State *L, void *obj, struct io_lookup *r);
+struct io_lookup {
+	/* set by the loop thread, read by the worker */
+	int port;
+	int passive;              /* addresses to bind (listen), not to connect to */
+	/* set by the worker, read by the loop thread in done */
+	struct addrinfo *res;     /* freed after done, unless done takes it (NULL) */
+	int err;                  /* 0, or a negative error (io_eai) */
+	/* loop thread only */
+	int obj;                  /* anchor slot of the object that waits */
+	io_lookup_done *done;
+	char host[];
+};
+int io_lookup_start(lua_State *T, int idx, const char *host, int port, int passive,
+                    io_lookup_done *done);
+int io_numeric_addr(const char *host, int port, int passive, struct addrinfo **res);
+int io_checkport(lua_State *T, int idx);
+void io_checkunix(lua_State *T, int idx, struct sockaddr_un *un);
 int io_pushaddr(lua_State *T, const struct sockaddr *sa, unsigned len);  /* addr, port */
 
 #endif

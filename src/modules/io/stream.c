@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include "io.h"
@@ -21,18 +20,16 @@
 #define ALL_MAX_DEFAULT  16777216   /* and the most bytes of a '*a' or a count read */
 #define LIMIT_MAX     ((size_t)-1 >> 2)   /* larger limits (math.huge) mean this */
 
-#define METATABLE lua_upvalueindex(1)   /* upvalue of the methods */
-
 /* ---- the read buffer ----
  * Data sits in buf[start, end). A read() goes to the free room after end; the data moves
  * to the front only when that room is short and the data is less than half the buffer,
  * else the buffer doubles: a '*a' read of n bytes costs O(n) copies in all. It never grows
- * past what the pending read may need (read_need): a peer that sends a line without end
+ * past what the pending read may need (stream_need): a peer that sends a line without end
  * costs linemax + 2 bytes, not what it sends. */
 
 /* The most bytes the pending read may need buffered: one more than its answer can hold,
  * so that stream_take sees a line or '*a' overflow. The limits are at most LIMIT_MAX. */
-static size_t read_need(const struct io_stream *s)
+static size_t stream_need(const struct io_stream *s)
 {
 	switch (s->rfmt) {
 	case IO_LINE:
@@ -55,7 +52,7 @@ static ssize_t stream_fill(struct io_stream *s)
 		s->start = s->end = s->scan = 0;
 	room = s->cap - s->end;
 	if (room < BUF_MIN_ROOM) {
-		size_t len = s->end - s->start, need = read_need(s);
+		size_t len = s->end - s->start, need = stream_need(s);
 
 		if (s->start > 0 && (len < s->cap / 2 || s->cap >= need)) {
 			memmove(s->buf, s->buf + s->start, len);
@@ -94,16 +91,16 @@ static ssize_t stream_fill(struct io_stream *s)
 		s->drained = 1;
 		return -EAGAIN;
 	}
-	s->err = errno;
-	return -errno;
+	s->err = -errno;
+	return s->err;
 }
 
 enum { TAKE_MORE, TAKE_DATA };   /* stream_take's answers, beside -err */
 
 /* Decides the answer to the pending read (rfmt, rcount) when the buffer, EOF, an error or
  * a limit decide it. Returns TAKE_MORE while more data is needed; TAKE_DATA: the value is
- * [start, start + tlen), and take the buffer's start once it is consumed; or -err: nil and
- * the message of err (EPIPE: 'closed'). Pushes nothing, changes nothing but scan: the
+ * [start, start + tlen), and take the buffer's start once it is consumed; or an error < 0:
+ * nil and its message (-EPIPE: 'closed'). Pushes nothing, changes nothing but scan: the
  * answer is made by stream_push and counts only once stream_consume ran. */
 static int stream_take(struct io_stream *s)
 {
@@ -155,7 +152,7 @@ static int stream_take(struct io_stream *s)
 		break;
 	}
 	if (s->err)
-		return -s->err;                    /* once: stream_consume forgets it */
+		return s->err;                     /* once: stream_consume forgets it */
 	if (s->eof)
 		return -EPIPE;                     /* nil, 'closed' */
 	return TAKE_MORE;
@@ -168,14 +165,14 @@ static int stream_push(lua_State *T, struct io_stream *s, int r)
 		lua_pushlstring(T, s->buf + s->start, s->tlen);   /* return data */
 		return 1;
 	}
-	return io_error(T, -r);                               /* return nil, message */
+	return io_error(T, r);                                /* return nil, message */
 }
 
 /* The answer r was delivered. A buffered error is reported once, then nil, 'closed'. */
 static void stream_consume(struct io_stream *s, int r)
 {
 	if (r != TAKE_DATA) {
-		if (s->err && r == -s->err) {
+		if (s->err && r == s->err) {
 			s->err = 0;
 			s->eof = 1;
 		}
@@ -196,14 +193,14 @@ static void stream_consume(struct io_stream *s, int r)
 
 /* ---- watchers ---- */
 
-struct answer {
+struct stream_answer {
 	struct io_stream *s;
 	int r;
 };
 
-static int push_answer(lua_State *S, void *ud)
+static int stream_push_answer(lua_State *S, void *ud)
 {
-	struct answer *a = ud;
+	struct stream_answer *a = ud;
 
 	return stream_push(S, a->s, a->r);
 }
@@ -211,7 +208,8 @@ static int push_answer(lua_State *S, void *ud)
 static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_stream *s = (struct io_stream *)w;
-	struct answer a = { s, TAKE_MORE };
+	struct stream_answer a = { s, TAKE_MORE };
+	lua_State *L = lem_state(s->loop);
 	int n;
 
 	(void)revents;
@@ -234,16 +232,17 @@ static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 	ev_timer_stop(ev, &s->timer);
 	/* The answer is made on the scratch thread: this callback has no protected call
 	 * around it. When that fails the reader gets nil, 'not enough memory' and the data
-	 * stays; a stale reader (its lua_yield raised) gets nothing and the data stays too. */
-	n = io_protect(s->S, s->loop->L, push_answer, &a);
-	if (io_wake(s->loop, &s->rd, n < 0 ? 2 : n) && n >= 0)
+	 * stays; a stale reader (resumed by other means) gets nothing and the data stays too. */
+	n = io_protect(s->S, L, stream_push_answer, &a);
+	if (io_wake(s->loop, &s->reader, L, n < 0 ? 2 : n) && n >= 0)
 		stream_consume(s, a.r);
 }
 
 static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 {
-	struct io_stream *s = lem_container_of(w, struct io_stream, w);
+	struct io_stream *s = io_container_of(w, struct io_stream, w);
 	lem_loop *loop = s->loop;
+	lua_State *L = lem_state(loop);
 	int err = 0;
 
 	(void)revents;
@@ -255,32 +254,28 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return;    /* the kernel's buffer is full again: wait on */
-			err = errno;
+			err = -errno;
 			break;
 		}
 		s->wp += n;
 		s->wlen -= n;
 	}
-	ev_io_stop(ev, &s->w);
-	lem_unanchor(loop, s->wdata);
-	s->wdata = 0;
 	s->wp = NULL;
 	s->wlen = 0;
 	if (err) {
-		io_wake_error(loop, s->S, &s->wr, err);          /* return nil, message */
+		io_wake_error(loop, s->S, &s->writer, L, err);   /* return nil, message */
 	} else {
-		lua_pushboolean(loop->L, 1);                     /* return true */
-		io_wake(loop, &s->wr, 1);
+		lua_pushboolean(L, 1);                           /* return true */
+		io_wake(loop, &s->writer, L, 1);
 	}
 }
 
 static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
-	struct io_stream *s = io_timer_stream(w);
+	struct io_stream *s = io_container_of(w, struct io_stream, timer);
 
-	(void)revents;
-	ev_io_stop(ev, &s->r);
-	io_wake_msg(s->loop, s->S, &s->rd, "timeout");  /* return nil, 'timeout' */
+	(void)ev; (void)revents;
+	io_wake_error(s->loop, s->S, &s->reader, lem_state(s->loop), -ETIMEDOUT);
 }
 
 /* ---- making and closing ---- */
@@ -297,6 +292,8 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
 	s->stdflags = -1;
 	s->linemax = LINE_MAX_DEFAULT;
 	s->allmax = ALL_MAX_DEFAULT;
+	io_wait_init(&s->reader, &s->r, &s->timer);
+	io_wait_init(&s->writer, &s->w, NULL);
 	io_stream_ready(s, fd);
 	luaL_getmetatable(T, IO_STREAM_MT);
 	lua_setmetatable(T, -2);
@@ -313,7 +310,7 @@ void io_stream_ready(struct io_stream *s, int fd)
 
 /* The standard descriptors are shared with the process (and often with the shell): they
  * go non-blocking only once lem.io uses them, and get their flags back at close. */
-static void std_prepare(struct io_stream *s)
+static void stream_std_prepare(struct io_stream *s)
 {
 	int flags;
 
@@ -327,36 +324,20 @@ static void std_prepare(struct io_stream *s)
 		fcntl(s->fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-/* Stops the watchers and releases the descriptor and the buffer. wake: the suspended
- * reader and writer return nil, 'closed' (stream:close()); else they are forgotten
- * (__gc: nobody can be waiting on an unreachable stream but a stale suspension). */
-void io_stream_shut(struct io_stream *s, int wake)
+/* Stops the watchers and releases the descriptor, the buffer and the anchor slots. The
+ * suspended reader and writer return nil, 'closed', made on from (stream:close()); from
+ * NULL forgets them (__gc: nobody can be waiting on an unreachable stream but a stale
+ * suspension). */
+void io_stream_shut(struct io_stream *s, lua_State *from)
 {
 	lem_loop *loop = s->loop;
 
-	ev_io_stop(loop->ev, &s->r);
-	ev_io_stop(loop->ev, &s->w);
-	ev_timer_stop(loop->ev, &s->timer);
-	if (s->rd.slot) {
-		if (wake)
-			io_wake_msg(loop, s->S, &s->rd, "closed");
-		else
-			io_release(loop, &s->rd);
-	}
-	if (s->wr.slot) {
-		if (wake)
-			io_wake_msg(loop, s->S, &s->wr, "closed");
-		else
-			io_release(loop, &s->wr);
-	}
-	lem_unanchor(loop, s->wdata);
-	s->wdata = 0;
+	if (s->conn)
+		io_connect_free(s);
+	io_wait_free(loop, s->S, &s->reader, from);
+	io_wait_free(loop, s->S, &s->writer, from);
 	s->wp = NULL;
 	s->wlen = 0;
-	if (s->ai) {
-		freeaddrinfo(s->ai);
-		s->ai = s->ai_next = NULL;
-	}
 	if (s->fd >= 0) {
 		if (s->kind != IO_STD)
 			close(s->fd);
@@ -364,7 +345,6 @@ void io_stream_shut(struct io_stream *s, int wake)
 			fcntl(s->fd, F_SETFL, s->stdflags);
 		s->fd = -1;
 	}
-	s->connecting = 0;
 	free(s->buf);
 	s->buf = NULL;
 	s->start = s->end = s->scan = s->cap = 0;
@@ -372,32 +352,14 @@ void io_stream_shut(struct io_stream *s, int wake)
 
 /* ---- methods ---- */
 
-static struct io_stream *checkstream(lua_State *T)
+/* [-0, +0, v] self, an open stream */
+static struct io_stream *stream_check(lua_State *T)
 {
-	struct io_stream *s = lua_touserdata(T, 1);
+	struct io_stream *s = io_check(T, "stream");
 
-	if (!s || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, METATABLE))
-		luaL_typerror(T, 1, "stream");
-	lua_pop(T, 1);
 	if (s->fd < 0)
 		luaL_argerror(T, 1, "closed stream");
 	return s;
-}
-
-/* A caller that suspended in lua_yield, which raised (PUC Lua 5.1, across a metamethod),
- * is still registered. If that same coroutine calls again, it is plainly not waiting any
- * more: forget it. Returns whether someone else is waiting (busy). */
-static int stream_busy(struct io_stream *s, struct io_wait *iw, ev_io *io)
-{
-	if (!iw->slot)
-		return 0;
-	if (iw->w.co != s->loop->running)
-		return 1;
-	ev_io_stop(s->loop->ev, io);
-	if (iw == &s->rd)
-		ev_timer_stop(s->loop->ev, &s->timer);
-	io_release(s->loop, iw);
-	return 0;
 }
 
 /* stream:read([fmt [, timeout]]) --> data | nil, 'closed' | nil, 'timeout' | nil, 'busy'
@@ -405,9 +367,9 @@ static int stream_busy(struct io_stream *s, struct io_wait *iw, ev_io *io)
  * fmt: '*l' a line without its end (default), '*a' all until EOF, n: n bytes. */
 static int stream_read(lua_State *T)
 {
-	struct io_stream *s = checkstream(T);
+	struct io_stream *s = stream_check(T);
 	lem_loop *loop = s->loop;
-	lua_Number timeout = -1;
+	lua_Number timeout;
 	int fmt = IO_LINE, r;
 	size_t count = 0;
 
@@ -430,26 +392,17 @@ static int stream_read(lua_State *T)
 		else
 			luaL_argerror(T, 2, "invalid format (expected '*l', '*a' or a number)");
 	}
-	if (!lua_isnoneornil(T, 3)) {
-		timeout = luaL_checknumber(T, 3);
-		if (timeout != timeout)
-			luaL_argerror(T, 3, "timeout is not a number");
-		if (timeout < 0)
-			timeout = 0;                       /* as documented: try once */
-	}
-	if (stream_busy(s, &s->rd, &s->r)) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "busy");            /* return nil, 'busy' */
-		return 2;
-	}
+	timeout = io_opttimeout(T, 3);
+	if (io_busy(loop, &s->reader))
+		return io_error(T, -EBUSY);            /* return nil, 'busy' */
 	if (fmt == IO_COUNT && count == 0) {
 		lua_pushliteral(T, "");
 		return 1;
 	}
 	if (fmt == IO_COUNT && count > s->allmax)
-		return io_error(T, IO_ETOOLONG);       /* return nil, 'too long' */
+		return io_error(T, -IO_ETOOLONG);      /* return nil, 'too long' */
 	if (s->kind == IO_STD)
-		std_prepare(s);
+		stream_std_prepare(s);
 	s->rfmt = fmt;
 	s->rcount = count;
 	for (int i = 0; ; i++) {
@@ -462,21 +415,17 @@ static int stream_read(lua_State *T)
 		if (s->drained || i == READS_MAX)
 			break;
 		if (stream_fill(s) == -ENOMEM)
-			return io_error(T, ENOMEM);        /* return nil, 'not enough memory' */
+			return io_error(T, -ENOMEM);       /* return nil, 'not enough memory' */
 	}
-	if (timeout == 0) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "timeout");         /* return nil, 'timeout' at once */
-		return 2;
-	}
-	lem_sched_wait(T, &s->rd.w);
-	io_anchor_co(loop, &s->rd);
-	ev_io_start(loop->ev, &s->r);
+	if (timeout == 0)
+		return io_error(T, -ETIMEDOUT);        /* return nil, 'timeout' at once */
+	r = io_suspend(loop, T, &s->reader, 0);
+	ev_io_start(lem_ev(loop), &s->r);
 	if (timeout > 0) {
 		ev_timer_set(&s->timer, timeout, 0);
-		ev_timer_start(loop->ev, &s->timer);
+		ev_timer_start(lem_ev(loop), &s->timer);
 	}
-	return lem_sched_yieldw(T, &s->rd.w);
+	return r;
 }
 
 /* stream:write(...) --> true | nil, 'closed' | nil, 'busy' | nil, message
@@ -486,21 +435,18 @@ static int stream_read(lua_State *T)
  * suspended until then: a fast writer to a slow reader holds one write's data at most. */
 static int stream_write(lua_State *T)
 {
-	struct io_stream *s = checkstream(T);
+	struct io_stream *s = stream_check(T);
 	lem_loop *loop = s->loop;
-	int top = lua_gettop(T), i = 2;
-	size_t off = 0, len;
-	const char *p;
+	int top = lua_gettop(T), i = 2, r;
+	size_t off = 0, len, wlen;
+	const char *p, *wp;
 
 	for (int k = 2; k <= top; k++)
 		luaL_checklstring(T, k, NULL);
-	if (stream_busy(s, &s->wr, &s->w)) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "busy");            /* return nil, 'busy' */
-		return 2;
-	}
+	if (io_busy(loop, &s->writer))
+		return io_error(T, -EBUSY);            /* return nil, 'busy' */
 	if (s->kind == IO_STD)
-		std_prepare(s);
+		stream_std_prepare(s);
 	while (i <= top) {
 		struct iovec iov[IOV_MAX_BATCH];
 		int cnt = 0;
@@ -526,7 +472,7 @@ static int stream_write(lua_State *T)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
-			return io_error(T, errno);         /* return nil, message */
+			return io_error(T, -errno);        /* return nil, message */
 		}
 		while (i <= top) {                     /* step past what went out */
 			lua_tolstring(T, i, &len);
@@ -543,12 +489,11 @@ static int stream_write(lua_State *T)
 		lua_pushboolean(T, 1);                 /* return true */
 		return 1;
 	}
-	lem_sched_wait(T, &s->wr.w);
 	if (i == top) {                            /* the rest of one string: no copy */
 		lua_pushvalue(T, i);
 		p = lua_tolstring(T, -1, &len);
-		s->wp = p + off;
-		s->wlen = len - off;
+		wp = p + off;
+		wlen = len - off;
 	} else {
 		luaL_Buffer b;
 
@@ -558,12 +503,13 @@ static int stream_write(lua_State *T)
 			luaL_addlstring(&b, p + (k == i ? off : 0), len - (k == i ? off : 0));
 		}
 		luaL_pushresult(&b);
-		s->wp = lua_tolstring(T, -1, &s->wlen);
+		wp = lua_tolstring(T, -1, &wlen);
 	}
-	s->wdata = lem_anchor(loop, T);
-	io_anchor_co(loop, &s->wr);
-	ev_io_start(loop->ev, &s->w);
-	return lem_sched_yieldw(T, &s->wr.w);
+	r = io_suspend(loop, T, &s->writer, 1);    /* the string stays alive while it waits */
+	s->wp = wp;
+	s->wlen = wlen;
+	ev_io_start(lem_ev(loop), &s->w);
+	return r;
 }
 
 /* stream:close() --> true | nil, 'closed' (closed already)
@@ -571,16 +517,11 @@ static int stream_write(lua_State *T)
  * gives its descriptor its flags back and leaves it open. */
 static int stream_close(lua_State *T)
 {
-	struct io_stream *s = lua_touserdata(T, 1);
+	struct io_stream *s = io_check(T, "stream");
 
-	if (!s || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, METATABLE))
-		luaL_typerror(T, 1, "stream");
-	if (s->fd < 0) {
-		lua_pushnil(T);
-		lua_pushliteral(T, "closed");
-		return 2;
-	}
-	io_stream_shut(s, 1);
+	if (s->fd < 0)
+		return io_error(T, -EPIPE);            /* return nil, 'closed' */
+	io_stream_shut(s, T);
 	lua_pushboolean(T, 1);
 	return 1;
 }
@@ -588,7 +529,7 @@ static int stream_close(lua_State *T)
 /* stream:limit([line [, all]]) --> line, all
  * Sets the longest line '*l' returns and the most bytes '*a' or a count read returns
  * (nil: unchanged); returns the limits now in force. */
-static size_t checklimit(lua_State *T, int idx, size_t def)
+static size_t stream_checklimit(lua_State *T, int idx, size_t def)
 {
 	lua_Number n;
 
@@ -602,9 +543,9 @@ static size_t checklimit(lua_State *T, int idx, size_t def)
 
 static int stream_limit(lua_State *T)
 {
-	struct io_stream *s = checkstream(T);
-	size_t line = checklimit(T, 2, s->linemax);
-	size_t all = checklimit(T, 3, s->allmax);
+	struct io_stream *s = stream_check(T);
+	size_t line = stream_checklimit(T, 2, s->linemax);
+	size_t all = stream_checklimit(T, 3, s->allmax);
 
 	s->linemax = line;
 	s->allmax = all;
@@ -618,20 +559,20 @@ static int stream_limit(lua_State *T)
  * standard stream asks the kernel. */
 static int stream_peer(lua_State *T)
 {
-	struct io_stream *s = checkstream(T);
+	struct io_stream *s = stream_check(T);
 	union io_addr a;
 	socklen_t len = sizeof a;
 
 	if (s->peerlen > 0)
 		return io_pushaddr(T, &s->peer.sa, s->peerlen);
 	if (getpeername(s->fd, &a.sa, &len) != 0)
-		return io_error(T, errno);
+		return io_error(T, -errno);
 	return io_pushaddr(T, &a.sa, len);
 }
 
 static int stream_gc(lua_State *T)
 {
-	io_stream_shut(lua_touserdata(T, 1), 0);
+	io_stream_shut(lua_touserdata(T, 1), NULL);
 	return 0;
 }
 
@@ -666,7 +607,7 @@ void io_std_open(lua_State *L)
 	static const char *const names[] = { "stdin", "stdout", "stderr" };
 
 	for (int fd = 0; fd < 3; fd++) {
-		io_stream_new(L, lem_current, fd, IO_STD);
+		io_stream_new(L, lem_loop_of(L), fd, IO_STD);
 		lua_setfield(L, -2, names[fd]);
 	}
 }
