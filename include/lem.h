@@ -72,10 +72,12 @@ LEM_API int lem_suspendable(lua_State *T);
 /* [-0, +0, v] Suspends T, which runs the calling lua_CFunction, and fills w. Raises
  * where T cannot suspend, before anything changes. The keep values on top of T's stack
  * stay on the suspended coroutine w->co at indices 1..keep, with lem's mark at keep + 1
- * and nothing else: a light userdata whose value is w->token. (w->co is T, or the coroutine lem resumed
- * when T runs a yield-safe pcall's body in PUC Lua 5.1.) A waker may read them there,
- * and find w->token back from the mark, as long as lua_status(w->co) is LUA_YIELD and
- * the mark is on top. Returns what the lua_CFunction must return. */
+ * and nothing else: a light userdata whose value is w->token. (w->co is T, or the
+ * coroutine lem resumed when T runs a yield-safe pcall's body in PUC Lua 5.1.) Right
+ * after lem_suspend returns, they are also T's stack as it stands, the mark on top. A
+ * waker may read them on w->co, and find w->token back from the mark, as long as
+ * lua_status(w->co) is LUA_YIELD and the mark is on top. Returns what the
+ * lua_CFunction must return. */
 LEM_API int lem_suspend(lua_State *T, lem_waiter *w, int keep);
 /* [-n, +0, v] Lets the coroutines queued before T run, then returns the n values on top
  * of T's stack from the calling lua_CFunction: return lem_yield(T, n). Raises as

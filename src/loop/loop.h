@@ -123,14 +123,9 @@ void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thr
 void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
 void lem_sched_start(lem_loop *loop, lua_State *T, int nargs);   /* [-0, +0] */
-#define lem_sched_push(loop, T, token, nargs) lem_sched_start(loop, T, nargs)   /* TEMPORARY */
 void lem_sched_push_func(lem_loop *loop, lua_State *from);      /* [-1, +0] on from */
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
-void lem_sched_recycle(lem_loop *loop, lua_State *T);
 int lem_sched_nested(lua_State *T);
-void lem_sched_wait(lua_State *T, lem_waiter *w);               /* TEMPORARY */
-int lem_sched_yieldw(lua_State *T, const lem_waiter *w);        /* TEMPORARY */
-int lem_sched_valid(const lem_waiter *w);                       /* TEMPORARY */
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 
 /* anchor.c (and lem.h's anchors): slots in LEM_ANCHORS */

@@ -238,7 +238,7 @@ lua_State *lem_sched_pushthread(lem_loop *loop)
 
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
  * in both VMs (status 0, no call frame): only its stack needs emptying. */
-void lem_sched_recycle(lem_loop *loop, lua_State *T)
+static void sched_recycle(lem_loop *loop, lua_State *T)
 {
 	lua_settop(T, 0);
 	if (loop->nspares >= LEM_SPARES_MAX || loop->closing)
@@ -299,7 +299,7 @@ static void run_one(lem_loop *loop)
 	} else if (status == 0) {
 		if (T == loop->step)
 			loop->step_done(loop);
-		lem_sched_recycle(loop, T);
+		sched_recycle(loop, T);
 	} else {
 		lem_loop_fail(loop, T);
 	}
@@ -414,37 +414,12 @@ void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 		return;
 	}
 	co = lem_sched_pushthread(loop);
+	if (from == loop->L)      /* it went on top of the function and its arguments */
+		lua_insert(from, -nargs - 2);
 	lua_checkstack(co, nargs + 1);
 	lua_xmove(from, co, nargs + 1);
 	lem_sched_start(loop, co, nargs);
 	lua_pop(loop->L, 1);
-}
-
-/* TEMPORARY, until lem.io and lem.loops use lem_suspend: the wait-first suspension. */
-void lem_sched_wait(lua_State *T, lem_waiter *w)
-{
-	lem_loop *loop = lem_current;
-
-	if (T != loop->yielder)
-		cannot_suspend(T);
-	w->co = loop->running;
-	w->token = (loop->token += TOKEN_STEP);
-	if (loop->cbody && T == loop->running)
-		w->token |= TOKEN_CBODY;
-}
-
-int lem_sched_yieldw(lua_State *T, const lem_waiter *w)
-{
-	lua_pushlightuserdata(T, (void *)w->token);
-	lua_yield(T, 1);
-	lem_current->suspended = 1;
-	return -1;
-}
-
-int lem_sched_valid(const lem_waiter *w)
-{
-	return w->co && lua_status(w->co) == LUA_YIELD &&
-	       lua_touserdata(w->co, -1) == (void *)w->token;
 }
 
 /* ---- yield-safe pcall for PUC Lua 5.1 (see pcall.c) ----
@@ -532,6 +507,6 @@ int lem_sched_nested(lua_State *T)
 	lua_pushboolean(T, status == 0);
 	lua_xmove(co, T, n);
 	if (status == 0)
-		lem_sched_recycle(loop, co);
+		sched_recycle(loop, co);
 	return n + 3;
 }
