@@ -93,6 +93,15 @@ void *io_check(lua_State *T, const char *name)
 	return p;
 }
 
+void *io_check_open(lua_State *T, const char *name, size_t fd)
+{
+	char *p = io_check(T, name);
+
+	if (*(int *)(p + fd) < 0)
+		luaL_argerror(T, 1, lua_pushfstring(T, "closed %s", name));
+	return p;
+}
+
 /* ---- values made in a watcher's callback ----
  * A callback runs outside every coroutine: an error raised there (out of memory while a
  * string is made on the loop's main state) finds no protected call and ends the process.
@@ -270,13 +279,49 @@ void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *f
 
 /* ---- the module ---- */
 
-void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
-              const char *label, const luaL_Reg *methods)
+/* What __gc and __tostring need of an object: upvalue 1 of both. */
+struct io_ops {
+	void (*shut)(void *self, lua_State *from);
+	size_t fd;                /* offset of the object's descriptor (-1: closed) */
+	const char *label;
+};
+
+static int io_gc(lua_State *T)
 {
+	const struct io_ops *ops = lua_touserdata(T, lua_upvalueindex(1));
+
+	ops->shut(lua_touserdata(T, 1), NULL);
+	return 0;
+}
+
+/* "stream (fd 5): 0x...", or "stream (closed): 0x..." */
+static int io_tostring(lua_State *T)
+{
+	const struct io_ops *ops = lua_touserdata(T, lua_upvalueindex(1));
+	const char *p = lua_touserdata(T, 1);
+	int fd = *(const int *)(p + ops->fd);
+
+	if (fd < 0)
+		lua_pushfstring(T, "%s (closed): %p", ops->label, (const void *)p);
+	else
+		lua_pushfstring(T, "%s (fd %d): %p", ops->label, fd, (const void *)p);
+	return 1;
+}
+
+void io_class(lua_State *L, const char *name, const char *label,
+              void (*shut)(void *self, lua_State *from), size_t fd, const luaL_Reg *methods)
+{
+	struct io_ops *ops;
+
 	luaL_newmetatable(L, name);
-	lua_pushcfunction(L, gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, tostring);
+	ops = lua_newuserdata(L, sizeof *ops);
+	ops->shut = shut;
+	ops->fd = fd;
+	ops->label = label;            /* a literal */
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, io_gc, 1);
+	lua_setfield(L, -3, "__gc");
+	lua_pushcclosure(L, io_tostring, 1);
 	lua_setfield(L, -2, "__tostring");
 	lua_newtable(L);
 	for (const luaL_Reg *r = methods; r->name; r++) {

@@ -110,6 +110,8 @@ int io_error(lua_State *T, int err);          /* [-0, +2, m] nil, message; retur
 int io_eai(int gai, int syserr);              /* getaddrinfo's failure as an error < 0 */
 lua_Number io_opttimeout(lua_State *T, int idx);  /* -1: none; 0 for negatives */
 void *io_check(lua_State *T, const char *name);   /* self, if its metatable is the upvalue */
+void *io_check_open(lua_State *T, const char *name, size_t fd);   /* and not closed: the
+                                                int at offset fd is not negative */
 lua_State *io_scratch(lua_State *T);          /* the scratch thread of T's loop */
 int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud);
 void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer);
@@ -119,15 +121,15 @@ int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
 int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from, int err);
 void io_wait_end(lem_loop *loop, struct io_wait *iw);
 void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from);
-/* Registers the metatable `name` with __gc, __tostring, __metatable = label and methods
- * that get it as their upvalue. */
-void io_class(lua_State *L, const char *name, lua_CFunction gc, lua_CFunction tostring,
-              const char *label, const luaL_Reg *methods);
+/* Registers the metatable `name` with __metatable = label, methods that get it as their
+ * upvalue, __gc (shut(self, NULL)) and __tostring (from the int at offset fd). */
+void io_class(lua_State *L, const char *name, const char *label,
+              void (*shut)(void *self, lua_State *from), size_t fd, const luaL_Reg *methods);
 
 /* stream.c */
 struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind);
 void io_stream_ready(struct io_stream *s, int fd);   /* sets fd and the stream's watchers */
-void io_stream_shut(struct io_stream *s, lua_State *from);
+void io_stream_shut(void *s, lua_State *from);   /* a struct io_stream */
 void io_stream_open(lua_State *L);
 void io_std_open(lua_State *L);               /* sets io.stdin, io.stdout, io.stderr */
 

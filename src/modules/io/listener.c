@@ -2,6 +2,7 @@
  * autospawn, which starts a coroutine per client. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -302,8 +303,10 @@ static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 
 /* Closes the listener. The caller of autospawn returns true, that of accept nil, 'closed'
  * (made on from); from NULL (__gc) forgets it. */
-static void listener_shut(struct io_listener *l, lua_State *from)
+static void listener_shut(void *self, lua_State *from)
 {
+	struct io_listener *l = self;
+
 	if (from && l->caller.w.co && l->spawning) {
 		lua_pushboolean(from, 1);
 		io_wake(l->loop, &l->caller, from, 1);
@@ -325,11 +328,7 @@ static void listener_shut(struct io_listener *l, lua_State *from)
 /* [-0, +0, v] self, an open listener */
 static struct io_listener *listener_check(lua_State *T)
 {
-	struct io_listener *l = io_check(T, "listener");
-
-	if (l->fd < 0)
-		luaL_argerror(T, 1, "closed listener");
-	return l;
+	return io_check_open(T, "listener", offsetof(struct io_listener, fd));
 }
 
 /* listener:accept([timeout]) --> stream | nil, 'timeout' | nil, 'closed' | nil, 'busy'
@@ -406,23 +405,6 @@ static int listener_close(lua_State *T)
 	return 1;
 }
 
-static int listener_gc(lua_State *T)
-{
-	listener_shut(lua_touserdata(T, 1), NULL);
-	return 0;
-}
-
-static int listener_tostring(lua_State *T)
-{
-	struct io_listener *l = lua_touserdata(T, 1);
-
-	if (l->fd < 0)
-		lua_pushfstring(T, "listener (closed): %p", (void *)l);
-	else
-		lua_pushfstring(T, "listener (fd %d): %p", l->fd, (void *)l);
-	return 1;
-}
-
 void io_listener_open(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
@@ -433,5 +415,5 @@ void io_listener_open(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	io_class(L, IO_LISTENER_MT, listener_gc, listener_tostring, "listener", methods);
+	io_class(L, IO_LISTENER_MT, "listener", listener_shut, offsetof(struct io_listener, fd), methods);
 }

@@ -14,39 +14,33 @@
 int io_pushaddr(lua_State *T, const struct sockaddr *sa, unsigned len)
 {
 	char buf[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+	const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+	size_t n;
 
 	switch (sa->sa_family) {
-	case AF_INET: {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
+	case AF_INET:
 		inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-		lua_pushstring(T, buf);
-		lua_pushinteger(T, ntohs(in->sin_port));
-		return 2;
-	}
-	case AF_INET6: {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-		/* An IPv4 client of a dual-stack ('*') listener: show it as IPv4. */
+		break;
+	case AF_INET6:    /* an IPv4 client of a dual-stack ('*') listener: shown as IPv4 */
 		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
 			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], buf, sizeof buf);
 		else
 			inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-		lua_pushstring(T, buf);
-		lua_pushinteger(T, ntohs(in6->sin6_port));
-		return 2;
-	}
-	case AF_UNIX: {
-		const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-		size_t n = len > offsetof(struct sockaddr_un, sun_path)
-		         ? strnlen(un->sun_path, len - offsetof(struct sockaddr_un, sun_path)) : 0;
-
+		break;
+	case AF_UNIX:
+		n = len > offsetof(struct sockaddr_un, sun_path)
+		  ? strnlen(un->sun_path, len - offsetof(struct sockaddr_un, sun_path)) : 0;
 		lua_pushlstring(T, un->sun_path, n);
 		return 1;
+	default:
+		lua_pushnil(T);
+		lua_pushliteral(T, "unknown address family");
+		return 2;
 	}
-	}
-	lua_pushnil(T);
-	lua_pushliteral(T, "unknown address family");
+	lua_pushstring(T, buf);
+	lua_pushinteger(T, ntohs(sa->sa_family == AF_INET ? in->sin_port : in6->sin6_port));
 	return 2;
 }
 

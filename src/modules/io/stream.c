@@ -328,8 +328,9 @@ static void stream_std_prepare(struct io_stream *s)
  * suspended reader and writer return nil, 'closed', made on from (stream:close()); from
  * NULL forgets them (__gc: nobody can be waiting on an unreachable stream but a stale
  * suspension). */
-void io_stream_shut(struct io_stream *s, lua_State *from)
+void io_stream_shut(void *self, lua_State *from)
 {
+	struct io_stream *s = self;
 	lem_loop *loop = s->loop;
 
 	if (s->conn)
@@ -355,11 +356,7 @@ void io_stream_shut(struct io_stream *s, lua_State *from)
 /* [-0, +0, v] self, an open stream */
 static struct io_stream *stream_check(lua_State *T)
 {
-	struct io_stream *s = io_check(T, "stream");
-
-	if (s->fd < 0)
-		luaL_argerror(T, 1, "closed stream");
-	return s;
+	return io_check_open(T, "stream", offsetof(struct io_stream, fd));
 }
 
 /* stream:read([fmt [, timeout]]) --> data | nil, 'closed' | nil, 'timeout' | nil, 'busy'
@@ -570,23 +567,6 @@ static int stream_peer(lua_State *T)
 	return io_pushaddr(T, &a.sa, len);
 }
 
-static int stream_gc(lua_State *T)
-{
-	io_stream_shut(lua_touserdata(T, 1), NULL);
-	return 0;
-}
-
-static int stream_tostring(lua_State *T)
-{
-	struct io_stream *s = lua_touserdata(T, 1);
-
-	if (s->fd < 0)
-		lua_pushfstring(T, "stream (closed): %p", (void *)s);
-	else
-		lua_pushfstring(T, "stream (fd %d): %p", s->fd, (void *)s);
-	return 1;
-}
-
 void io_stream_open(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
@@ -598,7 +578,7 @@ void io_stream_open(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	io_class(L, IO_STREAM_MT, stream_gc, stream_tostring, "stream", methods);
+	io_class(L, IO_STREAM_MT, "stream", io_stream_shut, offsetof(struct io_stream, fd), methods);
 }
 
 /* io.stdin, io.stdout, io.stderr: module table on top of L. */

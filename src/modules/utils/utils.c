@@ -85,14 +85,9 @@ int luaopen_lem_utils(lua_State *L)
 		{ NULL, NULL }
 	};
 	static const luaL_Reg sleeper[] = {
-		{ "sleep", sleeper_sleep },
-		{ "wakeup", sleeper_wakeup },
-		{ NULL, NULL }
+		{ "sleep", sleeper_sleep }, { "wakeup", sleeper_wakeup }, { NULL, NULL }
 	};
-	static const luaL_Reg timer[] = {
-		{ "cancel", timer_cancel },
-		{ NULL, NULL }
-	};
+	static const luaL_Reg timer[] = { { "cancel", timer_cancel }, { NULL, NULL } };
 	struct utils *u;
 
 	lua_newtable(L);                          /* the module */
