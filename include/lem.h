@@ -83,16 +83,19 @@ LEM_API int lem_suspend(lua_State *T, lem_waiter *w, int keep);
  * of T's stack from the calling lua_CFunction: return lem_yield(T, n). Raises as
  * lem_suspend. */
 LEM_API int lem_yield(lua_State *T, int n);
-/* [-nargs, +0, -] on `from`. Schedules the suspended w->co to resume with the nargs
+/* [-nargs, +0, v] on `from`. Schedules the suspended w->co to resume with the nargs
  * values on top of `from`, which it moves: from is a coroutine of the loop (the one
  * running the caller's lua_CFunction) or, in a watcher's callback, lem_state(loop).
  * Never push values on w->co itself: an allocation there may run a finalizer on that
  * suspended coroutine, which PUC Lua 5.1 does not survive. Returns 1, or 0 (and pops the
- * values) when w is stale: woken already, resumed by other means, or the loop closes. */
+ * values) when w is stale: woken already, resumed by other means, or the loop closes.
+ * Raises on `from` when w->co's stack cannot take nargs more values (Lua's limit, some
+ * 8000); running out of memory while it grows is the fatal path. */
 LEM_API int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs);
-/* [-(nargs+1), +0, m] on `from`. Queues the function under the nargs values on top of
+/* [-(nargs+1), +0, v] on `from`. Queues the function under the nargs values on top of
  * `from` (a thread of loop, as for lem_wake) to run in a coroutine of its own, as
- * utils.spawn does: a finished coroutine is reused when one is at hand. */
+ * utils.spawn does: a finished coroutine is reused when one is at hand. Raises on
+ * `from` a memory error, or when a coroutine's stack cannot take nargs + 1 values. */
 LEM_API void lem_spawn(lem_loop *loop, lua_State *from, int nargs);
 
 /* ---- anchors ----

@@ -124,4 +124,22 @@ do
 	t.same({ pcall(s2.sleep, s2) }, { true, 1, 2 }, 'pcall of a C function that suspends returns its wake values')
 end
 
+-- thousands of values: spawn and wakeup work, or raise an error; never a crash
+do
+	local big, fine = {}, true
+	for i = 1, 8000 do big[i] = i end
+	for n = 7990, 8000 do
+		pcall(function() return utils.spawn(function() end, unpack(big, 1, n)) end)
+		local s = utils.sleeper()
+		utils.spawn(function() s:sleep() end)
+		utils.yield()
+		local ok, err = pcall(function() return s:wakeup(unpack(big, 1, n)) end)
+		if not ok and not tostring(err):find('too many') then fine = false end
+		s:wakeup()
+	end
+	t.ok(fine, 'spawn and wakeup with up to 8000 values work or raise "too many"')
+end
+local _, printed = t.run(t.lem .. [[ -e "print(string.rep('a', 8192), 'b')"]])
+t.is(printed:sub(-3), '\tb\n', 'print keeps its pieces in order past its buffer')
+
 t.done()

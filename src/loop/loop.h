@@ -51,7 +51,7 @@ struct lem_pcall {
 
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
-	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_POOL..) */
+	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_SPARES..) */
 
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
 	struct lem_rq_seg *rq_free;

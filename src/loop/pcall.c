@@ -33,7 +33,6 @@ static const char wrappers[] =
 	"  if h == nil then error(\"bad argument #2 to 'xpcall' (value expected)\", 2) end\n"
 	"  return loop(h, step(h, nil, f))\n"
 	"end\n";
-#define BODY_SRC "=[C body]"     /* the trampoline's (trampoline.c) */
 
 /* Registry keys: the hook functions by thread (a light userdata), and pcall and xpcall
  * as the wrapper chunk made them. */
@@ -65,7 +64,7 @@ static int db_getlocal(lua_State *L);
 static int db_setlocal(lua_State *L);
 
 /* Whether the event at the top of L's stack belongs to the machinery of pcall: the
- * trampoline, the wrappers (but for pcall's own call and return) and the C functions
+ * wrappers (but for pcall's own call and return) and the C functions
  * they call, and the stock debug functions that ours call. */
 static int hidden(lua_State *L, int event)
 {
@@ -74,8 +73,6 @@ static int hidden(lua_State *L, int event)
 
 	if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "S", &ar))
 		return 0;
-	if (is_src(&ar, BODY_SRC))
-		return 1;
 	if (is_src(&ar, WRAPPER_SRC))
 		return !(event == LUA_HOOKRET ||
 		         (event == LUA_HOOKCALL && ar.linedefined != LOOP_LINE));
@@ -242,7 +239,7 @@ void lem_pcall_leave(lua_State *T, lua_State *co)
 
 /* ---- stack levels across helpers ---- */
 
-/* The number of levels of co's stack, less a trampoline at its bottom. */
+/* The number of levels of co's stack. */
 static int depth(lua_State *co)
 {
 	lua_Debug ar;
@@ -261,9 +258,7 @@ static int depth(lua_State *co)
 		else
 			hi = mid;
 	}
-	lua_getstack(co, lo, &ar);
-	lua_getinfo(co, "S", &ar);
-	return is_src(&ar, BODY_SRC) ? lo : lo + 1;
+	return lo + 1;
 }
 
 enum { NONE, FRAME, WRAPPER };

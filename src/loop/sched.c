@@ -113,7 +113,7 @@ void lem_sched_free(lem_loop *loop)
  * Lua frame under it to return to. But a body that yielded has nothing left to do but
  * return the values it is resumed with, so lem does not resume it: the coroutine has
  * ended with those values. It keeps its yielded status and is never reused. LuaJIT
- * resumes C bodies itself.
+ * could resume such a body; both builds end it alike (only body_yielded is PUC's).
  * The runqueue knows a C body from its start (loop->cbody while it runs): its
  * suspensions carry TOKEN_CBODY, its yields are queued as LEM_RQ_ENDED. A yield-safe
  * pcall's body looks at its stack instead (body_yielded), as it is resumed rarely. */
@@ -394,11 +394,13 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 		lua_pop(from, nargs);
 		return 0;
 	}
-	lua_pushlightuserdata(co, (void *)(w->token | 1));   /* above the mark: one call less */
-	if (nargs > 0) {
-		lua_checkstack(co, nargs);   /* may grow the stack; it never collects */
-		lua_xmove(from, co, nargs);
+	if (!lua_checkstack(co, nargs + 1)) {   /* may grow the stack; it never collects */
+		lua_pop(from, nargs);
+		luaL_error(from, "too many values to wake a coroutine with");
 	}
+	lua_pushlightuserdata(co, (void *)(w->token | 1));   /* above the mark: one call less */
+	if (nargs > 0)
+		lua_xmove(from, co, nargs);
 	seg = rq_append(loop, co, LEM_RQ_WOKEN, w->token | 1, nargs);
 	lua_pushthread(co);
 	lua_xmove(co, seg->A, 1);
@@ -414,9 +416,13 @@ void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 		return;
 	}
 	co = lem_sched_pushthread(loop);
+	if (!lua_checkstack(co, nargs + 1)) {
+		lua_pop(loop->L, 1);
+		lua_pop(from, nargs + 1);
+		luaL_error(from, "too many arguments to spawn a coroutine with");
+	}
 	if (from == loop->L)      /* it went on top of the function and its arguments */
 		lua_insert(from, -nargs - 2);
-	lua_checkstack(co, nargs + 1);
 	lua_xmove(from, co, nargs + 1);
 	lem_sched_start(loop, co, nargs);
 	lua_pop(loop->L, 1);

@@ -19,13 +19,13 @@ static int lem_print(lua_State *L)
 	lua_getglobal(L, "tostring");
 	luaL_buffinit(L, &b);
 	for (i = 1; i <= n; i++) {
+		if (i > 1)    /* before the value is on the stack: a full buffer pushes a piece */
+			luaL_addchar(&b, '\t');
 		lua_pushvalue(L, n + 1);
 		lua_pushvalue(L, i);
 		lua_call(L, 1, 1);
 		if (!lua_isstring(L, -1))
 			return luaL_error(L, LUA_QL("tostring") " must return a string to " LUA_QL("print"));
-		if (i > 1)
-			luaL_addchar(&b, '\t');
 		luaL_addvalue(&b);
 	}
 	luaL_addchar(&b, '\n');

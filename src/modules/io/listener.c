@@ -259,10 +259,7 @@ static void listener_spawn(struct io_listener *l)
 			listener_pause(l);
 			return;
 		}
-		/* lem_spawn from lem_state(loop) takes the wrong values (the coroutine it
-		 * makes lands on that same stack): it is given them on the scratch thread. */
-		lua_xmove(L, l->S, 2);
-		lem_spawn(loop, l->S, 1);                        /* handler(client) */
+		lem_spawn(loop, L, 1);                           /* handler(client) */
 	}
 }
 
