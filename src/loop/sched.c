@@ -394,7 +394,10 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 		lua_pop(from, nargs);
 		return 0;
 	}
-	if (!lua_checkstack(co, nargs + 1)) {   /* may grow the stack; it never collects */
+	/* The mark goes above the suspension's own without a check, as lem_suspend pushed
+	 * that one: a C function's stack has room past what it may use (EXTRA_STACK). The
+	 * values need room: checking may grow co's stack; that never collects. */
+	if (nargs > 0 && !lua_checkstack(co, nargs + 1)) {
 		lua_pop(from, nargs);
 		luaL_error(from, "too many values to wake a coroutine with");
 	}
