@@ -100,9 +100,6 @@ struct lem_loop {
 	void (*jobs_free)(lem_loop *loop);  /* set with jobs: lem_loop_free calls it first */
 };
 
-/* The struct of type `type` whose member `field` is at p: watchers are embedded. */
-#define lem_container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
-
 /* The one fatal path, for what no Lua call can carry (an allocation in a libev callback
  * of the core, an unprotected error): prints "lem: " and the message, and aborts. */
 void lem_fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
