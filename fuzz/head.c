@@ -4,6 +4,9 @@
  * where to cut a prefix. Besides memory errors (ASan) and undefined behaviour (UBSan), it
  * checks what the API promises:
  *   - a head's length is within the input, every span within the head;
+ *   - an accepted head holds CRLF line ends only, token names, and values of visible,
+ *     obs-text, SP and HTAB octets: checked octet by octet here, against the parser's
+ *     word-at-a-time scanning;
  *   - every proper prefix of a complete head asks for more (0), never fails;
  *   - bytes appended after a complete head or an error change nothing: the parser decides
  *     on what it has read, never on what follows. */
@@ -33,6 +36,57 @@ static void within(uint32_t off, uint32_t len, int n)
 {
 	if ((uint64_t)off + len > (uint64_t)n)
 		abort();
+}
+
+static int tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+	       || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int vchar(unsigned char c)
+{
+	return c == '\t' || (c >= ' ' && c != 0x7f);
+}
+
+static void check_octets(const unsigned char *p, int n, const struct http_head *h, int response)
+{
+	for (int i = 0; i < n; i++)
+		if ((p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n'))
+		    || (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')))
+			abort();
+	if (n < 4 || memcmp(p + n - 4, "\r\n\r\n", 4))
+		abort();
+	for (uint32_t i = 0; i < h->nfields; i++) {
+		const struct http_field *f = &h->fields[i];
+		for (uint32_t k = 0; k < f->name_len; k++)
+			if (!tchar(p[f->name + k]))
+				abort();
+		if (p[f->name + f->name_len] != ':')
+			abort();
+		for (uint32_t k = 0; k < f->value_len; k++)
+			if (!vchar(p[f->value + k]))
+				abort();
+		if (f->value_len && (p[f->value] == ' ' || p[f->value] == '\t'
+		                     || p[f->value + f->value_len - 1] == ' '
+		                     || p[f->value + f->value_len - 1] == '\t'))
+			abort();
+		if (p[f->value + f->value_len] != '\r' && p[f->value + f->value_len] != ' '
+		    && p[f->value + f->value_len] != '\t')
+			abort();
+	}
+	if (!response) {
+		for (uint32_t k = 0; k < h->method_len; k++)
+			if (!tchar(p[h->method + k]))
+				abort();
+		for (uint32_t k = 0; k < h->target_len; k++)
+			if (p[h->target + k] <= ' ' || p[h->target + k] >= 0x7f)
+				abort();
+	} else {
+		for (uint32_t k = 0; k < h->reason_len; k++)
+			if (!vchar(p[h->reason + k]))
+				abort();
+	}
 }
 
 static int same(const struct http_head *a, const struct http_head *b)
@@ -84,6 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!h.method_len || !h.target_len || h.target_len > lim->max_target)
 				abort();
 		}
+		check_octets((const unsigned char *)buf, r, &h, response);
 		if (h.body == HTTP_BODY_LENGTH && !h.content_length)
 			abort();
 		if (h.body == HTTP_BODY_CLOSE && (!response || (h.flags & HTTP_KEEP_ALIVE)))

@@ -112,21 +112,26 @@ struct http_head {
 };
 
 /* Parse the head at buf[0..len). Return its length (> 0) with h filled, 0 when it is not
- * complete yet and no limit is exceeded, or an error. The whole head is parsed again at
- * each call: it is short, and the parser reads about a byte a nanosecond. lim may be NULL
- * for http_limits_default. */
+ * complete yet and no limit is exceeded, or an error; an error is found as soon as its
+ * octets are there, and a limit as soon as it is exceeded. lim may be NULL for
+ * http_limits_default.
+ * Each call parses from the start again: a head is short and is read at about two bytes
+ * a nanosecond, but a peer sending one byte at a time would make that quadratic; a head
+ * can only be complete after an LF, so a caller parses again only once new bytes hold one. */
 int http_parse_request(const char *buf, size_t len, struct http_head *h,
                        const struct http_limits *lim);
 int http_parse_response(const char *buf, size_t len, struct http_head *h,
                         const struct http_limits *lim);
 
-int http_status_of(int err);          /* 400, 414, 431, 501 or 505 */
+int http_status_of(int err);          /* 400, 414, 431, 501 or 505 (500 for a non-error) */
 const char *http_strerror(int err);
 
 /* Chunked body (RFC 9112 7.1), decoded in place and incrementally. Chunk extensions are
  * parsed to their grammar (7.1.1: BWS ";" BWS name [BWS "=" BWS token / quoted-string])
  * and ignored; a size line longer than max_chunk_line is an error. Trailer fields follow
- * the head's field rules, bounded by max_head and max_fields, and are dropped (7.1.2). */
+ * the head's field rules, bounded by max_head and max_fields, and are dropped (7.1.2).
+ * Every chunk but the last carries data, yet up to max_chunk_line + 4 octets of framing
+ * each: bound a body by the octets read, not only by the ones decoded. */
 struct http_chunked {
 	uint64_t left;        /* data bytes left in this chunk, or the size being read */
 	uint32_t line;        /* bytes of the current size line */
