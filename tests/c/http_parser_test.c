@@ -52,7 +52,7 @@ static int is(long long got, long long want, const char *name)
 	return 0;
 }
 
-/* ---- helpers ---- */
+/* ---- shared by the tests ---- */
 
 #define MAXF 128
 static struct http_field fields[MAXF];
@@ -337,7 +337,7 @@ static void test_forms(void)
 		"GET / HTTP/1.1\r\nHost: a%2Db.example:\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n",
 		"GET /%7e!$&'()*+,;=:@[]|^`{}\"<>\\ HTTP/1.1\r\nHost: a\r\n\r\n",
-		"M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n" /* not OPTIONS: refused */,
+		"PROPFIND * HTTP/1.1\r\nHost: a\r\n\r\n" /* not OPTIONS: refused */,
 	};
 	struct http_head h;
 	for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
@@ -518,9 +518,9 @@ static double now(void)
 static void bench(void)
 {
 	static const char m[] =
-		"GET /search?q=lem&lang=en HTTP/1.1\r\n"
+		"GET /find?q=lem&lang=en HTTP/1.1\r\n"
 		"Host: www.example.com\r\n"
-		"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101\r\n"
+		"Accept-Language: en-GB,en;q=0.8,fr;q=0.5,de;q=0.3,*;q=0.1\r\n"
 		"Accept: text/html,application/xhtml+xml\r\n"
 		"Accept-Encoding: gzip, deflate\r\n"
 		"Connection: keep-alive\r\n"
