@@ -5,6 +5,8 @@
 #   make test-asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-tsan       the multi-loop tests under ThreadSanitizer
 #   make test-valgrind   a few scripts under valgrind, failing on any leak or error
+#   make fuzz            build the HTTP parser's fuzzers (clang's libFuzzer) in build/fuzz
+#   make fuzz-run        run each for FUZZ_SECONDS (60), failing on any finding
 #   make run             build and run the HTTP server example on port 8080 (PORT=...)
 #   make deps            install the Debian packages this needs
 #   make install         PREFIX=/usr/local DESTDIR= : bin/lem, include/lem.h, lem.pc, man page
@@ -193,6 +195,49 @@ install: $(LEM)
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/lem $(DESTDIR)$(PREFIX)/include/lem.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
+
+# The HTTP parser (src/modules/http/parser.c, libc only) has a C test program, which
+# tests/http-parser.lua runs, and libFuzzer targets (fuzz/) seeded from tests/http-corpus.
+HTTP_TEST := $(BUILD)/tests/http_parser_test
+HTTP_SRC  := src/modules/http/parser.c
+test: $(HTTP_TEST)
+$(HTTP_TEST): tests/c/http_parser_test.c $(HTTP_SRC) src/modules/http/parser.h
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CFLAGS) -Isrc/modules/http $(LDFLAGS) -o $@ $< $(HTTP_SRC)
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build/fuzz
+FUZZ_TARGETS := head chunked
+DEB_FUZZ     := clang libclang-rt-14-dev
+.PHONY: fuzz fuzz-run deps-fuzz
+deps-fuzz:
+	$(call install_missing,$(DEB_FUZZ))
+
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+$(FUZZ_DIR)/%: fuzz/%.c $(HTTP_SRC) src/modules/http/parser.h | deps-fuzz
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ  $<"
+	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -Wall -Wextra -Isrc/modules/http -o $@ $< $(HTTP_SRC)
+
+# Each target starts from the corpus (made into seeds by the test program) and what its
+# earlier runs kept in build/fuzz/corpus-*; a finding stops the run, its input kept in
+# build/fuzz/findings.
+fuzz-run: fuzz $(HTTP_TEST)
+	@rm -rf $(FUZZ_DIR)/seeds && $(HTTP_TEST) --seeds $(FUZZ_DIR)/seeds tests/http-corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus-$$t $(FUZZ_DIR)/findings; \
+	  echo "  FUZZ  $$t for $(FUZZ_SECONDS) s"; \
+	  if ! $(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 \
+	      -rss_limit_mb=2048 -dict=fuzz/http.dict -print_final_stats=1 \
+	      -artifact_prefix=$(FUZZ_DIR)/findings/$$t- $(FUZZ_DIR)/corpus-$$t $(FUZZ_DIR)/seeds/$$t \
+	      > $(FUZZ_DIR)/$$t.log 2>&1; then \
+	    tail -n 40 $(FUZZ_DIR)/$$t.log; echo "fuzz: $$t failed (log: $(FUZZ_DIR)/$$t.log)"; exit 1; \
+	  fi; \
+	  grep -E '^(Done|stat::(new_units_added|peak_rss_mb))' $(FUZZ_DIR)/$$t.log | sed 's/^/        /'; \
+	done; echo "fuzz: no findings"
 
 include bench/bench.mk
 
