@@ -153,12 +153,13 @@ int sleeper_wakeup(lua_State *T)
 /* sleeper:sleep([seconds]) --> wakeup's arguments | nil, 'timeout' | nil, 'busy' */
 int sleeper_sleep(lua_State *T)
 {
+	struct utils *u = utils_state(T);
 	lua_Number timeout = 0;
 	int timed = !lua_isnoneornil(T, 2), r;
 	struct sleep_timer *tw = NULL;
 	lem_waiter w;
 
-	utils_check(T, 1, utils_state(T)->sleeper_mt, "sleeper");
+	utils_check(T, 1, u->sleeper_mt, "sleeper");
 	if (timed) {
 		timeout = luaL_checknumber(T, 2);
 		if (timeout != timeout)   /* NaN: it would never fire */
@@ -180,7 +181,6 @@ int sleeper_sleep(lua_State *T)
 		return lem_yield(T, 2);
 	}
 	if (timed) {
-		struct utils *u = utils_state(T);
 		/* What can fail comes before the suspension: the timer and the sleeper's
 		 * anchor. A suspension that raises leaves them as the spare, for the next. */
 		tw = timer_get(T, u);
