@@ -129,7 +129,8 @@ int sleeper_wakeup(lua_State *T)
 		luaL_typerror(T, 1, "sleeper");
 	lua_rawgeti(T, 1, 1);
 	w.co = lua_tothread(T, -1);
-	lua_pop(T, 1);            /* [1] keeps it alive until lem_wake has queued it */
+	if (n > 0)                /* the values go on top; [1] keeps co alive meanwhile */
+		lua_pop(T, 1);
 	if (w.co && (w.token = sleeps_on(T, w.co, &tw)) != 0) {
 		if (tw)
 			timer_put(tw);
