@@ -42,13 +42,16 @@ LUA_LIBS   = $(if $(and $(filter static,$(LUA_LINK)),$(wildcard $(LUA_A))),\
 ifeq ($(LUA),luajit)
 LUA_CFLAGS += -DLEM_LUAJIT
 endif
+# lem.redis uses hiredis for the protocol (its reply reader and command formatting).
+HIREDIS_CFLAGS = $(shell pkg-config --cflags hiredis 2>/dev/null)
+HIREDIS_LIBS   = $(or $(shell pkg-config --libs hiredis 2>/dev/null),-lhiredis)
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
-CPPFLAGS += -Iinclude $(LUA_CFLAGS)
+CPPFLAGS += -Iinclude $(LUA_CFLAGS) $(HIREDIS_CFLAGS)
 LDFLAGS  += -Wl,-E
-LDLIBS   += $(LUA_LIBS) -lev -lpthread -lm -ldl
+LDLIBS   += $(LUA_LIBS) $(HIREDIS_LIBS) -lev -lpthread -lm -ldl
 
 ifeq ($(SAN),asan)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -132,7 +135,8 @@ test-asan:
 	$(call san_check,asan)
 
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
-TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua
+TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua \
+              tests/redis.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
@@ -162,8 +166,8 @@ test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
-DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg
+DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif
