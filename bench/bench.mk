@@ -37,3 +37,10 @@ $(BENCH_DIR)/mailbox: bench/c/mailbox.c bench/c/common.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CFLAGS) -o $@ $< -lev -lpthread -lm
+
+# lem.redis against redis-benchmark on one server it starts (bench/redis/bench.lua).
+BENCH_REDIS_N ?= 200000
+.PHONY: bench-redis
+bench-redis: $(LEM)
+	$(call install_missing,redis-server redis-tools)
+	@$(LEM) bench/redis/bench.lua $(BENCH_REDIS_N)

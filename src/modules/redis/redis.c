@@ -513,14 +513,25 @@ static size_t redis_prepare(lua_State *T, struct redis_conn *c, int first, const
 	return (size_t)len;
 }
 
-/* After the suspension: appends c->cmd to the output, to be written when the socket is
- * writable (the commands of every caller that runs meanwhile go out together). */
-static void redis_send(struct redis_conn *c, size_t len)
+/* After the suspension: appends c->cmd to the output. A command alone on the connection
+ * goes out at once, which saves a request/response the poll that would write it; behind
+ * others, it waits until the socket is writable, so that the commands of every caller
+ * that runs meanwhile go out in one write. */
+static void redis_send(struct redis_conn *c, size_t len, int alone)
 {
 	memcpy(c->out + c->olen, c->cmd, len);
 	c->olen += len;
 	free(c->cmd);
 	c->cmd = NULL;
+	if (alone && c->olen == len) {
+		ssize_t n = send(c->fd, c->out, len, MSG_NOSIGNAL);
+		if (n == (ssize_t)len) {
+			c->olen = 0;
+			return;
+		}
+		if (n > 0)
+			c->opos = (size_t)n;      /* the rest when writable; errors show there too */
+	}
 	ev_io_start(lem_ev(c->loop), &c->w);
 }
 
@@ -574,7 +585,7 @@ static int redis_call(lua_State *T)
 	lua_rawseti(T, -2, c->fhead + c->qlen);
 	lua_pop(T, 1);
 	redis_hold(c, T, 1);
-	redis_send(c, len);
+	redis_send(c, len, c->qlen == 1);
 	redis_watch(c);
 	return r;
 }
@@ -588,7 +599,7 @@ static int redis_pubsub(lua_State *T)
 
 	if (c->state != REDIS_OPEN)
 		return redis_closed(T);
-	redis_send(c, redis_prepare(T, c, 2, verb));
+	redis_send(c, redis_prepare(T, c, 2, verb), 0);
 	c->subscribed = 1;
 	lua_pushboolean(T, 1);
 	return 1;
