@@ -38,6 +38,13 @@ LEM_API struct ev_loop *lem_ev(lem_loop *loop);
  * on it, to hand them to lem_wake or lem_spawn; they leave its stack as they found it.
  * Values made there are unprotected: a memory error ends the process. */
 LEM_API lua_State *lem_state(lem_loop *loop);
+/* [-0, +n, -] on `to`. Runs push(S, ud) in a protected call on a scratch thread of
+ * loop's, and moves the n values it pushed onto `to` (a thread of loop). Returns n; or,
+ * when push raised (out of memory), -1 with nil and the error message (two values) on
+ * `to`. For watcher callbacks, which no protected call surrounds: a memory error there
+ * would end the process. push may not suspend or run Lua code that could. */
+LEM_API int lem_protect(lem_loop *loop, lua_State *to, int (*push)(lua_State *S, void *ud),
+                        void *ud);
 /* [-0, +0, -] Tells loop that a watcher of yours is due at `at` (ev_now's clock), so
  * that the poll ends on time: libev's epoll backend waits whole milliseconds, rounded
  * up. Call it when you start a timer whose precision matters (a sleep, a timeout). */

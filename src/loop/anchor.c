@@ -22,7 +22,7 @@ static void grow(lem_loop *loop, lua_State *T)
 
 int lem_anchor(lem_loop *loop, lua_State *T)
 {
-	lua_State *L = loop->L;
+	lua_State *H = loop->H;
 	int slot;
 
 	if (loop->closing) {
@@ -36,8 +36,8 @@ int lem_anchor(lem_loop *loop, lua_State *T)
 			grow(loop, T);
 		slot = ++loop->anchors_len;
 	}
-	lua_xmove(T, L, 1);
-	lua_rawseti(L, LEM_ANCHORS, slot);
+	lua_xmove(T, H, 1);
+	lua_rawseti(H, LEM_ANCHORS, slot);
 	return slot;
 }
 
@@ -47,23 +47,22 @@ void lem_anchor_set(lem_loop *loop, lua_State *T, int slot)
 		lua_pop(T, 1);
 		return;
 	}
-	lua_xmove(T, loop->L, 1);
-	lua_rawseti(loop->L, LEM_ANCHORS, slot);
+	lua_xmove(T, loop->H, 1);
+	lua_rawseti(loop->H, LEM_ANCHORS, slot);
 }
 
 void lem_anchor_push(lem_loop *loop, lua_State *T, int slot)
 {
-	lua_rawgeti(loop->L, LEM_ANCHORS, slot);
-	if (T != loop->L)
-		lua_xmove(loop->L, T, 1);
+	lua_rawgeti(loop->H, LEM_ANCHORS, slot);
+	lua_xmove(loop->H, T, 1);
 }
 
 void lem_unanchor(lem_loop *loop, int slot)
 {
 	if (slot <= 0 || loop->closing)
 		return;
-	lua_pushnil(loop->L);
-	lua_rawseti(loop->L, LEM_ANCHORS, slot);
+	lua_pushnil(loop->H);
+	lua_rawseti(loop->H, LEM_ANCHORS, slot);
 	loop->free_anchors[loop->nfree_anchors++] = slot;
 }
 

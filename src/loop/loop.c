@@ -37,6 +37,41 @@ void lem_fatal(const char *fmt, ...)
 	abort();
 }
 
+/* ---- values made in callbacks (lem_protect) ---- */
+
+struct protected {
+	int (*push)(lua_State *S, void *ud);
+	void *ud;
+};
+
+static int protect_call(lua_State *S)
+{
+	struct protected *p = lua_touserdata(S, 1);
+
+	return p->push(S, p->ud);
+}
+
+/* The function is made once and called with lua_pcall: lua_cpcall would make a closure
+ * every time. Moving values between threads allocates nothing. */
+int lem_protect(lem_loop *loop, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
+{
+	struct protected p = { push, ud };
+	lua_State *S = loop->scratch;
+	int top = lua_gettop(S), n;
+
+	lua_pushvalue(loop->H, LEM_PROTECT);
+	lua_xmove(loop->H, S, 1);
+	lua_pushlightuserdata(S, &p);
+	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
+		n = lua_gettop(S) - top;
+		lua_xmove(S, to, n);
+		return n;
+	}
+	lua_pushnil(to);
+	lua_xmove(S, to, 1);                 /* the message: Lua keeps its memory error made */
+	return -1;
+}
+
 static int panic(lua_State *L)
 {
 	lem_fatal("unprotected error in the Lua API (%s)",
@@ -98,7 +133,7 @@ static void spin_cb(struct ev_loop *ev, ev_idle *w, int revents)
 lem_loop *lem_loop_new(const char *progname)
 {
 	lem_loop *loop = calloc(1, sizeof *loop);
-	lua_State *L;
+	lua_State *L, *H;
 
 	if (!loop)
 		return NULL;
@@ -115,12 +150,15 @@ lem_loop *lem_loop_new(const char *progname)
 	lem_current = loop;
 	luaL_openlibs(L);
 
-	luaL_checkstack(L, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
-	for (int i = LEM_SPARES; i < LEM_TRACEBACK; i++)
-		lua_newtable(L);
-	lua_getglobal(L, "debug");
-	lua_getfield(L, -1, "traceback");
-	lua_remove(L, -2);
+	loop->H = H = lua_newthread(L);   /* L[1], for ever */
+	luaL_checkstack(H, LEM_NSLOTS + LUA_MINSTACK, "loop slots");
+	for (int i = LEM_SPARES; i < LEM_SCRATCH; i++)
+		lua_newtable(H);
+	loop->scratch = lua_newthread(H);
+	lua_pushcfunction(H, protect_call);
+	lua_getglobal(H, "debug");
+	lua_getfield(H, -1, "traceback");
+	lua_remove(H, -2);
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -248,7 +286,8 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 
 	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
 		return;
-	lua_pushvalue(L, LEM_TRACEBACK);
+	lua_pushvalue(loop->H, LEM_TRACEBACK);
+	lua_xmove(loop->H, L, 1);
 	lua_pushthread(T);
 	lua_xmove(T, L, 1);
 	lua_pushcfunction(L, describe);

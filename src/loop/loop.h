@@ -5,11 +5,15 @@
 #include <stddef.h>
 #include "lem.h"
 
-/* Slots of the main lua_State's stack that anchor the loop's Lua values. */
+/* Slots of the stack of loop->H that anchor the loop's Lua values. They are not on the
+ * main state's stack: a finalizer that a collection on L runs, runs in a frame of its own
+ * on L, where an absolute index means another slot. H never runs anything. */
 enum {
 	LEM_SPARES = 1, /* coroutine whose stack holds finished coroutines kept for reuse */
 	LEM_ANCHORS,    /* table: anchor slot -> value (lem_anchor: timers, timed sleepers,
 	                   the runqueue segments' coroutines) */
+	LEM_SCRATCH,    /* a thread that never runs Lua, for lem_protect */
+	LEM_PROTECT,    /* the C function lem_protect calls */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
 	LEM_NSLOTS = LEM_TRACEBACK
 };
@@ -51,7 +55,8 @@ struct lem_pcall {
 
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
-	lua_State *L;             /* main state; never runs Lua, its stack anchors (LEM_SPARES..) */
+	lua_State *L;             /* main state; never runs Lua; L[1] is H */
+	lua_State *H;             /* a thread whose stack holds the slots (LEM_SPARES..) */
 
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
 	struct lem_rq_seg *rq_free;
@@ -71,6 +76,7 @@ struct lem_loop {
 	int cbody;                /* the running coroutine's body is a C function */
 
 	lua_State *spares;        /* LEM_SPARES */
+	lua_State *scratch;       /* LEM_SCRATCH */
 	int nspares;              /* coroutines on its stack */
 	int *free_anchors;        /* free anchor slots */
 	int nfree_anchors, anchors_len, free_anchors_cap;

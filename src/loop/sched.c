@@ -87,10 +87,10 @@ static void seg_put(lem_loop *loop, struct lem_rq_seg *seg)
 void lem_sched_init(lem_loop *loop)
 {
 	loop->rq_first = loop->rq_last = seg_get(loop);
-	loop->spares = lua_newthread(loop->L);
+	loop->spares = lua_newthread(loop->H);
 	if (!lua_checkstack(loop->spares, LEM_SPARES_MAX))
 		lem_fatal("out of memory (spare coroutines)");
-	lua_replace(loop->L, LEM_SPARES);
+	lua_replace(loop->H, LEM_SPARES);
 }
 
 /* After lua_close: every segment is in the runqueue or in the free list. */

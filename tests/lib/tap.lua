@@ -109,14 +109,14 @@ function t.tcp_pair()
 end
 
 -- A TCP port on loopback that nobody listens on now, for a child server to take.
+-- A port nobody listens on, from the kernel (port 0): a random one could be taken by
+-- another process's SO_REUSEPORT listener, which lem.io's own listen would join.
 function t.free_port()
 	local io = require 'lem.io'
-	for _ = 1, 20 do
-		local p = math.random(20000, 60000)
-		local l = io.tcp.listen('127.0.0.1', p)
-		if l then l:close() return p end
-	end
-	error('no free port')
+	local l = assert(io.tcp.listen('127.0.0.1', 0))
+	local p = l:port()
+	l:close()
+	return p
 end
 
 -- A new temporary folder, removed by t.done(), and files written into it (mode: chmod's).

@@ -43,7 +43,7 @@ void io_connect_free(struct io_stream *s)
 {
 	struct io_connect *c = s->conn;
 
-	io_wait_free(s->loop, s->S, &c->caller, NULL);   /* stops the watchers */
+	io_wait_free(s->loop, &c->caller, NULL);   /* stops the watchers */
 	if (c->ai)
 		freeaddrinfo(c->ai);
 	free(c);
@@ -100,7 +100,7 @@ static void connect_end(struct io_stream *s, int err)
 			close(s->fd);
 			s->fd = -1;
 		}
-		io_wake_error(loop, s->S, &c->caller, L, err);      /* return nil, message */
+		io_wake_error(loop, &c->caller, L, err);      /* return nil, message */
 	} else {
 		connect_ready(s);
 		lem_anchor_push(loop, L, c->caller.val_slot);       /* return the stream */

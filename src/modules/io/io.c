@@ -105,59 +105,8 @@ void *io_check_open(lua_State *T, const char *name, size_t fd)
 /* ---- values made in a watcher's callback ----
  * A callback runs outside every coroutine: an error raised there (out of memory while a
  * string is made on the loop's main state) finds no protected call and ends the process.
- * So callbacks make their values in a protected call on a thread of lem.io's own, one
- * per loop, which never runs Lua, and move them to where they go. When that fails the
- * waiting coroutine gets nil and the error instead: 'not enough memory', a string Lua
- * keeps made, which moving never allocates. */
-
-static const char io_scratch_key = 0;   /* registry[&io_scratch_key]: the scratch thread */
-static const char io_protect_key = 0;   /* registry[&io_protect_key]: io_protect_call */
-
-lua_State *io_scratch(lua_State *T)
-{
-	lua_State *S;
-
-	lua_pushlightuserdata(T, (void *)&io_scratch_key);
-	lua_rawget(T, LUA_REGISTRYINDEX);
-	S = lua_tothread(T, -1);
-	lua_pop(T, 1);
-	return S;
-}
-
-struct io_protected {
-	int (*push)(lua_State *S, void *ud);
-	void *ud;
-};
-
-static int io_protect_call(lua_State *S)
-{
-	struct io_protected *p = lua_touserdata(S, 1);
-
-	return p->push(S, p->ud);
-}
-
-/* [-0, +n|+2, -] Runs push(S, ud), which pushes n values on S, in protected mode, and
- * moves them onto `to`, another thread of the loop (lem_state, a coroutine). Returns n;
- * or -1 when push raised, with nil and the error message (two values) on `to`.
- * io_protect_call is made once and called with lua_pcall: lua_cpcall would make a
- * closure every time. */
-int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud)
-{
-	struct io_protected p = { push, ud };
-	int top = lua_gettop(S), n;
-
-	lua_pushlightuserdata(S, (void *)&io_protect_key);
-	lua_rawget(S, LUA_REGISTRYINDEX);
-	lua_pushlightuserdata(S, &p);
-	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
-		n = lua_gettop(S) - top;
-		lua_xmove(S, to, n);             /* moving allocates nothing */
-		return n;
-	}
-	lua_pushnil(to);
-	lua_xmove(S, to, 1);                 /* the error message */
-	return -1;
-}
+ * So callbacks make their values under lem_protect, and when that fails the waiting
+ * coroutine gets nil and the error instead. */
 
 /* ---- suspended callers ----
  * A method that waits calls io_suspend, then starts the watchers of its io_wait; the
@@ -257,19 +206,19 @@ static int io_push_error(lua_State *S, void *err)
 	return io_error(S, *(int *)err);
 }
 
-/* Wakes iw's caller with nil and the message of err (made protected on S). */
-int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from, int err)
+/* Wakes iw's caller with nil and the message of err (made under lem_protect). */
+int io_wake_error(lem_loop *loop, struct io_wait *iw, lua_State *from, int err)
 {
-	io_protect(S, from, io_push_error, &err);   /* two values, whatever happens */
+	lem_protect(loop, from, io_push_error, &err);   /* two values, whatever happens */
 	return io_wake(loop, iw, from, 2);
 }
 
 /* The object closes: its caller returns nil, 'closed' (made on from), or, from NULL (a
  * finalizer), is forgotten; the slots are freed. */
-void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from)
+void io_wait_free(lem_loop *loop, struct io_wait *iw, lua_State *from)
 {
 	if (from && iw->w.co)
-		io_wake_error(loop, S, iw, from, -EPIPE);
+		io_wake_error(loop, iw, from, -EPIPE);
 	else
 		io_wait_end(loop, iw);
 	lem_unanchor(loop, iw->co_slot);
@@ -348,14 +297,6 @@ int luaopen_lem_io(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	if (!io_scratch(L)) {                 /* once per loop: objects keep a pointer to it */
-		lua_pushlightuserdata(L, (void *)&io_protect_key);
-		lua_pushcfunction(L, io_protect_call);
-		lua_rawset(L, LUA_REGISTRYINDEX);
-		lua_pushlightuserdata(L, (void *)&io_scratch_key);
-		lua_newthread(L);
-		lua_rawset(L, LUA_REGISTRYINDEX);
-	}
 	io_stream_open(L);
 	io_listener_open(L);
 	lua_newtable(L);                      /* the module */

@@ -58,7 +58,6 @@ struct io_stream {
 	ev_io w;                  /* writable: a suspended write */
 	ev_timer timer;           /* timeout of the suspended read */
 	lem_loop *loop;
-	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
 	int fd;                   /* -1 once closed, or until a connect gives it one */
 	unsigned char kind;       /* enum io_kind */
 	unsigned char eof;        /* the peer closed its end: read() returned 0 */
@@ -92,7 +91,6 @@ struct io_listener {
 	ev_io r;                  /* first: its callback gets the listener back by a cast */
 	ev_timer timer;           /* accept timeout, or the pause after EMFILE */
 	lem_loop *loop;
-	lua_State *S;             /* the loop's scratch thread for callbacks (io_protect) */
 	int fd;                   /* -1 once closed, or until a bind gives it one */
 	unsigned char kind;       /* IO_TCP or IO_UNIX */
 	unsigned char spawning;   /* the caller waits in autospawn (its value: the handler),
@@ -112,15 +110,13 @@ lua_Number io_opttimeout(lua_State *T, int idx);  /* -1: none; 0 for negatives *
 void *io_check(lua_State *T, const char *name);   /* self, if its metatable is the upvalue */
 void *io_check_open(lua_State *T, const char *name, size_t fd);   /* and not closed: the
                                                 int at offset fd is not negative */
-lua_State *io_scratch(lua_State *T);          /* the scratch thread of T's loop */
-int io_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud), void *ud);
 void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer);
 int io_busy(lem_loop *loop, struct io_wait *iw);
 int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val);
 int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
-int io_wake_error(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from, int err);
+int io_wake_error(lem_loop *loop, struct io_wait *iw, lua_State *from, int err);
 void io_wait_end(lem_loop *loop, struct io_wait *iw);
-void io_wait_free(lem_loop *loop, lua_State *S, struct io_wait *iw, lua_State *from);
+void io_wait_free(lem_loop *loop, struct io_wait *iw, lua_State *from);
 /* Registers the metatable `name` with __metatable = label, methods that get it as their
  * upvalue, __gc (shut(self, NULL)) and __tostring (from the int at offset fd). */
 void io_class(lua_State *L, const char *name, const char *label,

@@ -26,7 +26,6 @@ static struct io_listener *listener_new(lua_State *T, int kind, int backlog)
 
 	memset(l, 0, sizeof *l);
 	l->loop = lem_loop_of(T);
-	l->S = io_scratch(T);
 	l->fd = -1;
 	l->kind = (unsigned char)kind;
 	l->backlog = backlog;
@@ -107,7 +106,7 @@ static void listener_resolved(lua_State *L, void *obj, struct io_lookup *r)
 		return;                          /* its suspension raised: nobody waits */
 	err = r->err ? r->err : listener_bind_list(l, r->res);
 	if (err) {
-		io_wake_error(l->loop, l->S, &l->caller, L, err);   /* return nil, message */
+		io_wake_error(l->loop, &l->caller, L, err);   /* return nil, message */
 		return;
 	}
 	lua_pushvalue(L, -1);                /* return the listener */
@@ -220,7 +219,7 @@ static int listener_push_stream(lua_State *S, void *ud)
  * or, out of memory, closes the client and pushes nil, message. Returns 1 or 2. */
 static int listener_push_client(struct listener_client *c, lua_State *to)
 {
-	if (io_protect(c->l->S, to, listener_push_stream, c) == 1)
+	if (lem_protect(c->l->loop, to, listener_push_stream, c) == 1)
 		return 1;
 	if (c->fd >= 0)
 		close(c->fd);
@@ -279,7 +278,7 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 	if (fd == -EAGAIN || fd == -EPROTO || fd == -EPERM)
 		return;
 	if (fd < 0) {
-		io_wake_error(l->loop, l->S, &l->caller, L, fd);   /* return nil, message */
+		io_wake_error(l->loop, &l->caller, L, fd);   /* return nil, message */
 		return;
 	}
 	/* return the stream (or nil, message); if stale, it is garbage and gets closed */
@@ -295,7 +294,7 @@ static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 		ev_io_start(ev, &l->r);
 		return;
 	}
-	io_wake_error(l->loop, l->S, &l->caller, lem_state(l->loop), -ETIMEDOUT);
+	io_wake_error(l->loop, &l->caller, lem_state(l->loop), -ETIMEDOUT);
 }
 
 /* Closes the listener. The caller of autospawn returns true, that of accept nil, 'closed'
@@ -308,7 +307,7 @@ static void listener_shut(void *self, lua_State *from)
 		lua_pushboolean(from, 1);
 		io_wake(l->loop, &l->caller, from, 1);
 	}
-	io_wait_free(l->loop, l->S, &l->caller, from);
+	io_wait_free(l->loop, &l->caller, from);
 	if (l->fd >= 0) {
 		close(l->fd);
 		l->fd = -1;

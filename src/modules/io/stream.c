@@ -233,7 +233,7 @@ static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 	/* The answer is made on the scratch thread: this callback has no protected call
 	 * around it. When that fails the reader gets nil, 'not enough memory' and the data
 	 * stays; a stale reader (resumed by other means) gets nothing and the data stays too. */
-	n = io_protect(s->S, L, stream_push_answer, &a);
+	n = lem_protect(s->loop, L, stream_push_answer, &a);
 	if (io_wake(s->loop, &s->reader, L, n < 0 ? 2 : n) && n >= 0)
 		stream_consume(s, a.r);
 }
@@ -263,7 +263,7 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 	s->wp = NULL;
 	s->wlen = 0;
 	if (err) {
-		io_wake_error(loop, s->S, &s->writer, L, err);   /* return nil, message */
+		io_wake_error(loop, &s->writer, L, err);   /* return nil, message */
 	} else {
 		lua_pushboolean(L, 1);                           /* return true */
 		io_wake(loop, &s->writer, L, 1);
@@ -275,7 +275,7 @@ static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	struct io_stream *s = io_container_of(w, struct io_stream, timer);
 
 	(void)ev; (void)revents;
-	io_wake_error(s->loop, s->S, &s->reader, lem_state(s->loop), -ETIMEDOUT);
+	io_wake_error(s->loop, &s->reader, lem_state(s->loop), -ETIMEDOUT);
 }
 
 /* ---- making and closing ---- */
@@ -287,7 +287,6 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
 
 	memset(s, 0, sizeof *s);
 	s->loop = loop;
-	s->S = io_scratch(T);
 	s->kind = (unsigned char)kind;
 	s->stdflags = -1;
 	s->linemax = LINE_MAX_DEFAULT;
@@ -335,8 +334,8 @@ void io_stream_shut(void *self, lua_State *from)
 
 	if (s->conn)
 		io_connect_free(s);
-	io_wait_free(loop, s->S, &s->reader, from);
-	io_wait_free(loop, s->S, &s->writer, from);
+	io_wait_free(loop, &s->reader, from);
+	io_wait_free(loop, &s->writer, from);
 	s->wp = NULL;
 	s->wlen = 0;
 	if (s->fd >= 0) {

@@ -45,7 +45,6 @@ struct redis_conn {
 	ev_io w;                  /* writable: output is pending, or a connect goes on */
 	ev_timer timer;           /* the timeout of connect, or of message */
 	lem_loop *loop;
-	lua_State *S;             /* the loop's scratch thread for callbacks (redis_protect) */
 	int fd;                   /* -1 until connected, and once closed */
 	int state;                /* REDIS_CONNECTING, REDIS_OPEN or REDIS_CLOSED */
 	int subscribed;           /* a subscribe went out: replies go to the messages */
@@ -80,8 +79,6 @@ struct redis_lookup {
 	char host[];
 };
 
-static const char redis_scratch_key = 0;   /* registry: the scratch thread */
-static const char redis_protect_key = 0;   /* registry: redis_protect_call */
 static const char redis_null_key = 0;      /* registry: redis.null */
 
 /* ---- values made in callbacks ----
@@ -89,37 +86,13 @@ static const char redis_null_key = 0;      /* registry: redis.null */
  * one on a scratch thread that never runs Lua, and moves them to lem_state. When that
  * fails the waiter gets nil and the error ('not enough memory', which Lua keeps made). */
 
-struct redis_protected {
-	int (*push)(lua_State *S, void *ud);
-	void *ud;
-};
-
-static int redis_protect_call(lua_State *S)
-{
-	struct redis_protected *p = lua_touserdata(S, 1);
-
-	return p->push(S, p->ud);
-}
-
-/* [-0, +n|+2, -] on to. Runs push(S, ud) protected and moves its n values to `to`;
- * returns n, or 2 with nil and the error message. */
-static int redis_protect(lua_State *S, lua_State *to, int (*push)(lua_State *S, void *ud),
+/* [-0, +n|+2, -] on to: lem_protect, counting the nil and message of a failure. */
+static int redis_protect(lem_loop *loop, lua_State *to, int (*push)(lua_State *S, void *ud),
                          void *ud)
 {
-	struct redis_protected p = { push, ud };
-	int top = lua_gettop(S), n;
+	int n = lem_protect(loop, to, push, ud);
 
-	lua_pushlightuserdata(S, (void *)&redis_protect_key);
-	lua_rawget(S, LUA_REGISTRYINDEX);
-	lua_pushlightuserdata(S, &p);
-	if (lua_pcall(S, 1, LUA_MULTRET, 0) == 0) {
-		n = lua_gettop(S) - top;
-		lua_xmove(S, to, n);
-		return n;
-	}
-	lua_pushnil(to);
-	lua_xmove(S, to, 1);
-	return 2;
+	return n < 0 ? 2 : n;
 }
 
 static int redis_push_string(lua_State *S, void *ud)
@@ -323,7 +296,7 @@ static void redis_shut(struct redis_conn *c, lua_State *from)
 static void redis_fail(struct redis_conn *c, const char *msg)
 {
 	lua_State *L = lem_state(c->loop);
-	if (redis_protect(c->S, L, redis_push_string, (void *)msg) == 2)
+	if (redis_protect(c->loop, L, redis_push_string, (void *)msg) == 2)
 		lua_remove(L, -2);                       /* the error instead of msg */
 	redis_shut(c, L);
 }
@@ -357,7 +330,7 @@ static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 		lem_waiter w = c->q[c->qhead];
 		c->qhead = (c->qhead + 1) % c->qcap;
 		c->qlen--;
-		n = redis_protect(c->S, L, redis_push_reply, reply);
+		n = redis_protect(c->loop, L, redis_push_reply, reply);
 		freeReplyObject(reply);
 		lem_wake(c->loop, &w, L, n);             /* stale (resumed by hand): dropped */
 		lem_anchor_push(c->loop, L, c->slot);
@@ -379,7 +352,7 @@ static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 		lem_waiter w = c->one;
 		c->one.co = NULL;
 		ev_timer_stop(lem_ev(c->loop), &c->timer);
-		n = redis_protect(c->S, L, redis_push_message, reply);
+		n = redis_protect(c->loop, L, redis_push_message, reply);
 		freeReplyObject(reply);
 		lem_wake(c->loop, &w, L, n);
 		lem_anchor_push(c->loop, L, c->slot);
@@ -614,7 +587,7 @@ static void redis_message_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	(void)ev; (void)revents;
 	c->one.co = NULL;
 	lua_pushnil(L);
-	if (redis_protect(c->S, L, redis_push_string, "timeout") == 2)
+	if (redis_protect(c->loop, L, redis_push_string, "timeout") == 2)
 		lua_remove(L, -2);
 	lem_wake(c->loop, &one, L, 2);
 	lem_anchor_push(c->loop, L, c->slot);
@@ -902,10 +875,6 @@ static int redis_connect(lua_State *T)
 	lua_pushboolean(T, 0);
 	lua_rawseti(T, -2, 0);
 	lua_setfenv(T, 4);
-	lua_pushlightuserdata(T, (void *)&redis_scratch_key);
-	lua_rawget(T, LUA_REGISTRYINDEX);
-	c->S = lua_tothread(T, -1);
-	lua_pop(T, 1);
 	lua_pushnil(T);
 	if (!(c->slot = lem_anchor(loop, T)))
 		return redis_closed(T);               /* the loop closes */
@@ -1023,12 +992,9 @@ int luaopen_lem_redis(lua_State *L)
 	};
 	int i;
 
-	lua_pushlightuserdata(L, (void *)&redis_scratch_key);
+	lua_pushlightuserdata(L, (void *)&redis_null_key);
 	lua_rawget(L, LUA_REGISTRYINDEX);
 	if (lua_isnil(L, -1)) {               /* once per loop */
-		lua_pushlightuserdata(L, (void *)&redis_protect_key);
-		lua_pushcfunction(L, redis_protect_call);
-		lua_rawset(L, LUA_REGISTRYINDEX);
 		lua_pushlightuserdata(L, (void *)&redis_null_key);
 		lua_newuserdata(L, 0);
 		lua_createtable(L, 0, 2);
@@ -1037,9 +1003,6 @@ int luaopen_lem_redis(lua_State *L)
 		lua_pushliteral(L, "redis.null");
 		lua_setfield(L, -2, "__metatable");
 		lua_setmetatable(L, -2);
-		lua_rawset(L, LUA_REGISTRYINDEX);
-		lua_pushlightuserdata(L, (void *)&redis_scratch_key);
-		lua_newthread(L);
 		lua_rawset(L, LUA_REGISTRYINDEX);
 	}
 	lua_pop(L, 1);
