@@ -320,6 +320,18 @@ static int redis_gc(lua_State *T)
 
 /* ---- input ---- */
 
+/* Empties env[0] once connect's or message's caller has been woken (the runqueue
+ * holds it now), and lets go of the connection if nobody else waits. */
+static void redis_forget_one(struct redis_conn *c, lua_State *L)
+{
+	lem_anchor_push(c->loop, L, c->slot);
+	lua_getfenv(L, -1);
+	lua_pushboolean(L, 0);
+	lua_rawseti(L, -2, 0);
+	lua_pop(L, 2);
+	redis_hold(c, L, 0);
+}
+
 /* A complete reply: the first caller's, or a message, or a reply nobody asked for. */
 static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 {
@@ -355,12 +367,7 @@ static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 		n = redis_protect(c->loop, L, redis_push_message, reply);
 		freeReplyObject(reply);
 		lem_wake(c->loop, &w, L, n);
-		lem_anchor_push(c->loop, L, c->slot);
-		lua_getfenv(L, -1);
-		lua_pushboolean(L, 0);
-		lua_rawseti(L, -2, 0);
-		lua_pop(L, 2);
-		redis_hold(c, L, 0);
+		redis_forget_one(c, L);
 		return 0;
 	}
 	struct redis_msg *m = malloc(sizeof *m);
@@ -590,13 +597,23 @@ static void redis_message_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	if (redis_protect(c->loop, L, redis_push_string, "timeout") == 2)
 		lua_remove(L, -2);
 	lem_wake(c->loop, &one, L, 2);
-	lem_anchor_push(c->loop, L, c->slot);
-	lua_getfenv(L, -1);
-	lua_pushboolean(L, 0);
-	lua_rawseti(L, -2, 0);
-	lua_pop(L, 2);
-	redis_hold(c, L, 0);
+	redis_forget_one(c, L);
 	redis_watch(c);
+}
+
+/* [-1, +0, -] Suspends T (connect's or message's caller) as c->one, keeping the
+ * connection on top of T at 1, and puts its coroutine in env[0], a key that exists:
+ * nothing allocates after the suspension. Returns what the lua_CFunction returns. */
+static int redis_suspend_one(lua_State *T, struct redis_conn *c)
+{
+	int r = lem_suspend(T, &c->one, 1);
+
+	lua_getfenv(T, 1);
+	lua_pushthread(c->one.co);
+	lua_xmove(c->one.co, T, 1);
+	lua_rawseti(T, -2, 0);
+	lua_pop(T, 1);
+	return r;
 }
 
 /* r:message([timeout]) --> kind, channel, payload [, pattern] | nil, message */
@@ -632,12 +649,7 @@ static int redis_message(lua_State *T)
 	if (lua_gettop(T) > 1)
 		return 2;
 	lua_pushvalue(T, 1);
-	r = lem_suspend(T, &c->one, 1);
-	lua_getfenv(T, 1);
-	lua_pushthread(c->one.co);
-	lua_xmove(c->one.co, T, 1);
-	lua_rawseti(T, -2, 0);
-	lua_pop(T, 1);
+	r = redis_suspend_one(T, c);
 	redis_hold(c, T, 1);
 	if (timed) {
 		ev_timer_init(&c->timer, redis_message_timeout, timeout, 0);
@@ -746,15 +758,21 @@ static int redis_try(struct redis_conn *c, int err)
 
 static void redis_connect_next(struct redis_conn *c, int err);
 
-static void redis_connect_writable(struct ev_loop *ev, ev_io *w, int revents)
+/* The outcome of a non-blocking connect on fd: 0, or an errno. */
+static int redis_connect_error(int fd)
 {
-	struct redis_conn *c = (struct redis_conn *)((char *)w - offsetof(struct redis_conn, w));
 	int err = 0;
 	socklen_t len = sizeof err;
 
+	return getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 ? errno : err;
+}
+
+static void redis_connect_writable(struct ev_loop *ev, ev_io *w, int revents)
+{
+	struct redis_conn *c = (struct redis_conn *)((char *)w - offsetof(struct redis_conn, w));
+	int err = redis_connect_error(c->fd);
+
 	(void)revents;
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
 	if (err == 0) {
 		redis_connected(c, NULL);
 		return;
@@ -951,12 +969,7 @@ static int redis_connect(lua_State *T)
 		lem_anchor_set(loop, T, c->slot);
 	}
 	lua_pushvalue(T, 4);
-	r = lem_suspend(T, &c->one, 1);
-	lua_getfenv(T, 1);
-	lua_pushthread(c->one.co);
-	lua_xmove(c->one.co, T, 1);
-	lua_rawseti(T, -2, 0);
-	lua_pop(T, 1);
+	r = redis_suspend_one(T, c);
 	lua_pushvalue(T, 1);
 	lem_anchor_set(loop, T, c->slot);
 	if (!c->lookup)
