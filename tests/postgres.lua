@@ -37,6 +37,12 @@ if ok then
 	ok, why = pg(bin .. '/initdb -D ' .. data .. ' -A trust -U postgres -E UTF8 --locale=C --no-sync')
 end
 if ok then ok, why = start() end
+if ok then
+	-- should this process die before it stops the server, a watchdog stops it
+	local lem = select(2, sh('echo $PPID')):match('%d+')
+	os.execute(('(while kill -0 %s 2>/dev/null; do sleep 1; done; %s) >/dev/null 2>&1 &'):format(
+		lem, as .. bin .. '/pg_ctl -D ' .. data .. ' -m immediate stop'))
+end
 if not ok then
 	local f = _G.io.open(log)
 	t.ok(false, 'the server starts', why .. (f and f:read('*a') or ''))

@@ -92,7 +92,8 @@ static void value_number(char *buf, lua_Number x)
 }
 
 /* [-0, +0, -] Lays out the parameters at from..to of T (checked by value_size) at mem,
- * pointer-aligned, as q's; returns the end of what it used. */
+ * rounded up to a pointer's alignment (value_size counts no room for that: its caller
+ * does), as q's; returns the end of what it used. */
 char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 {
 	int n = to - from + 1;
@@ -100,6 +101,7 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 	const char *s;
 	char *p;
 
+	mem = (char *)(((uintptr_t)mem + sizeof(void *) - 1) & ~(uintptr_t)(sizeof(void *) - 1));
 	q->n = n;
 	q->values = (const char **)mem;
 	q->lengths = (int *)(mem + n * sizeof(char *));
@@ -137,8 +139,7 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 		q->lengths[i] = (int)len;
 		p += len + 1;
 	}
-	/* the next block starts pointer-aligned */
-	return (char *)(((uintptr_t)p + sizeof(void *) - 1) & ~(uintptr_t)(sizeof(void *) - 1));
+	return p;
 }
 
 /* ---- results ---- */
