@@ -171,6 +171,7 @@ t.is(rows and #rows, 100000, '100k rows')
 t.is(rows and rows[100000].id, 100000, 'the last of them')
 t.is(rows and #rows[1].h, 32, 'with their text')
 t.ok(utils.now() - t0 < 10, '100k rows in less than 10 s')
+print(('# 100k rows of two columns in %.3f s'):format(utils.now() - t0))
 rows = nil
 collectgarbage()
 
@@ -267,6 +268,26 @@ sleep(0.01)
 c, p = db:notification(0.2)
 t.is(p, 'busy', 'a second waiter is busy')
 sleep(0.3)
+
+-- LISTEN/NOTIFY across two loops of one process, each with its own connection
+do
+	local script = t.file(dir, 'loops.lua', ([[
+local postgres, loops = require 'lem.postgres', require 'lem.loops'
+local db = assert(postgres.connect(%q, 5))
+if loops.id == 1 then
+	db:query('listen across')
+	loops.send(2, 'listening')
+	local c, p = db:notification(5)
+	print(c, p)
+else
+	loops.receive()
+	db:query("notify across, 'from loop 2'")
+end
+]]):format(conninfo))
+	local status, out, err = t.run(t.lem .. ' --loops 2 ' .. script)
+	t.ok(out == 'across\tfrom loop 2\n', 'a notification from another loop',
+		'status ' .. tostring(status) .. ', out: ' .. out .. ', err: ' .. err)
+end
 
 -- ---- close and garbage ----
 local function backends()
