@@ -197,11 +197,11 @@ static void pg_next(struct pg_conn *c)
 		}
 		if (c->conn && pg_send(c, r) == 0)
 			break;
-		if (c->conn && PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF) {
-			while (PQgetResult(c->conn))
-				;
+		/* (a pipeline can fail to be sent only when libpq runs out of memory or the
+		 * connection is lost; statements already queued then keep libpq in pipeline
+		 * mode, and the connection's next requests fail with its message) */
+		if (c->conn && PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF)
 			PQexitPipelineMode(c->conn);
-		}
 		pg_shift(c);
 		pg_end(r, pg_push_string, c->conn ? PQerrorMessage(c->conn) : "closed");
 	}
@@ -468,6 +468,7 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 
 	memset(r, 0, size);
 	r->c = c;
+	r->loop = c->loop;
 	r->kind = kind;
 	r->nq = nq;
 	luaL_getmetatable(T, PG_REQ_MT);
@@ -482,10 +483,11 @@ static int pg_req_gc(lua_State *T)
 {
 	struct pg_req *r = lua_touserdata(T, 1);
 
-	ev_timer_stop(lem_ev(r->c->loop), &r->timer);
+	/* (r->loop, not r->c's: the connection may have gone first) */
+	ev_timer_stop(lem_ev(r->loop), &r->timer);
 	pg_clear(r);
-	lem_unanchor(r->c->loop, r->slot);
-	lem_unanchor(r->c->loop, r->self);
+	lem_unanchor(r->loop, r->slot);
+	lem_unanchor(r->loop, r->self);
 	return 0;
 }
 

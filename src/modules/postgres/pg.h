@@ -57,6 +57,7 @@ struct pg_req {
 	ev_timer timer;             /* first: the callback gets the request by a cast */
 	lem_waiter w;
 	struct pg_conn *c;
+	lem_loop *loop;
 	struct pg_req *next;
 	int slot;                   /* anchors the waiting coroutine; 0 when none */
 	int self;                   /* PG_CONNECT: anchors the connection it returns */
