@@ -147,7 +147,7 @@ test-tsan:
 test-luajit:
 	$(MAKE) test LUA=luajit
 
-VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua
+VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua tests/postgres.lua
 test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
