@@ -293,7 +293,10 @@ end
 local function backends()
 	return db2:query("select count(*)::int as n from pg_stat_activity where backend_type = 'client backend'")[1].n
 end
+-- (the backends of the two-loop child may still be on their way out)
+for _ = 1, 100 do if backends() == 2 then break end sleep(0.02) end
 local before = backends()
+t.is(before, 2, 'two connections have backends')
 do
 	local lost = assert(connect())
 	t.is(backends(), before + 1, 'a new connection has a backend')
@@ -325,6 +328,7 @@ t.is(db3:close(), true, 'close twice')
 
 -- ---- the server killed mid-query, then back ----
 local killed
+local idle = assert(connect())
 utils.spawn(function() killed = { db:query('select pg_sleep(10)') } end)
 utils.spawn(function() db2:notification(10) end)   -- a listener sees it too
 sleep(0.1)
@@ -338,6 +342,13 @@ t.ok(why:find('server closed the connection') or why:find('terminat'), 'and a cl
 n, msg = db:query('select 1')
 t.is(n, nil, 'a query on the lost connection fails')
 t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:query('select 1')
+t.is(n, nil, 'a query on a connection that was idle when the server died fails')
+t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:pipeline(function(p) p:query('select 1') end)
+t.is(n, nil, 'so does a pipeline'); t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:notification(1)
+t.is(n, nil, 'and a notification'); t.ok(msg, 'with a message: ' .. tostring(msg))
 n, msg = connect()
 t.is(n, nil, 'connect while the server is down fails')
 ok, why = start()

@@ -179,9 +179,9 @@ static int pg_send(struct pg_conn *c, struct pg_req *r)
 	}
 	if (r->kind == PG_PIPELINE && !PQpipelineSync(conn))
 		return -1;
-	r->sent = 1;
 	if ((c->flushing = PQflush(conn)) < 0)
 		return -1;
+	r->sent = 1;
 	return 0;
 }
 
@@ -195,7 +195,7 @@ static void pg_next(struct pg_conn *c)
 			pg_connect_begin(c, r);
 			return;
 		}
-		if (c->conn && pg_send(c, r) == 0)
+		if (!r->failed && c->conn && pg_send(c, r) == 0)
 			break;
 		/* (a pipeline can fail to be sent only when libpq runs out of memory or the
 		 * connection is lost; statements already queued then keep libpq in pipeline
@@ -518,8 +518,16 @@ static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number
 	else
 		c->head = r;
 	c->tail = r;
-	if (c->head == r)
+	if (c->head != r)
+		return ret;
+	/* The connection is idle: the statements go now; but a connect, or a send that
+	 * fails, ends only from the loop (pg_kicked), once T is suspended. */
+	if (r->kind != PG_CONNECT && c->conn && pg_send(c, r) == 0)
+		pg_rewatch(c);
+	else {
+		r->failed = r->kind != PG_CONNECT;
 		ev_timer_start(lem_ev(c->loop), &c->kick);
+	}
 	return ret;
 }
 

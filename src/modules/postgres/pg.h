@@ -39,9 +39,9 @@ struct pg_lookup;
  * is the one on the wire: libpq runs one at a time, outside of pipeline mode. */
 struct pg_conn {
 	ev_io io;                   /* first: the callback gets the connection by a cast */
-	ev_timer kick;              /* due at once: sends a request queued in a method, from
-	                               the loop, once its caller is suspended (a wake before
-	                               would be lost) */
+	ev_timer kick;              /* due at once: starts a connect, or ends a request a
+	                               method could not send, from the loop once its caller
+	                               is suspended (a wake before would be lost) */
 	lem_loop *loop;
 	lua_State *S;               /* the module's scratch thread (pg_protect) */
 	PGconn *conn;               /* NULL once closed */
@@ -63,6 +63,7 @@ struct pg_req {
 	int self;                   /* PG_CONNECT: anchors the connection it returns */
 	enum pg_kind kind;
 	int sent;
+	int failed;                 /* could not be sent: ends with libpq's message */
 	int nq;                     /* queries: one, or a pipeline's */
 	int at;                     /* a pipeline's query whose results come now */
 	struct pg_query q[];
