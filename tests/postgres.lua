@@ -70,6 +70,15 @@ nodb, msg = postgres.connect('nonsense', 5)
 t.is(msg, 'invalid connection string', 'an invalid connection string')
 nodb, msg = postgres.connect('host=name.invalid user=postgres', 5)
 t.like(msg, 'could not translate host name', 'a name that does not resolve (looked up off the loop)')
+do   -- a "server" that never answers: the connect's timeout
+	local mute = t.tmpdir()
+	local l = assert(require('lem.io').unix.listen(mute .. '/.s.PGSQL.5432'))
+	local t0 = utils.now()
+	nodb, msg = postgres.connect('host=' .. mute .. ' user=postgres', 0.2)
+	t.is(msg, 'timeout', 'a connect times out')
+	t.ok(utils.now() - t0 < 1, 'on time')
+	l:close()
+end
 t.error(function() postgres.connect() end, "bad argument #1 to 'connect'", 'connect without a string')
 t.error(function() postgres.connect(conninfo, 'x') end, "bad argument #2 to 'connect'", 'connect with a string timeout')
 
