@@ -52,6 +52,11 @@ CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS += -Iinclude $(LUA_CFLAGS) $(HIREDIS_CFLAGS)
 LDFLAGS  += -Wl,-E
 LDLIBS   += $(LUA_LIBS) $(HIREDIS_LIBS) -lev -lpthread -lm -ldl
+# lem.postgres (src/modules/postgres) on libpq; expanded late, as LUA_CFLAGS is.
+PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
+PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
+CPPFLAGS += $(PQ_CFLAGS)
+LDLIBS   += $(PQ_LIBS)
 
 ifeq ($(SAN),asan)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -146,7 +151,8 @@ test-tsan:
 test-luajit:
 	$(MAKE) test LUA=luajit
 
-VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua tests/redis.lua
+VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua \
+                    tests/redis.lua tests/postgres.lua
 test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
@@ -166,8 +172,8 @@ test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
-DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server
+DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif

@@ -30,6 +30,7 @@ int luaopen_lem_utils(lua_State *L);
 int luaopen_lem_loops(lua_State *L);
 int luaopen_lem_io(lua_State *L);
 int luaopen_lem_redis(lua_State *L);
+int luaopen_lem_postgres(lua_State *L);
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);

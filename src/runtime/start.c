@@ -94,6 +94,7 @@ static const luaL_Reg modules[] = {
 	{ "lem.loops", luaopen_lem_loops },
 	{ "lem.io", luaopen_lem_io },
 	{ "lem.redis", luaopen_lem_redis },
+	{ "lem.postgres", luaopen_lem_postgres },
 	{ NULL, NULL }
 };
 

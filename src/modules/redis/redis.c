@@ -997,11 +997,11 @@ int luaopen_lem_redis(lua_State *L)
 	static const char *verbs[] = { "subscribe", "psubscribe", "unsubscribe",
 	                               "punsubscribe", NULL };
 	static const luaL_Reg methods[] = {
-		{ "call", redis_call },
-		{ "message", redis_message },
-		{ "close", redis_close },
-		{ "limit", redis_limit },
-		{ NULL, NULL }
+		{ "call", redis_call }, { "message", redis_message }, { "close", redis_close },
+		{ "limit", redis_limit }, { NULL, NULL }
+	};
+	static const luaL_Reg meta[] = {
+		{ "__gc", redis_gc }, { "__tostring", redis_tostring }, { NULL, NULL }
 	};
 	int i;
 
@@ -1020,10 +1020,7 @@ int luaopen_lem_redis(lua_State *L)
 	}
 	lua_pop(L, 1);
 	luaL_newmetatable(L, REDIS_MT);
-	lua_pushcfunction(L, redis_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pushcfunction(L, redis_tostring);
-	lua_setfield(L, -2, "__tostring");
+	luaL_register(L, NULL, meta);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
 	for (i = 0; verbs[i]; i++) {

@@ -1,0 +1,776 @@
+/* pg.c: lem.postgres: connections to PostgreSQL through libpq, never blocking the loop.
+ *
+ * A connection's socket is watched by one ev_io, started only while someone waits (a
+ * connect, a query, a notification()), so that an idle connection keeps no loop alive.
+ * Callers queue their requests in the connection's FIFO: the head is on the wire, and
+ * when its last result comes the callback wakes its caller and sends the next. Each
+ * waiting caller keeps its request userdata (and the connection) on its stack and is
+ * anchored: the collector takes a request only when its caller is gone or done. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "pg.h"
+
+/* ---- values made in a callback ----
+ * A callback has no protected call around it: its values are made under lem_protect,
+ * and when that fails the caller gets nil and the error instead. */
+
+static int pg_push_string(lua_State *S, void *s)
+{
+	const char *msg = s;
+
+	lua_pushnil(S);
+	lua_pushlstring(S, msg, strcspn(msg, "\n"));   /* libpq's messages end with one */
+	return 2;
+}
+
+static int pg_push_result(lua_State *S, void *req)
+{
+	struct pg_req *r = req;
+
+	if (r->kind == PG_PIPELINE)
+		return value_pipeline(S, r);
+	return value_result(S, r->q[0].res);
+}
+
+
+static int pg_push_notify(lua_State *S, void *n)
+{
+	PGnotify *p = n;
+
+	lua_pushstring(S, p->relname);
+	lua_pushstring(S, p->extra);
+	lua_pushinteger(S, p->be_pid);
+	return 3;
+}
+
+/* ---- the socket's watcher ---- */
+
+static void pg_io(struct ev_loop *ev, ev_io *w, int revents);
+static void pg_connect_begin(struct pg_conn *c, struct pg_req *r);
+
+/* Watches the connection's socket for events (none: stops); libpq may have changed its
+ * socket (a connect that tries the next address), or closed it. */
+static void pg_watch(struct pg_conn *c, int events)
+{
+	struct ev_loop *ev = lem_ev(c->loop);
+	int fd = c->conn ? PQsocket(c->conn) : -1;
+
+	if (fd < 0 || !events) {
+		ev_io_stop(ev, &c->io);
+		return;
+	}
+	if (ev_is_active(&c->io) && c->io.fd == fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
+		return;
+	ev_io_stop(ev, &c->io);
+	ev_io_set(&c->io, fd, events);
+	ev_io_start(ev, &c->io);
+}
+
+/* What a connection in use waits for: replies while a request is on the wire or a
+ * coroutine waits for a notification; writable while libpq has more to send. */
+static void pg_rewatch(struct pg_conn *c)
+{
+	int events = 0;
+
+	if ((c->head && c->head->sent) || c->listener)
+		events |= EV_READ;
+	if (c->flushing)
+		events |= EV_WRITE;
+	pg_watch(c, events);
+}
+
+/* ---- requests ---- */
+
+static void pg_clear(struct pg_req *r)
+{
+	for (int i = 0; i < r->nq; i++) {
+		PQclear(r->q[i].res);
+		r->q[i].res = NULL;
+	}
+}
+
+/* The request ends: stops its timer, wakes its caller with the values from push (made
+ * under lem_protect) and lets go of it. r is no longer in any queue. */
+static void pg_end(struct pg_req *r, int (*push)(lua_State *S, void *ud), void *ud)
+{
+	struct pg_conn *c = r->c;
+	lem_loop *loop = c->loop;
+	lua_State *L = lem_state(loop);
+	int n;
+
+	ev_timer_stop(lem_ev(loop), &r->timer);
+	n = lem_protect(c->loop, L, push, ud);
+	lem_wake(loop, &r->w, L, n < 0 ? 2 : n);   /* a stale one pops them */
+	pg_clear(r);
+	lem_unanchor(loop, r->slot);
+	lem_unanchor(loop, r->self);
+	r->slot = r->self = 0;
+}
+
+/* Takes the head off the FIFO. */
+static struct pg_req *pg_shift(struct pg_conn *c)
+{
+	struct pg_req *r = c->head;
+
+	if ((c->head = r->next) == NULL)
+		c->tail = NULL;
+	r->next = NULL;
+	return r;
+}
+
+/* Sends r's statements; 0, or -1 (PQerrorMessage says why). */
+static int pg_send(struct pg_conn *c, struct pg_req *r)
+{
+	PGconn *conn = c->conn;
+
+	if (r->kind == PG_PIPELINE && !PQenterPipelineMode(conn))
+		return -1;
+	for (int i = 0; i < r->nq; i++) {
+		struct pg_query *q = &r->q[i];
+		int ok;
+		if (r->kind == PG_PREPARE)
+			ok = PQsendPrepare(conn, q->name, q->sql, 0, NULL);
+		else if (q->run)
+			ok = PQsendQueryPrepared(conn, q->sql, q->n, q->values, q->lengths, q->formats, 0);
+		else if (q->n == 0 && r->kind != PG_PIPELINE)   /* several statements allowed */
+			ok = PQsendQuery(conn, q->sql);
+		else
+			ok = PQsendQueryParams(conn, q->sql, q->n, NULL, q->values, q->lengths,
+			                       q->formats, 0);
+		if (!ok)
+			return -1;
+	}
+	if (r->kind == PG_PIPELINE && !PQpipelineSync(conn))
+		return -1;
+	if ((c->flushing = PQflush(conn)) < 0)
+		return -1;
+	r->sent = 1;
+	return 0;
+}
+
+/* Sends the head of the FIFO, if it waits; the ones that cannot be sent end with
+ * libpq's message. */
+static void pg_next(struct pg_conn *c)
+{
+	while (c->head && !c->head->sent) {
+		struct pg_req *r = c->head;
+		if (r->kind == PG_CONNECT) {
+			pg_connect_begin(c, r);
+			return;
+		}
+		if (!r->failed && c->conn && pg_send(c, r) == 0)
+			break;
+		/* (a pipeline can fail to be sent only when libpq runs out of memory or the
+		 * connection is lost; statements already queued then keep libpq in pipeline
+		 * mode, and the connection's next requests fail with its message) */
+		if (c->conn && PQpipelineStatus(c->conn) != PQ_PIPELINE_OFF)
+			PQexitPipelineMode(c->conn);
+		pg_shift(c);
+		pg_end(r, pg_push_string, c->conn ? PQerrorMessage(c->conn) : "closed");
+	}
+	pg_rewatch(c);
+}
+
+/* The connection is lost (or closed): every caller ends with msg. */
+static void pg_fail(struct pg_conn *c, const char *msg)
+{
+	struct pg_req *r;
+
+	while (c->head) {
+		r = pg_shift(c);
+		if (r->kind != PG_PIPELINE && r->q[0].res && PQresultStatus(r->q[0].res) == PGRES_FATAL_ERROR)
+			pg_end(r, pg_push_result, r);   /* the server said why: a better message */
+		else
+			pg_end(r, pg_push_string, (void *)msg);
+	}
+	if ((r = c->listener)) {
+		c->listener = NULL;
+		pg_end(r, pg_push_string, (void *)msg);
+	}
+	pg_watch(c, 0);
+}
+
+/* Keeps res as q's: the first error wins, else the last result. */
+static void pg_keep(struct pg_query *q, PGresult *res)
+{
+	if (q->res && PQresultStatus(q->res) == PGRES_FATAL_ERROR) {
+		PQclear(res);
+		return;
+	}
+	PQclear(q->res);
+	q->res = res;
+}
+
+/* Reads what came for the head of the FIFO; ends it when all of it came. */
+static void pg_receive(struct pg_conn *c)
+{
+	PGconn *conn = c->conn;
+	struct pg_req *r;
+	PGresult *res;
+
+	while ((r = c->head) && r->sent && !PQisBusy(conn)) {
+		res = PQgetResult(conn);
+		if (r->kind == PG_PIPELINE) {
+			if (res && PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+				PQclear(res);
+				PQexitPipelineMode(conn);
+				pg_shift(c);
+				pg_end(r, pg_push_result, r);
+				pg_next(c);
+			} else if (!res) {
+				r->at++;                  /* a query's results end with NULL */
+			} else if (r->at < r->nq) {
+				pg_keep(&r->q[r->at], res);
+			} else {
+				PQclear(res);
+			}
+			continue;
+		}
+		if (res) {
+			ExecStatusType st = PQresultStatus(res);
+			pg_keep(&r->q[0], res);
+			if (st == PGRES_COPY_IN)       /* lem.postgres does not do COPY */
+				PQputCopyEnd(conn, "COPY FROM STDIN is not supported by lem.postgres");
+			else if (st == PGRES_COPY_OUT) {
+				char *buf;
+				while (PQgetCopyData(conn, &buf, 1) > 0)
+					PQfreemem(buf);
+			}
+			continue;
+		}
+		pg_shift(c);
+		pg_end(r, pg_push_result, r);
+		pg_next(c);
+	}
+}
+
+/* Hands a notification to the coroutine waiting for one. */
+static void pg_notify(struct pg_conn *c)
+{
+	struct pg_req *r = c->listener;
+	PGnotify *n;
+
+	if (r && (n = PQnotifies(c->conn))) {
+		c->listener = NULL;
+		pg_end(r, pg_push_notify, n);
+		PQfreemem(n);
+	}
+}
+
+/* ---- connecting ---- */
+
+static int pg_push_conn(lua_State *S, void *req)
+{
+	struct pg_req *r = req;
+
+	lem_anchor_push(r->c->loop, S, r->self);
+	return 1;
+}
+
+/* One step of the connect at the head of the FIFO. */
+static void pg_connect_poll(struct pg_conn *c)
+{
+	struct pg_req *r = c->head;
+
+	switch (PQconnectPoll(c->conn)) {
+	case PGRES_POLLING_READING:
+		pg_watch(c, EV_READ);
+		return;
+	case PGRES_POLLING_WRITING:
+		pg_watch(c, EV_WRITE);
+		return;
+	case PGRES_POLLING_OK:
+		pg_watch(c, 0);
+		pg_shift(c);
+		if (PQsetnonblocking(c->conn, 1) == 0) {
+			pg_end(r, pg_push_conn, r);
+			break;
+		}
+		/* fall through */
+	default:
+		pg_watch(c, 0);
+		if (c->head == r)
+			pg_shift(c);
+		pg_end(r, pg_push_string, PQerrorMessage(c->conn));
+		PQfinish(c->conn);
+		c->conn = NULL;
+	}
+	pg_next(c);                             /* queued meanwhile: now, or 'closed' */
+}
+
+static void pg_notice_drop(void *arg, const PGresult *res)
+{
+	(void)arg; (void)res;
+}
+
+/* Starts the connect of c's head (a PG_CONNECT), hostaddr (or NULL) from a lookup; or
+ * ends it with err. */
+void pg_connect_start(struct pg_conn *c, const char *conninfo, const char *hostaddr,
+                      const char *err)
+{
+	const char *keys[] = { "dbname", hostaddr ? "hostaddr" : NULL, NULL };
+	const char *vals[] = { conninfo, hostaddr, NULL };
+
+	if (!err) {
+		/* expand_dbname: conninfo is a whole connection string; hostaddr after it
+		 * wins over its own */
+		c->conn = PQconnectStartParams(keys, vals, 1);
+		if (!c->conn)
+			err = "not enough memory";
+		else if (PQstatus(c->conn) == CONNECTION_BAD)
+			err = PQerrorMessage(c->conn);
+	}
+	if (err) {
+		struct pg_req *r = pg_shift(c);
+		pg_end(r, pg_push_string, (void *)err);
+		PQfinish(c->conn);
+		c->conn = NULL;
+		pg_next(c);
+		return;
+	}
+	PQsetNoticeReceiver(c->conn, pg_notice_drop, NULL);
+	pg_connect_poll(c);
+}
+
+/* Begins c's connect r, whose connection string is in its q[0]: looks its host names up
+ * first, when it has any. */
+static void pg_connect_begin(struct pg_conn *c, struct pg_req *r)
+{
+	const char *info = (const char *)&r->q[0];
+	char *host;
+	int err = lookup_needed(info, &host);
+
+	r->sent = 1;
+	if (err < 0)
+		pg_connect_start(c, info, NULL, err == -ENOMEM ? "not enough memory" :
+		                 "invalid connection string");
+	else if (host)
+		lookup_start(c, info, host);
+	else
+		pg_connect_start(c, info, NULL, NULL);
+}
+
+/* ---- the callbacks ---- */
+
+static void pg_kicked(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	(void)ev; (void)revents;
+	pg_next(pg_of_kick(w));
+}
+
+static void pg_io(struct ev_loop *ev, ev_io *w, int revents)
+{
+	struct pg_conn *c = (struct pg_conn *)w;
+
+	(void)ev;
+	if (c->head && c->head->kind == PG_CONNECT) {
+		pg_connect_poll(c);
+		return;
+	}
+	if (c->flushing && (c->flushing = PQflush(c->conn)) < 0)
+		goto lost;
+	if ((revents & EV_READ) && !PQconsumeInput(c->conn))
+		goto lost;
+	pg_receive(c);
+	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD)
+		goto lost;
+	pg_notify(c);
+	pg_rewatch(c);
+	return;
+lost:
+	pg_fail(c, PQerrorMessage(c->conn));
+}
+
+static int pg_push_timeout(lua_State *S, void *ud)
+{
+	(void)ud;
+	lua_pushnil(S);
+	lua_pushliteral(S, "timeout");
+	return 2;
+}
+
+/* A connect or a notification() waited too long. */
+static void pg_timeout(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	struct pg_req *r = (struct pg_req *)w;
+	struct pg_conn *c = r->c;
+
+	(void)ev; (void)revents;
+	if (r->kind == PG_NOTIFY) {
+		c->listener = NULL;
+		pg_end(r, pg_push_timeout, NULL);
+		pg_rewatch(c);
+		return;
+	}
+	lookup_forget(c);                       /* a connect: the head of the FIFO */
+	pg_watch(c, 0);
+	pg_shift(c);
+	pg_end(r, pg_push_timeout, NULL);
+	PQfinish(c->conn);
+	c->conn = NULL;
+	pg_next(c);
+}
+
+/* ---- the methods ---- */
+
+static struct pg_conn *pg_check(lua_State *T)
+{
+	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
+
+	if (!c->conn && !c->head)
+		luaL_argerror(T, 1, "closed connection");
+	return c;
+}
+
+/* [-0, +1, m] A new request for nq statements needing extra bytes, with a slot taken. */
+static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind kind,
+                                 int nq, size_t extra)
+{
+	size_t size = sizeof(struct pg_req) + nq * sizeof(struct pg_query);
+	struct pg_req *r = lua_newuserdata(T, size + extra);
+
+	memset(r, 0, size);
+	r->c = c;
+	r->loop = c->loop;
+	r->kind = kind;
+	r->nq = nq;
+	luaL_getmetatable(T, PG_REQ_MT);
+	lua_setmetatable(T, -2);
+	lua_pushnil(T);
+	r->slot = lem_anchor(c->loop, T);       /* set to the caller once it waits */
+	return r;
+}
+
+/* The collector takes a request whose caller is done (or never waited). */
+static int pg_req_gc(lua_State *T)
+{
+	struct pg_req *r = lua_touserdata(T, 1);
+
+	/* (r->loop, not r->c's: the connection may have gone first) */
+	ev_timer_stop(lem_ev(r->loop), &r->timer);
+	pg_clear(r);
+	lem_unanchor(r->loop, r->slot);
+	lem_unanchor(r->loop, r->self);
+	return 0;
+}
+
+/* Suspends T on r (on top of T, the connection at 1) and queues r: return pg_wait(...).
+ * With timeout >= 0, r's timer ends the wait. */
+static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number timeout)
+{
+	int ret;
+
+	lua_pushvalue(T, 1);
+	lua_insert(T, -2);                      /* T: ..., conn, req */
+	ret = lem_suspend(T, &r->w, 2);
+	lua_pushthread(r->w.co);
+	lua_xmove(r->w.co, T, 1);
+	lem_anchor_set(c->loop, T, r->slot);
+	if (timeout >= 0) {
+		ev_timer_init(&r->timer, pg_timeout, timeout, 0);
+		ev_timer_start(lem_ev(c->loop), &r->timer);
+		lem_deadline(c->loop, ev_now(lem_ev(c->loop)) + timeout);
+	}
+	if (r->kind == PG_NOTIFY) {
+		c->listener = r;
+		pg_rewatch(c);
+		return ret;
+	}
+	if (c->tail)
+		c->tail->next = r;
+	else
+		c->head = r;
+	c->tail = r;
+	if (c->head != r)
+		return ret;
+	/* The connection is idle: the statements go now; but a connect, or a send that
+	 * fails, ends only from the loop (pg_kicked), once T is suspended. */
+	if (r->kind != PG_CONNECT && c->conn && pg_send(c, r) == 0)
+		pg_rewatch(c);
+	else {
+		r->failed = r->kind != PG_CONNECT;
+		ev_timer_start(lem_ev(c->loop), &c->kick);
+	}
+	return ret;
+}
+
+static lua_Number pg_opttimeout(lua_State *T, int idx)
+{
+	lua_Number t;
+
+	if (lua_isnoneornil(T, idx))
+		return -1;
+	t = luaL_checknumber(T, idx);
+	luaL_argcheck(T, t == t, idx, "timeout is not a number");
+	return t < 0 ? 0 : t;
+}
+
+/* A request for one statement: sql (or a statement's name) at 2, parameters from 3. */
+static int pg_statement(lua_State *T, enum pg_kind kind)
+{
+	struct pg_conn *c = pg_check(T);
+	int top = lua_gettop(T), from = kind == PG_PREPARE ? 4 : 3;
+	size_t len, len2 = 0;
+	const char *sql = luaL_checklstring(T, 2, &len), *sql2 = NULL;
+	struct pg_req *r;
+	char *mem;
+
+	if (kind == PG_PREPARE) {
+		sql2 = luaL_checklstring(T, 3, &len2);
+		luaL_argcheck(T, top <= 3, 4, "prepare takes no parameters");
+	}
+	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD && !c->head)
+		return pg_push_string(T, PQerrorMessage(c->conn));
+	len += len2 + 2 + value_size(T, from, top) + sizeof(void *);
+	r = pg_req_new(T, c, kind, 1, len);
+	mem = value_fill(T, from, top, &r->q[0], (char *)&r->q[1]);
+	memcpy(mem, sql, strlen(sql) + 1);
+	if (kind == PG_PREPARE) {
+		r->q[0].name = mem;
+		mem += strlen(sql) + 1;
+		memcpy(mem, sql2, len2 + 1);
+	}
+	r->q[0].sql = mem;
+	r->q[0].run = kind == PG_RUN;
+	return pg_wait(T, c, r, -1);
+}
+
+/* db:query(sql, ...) --> rows, status | count, status | nil, message, sqlstate */
+static int pg_query(lua_State *T)
+{
+	return pg_statement(T, PG_QUERY);
+}
+
+/* db:prepare(name, sql) --> 0, status | nil, message, sqlstate */
+static int pg_prepare(lua_State *T)
+{
+	return pg_statement(T, PG_PREPARE);
+}
+
+/* db:run(name, ...) --> as db:query */
+static int pg_run(lua_State *T)
+{
+	return pg_statement(T, PG_RUN);
+}
+
+/* The recorder's p:query(sql, ...) and p:run(name, ...): appends { run, sql, ... } */
+static int pg_record(lua_State *T)
+{
+	int n = lua_gettop(T);
+
+	luaL_checktype(T, 1, LUA_TTABLE);
+	luaL_checkstring(T, 2);
+	value_size(T, 3, n);                    /* checks the parameters now */
+	lua_createtable(T, n, 1);
+	lua_pushboolean(T, lua_toboolean(T, lua_upvalueindex(1)));
+	lua_rawseti(T, -2, 1);
+	for (int i = 2; i <= n; i++) {
+		lua_pushvalue(T, i);
+		lua_rawseti(T, -2, i);
+	}
+	lua_pushinteger(T, n);
+	lua_setfield(T, -2, "n");
+	lua_rawseti(T, 1, lua_objlen(T, 1) + 1);
+	return 0;
+}
+
+/* db:pipeline(function(p) p:query(sql, ...) p:run(name, ...) end) -->
+ *   { result1, ... } | nil, message, sqlstate, index
+ * The function only records the statements: they are sent together, in pipeline mode,
+ * when it returns. */
+static int pg_pipeline(lua_State *T)
+{
+	struct pg_conn *c = pg_check(T);
+	int nq, rec;
+	size_t len = 0;
+	struct pg_req *r;
+	char *mem;
+
+	luaL_checktype(T, 2, LUA_TFUNCTION);
+	lua_settop(T, 2);
+	lua_newtable(T);                        /* p: the statements, and the methods */
+	lua_pushboolean(T, 0);
+	lua_pushcclosure(T, pg_record, 1);
+	lua_setfield(T, 3, "query");
+	lua_pushboolean(T, 1);
+	lua_pushcclosure(T, pg_record, 1);
+	lua_setfield(T, 3, "run");
+	lua_pushvalue(T, 2);
+	lua_pushvalue(T, 3);
+	lua_call(T, 1, 0);
+	rec = lua_gettop(T) + 1;
+	nq = (int)lua_objlen(T, 3);
+	if (nq == 0) {
+		lua_newtable(T);
+		return 1;
+	}
+	for (int i = 1; i <= nq; i++) {
+		int n;
+		lua_rawgeti(T, 3, i);
+		lua_getfield(T, -1, "n");
+		n = (int)lua_tointeger(T, -1);
+		lua_pop(T, 1);
+		luaL_checkstack(T, n + 2, "too many parameters");
+		for (int j = 2; j <= n; j++)
+			lua_rawgeti(T, rec, j);
+		len += value_size(T, rec + 2, rec + n - 1) + lua_objlen(T, rec + 1) + 1 + sizeof(void *);
+		lua_settop(T, rec - 1);
+	}
+	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD && !c->head)
+		return pg_push_string(T, PQerrorMessage(c->conn));
+	r = pg_req_new(T, c, PG_PIPELINE, nq, len);
+	lua_replace(T, 2);                      /* T: conn, r, statements */
+	mem = (char *)&r->q[nq];
+	for (int i = 1; i <= nq; i++) {
+		struct pg_query *q = &r->q[i - 1];
+		int n;
+		size_t l;
+		const char *sql;
+		lua_rawgeti(T, 3, i);
+		lua_getfield(T, -1, "n");
+		n = (int)lua_tointeger(T, -1);
+		lua_pop(T, 1);
+		for (int j = 1; j <= n; j++)
+			lua_rawgeti(T, rec, j);
+		q->run = lua_toboolean(T, rec + 1);
+		mem = value_fill(T, rec + 3, rec + n, q, mem);
+		sql = lua_tolstring(T, rec + 2, &l);
+		memcpy(mem, sql, l + 1);
+		q->sql = mem;
+		mem += l + 1;
+		lua_settop(T, rec - 1);
+	}
+	lua_settop(T, 2);
+	return pg_wait(T, c, r, -1);
+}
+
+/* db:notification([timeout]) --> channel, payload, pid | nil, 'timeout' | nil, 'busy' |
+ * nil, message */
+static int pg_notification(lua_State *T)
+{
+	struct pg_conn *c = pg_check(T);
+	lua_Number timeout = pg_opttimeout(T, 2);
+	struct pg_req *r;
+	PGnotify *n;
+
+	lua_settop(T, 1);
+	if (!c->conn || PQstatus(c->conn) != CONNECTION_OK)
+		return pg_push_string(T, c->conn ? PQerrorMessage(c->conn) : "not connected");
+	if (!c->head && !PQconsumeInput(c->conn)) {     /* else the callback reads */
+		pg_fail(c, PQerrorMessage(c->conn));
+		return pg_push_string(T, PQerrorMessage(c->conn));
+	}
+	if ((n = PQnotifies(c->conn))) {
+		int k = lem_protect(c->loop, T, pg_push_notify, n);
+		PQfreemem(n);
+		return k < 0 ? 2 : k;
+	}
+	if (c->listener) {
+		lua_pushnil(T);
+		lua_pushliteral(T, "busy");
+		return 2;
+	}
+	if (timeout == 0)
+		return pg_push_timeout(T, NULL);
+	r = pg_req_new(T, c, PG_NOTIFY, 0, 0);
+	return pg_wait(T, c, r, timeout);
+}
+
+/* Closes c: its callers get nil, 'closed' (made on from); from NULL (a finalizer):
+ * nobody waits any more. */
+static void pg_shut(struct pg_conn *c, int wake)
+{
+	ev_timer_stop(lem_ev(c->loop), &c->kick);
+	lookup_forget(c);
+	if (wake) {
+		pg_fail(c, "closed");
+	} else {
+		c->head = c->tail = c->listener = NULL;
+		ev_io_stop(lem_ev(c->loop), &c->io);
+	}
+	PQfinish(c->conn);
+	c->conn = NULL;
+}
+
+/* db:close() --> true */
+static int pg_close(lua_State *T)
+{
+	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
+
+	pg_shut(c, 1);
+	lua_pushboolean(T, 1);
+	return 1;
+}
+
+static int pg_gc(lua_State *T)
+{
+	pg_shut(lua_touserdata(T, 1), 0);
+	return 0;
+}
+
+static int pg_tostring(lua_State *T)
+{
+	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
+
+	lua_pushfstring(T, "postgres connection (%s): %p", c->conn ? "open" : "closed", (void *)c);
+	return 1;
+}
+
+/* postgres.connect(conninfo [, timeout]) --> db | nil, message | nil, 'timeout' */
+static int pg_connect(lua_State *T)
+{
+	size_t len;
+	const char *conninfo = luaL_checklstring(T, 1, &len);
+	lua_Number timeout = pg_opttimeout(T, 2);
+	struct pg_conn *c;
+	struct pg_req *r;
+
+	lua_settop(T, 1);
+	c = lua_newuserdata(T, sizeof *c);      /* T: conninfo, c */
+	memset(c, 0, sizeof *c);
+	c->loop = lem_loop_of(T);
+	ev_init(&c->io, pg_io);
+	ev_timer_init(&c->kick, pg_kicked, 0, 0);
+	luaL_getmetatable(T, PG_CONN_MT);
+	lua_setmetatable(T, -2);
+	lua_replace(T, 1);                      /* T: c, which pg_wait keeps */
+	r = pg_req_new(T, c, PG_CONNECT, 0, len + 1);
+	lua_pushvalue(T, 1);
+	r->self = lem_anchor(c->loop, T);
+	memcpy((char *)&r->q[0], conninfo, len + 1);
+	return pg_wait(T, c, r, timeout);
+}
+
+int luaopen_lem_postgres(lua_State *L)
+{
+	static const luaL_Reg methods[] = {
+		{ "query", pg_query }, { "prepare", pg_prepare }, { "run", pg_run },
+		{ "pipeline", pg_pipeline }, { "notification", pg_notification },
+		{ "close", pg_close }, { NULL, NULL }
+	};
+	static const luaL_Reg meta[] = {
+		{ "__gc", pg_gc }, { "__tostring", pg_tostring }, { NULL, NULL }
+	};
+	static const luaL_Reg funcs[] = {
+		{ "connect", pg_connect }, { "binary", value_binary }, { NULL, NULL }
+	};
+
+	luaL_newmetatable(L, PG_REQ_MT);
+	lua_pushcfunction(L, pg_req_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, PG_CONN_MT);
+	luaL_register(L, NULL, meta);
+	lua_newtable(L);
+	luaL_register(L, NULL, methods);
+	lua_setfield(L, -2, "__index");
+	lua_pushliteral(L, "postgres connection");
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 1);
+	lua_newtable(L);                        /* the module */
+	luaL_register(L, NULL, funcs);
+	lua_pushlightuserdata(L, PG_NULL_VALUE);
+	lua_setfield(L, -2, "null");
+	return 1;
+}

@@ -1,0 +1,374 @@
+-- lem.postgres against a real PostgreSQL, started here in a temporary folder: a Unix
+-- socket only (no TCP), as nobody when the tests run as root. A server that cannot start
+-- fails the test with the reason.
+local t = require 'tap'
+local utils = require 'lem.utils'
+local postgres = require 'lem.postgres'
+local null = postgres.null
+
+local function sleep(s) utils.sleeper():sleep(s) end
+
+-- ---- the server ----
+local function sh(cmd)
+	local status, out, err = t.run(cmd)
+	return status == 0, out .. err
+end
+
+local bin = select(2, sh("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1")):match('[^\n]+')
+if not bin or not sh('test -x ' .. bin .. '/initdb') then
+	local ok, path = sh('command -v initdb')
+	bin = ok and path:match('(.*)/initdb') or nil
+end
+local dir = t.tmpdir()
+local data, log = dir .. '/data', dir .. '/log'
+local as = ''
+if select(2, sh('id -u')):match('^0') then
+	assert(sh('chown nobody ' .. dir))
+	as = 'runuser -u nobody -- '
+end
+local function pg(cmd) return sh(as .. "sh -c '" .. cmd .. "'") end
+local function start()
+	return pg(bin .. '/pg_ctl -D ' .. data .. ' -l ' .. log .. ' -w -t 30' ..
+		[[ -o "-k ]] .. dir .. [[ -c listen_addresses= -c fsync=off -c max_connections=20" start]])
+end
+
+local ok, why = bin ~= nil, 'no initdb (is postgresql installed?)'
+if ok then
+	ok, why = pg(bin .. '/initdb -D ' .. data .. ' -A trust -U postgres -E UTF8 --locale=C --no-sync')
+end
+if ok then ok, why = start() end
+if ok then
+	-- should this process die before it stops the server, a watchdog stops it
+	local lem = select(2, sh('echo $PPID')):match('%d+')
+	os.execute(('(while kill -0 %s 2>/dev/null; do sleep 1; done; %s) >/dev/null 2>&1 &'):format(
+		lem, as .. bin .. '/pg_ctl -D ' .. data .. ' -m immediate stop'))
+end
+if not ok then
+	local f = _G.io.open(log)
+	t.ok(false, 'the server starts', why .. (f and f:read('*a') or ''))
+	t.done()
+	return
+end
+t.ok(true, 'the server starts')
+
+-- The tests run in a protected call, so that the server stops whatever happens.
+local main = function()
+local conninfo = 'host=' .. dir .. ' user=postgres dbname=postgres'
+local function connect() return postgres.connect(conninfo, 5) end
+
+-- ---- connecting ----
+local db, err = connect()
+t.ok(db, 'connect', err)
+t.like(tostring(db), '^postgres connection %(open%)', 'tostring')
+local nodb, msg = postgres.connect('host=' .. dir .. ' user=postgres dbname=nosuchdb', 5)
+t.is(nodb, nil, 'connect to a missing database fails')
+t.like(msg, 'nosuchdb', 'with the server\'s message')
+nodb, msg = postgres.connect('host=' .. dir .. '/nowhere user=postgres', 5)
+t.is(nodb, nil, 'connect to a missing socket fails')
+t.like(msg, 'No such file', 'with libpq\'s message')
+nodb, msg = postgres.connect('nonsense', 5)
+t.is(msg, 'invalid connection string', 'an invalid connection string')
+nodb, msg = postgres.connect('host=name.invalid user=postgres', 5)
+t.like(msg, 'could not translate host name', 'a name that does not resolve (looked up off the loop)')
+do   -- a "server" that never answers: the connect's timeout
+	local mute = t.tmpdir()
+	local l = assert(require('lem.io').unix.listen(mute .. '/.s.PGSQL.5432'))
+	local t0 = utils.now()
+	nodb, msg = postgres.connect('host=' .. mute .. ' user=postgres', 0.2)
+	t.is(msg, 'timeout', 'a connect times out')
+	t.ok(utils.now() - t0 < 1, 'on time')
+	l:close()
+end
+t.error(function() postgres.connect() end, "bad argument #1 to 'connect'", 'connect without a string')
+t.error(function() postgres.connect(conninfo, 'x') end, "bad argument #2 to 'connect'", 'connect with a string timeout')
+
+-- ---- types both ways ----
+local rows, status = db:query([[select 1::int2 as a, 2::int4 as b, 9007199254740993::int8 as c,
+	1.5::float4 as d, 2.25::float8 as e, 3.125::numeric as f, true as g, false as h,
+	'text'::text as i, null::int as j, 'NaN'::float8 as k, 'Infinity'::float8 as l,
+	'{1,2}'::int[] as m, '2024-01-02'::date as n, 42::oid as o]])
+t.ok(rows, 'a select of many types', status)
+local r = rows[1]
+t.is(status, 'SELECT 1', 'the command status')
+t.is(#rows, 1, 'one row')
+t.is(r.a, 1, 'int2'); t.is(r.b, 2, 'int4'); t.is(r.c, 9007199254740992, 'int8 (rounded to a double)')
+t.is(r.d, 1.5, 'float4'); t.is(r.e, 2.25, 'float8'); t.is(r.f, 3.125, 'numeric')
+t.is(r.g, true, 'bool true'); t.is(r.h, false, 'bool false'); t.is(r.i, 'text', 'text')
+t.is(r.j, null, 'NULL is postgres.null'); t.ok(r.k ~= r.k, 'NaN'); t.is(r.l, math.huge, 'Infinity')
+t.is(r.m, '{1,2}', 'an array as text'); t.is(r.n, '2024-01-02', 'a date as text'); t.is(r.o, 42, 'oid')
+t.is(type(null), 'userdata', 'postgres.null is a light userdata')
+
+rows = db:query('select $1::int4 as a, $2::float8 as b, $3::text as c, $4::bool as d, $5::bool as e, ' ..
+	'$6::int as f, $7::int as g, $8::int8 as h, $9::float8 as i, $10::numeric as j',
+	42, 0.1, 'héllo', true, false, nil, null, 2^53, -1e300, 1/0)
+r = rows and rows[1] or {}
+t.is(r.a, 42, 'integer parameter'); t.is(r.b, 0.1, 'float parameter reads back the same')
+t.is(r.c, 'héllo', 'string parameter'); t.is(r.d, true, 'true parameter'); t.is(r.e, false, 'false parameter')
+t.is(r.f, null, 'nil parameter is NULL'); t.is(r.g, null, 'postgres.null parameter is NULL')
+t.is(r.h, 2^53, 'a large whole number goes without exponent'); t.is(r.i, -1e300, 'a large float')
+t.is(r.j, math.huge, 'infinity parameter')
+t.error(function() db:query('select $1', {}) end, 'table cannot be a parameter', 'a table parameter raises')
+t.error(function() db:query('select $1', print) end, 'function cannot be a parameter', 'a function parameter raises')
+t.error(function() db:query() end, "bad argument #1 to 'query'", 'query without sql')
+
+-- binary strings: bytea comes back as its bytes; postgres.binary sends bytes as they are
+local bytes = {}
+for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+bytes = table.concat(bytes)
+rows = db:query('select $1::bytea as b, length($1::bytea) as n', postgres.binary(bytes))
+t.is(rows and rows[1].b, bytes, 'bytea round trip of every byte')
+t.is(rows and rows[1].n, 256, 'the server saw 256 bytes')
+rows = db:query([[select '\x00ff41'::bytea as b]])
+t.is(rows and rows[1].b, '\0\255A', 'a bytea literal')
+
+-- ---- commands, counts, transactions ----
+local n, st = db:query('create table t (id serial primary key, v text, x float8)')
+t.is(n, 0, 'create table: no rows'); t.is(st, 'CREATE TABLE', 'create table: its status')
+n, st = db:query("insert into t (v, x) values ('a', 1), ('b', 2), ('c', null)")
+t.is(n, 3, 'insert: the rows affected'); t.is(st, 'INSERT 0 3', 'insert: its status')
+n = db:query("update t set x = x * 2 where x is not null")
+t.is(n, 2, 'update: the rows affected')
+t.is(db:query('begin'), 0, 'begin')
+db:query("insert into t (v) values ('rolled back')")
+t.is(db:query('rollback'), 0, 'rollback')
+rows = db:query('select v, x from t order by id')
+t.same(rows, { { v = 'a', x = 2 }, { v = 'b', x = 4 }, { v = 'c', x = null } }, 'the rows after the rollback')
+n, st = db:query('select 1; select 2 as two')
+t.is(n and n[1].two, 2, 'several statements without parameters: the last result')
+n, st = db:query('')
+t.is(n, 0, 'an empty query')
+
+-- ---- errors ----
+n, msg, st = db:query('select * from nosuchtable')
+t.is(n, nil, 'an error: nil'); t.like(msg, 'nosuchtable', 'the message'); t.is(st, '42P01', 'the SQLSTATE')
+n, msg, st = db:query('select 1/0')
+t.is(st, '22012', 'division by zero'); t.like(msg, 'division by zero', 'its message')
+n, msg, st = db:query("insert into t (id, v) values (1, 'dup')")
+t.is(st, '23505', 'unique violation')
+n, msg, st = db:query('select $1::int', 'x')
+t.is(st, '22P02', 'a bad parameter')
+n, msg, st = db:query('select $1::int')
+t.is(n, nil, 'a missing parameter fails'); t.ok(msg, 'with a message')
+t.is(db:query('select 1 as one')[1].one, 1, 'the connection works after errors')
+n, msg, st = db:query('begin; select 1/0; commit')
+t.is(st, '22012', 'an error in a multi-statement query')
+t.is(db:query('rollback'), 0, 'rollback after it')
+n, msg = db:query('copy t to stdout')
+t.ok(n == nil or type(n) == 'number', 'copy out does not hang the connection')
+n, msg = db:query('copy t from stdin')
+t.is(n, nil, 'copy in fails'); t.like(msg, 'not supported', 'with a message saying so')
+t.is(db:query('select 2 as two')[1].two, 2, 'the connection works after copy')
+
+-- ---- prepared statements ----
+n, st = db:prepare('byid', 'select v from t where id = $1')
+t.is(n, 0, 'prepare'); t.is(st, '', 'prepare: no command status')
+rows = db:run('byid', 2)
+t.is(rows and rows[1].v, 'b', 'run a prepared statement')
+rows = db:run('byid', 99)
+t.is(rows and #rows, 0, 'run with no row found')
+n, msg, st = db:run('nosuch', 1)
+t.is(st, '26000', 'run an unknown statement')
+n, msg, st = db:prepare('bad', 'select from where')
+t.is(st, '42601', 'prepare a syntax error')
+n, msg, st = db:prepare('byid', 'select 1')
+t.is(st, '42P05', 'prepare a name twice')
+
+-- ---- large results ----
+local t0 = utils.now()
+rows = db:query('select g as id, md5(g::text) as h from generate_series(1, 100000) g')
+t.is(rows and #rows, 100000, '100k rows')
+t.is(rows and rows[100000].id, 100000, 'the last of them')
+t.is(rows and #rows[1].h, 32, 'with their text')
+t.ok(utils.now() - t0 < 10, '100k rows in less than 10 s')
+print(('# 100k rows of two columns in %.3f s'):format(utils.now() - t0))
+rows = nil
+collectgarbage()
+
+-- ---- a query timeout: statement_timeout ----
+db:query('set statement_timeout = 100')
+t0 = utils.now()
+n, msg, st = db:query('select pg_sleep(5)')
+t.is(st, '57014', 'statement_timeout cancels a long query'); t.like(msg, 'statement timeout', 'and says why')
+t.ok(utils.now() - t0 < 3, 'on time')
+db:query('set statement_timeout = 0')
+t.is(db:query('select 3 as x')[1].x, 3, 'the connection works after a cancel')
+
+-- ---- several coroutines on one connection: in order ----
+local order, results, left = {}, {}, 20
+local others = 0
+for i = 1, 20 do
+	utils.spawn(function()
+		local rows = db:query('select $1::int as i, pg_sleep(0.01 * (($1::int) % 3))', i)
+		results[i] = rows and rows[1].i
+		order[#order + 1] = i
+		left = left - 1
+	end)
+end
+-- the loop runs other coroutines meanwhile
+utils.spawn(function() while left > 0 do others = others + 1 sleep(0.005) end end)
+while left > 0 do sleep(0.01) end
+local inorder, allok = true, true
+for i = 1, 20 do
+	if order[i] ~= i then inorder = false end
+	if results[i] ~= i then allok = false end
+end
+t.ok(allok, '20 coroutines on one connection get their own results')
+t.ok(inorder, 'served in the order they came')
+t.ok(others > 3, 'the loop ran other coroutines meanwhile')
+
+-- ---- pipeline mode ----
+local res, perr, pst, idx = db:pipeline(function(p)
+	p:query('select $1::int as a', 1)
+	p:query("insert into t (v) values ($1)", 'piped')
+	p:run('byid', 1)
+	p:query('select count(*)::int as n from t')
+end)
+t.ok(res, 'a pipeline', perr)
+if res then
+	t.is(res[1][1].a, 1, 'its first result'); t.is(res[2], 1, 'its insert')
+	t.is(res[3][1].v, 'a', 'a prepared statement in it'); t.is(res[4][1].n, 4, 'it saw its insert')
+end
+res, perr, pst, idx = db:pipeline(function(p)
+	p:query('select 1')
+	p:query('select 1/0')
+	p:query('select 2')
+end)
+t.is(res, nil, 'a failing pipeline'); t.is(pst, '22012', 'its SQLSTATE'); t.is(idx, 2, 'the failing index')
+t.same(db:pipeline(function() end), {}, 'an empty pipeline')
+t.error(function() db:pipeline(function(p) p:query('select $1', {}) end) end, 'cannot be a parameter',
+	'a bad parameter in a pipeline raises')
+t.is(db:query('select 5 as x')[1].x, 5, 'the connection after pipelines')
+do
+	local big = db:pipeline(function(p)
+		for i = 1, 1000 do p:run('byid', i % 3 + 1) end
+	end)
+	t.is(big and #big, 1000, '1000 statements in one pipeline')
+end
+
+-- ---- LISTEN/NOTIFY between two connections ----
+local db2 = assert(connect())
+t.is(db:query('listen chan'), 0, 'listen')
+local got
+utils.spawn(function() got = { db:notification(5) } end)
+sleep(0.05)
+db2:query("select pg_notify('chan', 'hello')")
+for _ = 1, 100 do if got then break end sleep(0.01) end
+t.is(got and got[1], 'chan', 'a notification: its channel')
+t.is(got and got[2], 'hello', 'its payload')
+t.is(got and got[3], db2:query('select pg_backend_pid() as p')[1].p, 'the pid of its sender')
+db2:query("notify chan, 'queued'")
+sleep(0.05)
+local c, p = db:notification(1)
+t.is(p, 'queued', 'a notification that came before the call')
+t0 = utils.now()
+c, p = db:notification(0.1)
+t.is(p, 'timeout', 'notification times out'); t.ok(utils.now() - t0 < 1, 'on time')
+c, p = db:notification(0)
+t.is(p, 'timeout', 'notification(0) only looks')
+-- a notification that comes while a query runs on the listening connection
+got = nil
+utils.spawn(function() got = { db:notification(5) } end)
+utils.spawn(function() sleep(0.05) db2:query("notify chan, 'during'") end)
+db:query('select pg_sleep(0.2)')
+for _ = 1, 100 do if got then break end sleep(0.01) end
+t.is(got and got[2], 'during', 'a notification during a query')
+utils.spawn(function() db:notification(0.2) end)
+sleep(0.01)
+c, p = db:notification(0.2)
+t.is(p, 'busy', 'a second waiter is busy')
+sleep(0.3)
+
+-- LISTEN/NOTIFY across two loops of one process, each with its own connection
+do
+	local script = t.file(dir, 'loops.lua', ([[
+local postgres, loops = require 'lem.postgres', require 'lem.loops'
+local db = assert(postgres.connect(%q, 5))
+if loops.id == 1 then
+	db:query('listen across')
+	loops.send(2, 'listening')
+	local c, p = db:notification(5)
+	print(c, p)
+else
+	loops.receive()
+	db:query("notify across, 'from loop 2'")
+end
+]]):format(conninfo))
+	local status, out, err = t.run(t.lem .. ' --loops 2 ' .. script)
+	t.ok(out == 'across\tfrom loop 2\n', 'a notification from another loop',
+		'status ' .. tostring(status) .. ', out: ' .. out .. ', err: ' .. err)
+end
+
+-- ---- close and garbage ----
+local function backends()
+	return db2:query("select count(*)::int as n from pg_stat_activity where backend_type = 'client backend'")[1].n
+end
+-- (the backends of the two-loop child may still be on their way out)
+for _ = 1, 100 do if backends() == 2 then break end sleep(0.02) end
+local before = backends()
+t.is(before, 2, 'two connections have backends')
+do
+	local lost = assert(connect())
+	t.is(backends(), before + 1, 'a new connection has a backend')
+end
+collectgarbage(); collectgarbage()
+for _ = 1, 100 do if backends() == before then break end sleep(0.02) end
+t.is(backends(), before, 'an unclosed connection is closed by the collector')
+local fds = t.nfds()
+local function five() for _ = 1, 5 do assert(connect()) end end
+five()
+-- (lem's yield-safe pcall, which these tests run in, keeps the values of the last wake
+-- until the next one: one more, so that the collector sees the fifth as garbage)
+db2:query('select 1')
+collectgarbage(); collectgarbage()
+t.is(t.nfds(), fds, 'no descriptor leaks')
+
+
+local db3 = assert(connect())
+local closed
+utils.spawn(function() closed = { db3:query('select pg_sleep(5)') } end)
+utils.spawn(function() db3:notification(5) end)
+sleep(0.05)
+t.is(db3:close(), true, 'close while a query runs')
+sleep(0.01)
+t.is(closed and closed[2], 'closed', 'the query returns nil, closed')
+t.error(function() db3:query('select 1') end, 'closed connection', 'query on a closed connection raises')
+t.like(tostring(db3), '%(closed%)', 'tostring of a closed connection')
+t.is(db3:close(), true, 'close twice')
+
+-- ---- the server killed mid-query, then back ----
+local killed
+local idle = assert(connect())
+utils.spawn(function() killed = { db:query('select pg_sleep(10)') } end)
+utils.spawn(function() db2:notification(10) end)   -- a listener sees it too
+sleep(0.1)
+t0 = utils.now()
+pg(bin .. '/pg_ctl -D ' .. data .. ' -m immediate -w stop')
+for _ = 1, 300 do if killed then break end sleep(0.01) end
+t.ok(killed, 'the query returns when the server dies')
+t.is(killed and killed[1], nil, 'with nil')
+local why = killed and killed[2] or ''
+t.ok(why:find('server closed the connection') or why:find('terminat'), 'and a clear message: ' .. why)
+n, msg = db:query('select 1')
+t.is(n, nil, 'a query on the lost connection fails')
+t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:query('select 1')
+t.is(n, nil, 'a query on a connection that was idle when the server died fails')
+t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:pipeline(function(p) p:query('select 1') end)
+t.is(n, nil, 'so does a pipeline'); t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = idle:notification(1)
+t.is(n, nil, 'and a notification'); t.ok(msg, 'with a message: ' .. tostring(msg))
+n, msg = connect()
+t.is(n, nil, 'connect while the server is down fails')
+ok, why = start()
+t.ok(ok, 'the server starts again', why)
+db = connect()
+t.ok(db, 'reconnect after the restart')
+t.is(db and db:query('select count(*)::int as n from t')[1].n, 4, 'the data is there')
+db:close()
+
+end
+local ran, failure = pcall(main)
+t.ok(ran, 'the tests ran to their end', tostring(failure))
+pg(bin .. '/pg_ctl -D ' .. data .. ' -m fast -w stop')
+t.done()
