@@ -29,6 +29,7 @@ struct lem_cli {
 int luaopen_lem_utils(lua_State *L);
 int luaopen_lem_loops(lua_State *L);
 int luaopen_lem_io(lua_State *L);
+int luaopen_lem_http(lua_State *L);
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
