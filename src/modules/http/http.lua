@@ -630,10 +630,11 @@ local function pool_take(key)
 end
 
 -- A response whose body has been read whole gives its connection back to the pool.
+-- One that cannot carry another request is closed.
 local function give_back(r)
 	local b = r._body
-	if r._s and b.done and not b.err and r._keep then
-		pool_put(r._key, r._s)
+	if r._s and b.done then
+		if not b.err and r._keep then pool_put(r._key, r._s) else r._s:close() end
 		r._s = nil
 	end
 end
