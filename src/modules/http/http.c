@@ -5,7 +5,7 @@
 #include <strings.h>
 #include "lem.h"
 #include "parser.h"
-#include "http_lua.h"   /* generated from http.lua: static const char http_lua[] */
+#include <http_lua.h>   /* made from http.lua in the build folder: http_lua[] */
 
 #define HTTP_PARSER_MT  "lem.http.parser"
 #define HTTP_CHUNKED_MT "lem.http.chunked"
