@@ -95,6 +95,18 @@ $(BUILD)/%.o: %.c | deps-build
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c -o $@ $<
 
+# lem.http's Lua half (src/modules/http/http.lua) is built into the binary: od turns it
+# into a C array that http.c includes.
+HTTP_LUA_H := $(BUILD)/gen/http_lua.h
+$(BUILD)/src/modules/http/http.o: $(HTTP_LUA_H)
+$(BUILD)/src/modules/http/http.o: CPPFLAGS += -I$(BUILD)/gen
+$(HTTP_LUA_H): src/modules/http/http.lua
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	$(Q){ echo 'static const char http_lua[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; } > $@.tmp && mv $@.tmp $@
+
 # The example C modules of docs/c-api.md (examples/c/*.c); the tests require them.
 $(EXAMPLE_MODS): $(BUILD)/modules/%.so: examples/c/%.c include/lem.h
 	@mkdir -p $(dir $@)
@@ -173,7 +185,7 @@ test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
 DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql curl
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif

@@ -29,6 +29,7 @@ struct lem_cli {
 int luaopen_lem_utils(lua_State *L);
 int luaopen_lem_loops(lua_State *L);
 int luaopen_lem_io(lua_State *L);
+int luaopen_lem_http(lua_State *L);
 int luaopen_lem_redis(lua_State *L);
 int luaopen_lem_postgres(lua_State *L);
 

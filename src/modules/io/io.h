@@ -26,6 +26,8 @@ enum io_kind { IO_TCP, IO_UNIX, IO_STD };
  * lem.io's own failures, and getaddrinfo's codes (io_eai). */
 enum { IO_ELINE = 4096, IO_ETOOLONG, IO_EAI = 8192 };
 
+#define IO_DELIM_MAX 8     /* the longest delimiter of a '*u' read */
+
 /* A peer's address as accept or connect saw it. */
 union io_addr {
 	struct sockaddr sa;
@@ -65,7 +67,7 @@ struct io_stream {
 	int err;                  /* -errno of a failed read(), reported once; or 0 */
 
 	struct io_wait reader;
-	int rfmt;                 /* its format: IO_LINE, IO_ALL or IO_COUNT */
+	int rfmt;                 /* its format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
 	size_t rcount;            /* IO_COUNT: bytes wanted */
 	size_t take;              /* buffer start once the answer decided is consumed */
 	size_t tlen;              /* the answer's length, from start */
@@ -74,7 +76,10 @@ struct io_stream {
 
 	char *buf;                /* read buffer: data in [start, end), cap bytes */
 	size_t start, end, cap;
-	size_t scan;              /* IO_LINE: no '\n' in [start, scan) */
+	size_t scan;              /* IO_LINE: no '\n' in [start, scan); IO_UNTIL: no
+	                             delimiter starts there */
+	char delim[IO_DELIM_MAX]; /* IO_UNTIL: the delimiter, dlen bytes */
+	unsigned char dlen;
 
 	struct io_wait writer;    /* its value: the string being written */
 	const char *wp;           /* what is left of it */
@@ -100,7 +105,7 @@ struct io_listener {
 	int backlog;
 };
 
-enum { IO_LINE, IO_ALL, IO_COUNT };
+enum { IO_LINE, IO_ALL, IO_COUNT, IO_UNTIL };
 
 /* io.c */
 const char *io_strerror(int err, char buf[128]);  /* err < 0: its message */

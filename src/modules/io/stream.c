@@ -36,6 +36,8 @@ static size_t stream_need(const struct io_stream *s)
 		return s->linemax + 2;         /* the longest line, its '\r' and '\n' */
 	case IO_ALL:
 		return s->allmax + 1;
+	case IO_UNTIL:
+		return s->linemax + s->dlen;   /* the longest answer and its delimiter */
 	}
 	return s->rcount;
 }
@@ -131,6 +133,29 @@ static int stream_take(struct io_stream *s)
 			s->take = s->end;
 			s->tlen = avail;
 			return TAKE_DATA;              /* the unterminated last line */
+		}
+		break;
+	}
+	case IO_UNTIL: {
+		const char *d = s->end > s->scan ? memmem(s->buf + s->scan, s->end - s->scan,
+		                                          s->delim, s->dlen) : NULL;
+		if (d) {
+			if ((size_t)(d - p) > s->linemax)
+				return -IO_ELINE;
+			s->take = d - s->buf + s->dlen;
+			s->tlen = s->take - s->start;
+			return TAKE_DATA;              /* the data and its delimiter */
+		}
+		if (avail >= s->dlen)              /* a delimiter may have begun at end - dlen + 1 */
+			s->scan = s->end - s->dlen + 1;
+		if (avail >= s->linemax + s->dlen)
+			return -IO_ELINE;              /* no delimiter where one could end in time */
+		if (avail > 0 && (s->eof || s->err)) {
+			if (avail > s->linemax)
+				return -IO_ELINE;
+			s->take = s->end;
+			s->tlen = avail;
+			return TAKE_DATA;              /* the rest, without a delimiter */
 		}
 		break;
 	}
@@ -360,14 +385,17 @@ static struct io_stream *stream_check(lua_State *T)
 
 /* stream:read([fmt [, timeout]]) --> data | nil, 'closed' | nil, 'timeout' | nil, 'busy'
  *                                    | nil, 'line too long' | nil, 'too long' | nil, message
- * fmt: '*l' a line without its end (default), '*a' all until EOF, n: n bytes. */
+ * stream:read('*u', delimiter [, timeout]) --> the same
+ * fmt: '*l' a line without its end (default), '*a' all until EOF, n: n bytes, '*u' the
+ * bytes up to and including the delimiter (1 to IO_DELIM_MAX bytes). */
 static int stream_read(lua_State *T)
 {
 	struct io_stream *s = stream_check(T);
 	lem_loop *loop = s->loop;
 	lua_Number timeout;
-	int fmt = IO_LINE, r;
-	size_t count = 0;
+	int fmt = IO_LINE, r, targ = 3;
+	size_t count = 0, dlen = 0;
+	const char *delim = NULL;
 
 	if (lua_type(T, 2) == LUA_TNUMBER) {
 		lua_Number c = lua_tonumber(T, 2);
@@ -385,10 +413,18 @@ static int stream_read(lua_State *T)
 			fmt = IO_LINE;
 		else if (f[0] == 'a' && f[1] == '\0')
 			fmt = IO_ALL;
+		else if (f[0] == 'u' && f[1] == '\0')
+			fmt = IO_UNTIL;
 		else
-			luaL_argerror(T, 2, "invalid format (expected '*l', '*a' or a number)");
+			luaL_argerror(T, 2, "invalid format (expected '*l', '*a', '*u' or a number)");
 	}
-	timeout = io_opttimeout(T, 3);
+	if (fmt == IO_UNTIL) {
+		delim = luaL_checklstring(T, 3, &dlen);
+		if (dlen < 1 || dlen > IO_DELIM_MAX)
+			luaL_argerror(T, 3, "delimiter must have 1 to 8 bytes");
+		targ = 4;
+	}
+	timeout = io_opttimeout(T, targ);
 	if (io_busy(loop, &s->reader))
 		return io_error(T, -EBUSY);            /* return nil, 'busy' */
 	if (fmt == IO_COUNT && count == 0) {
@@ -399,6 +435,12 @@ static int stream_read(lua_State *T)
 		return io_error(T, -IO_ETOOLONG);      /* return nil, 'too long' */
 	if (s->kind == IO_STD)
 		stream_std_prepare(s);
+	if (fmt == IO_UNTIL || s->rfmt == IO_UNTIL)
+		s->scan = s->start;    /* scan means something else for '*u' and for '*l' */
+	if (fmt == IO_UNTIL) {
+		memcpy(s->delim, delim, dlen);
+		s->dlen = (unsigned char)dlen;
+	}
 	s->rfmt = fmt;
 	s->rcount = count;
 	for (int i = 0; ; i++) {

@@ -1,0 +1,85 @@
+-- lem.http's client against hand-written servers: framings, 1xx, bad answers, timeouts,
+-- and the keep-alive pool.
+local t = require 'tap'
+local http = require 'lem.http'
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+
+-- A server that answers each request (its head read whole) with answers[i] in turn;
+-- an answer 'close' closes the connection instead.
+local answers, heads, accepted = {}, {}, 0
+local listener = assert(io.tcp.listen('127.0.0.1', 0))
+utils.spawn(function()
+	listener:autospawn(function(c)
+		accepted = accepted + 1
+		while true do
+			local head = c:read('*u', '\r\n\r\n', 5)
+			if not head then break end
+			heads[#heads + 1] = head
+			local len = tonumber(head:match('\r\n[Cc]ontent%-[Ll]ength: (%d+)'))
+			if len and len > 0 then heads[#heads] = head .. c:read(len, 5) end
+			local a = table.remove(answers, 1)
+			if a == nil or a == 'close' then break end
+			if a ~= 'silent' then c:write(a) end
+		end
+		c:close()
+	end)
+end)
+local base = 'http://127.0.0.1:' .. listener:port()
+
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello' }
+local r = assert(http.request{ url = base .. '/p?q', headers = { ['X-Test'] = 'yes' } })
+t.is(r.status, 200, 'status')
+t.is(r.reason, 'OK', 'reason')
+t.is(r.headers['x-a'], '1', 'the first value of a field')
+t.same(r.headers:all('X-A'), { '1', '2' }, 'every value')
+t.is(r:body(), 'hello', 'a Content-Length body')
+t.like(heads[1], '^GET /p%?q HTTP/1%.1\r\nHost: 127%.0%.0%.1:%d+\r\n', 'request line and Host')
+t.like(heads[1], 'X%-Test: yes\r\n', 'the caller\'s fields')
+
+answers = { 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n' }
+r = assert(http.request(base .. '/c'))
+local got = {}
+while true do
+	local piece = r:read()
+	if not piece then break end
+	got[#got + 1] = piece
+end
+t.is(table.concat(got), 'abcde', 'a chunked body, piece by piece')
+t.is(accepted, 1, 'both on one kept-alive connection')
+
+answers = { 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok' }
+r = assert(http.request{ method = 'PUT', url = base .. '/u', body = 'data' })
+t.is(r.status, 201, '1xx answers are skipped')
+t.is(r:body(), 'ok', '... and the final one read')
+t.like(heads[#heads], 'Content%-Length: 4\r\n\r\ndata$', 'a string body with its length')
+
+answers = { 'HTTP/1.0 200 OK\r\n\r\nuntil the end', 'close' }
+r = assert(http.request(base .. '/old'))
+t.is(r.version, '1.0', 'an HTTP/1.0 answer')
+t.is(r:body(), 'until the end', 'a body that runs until the connection closes')
+
+-- a pooled connection the server has closed meanwhile: GET is tried again on a new one
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1', 'close',
+	'HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2' }
+assert(http.request(base .. '/1')):body()
+r = assert(http.request(base .. '/2'))
+t.is(r:body(), '2', 'a stale pooled connection: the request goes again on a new one')
+
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n' }
+local ok, err = http.request(base .. '/bad')
+t.ok(not ok and err:find('^bad response'), 'both framings in an answer: refused', err)
+
+answers = { 'silent' }
+local t0 = utils.now()
+ok, err = http.request{ url = base .. '/slow', timeout = 0.2 }
+t.is(err, 'timeout', 'no answer: timeout')
+t.ok(utils.now() - t0 < 1, '... on time')
+
+ok, err = http.request('http://127.0.0.1:1/')
+t.is(err, 'connection refused', 'nobody listens: the connect error')
+t.error(function() http.request('ftp://x/') end, 'bad url', 'only http URLs')
+
+http.close_idle()
+listener:close()
+t.done()

@@ -1,0 +1,297 @@
+-- lem.http's server, in this process, against lem's own client, raw sockets and curl.
+local t = require 'tap'
+local http = require 'lem.http'
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+
+local function sleep(s) utils.sleeper():sleep(s) end
+local started = utils.now()
+
+local logged = {}
+local slept = {}
+local handler = function(req, res)
+	local p = req.path
+	if p == '/echo' then
+		local body, err = req:body()
+		if not body then return end            -- the server answered already
+		res.headers['Content-Type'] = 'application/octet-stream'
+		res:send(200, body)
+	elseif p == '/stream' then                 -- the body piece by piece
+		local n, pieces = 0, 0
+		while true do
+			local data = req:read()
+			if not data then break end
+			n, pieces = n + #data, pieces + 1
+		end
+		res:send(200, n .. ' bytes')
+	elseif p == '/chunked' then
+		res.headers['X-Mode'] = 'chunked'
+		res:start(200)
+		res:write('one,')
+		res:write('two,', 'three')
+		res:finish()
+	elseif p == '/headers' then
+		res:send(200, table.concat(req.headers:all('X-M'), '|') .. ';' ..
+			tostring(req.headers['X-ONE']) .. ';' .. tostring(req.headers.nothing))
+	elseif p == '/error' then
+		error('boom')
+	elseif p == '/sleep' then
+		sleep(0.3)
+		slept[#slept + 1] = { res:send(200, 'late') }
+	elseif p == '/peer' then
+		local _, port = req:peer()
+		res:send(200, tostring(port))
+	elseif p == '/nothing' then
+		return
+	elseif p == '/big' then
+		res:send(200, string.rep('x', 4 * 1048576))
+	else
+		res:send(200, req.method .. ' ' .. req.target .. ' ' .. req.version)
+	end
+end
+local server = assert(http.listen('127.0.0.1', 0, handler, {
+	max_body = 65536, header_timeout = 0.5, write_timeout = 0.5,
+	log = function(msg) logged[#logged + 1] = msg end }))
+local port = server:port()
+local base = 'http://127.0.0.1:' .. port
+
+-- a raw exchange: write text, read until the server closes
+local function raw(text, timeout)
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write(text)
+	local all, err = c:read('*a', timeout or 5)
+	c:close()
+	return all or err
+end
+
+-- curl in the background (a blocking popen would stop this loop, and the server with it)
+local dir = t.tmpdir()
+local ncurl = 0
+local function curl(args)
+	ncurl = ncurl + 1
+	local out = dir .. '/curl' .. ncurl
+	os.execute('(curl -s -S --max-time 10 ' .. args .. ' > ' .. out .. ' 2>&1; echo $? > ' ..
+		out .. '.done) &')
+	for _ = 1, 400 do
+		local f = _G.io.open(out .. '.done')
+		if f then
+			local status = tonumber(f:read('*a'))
+			f:close()
+			local o = _G.io.open(out)
+			local text = o:read('*a')
+			o:close()
+			return text, status
+		end
+		sleep(0.025)
+	end
+	return nil, 'curl did not end'
+end
+
+---------------------------------------------------------------- lem's client
+local r = assert(http.request(base .. '/a/b?x=1&y'))
+t.is(r.status, 200, 'GET: 200')
+t.is(r:body(), 'GET /a/b?x=1&y 1.1', 'GET: method, target and version')
+t.like(r.headers.date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$', 'Date')
+t.is(r.headers.Server, 'lem', 'Server, looked up in any case')
+t.is(r.headers['content-length'], '18', 'Content-Length')
+
+r = assert(http.request{ method = 'HEAD', url = base .. '/x' })
+t.is(r.status, 200, 'HEAD: 200')
+t.is(r.headers['content-length'], '11', 'HEAD: the length a GET would have')
+t.is(r:body(), '', 'HEAD: no body')
+
+r = assert(http.request{ method = 'POST', url = base .. '/echo', body = 'hello, world',
+	headers = { ['Content-Type'] = 'text/plain' } })
+t.is(r:body(), 'hello, world', 'POST with Content-Length: echoed')
+t.is(r.headers['CONTENT-TYPE'], 'application/octet-stream', 'response field set by the handler')
+
+local parts = { 'abc', '', 'defg', string.rep('z', 30000) }
+local i = 0
+r = assert(http.request{ method = 'POST', url = base .. '/stream',
+	body = function() i = i + 1 return parts[i] end })
+t.is(r:body(), '30007 bytes', 'POST with a chunked body (the client\'s iterator), read piece by piece')
+
+r = assert(http.request(base .. '/chunked'))
+t.is(r.headers['transfer-encoding'], 'chunked', 'res:start without a length: chunked')
+t.is(r:body(), 'one,two,three', 'chunked response decoded by the client')
+
+r = assert(http.request{ url = base .. '/headers', headers = { ['X-M'] = { 'a', 'b', 'c' }, ['x-one'] = 1 } })
+t.is(r:body(), 'a|b|c;1;nil', 'headers:all, any case, a missing field')
+
+r = assert(http.request(base .. '/nothing'))
+t.is(r.status, 200, 'a handler that sends nothing: 200')
+t.is(r:body(), '', '... with an empty body')
+
+-- keep-alive: the pooled connection serves the next requests
+local ports = {}
+for k = 1, 3 do
+	r = assert(http.request(base .. '/peer'))
+	ports[k] = r:body()
+end
+t.ok(ports[1] == ports[2] and ports[2] == ports[3], 'keep-alive: three requests on one connection')
+
+---------------------------------------------------------------- raw clients
+local function statuses(text)
+	local list = {}
+	for code in text:gmatch('HTTP/1%.1 (%d%d%d)') do list[#list + 1] = code end
+	return table.concat(list, ' ')
+end
+
+local batch = {}
+for k = 1, 100 do
+	batch[k] = 'GET /n' .. k .. ' HTTP/1.1\r\nHost: x\r\n' ..
+		(k == 100 and 'Connection: close\r\n' or '') .. '\r\n'
+end
+local text = raw(table.concat(batch))
+local order, ok = 0, true
+for n in text:gmatch('GET /n(%d+) 1%.1') do
+	order = order + 1
+	if tonumber(n) ~= order then ok = false end
+end
+t.ok(ok and order == 100, '100 pipelined requests in one write: answered in order', order)
+t.like(text, 'Connection: close\r\n\r\nGET /n100 1%.1$', 'the last one closes the connection')
+
+text = raw('GET /ten HTTP/1.0\r\n\r\n')
+t.like(text, '^HTTP/1%.1 200 OK\r\n.*\r\n\r\nGET /ten 1%.0$', 'HTTP/1.0: answered, then closed')
+text = raw('GET /ten HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n')
+t.is(statuses(text), '200 200', 'HTTP/1.0 keep-alive: the connection carries a second request')
+t.like(text, 'Connection: keep%-alive\r\n', '... and says so')
+
+text = raw('POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' ..
+	'5\r\nhello\r\n3;ext=1\r\n, w\r\n0\r\nTrailer: x\r\n\r\n' ..
+	'GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+t.like(text, '^HTTP/1%.1 200.-\r\n\r\nhello, wHTTP/1%.1 200.-GET /after 1%.1$',
+	'a chunked request body (extension, trailer), then the next request')
+
+text = raw('POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789' ..
+	'GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+t.like(text, 'GET /next 1%.1$', 'an unread body is drained and the next request served')
+
+-- 100-continue: sent when the handler first reads the body, not before
+do
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n')
+	local line = c:read('*u', '\r\n\r\n', 2)
+	t.is(line, 'HTTP/1.1 100 Continue\r\n\r\n', 'Expect: 100-continue: 100 Continue')
+	c:write('ping')
+	local head = c:read('*u', '\r\n\r\n', 2)
+	t.like(head, '^HTTP/1%.1 200', '... then the answer')
+	t.is(c:read(4, 2), 'ping', '... to the body sent after it')
+	c:close()
+	c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write('POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n')
+	text = c:read('*a', 3)
+	c:close()
+	t.ok(text and not text:find('100 Continue') and text:find('Connection: close'),
+		'a handler that does not read: no 100, and the connection closes', text)
+end
+
+---------------------------------------------------------------- hostile clients
+text = raw('GET / HTTP/1.1\r\nHost: x\r\nX-Big: ' .. string.rep('a', 1048576) .. '\r\n\r\n')
+t.like(text, '^HTTP/1%.1 431 ', '1 MB of header: 431')
+local many = {}
+for k = 1, 101 do many[k] = 'X-' .. k .. ': v\r\n' end
+text = raw('GET / HTTP/1.1\r\nHost: x\r\n' .. table.concat(many) .. '\r\n')
+t.like(text, '^HTTP/1%.1 431 ', 'more than max_headers fields: 431')
+for k = 1, 10000 do many[k] = 'X-' .. k .. ': v\r\n' end
+text = raw('GET / HTTP/1.1\r\nHost: x\r\n' .. table.concat(many) .. '\r\n')
+t.like(text, '^HTTP/1%.1 431 ', '10,000 fields: 431')
+text = raw('GET /' .. string.rep('t', 9000) .. ' HTTP/1.1\r\nHost: x\r\n\r\n')
+t.like(text, '^HTTP/1%.1 414 ', 'a target past max_target: 414')
+text = raw('GET /' .. string.rep('t', 100000) .. ' HTTP/1.1\r\nHost: x\r\n\r\n')
+t.like(text, '^HTTP/1%.1 414 ', 'a target past the whole head limit: 414 too')
+text = raw('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n')
+t.like(text, '^HTTP/1%.1 413 .*Connection: close', 'Content-Length past max_body: 413 before the handler')
+local chunk = string.format('%x\r\n%s\r\n', 40000, string.rep('c', 40000))
+text = raw('POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' ..
+	chunk .. chunk .. '0\r\n\r\n')
+t.like(text, '^HTTP/1%.1 413 ', 'a chunked body past max_body: 413')
+text = raw('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n' ..
+	'0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n')
+t.like(text, '^HTTP/1%.1 400 ', 'Content-Length and Transfer-Encoding: 400')
+t.ok(not text:find('smuggled'), '... and the connection closed: nothing smuggled')
+text = raw('POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n')
+t.like(text, '^HTTP/1%.1 400 ', 'a bad chunk size: 400')
+text = raw('GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n')
+t.like(text, '^HTTP/1%.1 501 ', 'a transfer coding other than chunked: 501')
+text = raw('GET / HTTP/2.0\r\nHost: x\r\n\r\n')
+t.like(text, '^HTTP/1%.1 505 ', 'HTTP/2.0 on an HTTP/1 connection: 505')
+text = raw('GET / HTTP/1.1\r\nHost : x\r\n\r\n')
+t.like(text, '^HTTP/1%.1 400 ', 'whitespace before a colon: 400')
+
+do   -- slowloris: a head that never ends
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	local t0 = utils.now()
+	c:write('GET / HTTP/1.1\r\nHost: x\r\n')
+	sleep(0.2)
+	c:write('X-Slow: 1\r\n')
+	text = c:read('*a', 3)
+	c:close()
+	local dt = utils.now() - t0
+	t.ok(text and text:find('^HTTP/1%.1 408 '), 'slowloris past header_timeout: 408', text)
+	t.ok(dt > 0.4 and dt < 1.5, 'after header_timeout (0.5 s)', dt)
+end
+
+do   -- a client that never reads a 4 MB answer: write_timeout closes the connection
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n')
+	sleep(1.2)
+	local data, err = c:read('*a', 3)
+	c:close()
+	t.ok(not data or #data < 4 * 1048576, 'a client that does not read: cut off by write_timeout',
+		data and #data or err)
+end
+
+local before = #logged
+r = assert(http.request(base .. '/error'))
+t.is(r.status, 500, 'a handler error: 500')
+t.is(r.headers.connection, 'close', '... and the connection closed')
+t.like(logged[before + 1], 'handler error: .*boom.*stack traceback', '... logged with its traceback')
+r:close()
+r = assert(http.request(base .. '/after-error'))
+t.is(r.status, 200, 'the server goes on after a handler error')
+r:close()
+
+do   -- a client that goes away while its handler sleeps
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write('GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n')
+	c:close()
+	sleep(0.5)
+	t.is(#slept, 1, 'the handler woke up after its client left')
+	r = assert(http.request(base .. '/still'))
+	t.is(r.status, 200, 'and the server goes on')
+	r:close()
+end
+
+---------------------------------------------------------------- curl
+local out, st = curl('-i ' .. base .. '/curl?q=1')
+t.is(st, 0, 'curl GET: exit 0')
+t.like(out, '^HTTP/1%.1 200 OK\r\n.*\r\n\r\nGET /curl%?q=1 1%.1$', 'curl GET')
+out = curl('-i -X POST --data-binary "form data" ' .. base .. '/echo')
+t.like(out, '\r\n\r\nform data$', 'curl POST with Content-Length')
+out = curl('-i -H "Transfer-Encoding: chunked" --data-binary "piece" ' .. base .. '/echo')
+t.like(out, '\r\n\r\npiece$', 'curl POST with a chunked body')
+local file = t.file(dir, 'body', string.rep('0123456789', 5000))
+out = curl('-i -H "Expect: 100-continue" --data-binary @' .. file .. ' ' .. base .. '/stream')
+t.like(out, 'HTTP/1%.1 100 Continue.*HTTP/1%.1 200 OK.*50000 bytes$', 'curl Expect: 100-continue')
+out = curl(base .. '/chunked')
+t.is(out, 'one,two,three', 'curl reads a chunked answer')
+out = curl('-I ' .. base .. '/')
+t.like(out, '^HTTP/1%.1 200 OK\r\n.*Content%-Length: 10\r\n\r\n$', 'curl HEAD')
+out = curl('-s ' .. base .. '/a ' .. base .. '/b ' .. base .. '/c')
+t.is(out, 'GET /a 1.1GET /b 1.1GET /c 1.1', 'curl: three requests, keep-alive')
+out = curl('-s --http1.0 ' .. base .. '/old')
+t.is(out, 'GET /old 1.0', 'curl --http1.0')
+
+---------------------------------------------------------------- a Unix socket
+local path = dir .. '/http.sock'
+local us = assert(http.listen_unix(path, function(req, res) res:send(200, 'unix ' .. req.path) end))
+out = curl('--unix-socket ' .. path .. ' http://localhost/u')
+t.is(out, 'unix /u', 'http.listen_unix, with curl')
+us:close()
+
+t.is(#logged, before + 1, 'nothing else logged')
+http.close_idle()
+server:close()
+t.ok(utils.now() - started < 20, 'the whole test is quick: no error close waits long', utils.now() - started)
+t.done()
