@@ -179,7 +179,7 @@ t.is(out .. err, 'y\n', "os.execute('yes | head -1'): yes dies of SIGPIPE quietl
 st, out, err = t.run('(' .. lem .. [[ -e "print('lost') io.stdout:flush() require('lem.utils').sleeper():sleep(0.1) io.stderr:write('on stderr\\n')" <&- >&-; echo "status $?")]])
 t.is(out, 'status 0\n', 'stdout closed: print writes nowhere, lem exits 0')
 t.is(err, 'on stderr\n', '... and stderr still works')
-st, out = t.run('(' .. lem .. [[ -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
+st, out = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
 t.is(out, 'status 143\n', 'stdin and stdout closed: SIGTERM still stops lem (143)')
 
 -- the script is read once, in the main thread: every loop runs the same bytes
