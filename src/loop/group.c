@@ -164,16 +164,20 @@ uint64_t lem_group_catching(struct lem_group *g, int id)
  * every running loop is idle, all their waits end if all are strictly idle, and only the
  * timed one's if one is not; with two timed ones, each waits for its timeout. A sender is
  * never idle, and a message counts in its target's pending from before its sender can
- * become idle. */
+ * become idle. The news of the shutdown or of a signal, not yet heard by an idle loop,
+ * counts as a message: it may wake a coroutine there, which may send. */
 static void group_quiet(struct lem_group *g)
 {
 	int i, idle;
 
 	if (g->live == 0 || g->idle < g->live || g->strict < g->live - 1 || g->stopping)
 		return;
-	for (i = 0; i < g->count; i++)
-		if (LOAD(&g->mbox[i].idle) && LOAD(&g->mbox[i].pending) > 0)
+	for (i = 0; i < g->count; i++) {
+		struct lem_mbox *mb = &g->mbox[i];
+		if (LOAD(&mb->idle) && (LOAD(&mb->pending) > 0 || LOAD(&mb->shutdown) ||
+		                        LOAD(&mb->signals)))
 			return;
+	}
 	for (i = 0; i < g->count; i++) {
 		struct lem_mbox *mb = &g->mbox[i];
 		if ((idle = LOAD(&mb->idle)) && (g->strict == g->live || idle == LEM_IDLE_TIMED)) {

@@ -71,7 +71,7 @@ static void mbox_wake(struct ev_loop *ev, ev_async *w, int revents)
 	 * whose message was taken would look, to the group's verdict, like one that nothing
 	 * can ever wake. */
 	mbox_busy(loop);
-	if (!loop->shutdown && LOAD(&mb->shutdown)) {
+	if (__atomic_exchange_n(&mb->shutdown, 0, __ATOMIC_SEQ_CST) && !loop->shutdown) {
 		loop->shutdown = 1;
 		mbox_tell(loop, LEM_SHUTDOWN);
 	}

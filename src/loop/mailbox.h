@@ -27,8 +27,9 @@ struct lem_mbox {
 	int stop, close;            /* requests from other threads: stop the loop; end the
 	                               waits (LEM_MAIL_QUIET) ... */
 	uint64_t close_epoch;       /* ... that began before this idle period */
-	int shutdown;               /* request: the shutdown began (LEM_SHUTDOWN) */
-	uint64_t signals;           /* signals for its hooks, not yet handed: bit sig - 1 */
+	int shutdown;               /* request: the shutdown began (LEM_SHUTDOWN); set until
+	                               the loop hears it */
+	uint64_t signals;           /* signals for its hooks, not yet heard: bit sig - 1 */
 	uint64_t catching;          /* signals its loop catches (lem_signal), bit sig - 1 */
 	/* the owner's */
 	uint64_t epoch;             /* idle periods begun; written under the group's lock */
