@@ -334,7 +334,7 @@ u.sleeper():sleep(10)
 ]])
 local flag = dir .. '/ready'
 local function signal_cmd(loopsopt, sig)
-	return '(rm -f ' .. flag .. '; ' .. lem .. loopsopt .. '--shutdown-timeout 0 ' .. sig_script .. ' ' .. flag .. ' & p=$!; ' ..
+	return '(rm -f ' .. flag .. '; ' .. lem .. loopsopt .. '--shutdown-timeout 0 ' .. sig_script .. ' ' .. flag .. ' 2>/dev/null & p=$!; ' ..
 		'i=0; while [ ! -e ' .. flag .. ' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; ' ..
 		'kill -' .. sig .. ' $p; wait $p; echo "status $?") | sort'
 end
