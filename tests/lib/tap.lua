@@ -108,15 +108,15 @@ function t.tcp_pair()
 	return a, b
 end
 
--- A TCP port on loopback that nobody listens on now, for a child server to take.
+-- A TCP port on loopback that nobody listens on now, for a child server to take. The
+-- kernel picks it: a port tried at random would be the same in every test process (the
+-- generator is not seeded), and SO_REUSEPORT lets a second server bind it beside a live
+-- one of another test run.
 function t.free_port()
-	local io = require 'lem.io'
-	for _ = 1, 20 do
-		local p = math.random(20000, 60000)
-		local l = io.tcp.listen('127.0.0.1', p)
-		if l then l:close() return p end
-	end
-	error('no free port')
+	local l = assert(require('lem.io').tcp.listen('127.0.0.1', 0))
+	local p = l:port()
+	l:close()
+	return p
 end
 
 -- A new temporary folder, removed by t.done(), and files written into it (mode: chmod's).
