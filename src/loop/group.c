@@ -1,4 +1,5 @@
-/* group.c: the loops of one process: their stop, and the idle protocol's verdict.
+/* group.c: the loops of one process: their stop, their shutdown, handing out signals, and
+ * the idle protocol's verdict.
  *
  * Lock order: the group's lock before a mailbox's (mailbox.c). */
 #include <stdlib.h>

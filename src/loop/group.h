@@ -1,4 +1,5 @@
-/* group.h: the loops of one process, their stop and their idle bookkeeping.
+/* group.h: the loops of one process: their stop, their shutdown, the signals they catch
+ * and their idle bookkeeping.
  *
  * Functions marked "any thread" may be called from any loop's thread (or the main
  * thread); the others only from the thread of the loop they name. */

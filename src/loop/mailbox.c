@@ -1,4 +1,5 @@
-/* mailbox.c: each loop's mailbox, and lem.h's messages between loops.
+/* mailbox.c: each loop's mailbox, and lem.h's messages between loops; through the same
+ * wake-up, the signals and the shutdown that reach a loop, and lem.h's signal hooks.
  *
  * Lock order: the group's lock before a mailbox's. Senders take only the target mailbox's
  * lock; ev_async_send runs under it, so that a mailbox whose loop has closed (and whose

@@ -18,10 +18,10 @@
 #define SIGNAL_BIT(sig) ((uint64_t)1 << ((sig) - 1))
 
 /* A coroutine waiting in signal.wait; in its loop's list. */
-struct signal_wait {
+struct signal_waiter {
 	ev_timer timer;            /* its timeout, if any; first: the callback casts it back */
-	struct signal_wait *next, *prev;
-	struct signal_state *st;
+	struct signal_waiter *next, *prev;
+	struct signals *st;
 	lem_waiter w;
 	int anchor;                /* keeps the coroutine alive while it waits */
 	int sig;                   /* 0: the shutdown */
@@ -31,17 +31,17 @@ struct signal_wait {
 };
 
 /* The module's state in one loop. */
-struct signal_state {
+struct signals {
 	lem_loop *loop;
-	struct signal_wait *head, *tail;
-	struct signal_wait *spare;   /* allocated by a wait whose suspension raised, with its
-	                                anchor slot: for the next one */
-	uint64_t caught;             /* signals this loop catches, bit sig - 1 */
-	uint64_t kept;               /* caught while no coroutine waited for them */
-	int shutdown;                /* the shutdown began */
+	struct signal_waiter *head, *tail;
+	struct signal_waiter *spare;   /* allocated by a wait whose suspension raised, with
+	                                  its anchor slot: for the next one */
+	uint64_t caught;               /* signals this loop catches, bit sig - 1 */
+	uint64_t kept;                 /* caught while no coroutine waited for them */
+	int shutdown;                  /* the shutdown began */
 };
 
-static struct signal_state *signal_state(lua_State *T)
+static struct signals *signal_state(lua_State *T)
 {
 	return lua_touserdata(T, SIGNAL_STATE);
 }
@@ -105,7 +105,7 @@ static int signal_check(lua_State *T, int idx, int shutdown)
 
 /* ---- waits ---- */
 
-static void signal_unlink(struct signal_state *st, struct signal_wait *wt)
+static void signal_unlink(struct signals *st, struct signal_waiter *wt)
 {
 	struct ev_loop *ev = lem_ev(st->loop);
 
@@ -120,7 +120,7 @@ static void signal_unlink(struct signal_state *st, struct signal_wait *wt)
 
 /* Ends wt's wait: it returns its name (why NULL) or nil, why, made on from (a thread of
  * the loop). Its name is alive on its stack: pushing it allocates nothing. */
-static int signal_end(struct signal_state *st, struct signal_wait *wt, lua_State *from,
+static int signal_end(struct signals *st, struct signal_waiter *wt, lua_State *from,
                       const char *why)
 {
 	int woken;
@@ -138,9 +138,9 @@ static int signal_end(struct signal_state *st, struct signal_wait *wt, lua_State
 }
 
 /* Ends the waits for sig (0: the shutdown) as signal_end does. Returns how many woke. */
-static int signal_end_all(struct signal_state *st, int sig, lua_State *from, const char *why)
+static int signal_end_all(struct signals *st, int sig, lua_State *from, const char *why)
 {
-	struct signal_wait *wt, *next;
+	struct signal_waiter *wt, *next;
 	int n = 0;
 
 	for (wt = st->head; wt; wt = next) {
@@ -153,7 +153,7 @@ static int signal_end_all(struct signal_state *st, int sig, lua_State *from, con
 
 static void signal_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
-	struct signal_wait *wt = (struct signal_wait *)w;
+	struct signal_waiter *wt = (struct signal_waiter *)w;
 
 	(void)ev; (void)revents;
 	wt->timed = 0;                 /* libev stopped it */
@@ -162,9 +162,9 @@ static void signal_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 
 static int signal_hook(lem_loop *loop, int event, void *ud)
 {
-	struct signal_state *st = ud;
+	struct signals *st = ud;
 	lua_State *L = lem_state(loop);
-	struct signal_wait *wt;
+	struct signal_waiter *wt;
 	int n = 0;
 
 	if (event == LEM_DEADLINE) {
@@ -190,11 +190,11 @@ static int signal_hook(lem_loop *loop, int event, void *ud)
 /* signal.wait(name [, timeout]) --> name | nil, 'timeout' | nil, 'closed' */
 static int signal_wait(lua_State *T)
 {
-	struct signal_state *st = signal_state(T);
+	struct signals *st = signal_state(T);
 	lem_loop *loop = st->loop;
 	int sig = signal_check(T, 1, 1), timed = !lua_isnoneornil(T, 2), err, r;
 	lua_Number timeout = 0;
-	struct signal_wait *wt;
+	struct signal_waiter *wt;
 
 	if (timed) {
 		timeout = luaL_checknumber(T, 2);
@@ -259,7 +259,7 @@ static int signal_wait(lua_State *T)
  * 'closed'. */
 static int signal_set(lua_State *T, int how)
 {
-	struct signal_state *st = signal_state(T);
+	struct signals *st = signal_state(T);
 	int sig = signal_check(T, 1, 0), err = lem_signal(st->loop, sig, how);
 
 	if (err)
@@ -284,10 +284,10 @@ static int signal_default(lua_State *T)
 /* The state's __gc, at lua_close: its waiting coroutines never run again. */
 static int signal_gc(lua_State *L)
 {
-	struct signal_state *st = lua_touserdata(L, 1);
+	struct signals *st = lua_touserdata(L, 1);
 
 	while (st->head) {
-		struct signal_wait *wt = st->head;
+		struct signal_waiter *wt = st->head;
 		signal_unlink(st, wt);
 		free(wt);
 	}
@@ -296,10 +296,10 @@ static int signal_gc(lua_State *L)
 	return 0;
 }
 
-/* [-0, +1, m] The loop's struct signal_state, made and hooked on first use. */
-static struct signal_state *signal_open_state(lua_State *L)
+/* [-0, +1, m] The loop's struct signals, made and hooked on first use. */
+static struct signals *signal_open_state(lua_State *L)
 {
-	struct signal_state *st;
+	struct signals *st;
 	int r;
 
 	lua_getfield(L, LUA_REGISTRYINDEX, SIGNAL_KEY);
