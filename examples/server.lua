@@ -18,6 +18,7 @@
 -- string comparison for its request line, one table lookup per field line and one write.
 local io = require 'lem.io'
 local utils = require 'lem.utils'
+local signal = require 'lem.signal'
 
 local port = tonumber(arg[1]) or 8080
 local host = arg[2] or '127.0.0.1'
@@ -47,11 +48,18 @@ local function answers()
 		'\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n\r\n'
 end
 answers()
+local ticker
 local function tick()
 	answers()
-	utils.timer(1, tick)
+	ticker = utils.timer(1, tick)
 end
-utils.timer(1, tick)
+ticker = utils.timer(1, tick)
+-- On SIGTERM or SIGINT lem closes the listeners and the loop ends once nothing is left
+-- (docs/signals.md): the clock would be left, so it stops.
+utils.spawn(function()
+	signal.wait('shutdown')
+	ticker:cancel()
+end)
 
 -- Bounds on what one request may make the server do.
 local MAX_FIELDS = 100    -- field lines in a header or trailer section

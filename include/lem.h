@@ -170,4 +170,49 @@ LEM_API void lem_mail_hook_set(lem_loop *loop, lem_mail_hook *hook, void *ud);
  * epoch that a LEM_MAIL_QUIET compares with: record it with the waiting coroutine. */
 LEM_API uint64_t lem_mail_wait(lem_loop *loop, int delta, int timed);
 
+/* ---- signals and the shutdown ----
+ * Signals belong to the process: one thread catches them and hands each to every loop
+ * that catches it, through that loop's own wake-up. The shutdown is the process's
+ * graceful stop (SIGTERM, SIGINT, lem_shutdown): every loop hears that it began, stops
+ * taking new work, and ends when nothing is left; at its deadline lem stops whatever
+ * still runs. Modules hear both through signal hooks, in their loop's thread. */
+
+/* What a signal hook hears besides a signal's number (1..64). */
+enum {
+	LEM_SHUTDOWN = 0,   /* the shutdown began: stop taking new work (close listeners) */
+	LEM_DEADLINE = -1   /* its deadline passed and the loop stops: return how many of
+	                       your waits are still pending (sleeps, timers, reads...), for
+	                       the line lem prints; the loop resumes nothing any more */
+};
+/* Returns what LEM_DEADLINE asks for; 0 for the other events. */
+typedef int lem_signal_hook(lem_loop *loop, int event, void *ud);
+
+/* [-0, +0, -] Adds a hook to loop's signal hooks. They hear, in loop's thread and from its
+ * event loop, each signal that loop catches (a burst of one signal may come as fewer
+ * events, the last one never lost), LEM_SHUTDOWN once, and LEM_DEADLINE. Returns 0, 1
+ * when the shutdown has begun already (the hook will not hear LEM_SHUTDOWN), or -ENOMEM.
+ * Hooks stay until the loop closes: ud must live as long as loop's Lua state. */
+LEM_API int lem_signal_hook_add(lem_loop *loop, lem_signal_hook *hook, void *ud);
+
+/* How lem_signal treats a signal. */
+enum {
+	LEM_SIG_CATCH,      /* loop catches it: its hooks hear it */
+	LEM_SIG_DEFAULT,    /* loop stops catching it; while no loop catches it, the process
+	                       takes its default action (SIGTERM and SIGINT: the shutdown) */
+	LEM_SIG_IGNORE      /* loop stops catching it; while no loop catches it, the process
+	                       ignores it */
+};
+/* [-0, +0, -] Sets how the process treats signal sig for loop (how: above). A signal
+ * that some loop catches is handed to every such loop and has no other effect. Returns
+ * 0, or -EINVAL for a signal lem cannot hand out: SIGKILL, SIGSTOP, the synchronous ones
+ * (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) and those lem uses itself
+ * (SIGPIPE, SIGURG). */
+LEM_API int lem_signal(lem_loop *loop, int sig, int how);
+
+/* [-0, +0, -] Begins the shutdown of every loop, as SIGTERM does, with its deadline
+ * `seconds` from now (negative: the command line's --shutdown-timeout). The process
+ * exits 0 if every loop ends before the deadline. Returns 1, or 0 when a shutdown or a
+ * stop began already: the first one wins, with its deadline and status. */
+LEM_API int lem_shutdown(lem_loop *loop, double seconds);
+
 #endif

@@ -49,6 +49,7 @@ t.like(out, '^usage: lem %[options%] %[script %[args%]%]', '-h prints usage on s
 t.is(err, '', '... and nothing on stderr')
 st, out = t.run(lem .. ' --help')
 t.like(out, '^usage:', '--help too')
+t.like(out, '%-%-shutdown%-timeout S\n +seconds the loops have to end', '--help names --shutdown-timeout')
 
 -- bad command lines: usage on stderr, status 1
 st, out, err = t.run(lem .. ' -x')
@@ -64,6 +65,15 @@ st, out, err = t.run(lem .. ' -l')
 t.like(err, "^lem: '%-l' needs an argument", '-l without a name')
 st, out, err = t.run(lem .. ' --loopz 3')
 t.is(st, 1, 'unknown long option exits 1')
+for _, v in ipairs { 'x', '-1', '', '1e7', 'inf', 'nan', '2s' } do
+	st, out, err = t.run(lem .. " --shutdown-timeout '" .. v .. "' -e 'print(1)'")
+	t.ok(st == 1 and out == '' and err == "lem: --shutdown-timeout expects a number of seconds from 0 to 1000000, got '" .. v .. "'\n",
+		("--shutdown-timeout '%s' is refused, status 1"):format(v), err)
+end
+for _, v in ipairs { '0', '0.5', '30', '=2.5' } do
+	st, out = t.run(lem .. ' --shutdown-timeout' .. (v:find('^=') and v or ' ' .. v) .. " -e 'print(1)'")
+	t.ok(st == 0 and out == '1\n', ('--shutdown-timeout%s%s is taken'):format(v:find('^=') and '' or ' ', v))
+end
 
 -- missing, unreadable, syntax error
 st, out, err = t.run(lem .. ' ' .. tmpdir .. '/nonexistent.lua')
@@ -179,7 +189,7 @@ t.is(out .. err, 'y\n', "os.execute('yes | head -1'): yes dies of SIGPIPE quietl
 st, out, err = t.run('(' .. lem .. [[ -e "print('lost') io.stdout:flush() require('lem.utils').sleeper():sleep(0.1) io.stderr:write('on stderr\\n')" <&- >&-; echo "status $?")]])
 t.is(out, 'status 0\n', 'stdout closed: print writes nowhere, lem exits 0')
 t.is(err, 'on stderr\n', '... and stderr still works')
-st, out = t.run('(' .. lem .. [[ -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
+st, out = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
 t.is(out, 'status 143\n', 'stdin and stdout closed: SIGTERM still stops lem (143)')
 
 -- the script is read once, in the main thread: every loop runs the same bytes

@@ -4,7 +4,8 @@
 --     past the line limit, at an echo server in this loop;
 --   * messages to this loop itself, big and nested;
 --   * child `lem --loops 3` processes whose loops stop in every way (exit, error,
---     SIGTERM, SIGINT) while the others receive, sleep, compute or send;
+--     SIGTERM, SIGINT with no grace period) while the others receive, sleep, compute
+--     or send;
 --   * a child under a memory limit whose receives fail to decode (caught by pcall).
 local t = require 'tap'
 local utils = require 'lem.utils'
@@ -172,7 +173,7 @@ i=0
 while [ $(date +%%s) -lt $end ]; do
 	for how in exit error TERM INT; do
 		state=$(echo receive sleep busy send | cut -d' ' -f$(( i %% 4 + 1 )))
-		%s --loops 3 %s $how $state 2>/dev/null &
+		%s --loops 3 --shutdown-timeout 0 %s $how $state 2>/dev/null &
 		p=$!
 		case $how in TERM|INT) sleep 0.05; kill -$how $p ;; esac
 		wait $p

@@ -1,7 +1,9 @@
-/* group.c: the loops of one process: their stop, and the idle protocol's verdict.
+/* group.c: the loops of one process: their stop, their shutdown, handing out signals, and
+ * the idle protocol's verdict.
  *
  * Lock order: the group's lock before a mailbox's (mailbox.c). */
 #include <stdlib.h>
+#include <time.h>
 #include "mailbox.h"
 
 #define LOAD(p) __atomic_load_n(p, __ATOMIC_SEQ_CST)
@@ -42,18 +44,120 @@ int lem_group_status(struct lem_group *g)
 	return status;
 }
 
+/* Under the group's lock. */
+static void group_stop(struct lem_group *g, int status)
+{
+	if (g->stopping)
+		return;
+	g->stopping = 1;
+	g->status = status;
+	for (int i = 0; i < g->count; i++)
+		lem_mbox_request(&g->mbox[i], &g->mbox[i].stop);
+	if (g->on_stop)
+		g->on_stop(g);
+}
+
 void lem_group_stop(struct lem_group *g, int status)
 {
 	pthread_mutex_lock(&g->lock);
-	if (!g->stopping) {
-		g->stopping = 1;
-		g->status = status;
+	group_stop(g, status);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* ---- the shutdown ----
+ * Every loop hears that it began through its mailbox (mailbox.c hands it to the loop's
+ * signal hooks) and goes on until nothing is left, as any loop does. The main thread
+ * watches the deadline (runtime/threads.c) and then stops the group as utils.exit
+ * would, which interrupts the loops still running Lua code. */
+
+static double group_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int lem_group_shutdown(struct lem_group *g, int status, double seconds)
+{
+	int began = 0;
+
+	pthread_mutex_lock(&g->lock);
+	if (!g->stopping && !g->shutdown) {
+		g->shutdown = began = 1;
+		g->shutdown_status = status;
+		g->deadline = group_now() + (seconds < 0 ? g->shutdown_timeout : seconds);
 		for (int i = 0; i < g->count; i++)
-			lem_mbox_request(&g->mbox[i], &g->mbox[i].stop);
-		if (g->on_stop)
-			g->on_stop(g);
+			lem_mbox_request(&g->mbox[i], &g->mbox[i].shutdown);
+		if (g->on_shutdown)
+			g->on_shutdown(g);
 	}
 	pthread_mutex_unlock(&g->lock);
+	return began;
+}
+
+double lem_group_deadline(struct lem_group *g)
+{
+	double left = -1;
+
+	pthread_mutex_lock(&g->lock);
+	if (g->shutdown && !g->stopping) {
+		left = g->deadline - group_now();
+		if (left < 0)
+			left = 0;
+	}
+	pthread_mutex_unlock(&g->lock);
+	return left;
+}
+
+void lem_group_expire(struct lem_group *g)
+{
+	pthread_mutex_lock(&g->lock);
+	if (g->shutdown && !g->stopping) {
+		g->expired = 1;
+		group_stop(g, g->shutdown_status ? g->shutdown_status : LEM_EXIT_LATE);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+int lem_group_expired(struct lem_group *g)
+{
+	int expired;
+
+	pthread_mutex_lock(&g->lock);
+	expired = g->expired;
+	pthread_mutex_unlock(&g->lock);
+	return expired;
+}
+
+int lem_group_exit_status(struct lem_group *g)
+{
+	return g->stopping ? g->status : g->shutdown ? g->shutdown_status : 0;
+}
+
+/* ---- signals ---- */
+
+int lem_group_signal(struct lem_group *g, int sig)
+{
+	int n = 0;
+
+	for (int i = 0; i < g->count; i++)
+		n += lem_mbox_signal(&g->mbox[i], sig);
+	return n;
+}
+
+int lem_group_catch(struct lem_group *g, int id, int sig, int on)
+{
+	uint64_t bit = (uint64_t)1 << (sig - 1), *catching = &g->mbox[id - 1].catching;
+
+	if (on)
+		return (__atomic_fetch_or(catching, bit, __ATOMIC_SEQ_CST) & bit) != 0;
+	return (__atomic_fetch_and(catching, ~bit, __ATOMIC_SEQ_CST) & bit) != 0;
+}
+
+uint64_t lem_group_catching(struct lem_group *g, int id)
+{
+	return LOAD(&g->mbox[id - 1].catching);
 }
 
 /* Under the group's lock: an idle loop hears that no message can come when every other
@@ -61,16 +165,20 @@ void lem_group_stop(struct lem_group *g, int status)
  * every running loop is idle, all their waits end if all are strictly idle, and only the
  * timed one's if one is not; with two timed ones, each waits for its timeout. A sender is
  * never idle, and a message counts in its target's pending from before its sender can
- * become idle. */
+ * become idle. The news of the shutdown or of a signal, not yet heard by an idle loop,
+ * counts as a message: it may wake a coroutine there, which may send. */
 static void group_quiet(struct lem_group *g)
 {
 	int i, idle;
 
 	if (g->live == 0 || g->idle < g->live || g->strict < g->live - 1 || g->stopping)
 		return;
-	for (i = 0; i < g->count; i++)
-		if (LOAD(&g->mbox[i].idle) && LOAD(&g->mbox[i].pending) > 0)
+	for (i = 0; i < g->count; i++) {
+		struct lem_mbox *mb = &g->mbox[i];
+		if (LOAD(&mb->idle) && (LOAD(&mb->pending) > 0 || LOAD(&mb->shutdown) ||
+		                        LOAD(&mb->signals)))
 			return;
+	}
 	for (i = 0; i < g->count; i++) {
 		struct lem_mbox *mb = &g->mbox[i];
 		if ((idle = LOAD(&mb->idle)) && (g->strict == g->live || idle == LEM_IDLE_TIMED)) {

@@ -190,10 +190,12 @@ int lem_loop_run(lem_loop *loop)
 	lem_current = loop;
 	ev_prepare_start(loop->ev, &loop->drain);
 	ev_unref(loop->ev);    /* the drain alone keeps nothing alive */
-	if (loop->mbox)
+	if (loop->mbox) {
 		lem_mbox_run(loop);
-	else
+		lem_mbox_report(loop);
+	} else {
 		ev_run(loop->ev, 0);
+	}
 	lem_mbox_close(loop);
 	return loop->status;
 }
@@ -211,6 +213,7 @@ void lem_loop_free(lem_loop *loop)
 	ev_loop_destroy(loop->ev);
 	if (loop->tfd >= 0)
 		close(loop->tfd);
+	free(loop->sighooks);
 	free(loop);
 }
 
@@ -239,6 +242,7 @@ static void interrupt_hook(lua_State *T, lua_Debug *ar)
 	lem_loop *loop = lem_current;
 
 	(void)ar;
+	loop->interrupted = 1;
 	lem_loop_stop(loop, lem_group_status(loop->group));   /* its errors go unreported */
 	if (loop->running && loop->running != T)  /* for the pcalls between them */
 		lua_sethook(loop->running, interrupt_hook, INTERRUPT_MASK, 1);

@@ -53,6 +53,12 @@ struct lem_pcall {
 	                            runs without hooks, as a stock pcall does in a hook */
 };
 
+/* A signal hook (lem_signal_hook_add). */
+struct lem_sighook {
+	lem_signal_hook *hook;
+	void *ud;
+};
+
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
 	lua_State *L;             /* main state; never runs Lua; L[1] is H */
@@ -100,6 +106,10 @@ struct lem_loop {
 	struct lem_group *group;  /* the loops of this process (group.h) */
 	int id;                   /* this loop's number in it, 1.. */
 	struct lem_mbox *mbox;    /* its mailbox, while open */
+	struct lem_sighook *sighooks;   /* in the order they were added */
+	int nsighooks;
+	int shutdown;             /* its hooks heard LEM_SHUTDOWN */
+	int interrupted;          /* a stop interrupted the Lua code it ran */
 
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 	struct lem_jobs *jobs;    /* thread pool: this loop's completion queue (runtime/pool.c) */

@@ -1,9 +1,11 @@
-/* mailbox.c: each loop's mailbox, and lem.h's messages between loops.
+/* mailbox.c: each loop's mailbox, and lem.h's messages between loops; through the same
+ * wake-up, the signals and the shutdown that reach a loop, and lem.h's signal hooks.
  *
  * Lock order: the group's lock before a mailbox's. Senders take only the target mailbox's
  * lock; ev_async_send runs under it, so that a mailbox whose loop has closed (and whose
  * ev_loop may be gone) is never signalled. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
@@ -45,19 +47,38 @@ static void mbox_busy(lem_loop *loop)
 		lem_group_idle(loop->group, mb, 0);
 }
 
+/* Tells every signal hook of loop about event; returns the sum of what they return. */
+static int mbox_tell(lem_loop *loop, int event)
+{
+	int sum = 0;
+
+	for (int i = 0; i < loop->nsighooks; i++)
+		sum += loop->sighooks[i].hook(loop, event, loop->sighooks[i].ud);
+	return sum;
+}
+
 static void mbox_wake(struct ev_loop *ev, ev_async *w, int revents)
 {
 	struct lem_mbox *mb = w->data;
 	lem_loop *loop = mb->loop;
+	uint64_t sigs;
 
 	(void)ev; (void)revents;
 	if (LOAD(&mb->stop)) {
 		lem_loop_stop(loop, lem_group_status(loop->group));
 		return;
 	}
-	/* Leave the idle state before any message is taken: an idle loop whose message was
-	 * taken would look, to the group's verdict, like one that nothing can ever wake. */
+	/* Leave the idle state before any message is taken, or coroutine woken: an idle loop
+	 * whose message was taken would look, to the group's verdict, like one that nothing
+	 * can ever wake. */
 	mbox_busy(loop);
+	if (__atomic_exchange_n(&mb->shutdown, 0, __ATOMIC_SEQ_CST) && !loop->shutdown) {
+		loop->shutdown = 1;
+		mbox_tell(loop, LEM_SHUTDOWN);
+	}
+	/* a signal that comes again meanwhile sets its bit again: it is heard once more */
+	for (sigs = __atomic_exchange_n(&mb->signals, 0, __ATOMIC_SEQ_CST); sigs; sigs &= sigs - 1)
+		mbox_tell(loop, __builtin_ctzll(sigs) + 1);
 	if (mb->hook && LOAD(&mb->pending) > 0)
 		mb->hook(loop, LEM_MAIL_ARRIVED, 0, mb->hook_ud);
 	if (__atomic_exchange_n(&mb->close, 0, __ATOMIC_SEQ_CST) && mb->hook)
@@ -84,7 +105,7 @@ int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop)
 	ev_unref(loop->ev);   /* the mailbox alone keeps a loop alive only while idle */
 	pthread_mutex_lock(&mb->lock);
 	mb->loop = loop;      /* senders may signal it from now on */
-	if (mb->head || LOAD(&mb->stop))
+	if (mb->head || LOAD(&mb->stop) || LOAD(&mb->shutdown) || LOAD(&mb->signals))
 		ev_async_send(loop->ev, &mb->wake);
 	pthread_mutex_unlock(&mb->lock);
 	return 0;
@@ -110,6 +131,43 @@ void lem_mbox_run(lem_loop *loop)
 		ev_unref(loop->ev);
 		lem_group_idle(loop->group, mb, 0);
 	}
+}
+
+int lem_mbox_signal(struct lem_mbox *mb, int sig)
+{
+	uint64_t bit = (uint64_t)1 << (sig - 1);
+	int taken = 0;
+
+	pthread_mutex_lock(&mb->lock);
+	if (!mb->closed && (LOAD(&mb->catching) & bit)) {
+		__atomic_fetch_or(&mb->signals, bit, __ATOMIC_SEQ_CST);
+		if (mb->loop)
+			ev_async_send(mb->loop->ev, &mb->wake);
+		taken = 1;
+	}
+	pthread_mutex_unlock(&mb->lock);
+	return taken;
+}
+
+void lem_mbox_report(lem_loop *loop)
+{
+	char what[160];
+	int n = 0, waits;
+
+	if (!loop->stopping || !lem_group_expired(loop->group))
+		return;
+	waits = mbox_tell(loop, LEM_DEADLINE);
+	if (loop->interrupted)
+		n += snprintf(what + n, sizeof what - n, "running Lua code");
+	if (waits > 0)
+		n += snprintf(what + n, sizeof what - n, "%s%d wait%s pending", n ? ", " : "",
+		              waits, waits == 1 ? "" : "s");
+	if (loop->rq_len > 0)
+		n += snprintf(what + n, sizeof what - n, "%s%u coroutine%s queued to run",
+		              n ? ", " : "", loop->rq_len, loop->rq_len == 1 ? "" : "s");
+	if (n == 0)
+		snprintf(what, sizeof what, "no wait that lem counts");
+	fprintf(stderr, "lem: shutdown deadline passed in loop %d (%s)\n", loop->id, what);
 }
 
 static void mbox_free_list(lem_msg *m)
@@ -209,6 +267,25 @@ void lem_mail_hook_set(lem_loop *loop, lem_mail_hook *hook, void *ud)
 		mb->hook = hook;
 		mb->hook_ud = ud;
 	}
+}
+
+/* ---- lem.h's signal hooks and shutdown ---- */
+
+int lem_signal_hook_add(lem_loop *loop, lem_signal_hook *hook, void *ud)
+{
+	struct lem_sighook *h = realloc(loop->sighooks, (loop->nsighooks + 1) * sizeof *h);
+
+	if (!h)
+		return -ENOMEM;
+	loop->sighooks = h;
+	h[loop->nsighooks].hook = hook;
+	h[loop->nsighooks++].ud = ud;
+	return loop->shutdown;
+}
+
+int lem_shutdown(lem_loop *loop, double seconds)
+{
+	return loop->group ? lem_group_shutdown(loop->group, 0, seconds) : 0;
 }
 
 uint64_t lem_mail_wait(lem_loop *loop, int delta, int timed)

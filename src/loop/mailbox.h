@@ -27,6 +27,10 @@ struct lem_mbox {
 	int stop, close;            /* requests from other threads: stop the loop; end the
 	                               waits (LEM_MAIL_QUIET) ... */
 	uint64_t close_epoch;       /* ... that began before this idle period */
+	int shutdown;               /* request: the shutdown began (LEM_SHUTDOWN); set until
+	                               the loop hears it */
+	uint64_t signals;           /* signals for its hooks, not yet heard: bit sig - 1 */
+	uint64_t catching;          /* signals its loop catches (lem_signal), bit sig - 1 */
 	/* the owner's */
 	uint64_t epoch;             /* idle periods begun; written under the group's lock */
 	lem_loop *loop;
@@ -46,11 +50,17 @@ void lem_mbox_destroy(struct lem_mbox *mb);
 /* Any thread, under the group's lock: sets *flag (mb's stop or close) while mb is open,
  * and wakes its loop. */
 void lem_mbox_request(struct lem_mbox *mb, int *flag);
+/* Any thread: hands signal sig to mb's loop if it is open and catches sig. Returns 1 if
+ * so, else 0. */
+int lem_mbox_signal(struct lem_mbox *mb, int sig);
 /* Sets up the mailbox of loop id on its loop, before the loop runs and while no other
  * thread makes descriptors. Returns 0, or a negative errno (no descriptor left). */
 int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);
 /* Owner: run the loop with the idle protocol; returns when the loop has finished. */
 void lem_mbox_run(lem_loop *loop);
+/* Owner, once the loop has run: if the shutdown's deadline stopped it, prints what was
+ * still there (its signal hooks count their waits). */
+void lem_mbox_report(lem_loop *loop);
 /* Owner: closes the mailbox, drops what it holds (LEM_MAIL_CLOSED), and leaves the
  * group. Does nothing if the mailbox is not open. */
 void lem_mbox_close(lem_loop *loop);

@@ -15,6 +15,9 @@
 
 #define MAX_LOOPS 1024
 #define MAX_MAILBOX (1u << 24)
+#define SHUTDOWN_TIMEOUT 10         /* seconds, as systemd's and Kubernetes' grace periods
+                                       are longer: lem is done before they kill it */
+#define MAX_SHUTDOWN_TIMEOUT 1e6
 
 static void usage(FILE *f, const char *prog)
 {
@@ -33,8 +36,11 @@ static void usage(FILE *f, const char *prog)
 		"  --pin          pin loop i to CPU i-1\n"
 		"  --mailbox N    messages a loop's mailbox holds before send says 'full'\n"
 		"                 (default %u)\n"
+		"  --shutdown-timeout S\n"
+		"                 seconds the loops have to end after SIGTERM, SIGINT or\n"
+		"                 utils.shutdown before lem stops them (0 to %.0f; default %d)\n"
 		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH.\n",
-		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT);
+		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT);
 }
 
 static int bad(const char *prog, const char *fmt, const char *what)
@@ -56,6 +62,18 @@ static long whole(const char *s, long max)
 		return 0;
 	v = strtol(s, &end, 10);
 	return *end == '\0' && v >= 1 && v <= max ? v : 0;
+}
+
+/* A number of seconds from 0 to max (decimals allowed), or -1. */
+static double seconds(const char *s, double max)
+{
+	char *end;
+	double v;
+
+	if ((*s < '0' || *s > '9') && *s != '.')
+		return -1;
+	v = strtod(s, &end);
+	return *end == '\0' && v >= 0 && v <= max ? v : -1;
 }
 
 /* --name value or --name=value: the value, or NULL (and *i moves past it). */
@@ -83,6 +101,7 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 	cli->argv = argv;
 	cli->loops = 1;
 	cli->mailbox = LEM_MAILBOX_DEFAULT;
+	cli->shutdown_timeout = SHUTDOWN_TIMEOUT;
 	if (!(cli->opts = malloc(argc * sizeof *cli->opts))) {
 		fprintf(stderr, "%s: not enough memory\n", prog);
 		return 1;
@@ -131,6 +150,15 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			if (!cli->mailbox) {
 				fprintf(stderr, "%s: --mailbox expects a whole number from 1 to %u, got '%s'\n",
 				        prog, MAX_MAILBOX, v);
+				return 1;
+			}
+			continue;
+		}
+		if ((v = long_value(argc, argv, &i, "--shutdown-timeout"))) {
+			cli->shutdown_timeout = seconds(v, MAX_SHUTDOWN_TIMEOUT);
+			if (cli->shutdown_timeout < 0) {
+				fprintf(stderr, "%s: --shutdown-timeout expects a number of seconds from 0 to %.0f, got '%s'\n",
+				        prog, MAX_SHUTDOWN_TIMEOUT, v);
 				return 1;
 			}
 			continue;

@@ -20,6 +20,7 @@ struct lem_cli {
 	int loops;        /* --loops: how many loops (threads), 1 by default */
 	int pin;          /* --pin: loop i on CPU i-1 */
 	unsigned mailbox; /* --mailbox: capacity of each mailbox */
+	double shutdown_timeout;   /* --shutdown-timeout: seconds from the shutdown to its deadline */
 	char *chunk;      /* the script's bytes, read once for every loop (start.c) */
 	size_t chunk_len;
 	char *chunkname;  /* "@script" or "=stdin" */
@@ -32,6 +33,7 @@ int luaopen_lem_io(lua_State *L);
 int luaopen_lem_http(lua_State *L);
 int luaopen_lem_redis(lua_State *L);
 int luaopen_lem_postgres(lua_State *L);
+int luaopen_lem_signal(lua_State *L);
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv);
@@ -47,5 +49,30 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli);
 
 /* threads.c: runs cli->loops loops until all have finished; returns the exit status. */
 int lem_threads_run(const struct lem_cli *cli);
+
+/* The signal that interrupts a loop thread running Lua code (threads.c). SIGURG is what
+ * the kernel sends only to a socket's owner set with F_SETOWN, which lem never sets; its
+ * default action is to do nothing (the Go runtime preempts goroutines with it for these
+ * reasons). */
+#define LEM_SIGINTR SIGURG
+
+/* signal.c: the process's signals and what wakes the main thread. */
+enum {                        /* what loops tell the main thread (lem_signal_post) */
+	LEM_EV_FINISHED = 1,      /* every loop has finished */
+	LEM_EV_STOP = 2,          /* the group stops: interrupt the loops running Lua code */
+	LEM_EV_SHUTDOWN = 4       /* the shutdown began: watch its deadline */
+};
+struct lem_group;
+/* Main thread, before any loop: the pipe, SIGINT's and SIGTERM's handler. 0 or -errno. */
+int lem_signal_open(void);
+/* Any thread (not a signal handler): tells the main thread event. */
+void lem_signal_post(unsigned event);
+/* Main thread: waits for an event or a signal, at most timeout seconds (negative: no
+ * limit). Returns the events (0 when it timed out); *sigs gets the signals caught. */
+unsigned lem_signal_next(double timeout, uint64_t *sigs);
+/* Main thread: hands each signal of sigs to the loops that catch it, or acts on it. */
+void lem_signal_dispatch(struct lem_group *g, uint64_t sigs);
+/* A loop's thread, once its loop has finished: it catches no signal any more. */
+void lem_signal_release(lem_loop *loop);
 
 #endif

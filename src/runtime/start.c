@@ -93,6 +93,7 @@ static const luaL_Reg modules[] = {
 	{ "lem.utils", luaopen_lem_utils },
 	{ "lem.loops", luaopen_lem_loops },
 	{ "lem.io", luaopen_lem_io },
+	{ "lem.signal", luaopen_lem_signal },
 	{ "lem.http", luaopen_lem_http },
 	{ "lem.redis", luaopen_lem_redis },
 	{ "lem.postgres", luaopen_lem_postgres },

@@ -3,22 +3,20 @@
  * The main thread makes every loop, one after another, before any of them runs: that is
  * when each takes its descriptors, and libev aborts when it cannot make the one it needs
  * to be woken (see lem_mbox_open), so nothing else may take them meanwhile. Then every
- * loop, the first one included, runs in a thread of its own; the main thread waits and
- * handles SIGINT and SIGTERM for all of them (libev lets a single loop watch a signal,
- * and these concern the process).
+ * loop, the first one included, runs in a thread of its own; the main thread waits for
+ * the process's signals (signal.c) and the loops' news, hands signals out, begins the
+ * shutdown on SIGINT or SIGTERM, and stops the loops at the shutdown's deadline.
  *
- * The special problem of signals and busy loops: a signal handler may do little, so it
- * writes the signal's number to a pipe that the main thread reads; the main thread asks
- * every loop to stop through its mailbox. A loop that runs Lua code without returning to
- * its event loop never reads its mailbox, so the main thread also sends each loop thread
- * LEM_SIGINTR, whose handler, in that thread, sets a hook on the coroutine it is running
- * (as lua.c does on Ctrl-C): the next instruction raises "interrupted!". A stop asked by a
- * loop (utils.exit, an uncaught error) reaches the main thread through the same pipe and
- * interrupts the others the same way. A second SIGINT or SIGTERM, for code that no hook
- * reaches (a blocking C call, a LuaJIT trace), kills the process at once. */
+ * The special problem of busy loops: the main thread asks every loop to stop through its
+ * mailbox. A loop that runs Lua code without returning to its event loop never reads its
+ * mailbox, so the main thread also sends each loop thread LEM_SIGINTR, whose handler, in
+ * that thread, sets a hook on the coroutine it is running (as lua.c does on Ctrl-C): the
+ * next instruction raises "interrupted!". It does so whenever the group stops: at the
+ * deadline, or when a loop stops it (utils.exit, an uncaught error). A second SIGINT or
+ * SIGTERM, for code that no hook reaches (a blocking C call, a LuaJIT trace), kills the
+ * process at once. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -29,38 +27,12 @@
 #include "runtime.h"
 #include "../loop/mailbox.h"
 
-/* The signal that interrupts a loop thread running Lua code. SIGURG is what the kernel
- * sends only to a socket's owner set with F_SETOWN, which lem never sets; its default
- * action is to do nothing (the Go runtime preempts goroutines with it for these reasons). */
-#define LEM_SIGINTR SIGURG
-
-/* What the pipe carries besides signal numbers. */
-#define PIPE_FINISHED 0     /* every loop has finished */
-#define PIPE_STOP     255   /* a loop stopped the group: interrupt the others */
-
 struct thread {
 	pthread_t tid;
 	lem_loop *loop;
 	const struct lem_cli *cli;
 	char progname[16];
 };
-
-static int signal_pipe[2] = { -1, -1 };   /* written by signal handlers: process-wide */
-static volatile sig_atomic_t signalled;
-
-static void on_signal(int sig)
-{
-	unsigned char b = (unsigned char)sig;
-	int saved = errno;
-
-	if (signalled) {          /* the second one: stop now */
-		signal(sig, SIG_DFL);
-		raise(sig);
-	}
-	signalled = sig;
-	if (write(signal_pipe[1], &b, 1) < 0) { /* nothing to do: the pipe is full */ }
-	errno = saved;
-}
 
 /* In a loop's thread, sent by the main thread: interrupt the Lua code it runs. */
 static void on_interrupt(int sig)
@@ -69,21 +41,22 @@ static void on_interrupt(int sig)
 	lem_loop_interrupt(lem_current);   /* NULL outside a loop's thread */
 }
 
-static void tell_main(unsigned char b)
-{
-	if (write(signal_pipe[1], &b, 1) < 0) { /* cannot happen: the pipe is all but empty */ }
-}
-
 static void on_finish(struct lem_group *g)
 {
 	(void)g;
-	tell_main(PIPE_FINISHED);
+	lem_signal_post(LEM_EV_FINISHED);
 }
 
 static void on_stop(struct lem_group *g)
 {
 	(void)g;
-	tell_main(PIPE_STOP);
+	lem_signal_post(LEM_EV_STOP);
+}
+
+static void on_shutdown(struct lem_group *g)
+{
+	(void)g;
+	lem_signal_post(LEM_EV_SHUTDOWN);
 }
 
 /* Reports a start-up failure once per process, whichever loop meets it first. */
@@ -112,6 +85,7 @@ static void *loop_thread(void *arg)
 		start_failed(loop);
 		lem_mbox_close(loop);
 	}
+	lem_signal_release(loop);
 	/* no interrupt may look at the loop while and once it is freed */
 	sigemptyset(&intr);
 	sigaddset(&intr, LEM_SIGINTR);
@@ -189,19 +163,21 @@ static int make_loops(struct lem_group *g, struct thread *threads, int n)
 
 int lem_threads_run(const struct lem_cli *cli)
 {
-	int n = cli->loops, i, made, err, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	int n = cli->loops, i, made, err = 0, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	struct lem_group *g = lem_group_new(n, cli->mailbox);
 	struct thread *threads = calloc(n, sizeof *threads);
-	unsigned char b;
+	double left = -1;
+	uint64_t sigs;
+	unsigned ev;
 
-	if (!g || !threads || pipe2(signal_pipe, O_CLOEXEC) != 0) {
-		fprintf(stderr, "lem: cannot start: %s\n", strerror(errno ? errno : ENOMEM));
+	if (!g || !threads || (err = -lem_signal_open()) != 0) {
+		fprintf(stderr, "lem: cannot start: %s\n", strerror(g && threads ? err : ENOMEM));
 		return 1;
 	}
 	g->on_finish = on_finish;
 	g->on_stop = on_stop;
-	handle(SIGINT, on_signal);
-	handle(SIGTERM, on_signal);
+	g->on_shutdown = on_shutdown;
+	g->shutdown_timeout = cli->shutdown_timeout;
 	handle(LEM_SIGINTR, on_interrupt);
 
 	made = make_loops(g, threads, n);
@@ -228,22 +204,26 @@ int lem_threads_run(const struct lem_cli *cli)
 		if (cli->pin)
 			pin(t, i + 1, ncpu > 0 ? ncpu : 1);
 	}
-	/* Wait for the last loop to finish; stop them all on SIGINT or SIGTERM, and interrupt
-	 * those that run Lua code whenever the group stops. */
+	/* Wait for the last loop to finish; hand signals out; stop the loops at the
+	 * shutdown's deadline, and interrupt those that run Lua code whenever the group
+	 * stops. */
 	for (;;) {
-		ssize_t r = read(signal_pipe[0], &b, 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r != 1 || b == PIPE_FINISHED)
+		ev = lem_signal_next(left, &sigs);
+		if (ev & LEM_EV_FINISHED)
 			break;
-		if (b != PIPE_STOP)
-			lem_group_stop(g, 128 + b);   /* SIGINT: 130, SIGTERM: 143 */
-		for (i = 0; i < n; i++)
-			pthread_kill(threads[i].tid, LEM_SIGINTR);
+		lem_signal_dispatch(g, sigs);
+		left = lem_group_deadline(g);
+		if (left == 0) {
+			lem_group_expire(g);
+			left = -1;
+		}
+		if (ev & LEM_EV_STOP)
+			for (i = 0; i < n; i++)
+				pthread_kill(threads[i].tid, LEM_SIGINTR);
 	}
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i].tid, NULL);
-	status = g->stopping ? g->status : 0;
+	status = lem_group_exit_status(g);
 	lem_group_free(g);
 	free(threads);
 	return status;

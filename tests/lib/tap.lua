@@ -108,12 +108,12 @@ function t.tcp_pair()
 	return a, b
 end
 
--- A TCP port on loopback that nobody listens on now, for a child server to take.
--- A port nobody listens on, from the kernel (port 0): a random one could be taken by
--- another process's SO_REUSEPORT listener, which lem.io's own listen would join.
+-- A TCP port on loopback that nobody listens on now, for a child server to take. The
+-- kernel picks it: a port tried at random would be the same in every test process (the
+-- generator is not seeded), and SO_REUSEPORT lets a second server bind it beside a live
+-- one of another test run.
 function t.free_port()
-	local io = require 'lem.io'
-	local l = assert(io.tcp.listen('127.0.0.1', 0))
+	local l = assert(require('lem.io').tcp.listen('127.0.0.1', 0))
 	local p = l:port()
 	l:close()
 	return p

@@ -34,7 +34,7 @@ static struct io_connect *connect_new(struct io_stream *s)
 	c->s = s;
 	ev_init(&c->w, connect_writable);
 	ev_init(&c->timer, connect_timeout);
-	io_wait_init(&c->caller, &c->w, &c->timer);
+	io_wait_init(&c->caller, s->st, &c->w, &c->timer);
 	s->conn = c;
 	return c;
 }

@@ -108,17 +108,31 @@ void *io_check_open(lua_State *T, const char *name, size_t fd)
  * So callbacks make their values under lem_protect, and when that fails the waiting
  * coroutine gets nil and the error instead. */
 
+static const char io_state_key = 0;     /* registry[&io_state_key]: the struct io_state */
+
+struct io_state *io_state(lua_State *T)
+{
+	struct io_state *st;
+
+	lua_pushlightuserdata(T, (void *)&io_state_key);
+	lua_rawget(T, LUA_REGISTRYINDEX);
+	st = lua_touserdata(T, -1);
+	lua_pop(T, 1);
+	return st;
+}
+
 /* ---- suspended callers ----
  * A method that waits calls io_suspend, then starts the watchers of its io_wait; the
  * callback that ends the wait calls io_wake (or io_wake_error). Values are never pushed on
  * the suspended coroutine itself: they are made on `from` (lem_state in a callback, the
  * running coroutine in a method) and lem_wake moves them. */
 
-void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer)
+void io_wait_init(struct io_wait *iw, struct io_state *st, ev_io *io, ev_timer *timer)
 {
 	memset(iw, 0, sizeof *iw);
 	iw->io = io;
 	iw->timer = timer;
+	iw->st = st;
 }
 
 /* Whether iw's caller is still in the suspension it began there: one resumed by other
@@ -161,6 +175,7 @@ int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
 		iw->val_slot = lem_anchor(loop, T);
 	}
 	r = lem_suspend(T, &iw->w, val);
+	iw->st->waits++;
 	lua_pushthread(iw->w.co);
 	lua_xmove(iw->w.co, T, 1);
 	lem_anchor_set(loop, T, iw->co_slot);
@@ -177,6 +192,8 @@ void io_wait_end(lem_loop *loop, struct io_wait *iw)
 	lua_State *L = lem_state(loop);
 	struct ev_loop *ev = lem_ev(loop);
 
+	if (iw->w.co)
+		iw->st->waits--;
 	if (iw->io)
 		ev_io_stop(ev, iw->io);
 	if (iw->timer)
@@ -227,6 +244,38 @@ void io_wait_free(lem_loop *loop, struct io_wait *iw, lua_State *from)
 }
 
 /* ---- the module ---- */
+
+/* In the shutdown, listeners close; at its deadline lem asks what still waits. */
+static int io_signal_hook(lem_loop *loop, int event, void *ud)
+{
+	struct io_state *st = ud;
+
+	if (event == LEM_DEADLINE)
+		return st->waits;
+	if (event == LEM_SHUTDOWN) {
+		st->shutdown = 1;
+		io_listener_shutdown(st, lem_state(loop));
+	}
+	return 0;
+}
+
+/* [-0, +0, m] lem.io's state in L's loop, made on first use, with its signal hook. */
+static void io_open_state(lua_State *L)
+{
+	struct io_state *st;
+	int r;
+
+	if (io_state(L))
+		return;
+	lua_pushlightuserdata(L, (void *)&io_state_key);
+	st = lua_newuserdata(L, sizeof *st);
+	memset(st, 0, sizeof *st);
+	st->loop = lem_loop_of(L);
+	lua_rawset(L, LUA_REGISTRYINDEX);          /* first: the hook outlives no state */
+	if ((r = lem_signal_hook_add(st->loop, io_signal_hook, st)) < 0)
+		luaL_error(L, "not enough memory");
+	st->shutdown = r;
+}
 
 /* What __gc and __tostring need of an object: upvalue 1 of both. */
 struct io_ops {
@@ -297,6 +346,7 @@ int luaopen_lem_io(lua_State *L)
 		{ NULL, NULL }
 	};
 
+	io_open_state(L);                     /* once per loop: objects keep a pointer to it */
 	io_stream_open(L);
 	io_listener_open(L);
 	lua_newtable(L);                      /* the module */

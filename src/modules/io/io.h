@@ -36,6 +36,15 @@ union io_addr {
 	struct sockaddr_un un;
 };
 
+/* lem.io's state in one loop, made once (io_state). */
+struct io_listener;
+struct io_state {
+	lem_loop *loop;
+	struct io_listener *listeners;   /* the open ones: the shutdown closes them */
+	int waits;                /* callers suspended now (io_suspend) */
+	int shutdown;             /* the shutdown began: listeners accept no more */
+};
+
 /* A caller suspended on an object (a reader, a writer, an accept, a connect): its waiter,
  * the anchor slots that keep it and a value it needs alive while nothing else refers to
  * them, and the watchers that will wake it. The slots are taken at the first wait and
@@ -48,6 +57,7 @@ struct io_wait {
 	                         written, the autospawn handler, the stream being connected */
 	ev_io *io;            /* its watchers: stopped when the wait ends */
 	ev_timer *timer;
+	struct io_state *st;  /* counts it */
 };
 
 struct io_connect;
@@ -60,6 +70,7 @@ struct io_stream {
 	ev_io w;                  /* writable: a suspended write */
 	ev_timer timer;           /* timeout of the suspended read */
 	lem_loop *loop;
+	struct io_state *st;
 	int fd;                   /* -1 once closed, or until a connect gives it one */
 	unsigned char kind;       /* enum io_kind */
 	unsigned char eof;        /* the peer closed its end: read() returned 0 */
@@ -96,6 +107,7 @@ struct io_listener {
 	ev_io r;                  /* first: its callback gets the listener back by a cast */
 	ev_timer timer;           /* accept timeout, or the pause after EMFILE */
 	lem_loop *loop;
+	struct io_state *st;
 	int fd;                   /* -1 once closed, or until a bind gives it one */
 	unsigned char kind;       /* IO_TCP or IO_UNIX */
 	unsigned char spawning;   /* the caller waits in autospawn (its value: the handler),
@@ -103,6 +115,8 @@ struct io_listener {
 	struct io_wait caller;    /* accept, autospawn, or io.tcp.listen looking a name up */
 	char *path;               /* IO_UNIX: the socket file, removed at close */
 	int backlog;
+	struct io_listener *next, **pprev;   /* in st->listeners while open; pprev NULL once
+	                                        out */
 };
 
 enum { IO_LINE, IO_ALL, IO_COUNT, IO_UNTIL };
@@ -115,7 +129,8 @@ lua_Number io_opttimeout(lua_State *T, int idx);  /* -1: none; 0 for negatives *
 void *io_check(lua_State *T, const char *name);   /* self, if its metatable is the upvalue */
 void *io_check_open(lua_State *T, const char *name, size_t fd);   /* and not closed: the
                                                 int at offset fd is not negative */
-void io_wait_init(struct io_wait *iw, ev_io *io, ev_timer *timer);
+struct io_state *io_state(lua_State *T);      /* of T's loop */
+void io_wait_init(struct io_wait *iw, struct io_state *st, ev_io *io, ev_timer *timer);
 int io_busy(lem_loop *loop, struct io_wait *iw);
 int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val);
 int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
@@ -138,6 +153,7 @@ void io_std_open(lua_State *L);               /* sets io.stdin, io.stdout, io.st
 int io_listen_tcp(lua_State *T);              /* io.tcp.listen */
 int io_listen_unix(lua_State *T);             /* io.unix.listen */
 void io_listener_open(lua_State *L);
+void io_listener_shutdown(struct io_state *st, lua_State *from);   /* closes them all */
 
 /* connect.c */
 int io_connect_tcp(lua_State *T);             /* io.tcp.connect */

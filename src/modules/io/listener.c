@@ -26,12 +26,17 @@ static struct io_listener *listener_new(lua_State *T, int kind, int backlog)
 
 	memset(l, 0, sizeof *l);
 	l->loop = lem_loop_of(T);
+	l->st = io_state(T);
 	l->fd = -1;
 	l->kind = (unsigned char)kind;
 	l->backlog = backlog;
 	ev_init(&l->r, listener_readable);
 	ev_init(&l->timer, listener_timer);
-	io_wait_init(&l->caller, &l->r, &l->timer);
+	io_wait_init(&l->caller, l->st, &l->r, &l->timer);
+	if ((l->next = l->st->listeners))
+		l->next->pprev = &l->next;
+	l->pprev = &l->st->listeners;
+	l->st->listeners = l;
 	luaL_getmetatable(T, IO_LISTENER_MT);
 	lua_setmetatable(T, -2);
 	return l;
@@ -303,6 +308,11 @@ static void listener_shut(void *self, lua_State *from)
 {
 	struct io_listener *l = self;
 
+	if (l->pprev) {
+		if ((*l->pprev = l->next))
+			l->next->pprev = l->pprev;
+		l->pprev = NULL;
+	}
 	if (from && l->caller.w.co && l->spawning) {
 		lua_pushboolean(from, 1);
 		io_wake(l->loop, &l->caller, from, 1);
@@ -317,6 +327,14 @@ static void listener_shut(void *self, lua_State *from)
 		free(l->path);
 		l->path = NULL;
 	}
+}
+
+/* The shutdown began: every listener closes, as listener:close() would; the connections
+ * that the kernel queued and nobody accepted are reset, and new ones are refused. */
+void io_listener_shutdown(struct io_state *st, lua_State *from)
+{
+	while (st->listeners)
+		listener_shut(st->listeners, from);
 }
 
 /* ---- methods ---- */
@@ -338,6 +356,10 @@ static int listener_accept(lua_State *T)
 
 	if (io_busy(l->loop, &l->caller))
 		return io_error(T, -EBUSY);               /* return nil, 'busy' */
+	if (l->st->shutdown) {                        /* one made in the shutdown */
+		listener_shut(l, T);
+		return io_error(T, -EPIPE);               /* return nil, 'closed' */
+	}
 	fd = listener_accept1(l, &c);
 	if (fd >= 0)
 		return listener_push_client(&c, T);       /* return the stream | nil, message */
@@ -366,6 +388,11 @@ static int listener_autospawn(lua_State *T)
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	if (io_busy(l->loop, &l->caller))
 		return io_error(T, -EBUSY);               /* return nil, 'busy' */
+	if (l->st->shutdown) {                        /* one made in the shutdown */
+		listener_shut(l, T);
+		lua_pushboolean(T, 1);
+		return 1;                                 /* return true */
+	}
 	lua_settop(T, 2);                             /* the handler: kept while it waits */
 	l->spawning = 1;
 	r = io_suspend(l->loop, T, &l->caller, 1);

@@ -312,12 +312,13 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
 
 	memset(s, 0, sizeof *s);
 	s->loop = loop;
+	s->st = io_state(T);
 	s->kind = (unsigned char)kind;
 	s->stdflags = -1;
 	s->linemax = LINE_MAX_DEFAULT;
 	s->allmax = ALL_MAX_DEFAULT;
-	io_wait_init(&s->reader, &s->r, &s->timer);
-	io_wait_init(&s->writer, &s->w, NULL);
+	io_wait_init(&s->reader, s->st, &s->r, &s->timer);
+	io_wait_init(&s->writer, s->st, &s->w, NULL);
 	io_stream_ready(s, fd);
 	luaL_getmetatable(T, IO_STREAM_MT);
 	lua_setmetatable(T, -2);

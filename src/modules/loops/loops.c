@@ -198,6 +198,19 @@ static void loops_hook(lem_loop *loop, int event, uint64_t epoch, void *ud)
 	}
 }
 
+/* Tells lem, at the shutdown's deadline, how many receives still wait. */
+static int loops_signal_hook(lem_loop *loop, int event, void *ud)
+{
+	struct loops *st = ud;
+	int n = 0;
+
+	(void)loop;
+	if (event == LEM_DEADLINE)
+		for (struct recv *r = st->whead; r; r = r->next)
+			n++;
+	return n;
+}
+
 static void loops_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	(void)ev; (void)revents;
@@ -411,6 +424,8 @@ static struct loops *loops_open_state(lua_State *L)
 	lua_pushvalue(L, -1);
 	lua_setfield(L, LUA_REGISTRYINDEX, LOOPS_KEY);
 	lem_mail_hook_set(st->loop, loops_hook, st);
+	if (lem_signal_hook_add(st->loop, loops_signal_hook, st) < 0)
+		luaL_error(L, "not enough memory");
 	return st;
 }
 

@@ -55,6 +55,7 @@ static void timer_put(struct sleep_timer *tw)
 	struct utils *u = tw->u;
 
 	ev_timer_stop(lem_ev(u->loop), &tw->w);
+	u->waits--;
 	lem_unanchor(u->loop, tw->anchor);
 	tw->anchor = 0;
 	tw->next_free = u->free;
@@ -203,6 +204,7 @@ int sleeper_sleep(lua_State *T)
 	if (timed) {
 		lem_loop *loop = tw->u->loop;
 		tw->u->spare = NULL;
+		tw->u->waits++;
 		ev_timer_init(&tw->w, sleeper_timeout, timeout, 0);
 		tw->w.data = (void *)w.token;
 		ev_timer_start(lem_ev(loop), &tw->w);

@@ -6,6 +6,7 @@
 struct timer {
 	ev_timer w;
 	lem_loop *loop;
+	struct utils *u;
 	int self, func;           /* anchor slots while pending */
 };
 
@@ -14,6 +15,7 @@ static void timer_release(struct timer *t)
 	lem_unanchor(t->loop, t->self);
 	lem_unanchor(t->loop, t->func);
 	t->self = t->func = 0;
+	t->u->waits--;
 }
 
 static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
@@ -40,6 +42,7 @@ int timer_new(lua_State *T)
 	lua_settop(T, 2);
 	t = lua_newuserdata(T, sizeof *t);
 	t->loop = loop;
+	t->u = utils_state(T);
 	t->self = t->func = 0;
 	ev_timer_init(&t->w, timer_fire, delay, 0);
 	lua_pushvalue(T, UTILS_TIMER);
@@ -53,6 +56,7 @@ int timer_new(lua_State *T)
 	t->self = lem_anchor(loop, T);
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
+	t->u->waits++;
 	ev_timer_start(lem_ev(loop), &t->w);
 	lem_deadline(loop, ev_now(lem_ev(loop)) + delay);
 	return 1;

@@ -38,11 +38,36 @@ static int utils_exit(lua_State *T)
 	return lem_suspend(T, &w, 0);   /* never woken */
 }
 
+/* utils.shutdown([seconds]) --> true | false (a shutdown or a stop began already)
+ * Begins the shutdown of every loop, with its deadline in seconds (by default the
+ * command line's --shutdown-timeout). */
+static int utils_shutdown(lua_State *T)
+{
+	lua_Number seconds = -1;
+
+	if (!lua_isnoneornil(T, 1)) {
+		seconds = luaL_checknumber(T, 1);
+		if (!(seconds >= 0))   /* NaN too */
+			luaL_argerror(T, 1, "seconds must be a number, 0 or more");
+	}
+	lua_pushboolean(T, lem_shutdown(lem_loop_of(T), seconds));
+	return 1;
+}
+
 /* utils.now() --> the loop's time in seconds */
 static int utils_now(lua_State *T)
 {
 	lua_pushnumber(T, ev_now(lem_ev(lem_loop_of(T))));
 	return 1;
+}
+
+/* Tells lem, at the shutdown's deadline, what the module still waits for. */
+static int utils_hook(lem_loop *loop, int event, void *ud)
+{
+	struct utils *u = ud;
+
+	(void)loop;
+	return event == LEM_DEADLINE ? u->waits : 0;
 }
 
 /* The state's __gc, at lua_close: the ev_loop runs no more, its timers can go. */
@@ -80,6 +105,7 @@ int luaopen_lem_utils(lua_State *L)
 		{ "yield", utils_yield },
 		{ "exit", utils_exit },
 		{ "now", utils_now },
+		{ "shutdown", utils_shutdown },
 		{ "sleeper", sleeper_new },
 		{ "timer", timer_new },
 		{ NULL, NULL }
@@ -100,12 +126,18 @@ int luaopen_lem_utils(lua_State *L)
 	u->loop = lem_loop_of(L);
 	u->free = u->all = u->spare = NULL;
 	u->closed = 0;
+	u->waits = 0;
 	u->sleeper_mt = lua_topointer(L, -3);
 	u->timer_mt = lua_topointer(L, -2);
 	lua_newtable(L);
 	lua_pushcfunction(L, utils_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_setmetatable(L, -2);
+	/* The signal hook keeps u: it lives as long as the Lua state (once per opening). */
+	lua_pushvalue(L, -1);
+	luaL_ref(L, LUA_REGISTRYINDEX);
+	if (lem_signal_hook_add(u->loop, utils_hook, u) < 0)
+		return luaL_error(L, "not enough memory");
 
 	setfuncs(L, funcs);
 	lua_getfield(L, -3, "__index");           /* the sleepers' methods */

@@ -17,6 +17,7 @@ struct utils {
 	struct sleep_timer *free, *all;   /* timers of timed sleeps, reused; all of them */
 	struct sleep_timer *spare;        /* taken by a sleep whose suspension raised */
 	int closed;                       /* lua_close freed the timers */
+	int waits;                        /* timed sleeps and timers pending */
 	const void *sleeper_mt, *timer_mt;   /* the metatables, to check types at one call */
 };
 
