@@ -221,6 +221,12 @@ static struct lem_rq_entry *rq_pop(lem_loop *loop)
 	return &seg->e[seg->head++];
 }
 
+/* Whether another thread asked this loop to stop (its mailbox's request). */
+static inline int stop_asked(lem_loop *loop)
+{
+	return loop->mbox && __atomic_load_n(&loop->mbox->stop, __ATOMIC_SEQ_CST);
+}
+
 /* ---- coroutines ---- */
 
 /* Finished coroutines wait for reuse on the stack of a coroutine of their own (P): taking
@@ -288,6 +294,17 @@ static void run_one(lem_loop *loop)
 		loop->cbody = lua_iscfunction(T, -nargs - 1);
 	}
 	loop->running = loop->yielder = loop->inner = T;
+	if (stop_asked(loop)) {
+		/* Another loop's exit or a signal stops this one before it resumes anything.
+		 * Checked once inner is set: an interrupt that came before it found nothing to
+		 * hook (lem_loop_interrupt), and the request it answers is seen here. */
+		loop->running = loop->yielder = loop->inner = NULL;
+		loop->cbody = 0;
+		lem_loop_stop(loop, lem_group_status(loop->group));
+		if (made)
+			lua_pop(loop->L, 1);
+		return;
+	}
 	loop->suspended = 0;
 	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = loop->inner = NULL;
@@ -318,14 +335,8 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 	int n;
 
 	(void)revents;
-	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--) {
-		/* another loop's exit stops this one before its next poll */
-		if (loop->mbox && __atomic_load_n(&loop->mbox->stop, __ATOMIC_RELAXED)) {
-			lem_loop_stop(loop, lem_group_status(loop->group));
-			break;
-		}
+	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--)
 		run_one(loop);
-	}
 	if (loop->rq_len || loop->stopping)
 		return;   /* keep the poll from blocking: work is left, or ev_break is pending */
 	seg_empty(loop->rq_first);
@@ -487,6 +498,8 @@ int lem_sched_nested(lua_State *T)
 #endif
 	loop->suspended = 0;
 	loop->inner = co;
+	if (stop_asked(loop))          /* an interrupt that came before inner was set */
+		lem_loop_interrupt(loop);
 	status = lua_resume(co, nargs);
 	loop->inner = T;
 	loop->yielder = saved;
