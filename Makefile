@@ -51,12 +51,11 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS += -Iinclude $(LUA_CFLAGS) $(HIREDIS_CFLAGS)
 LDFLAGS  += -Wl,-E
-LDLIBS   += $(LUA_LIBS) $(HIREDIS_LIBS) -lev -lpthread -lm -ldl
+LDLIBS   += $(LUA_LIBS) -lev -lpthread -lm -ldl
 # lem.postgres (src/modules/postgres) on libpq; expanded late, as LUA_CFLAGS is.
 PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
 PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
 CPPFLAGS += $(PQ_CFLAGS)
-LDLIBS   += $(PQ_LIBS)
 
 ifeq ($(SAN),asan)
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -66,9 +65,18 @@ endif
 CFLAGS  += $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 
-SRCS := $(wildcard src/runtime/*.c src/loop/*.c src/modules/*/*.c)
+# The modules on a client library (libpq pulls OpenSSL, Kerberos and LDAP in: 4 ms more
+# at every start) are not built in: each is a shared module, $(BUILD)/modules/lem/NAME.so,
+# loaded by require through package.cpath, on lem.h like any third-party module.
+DSO_MODS := redis postgres
+DSO_LIBS_redis    = $(HIREDIS_LIBS)
+DSO_LIBS_postgres = $(PQ_LIBS)
+DSOS := $(DSO_MODS:%=$(BUILD)/modules/lem/%.so)
+SRCS := $(filter-out $(DSO_MODS:%=src/modules/%/%.c),$(wildcard src/runtime/*.c src/loop/*.c src/modules/*/*.c))
+DSO_SRCS = $(wildcard $(DSO_MODS:%=src/modules/%/*.c))
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
-DEPS := $(OBJS:.o=.d)
+DSO_OBJS := $(DSO_SRCS:%.c=$(BUILD)/%.o)
+DEPS := $(OBJS:.o=.d) $(DSO_OBJS:.o=.d)
 EXAMPLE_MODS := $(BUILD)/modules/delay.so $(BUILD)/modules/chan.so
 
 ifeq ($(V),1)
@@ -79,7 +87,7 @@ endif
 
 .PHONY: all run test test-asan test-tsan test-luajit test-valgrind deps deps-build deps-test install uninstall clean
 
-all: $(LEM) $(if $(SAN)$(filter luajit,$(LUA)),,lem)
+all: $(LEM) $(DSOS) $(if $(SAN)$(filter luajit,$(LUA)),,lem)
 
 lem: $(LEM)
 	$(Q)ln -sfn $(LEM) lem
@@ -88,12 +96,23 @@ $(LEM): $(OBJS)
 	@echo "  LINK  $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
+VISIBILITY = -fvisibility=hidden
+$(DSO_OBJS): CFLAGS += -fPIC
+$(DSO_OBJS): VISIBILITY =          # a shared module exports its luaopen_ function
+dso_objs = $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/modules/$(1)/*.c))
+$(BUILD)/modules/lem/redis.so: $(call dso_objs,redis)
+$(BUILD)/modules/lem/postgres.so: $(call dso_objs,postgres)
+$(DSOS):
+	@mkdir -p $(dir $@)
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) -shared -o $@ $^ $(DSO_LIBS_$(basename $(notdir $@)))
+
 # lem's own objects are hidden but for the LEM_API calls of lem.h (the Lua VM's symbols
 # come from its library, exported as they are).
 $(BUILD)/%.o: %.c | deps-build
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fvisibility=hidden -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(VISIBILITY) -MMD -MP -c -o $@ $<
 
 # lem.http's Lua half (src/modules/http/http.lua) is built into the binary: od turns it
 # into a C array that http.c includes.
@@ -132,7 +151,7 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
-test: deps-test $(LEM) $(EXAMPLE_MODS) $(FAILALLOC)
+test: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS) $(FAILALLOC)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 # Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any
@@ -165,7 +184,7 @@ test-luajit:
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua \
                     tests/redis.lua tests/postgres.lua
-test-valgrind: deps-test $(LEM) $(EXAMPLE_MODS)
+test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
 	  $(TEST_ENV) valgrind -q --leak-check=full --show-leak-kinds=definite,indirect,possible \
@@ -205,16 +224,18 @@ deps-build:
 deps-test:
 	$(call install_missing,$(DEB_TEST))
 
-install: $(LEM)
+install: $(LEM) $(DSOS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	  $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/lib/lem/lem
 	install -m 755 $(LEM) $(DESTDIR)$(PREFIX)/bin/lem
+	install -m 644 $(DSOS) $(DESTDIR)$(PREFIX)/lib/lem/lem/
 	install -m 644 include/lem.h $(DESTDIR)$(PREFIX)/include/lem.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/^#define LEM_VERSION "\(.*\)"/\1/p' include/lem.h)|g' \
 	  -e 's|@LUA@|$(LUA)|g' lem.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc
 	install -m 644 docs/lem.1 $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
 
 uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lem
 	rm -f $(DESTDIR)$(PREFIX)/bin/lem $(DESTDIR)$(PREFIX)/include/lem.h \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/lem.pc $(DESTDIR)$(PREFIX)/share/man/man1/lem.1
 

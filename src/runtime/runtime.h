@@ -31,8 +31,6 @@ int luaopen_lem_utils(lua_State *L);
 int luaopen_lem_loops(lua_State *L);
 int luaopen_lem_io(lua_State *L);
 int luaopen_lem_http(lua_State *L);
-int luaopen_lem_redis(lua_State *L);
-int luaopen_lem_postgres(lua_State *L);
 int luaopen_lem_signal(lua_State *L);
 
 /* cli.c: returns -1 to go on, or the status to exit with (usage, --help, errors). */

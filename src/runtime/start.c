@@ -95,10 +95,31 @@ static const luaL_Reg modules[] = {
 	{ "lem.io", luaopen_lem_io },
 	{ "lem.signal", luaopen_lem_signal },
 	{ "lem.http", luaopen_lem_http },
-	{ "lem.redis", luaopen_lem_redis },
-	{ "lem.postgres", luaopen_lem_postgres },
 	{ NULL, NULL }
 };
+
+/* lem's shared modules (lem.redis, lem.postgres) are found beside the binary: in the
+ * build tree, modules/lem/NAME.so; installed, ../lib/lem/lem/NAME.so. Those patterns go
+ * first in package.cpath. */
+static void add_cpath(lua_State *L)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	char *slash;
+
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	if (!(slash = strrchr(exe, '/')))
+		return;
+	*slash = '\0';
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "cpath");
+	lua_pushfstring(L, "%s/modules/?.so;%s/../lib/lem/?.so;%s", exe, exe,
+	                lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+	lua_setfield(L, -3, "cpath");
+	lua_pop(L, 2);
+}
 
 static void preload(lua_State *L)
 {
@@ -118,6 +139,7 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 	int i;
 
 	preload(L);
+	add_cpath(L);
 	set_arg(L, cli);
 	lua_newtable(L);
 	loop->steps = lem_anchor(loop, L);
