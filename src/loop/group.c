@@ -34,14 +34,20 @@ void lem_group_free(struct lem_group *g)
 	free(g);
 }
 
-int lem_group_status(struct lem_group *g)
+/* A field of g read under its lock. */
+static int group_read(struct lem_group *g, const int *field)
 {
-	int status;
+	int v;
 
 	pthread_mutex_lock(&g->lock);
-	status = g->status;
+	v = *field;
 	pthread_mutex_unlock(&g->lock);
-	return status;
+	return v;
+}
+
+int lem_group_status(struct lem_group *g)
+{
+	return group_read(g, &g->status);
 }
 
 /* Under the group's lock. */
@@ -122,12 +128,7 @@ void lem_group_expire(struct lem_group *g)
 
 int lem_group_expired(struct lem_group *g)
 {
-	int expired;
-
-	pthread_mutex_lock(&g->lock);
-	expired = g->expired;
-	pthread_mutex_unlock(&g->lock);
-	return expired;
+	return group_read(g, &g->expired);
 }
 
 int lem_group_exit_status(struct lem_group *g)

@@ -91,6 +91,16 @@ static const char *long_value(int argc, char **argv, int *i, const char *name)
 	return *i + 1 < argc ? argv[++*i] : "";
 }
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* A bad value for an option: says what it expects; the status to exit with. */
+static int expects(const char *prog, const char *option, const char *what, const char *v)
+{
+	fprintf(stderr, "%s: %s expects %s, got '%s'\n", prog, option, what, v);
+	return 1;
+}
+
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 {
 	const char *prog = "lem";
@@ -138,29 +148,22 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 			cli->loops = strcmp(v, "auto") == 0 ? (int)(cpus > 0 ? (cpus < MAX_LOOPS ? cpus : MAX_LOOPS) : 1)
 			                                   : (int)whole(v, MAX_LOOPS);
-			if (!cli->loops) {
-				fprintf(stderr, "%s: --loops expects a whole number from 1 to %d or 'auto', got '%s'\n",
-				        prog, MAX_LOOPS, v);
-				return 1;
-			}
+			if (!cli->loops)
+				return expects(prog, "--loops", "a whole number from 1 to " STR(MAX_LOOPS)
+				               " or 'auto'", v);
 			continue;
 		}
 		if ((v = long_value(argc, argv, &i, "--mailbox"))) {
 			cli->mailbox = (unsigned)whole(v, MAX_MAILBOX);
-			if (!cli->mailbox) {
-				fprintf(stderr, "%s: --mailbox expects a whole number from 1 to %u, got '%s'\n",
-				        prog, MAX_MAILBOX, v);
-				return 1;
-			}
+			if (!cli->mailbox)
+				return expects(prog, "--mailbox", "a whole number from 1 to 16777216", v);
 			continue;
 		}
 		if ((v = long_value(argc, argv, &i, "--shutdown-timeout"))) {
 			cli->shutdown_timeout = seconds(v, MAX_SHUTDOWN_TIMEOUT);
-			if (cli->shutdown_timeout < 0) {
-				fprintf(stderr, "%s: --shutdown-timeout expects a number of seconds from 0 to %.0f, got '%s'\n",
-				        prog, MAX_SHUTDOWN_TIMEOUT, v);
-				return 1;
-			}
+			if (cli->shutdown_timeout < 0)
+				return expects(prog, "--shutdown-timeout", "a number of seconds from 0 to "
+				               "1000000", v);
 			continue;
 		}
 		if (strcmp(a, "--pin") == 0) {
