@@ -149,10 +149,12 @@ static void loops_end(struct loops *st, struct recv *r, const char *why)
 {
 	lua_State *L = lem_state(st->loop);
 
-	loops_unlink(st, r);
+	/* The values first, the anchor last: making a string may run the collector, and
+	 * until lem_wake queues it, r's anchor is all that keeps its coroutine alive. */
 	lua_pushnil(L);
 	lua_pushstring(L, why);
 	lem_wake(st->loop, &r->w, L, 2);
+	loops_unlink(st, r);
 	free(r);
 }
 
