@@ -4,9 +4,10 @@
 local C = ...
 local lemio = require 'lem.io'
 local utils = require 'lem.utils'
+local signal = require 'lem.signal'
 local stdio = require 'io'   -- Lua's own io, for the log on stderr
 
-local type, pairs, tostring, tonumber = type, pairs, tostring, tonumber
+local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, rawget, rawset, xpcall = setmetatable, rawget, rawset, xpcall
 local concat, format, lower = table.concat, string.format, string.lower
 local now, timer, traceback = utils.now, utils.timer, debug.traceback
@@ -449,14 +450,21 @@ local function serve(srv, s)
 	local conn = { s = s, srv = srv, wt = o.write_timeout }
 	s:limit(o.max_header_bytes)
 	local first = true
+	srv.conns[s] = conn
 	while not conn.dead do
-		-- The head, whole: on a kept-alive connection, the first byte of the next one may
-		-- take idle_timeout; the rest, like a new connection's, header_timeout.
-		local data, err, lead = nil, nil, ''
-		if not first then
-			lead, err = s:read(1, o.idle_timeout)
-			if not lead then return end
+		-- The head, whole: its first byte may take header_timeout on a new connection,
+		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
+		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
+		local data, err, lead
+		if srv.draining then return end
+		conn.idle = true
+		lead, err = s:read(1, first and o.header_timeout or o.idle_timeout)
+		conn.idle = false
+		if not lead then
+			if err == 'timeout' and first then error_answer(conn, 408) end
+			return
 		end
+		if srv.draining then conn.close = true end
 		first = false
 		data, err = s:read('*u', CRLF2, o.header_timeout)
 		if not data then
@@ -564,18 +572,46 @@ Server.__index = Server
 function Server:close() return self.listener:close() end
 function Server:port() return self.listener:port() end
 
+-- server:shutdown([timeout]) --> true: stops accepting, closes the idle connections at
+-- once (a request whose first byte was read is served), answers the requests in flight
+-- with Connection: close, and after timeout seconds (if given) closes what is left.
+-- The process's shutdown (SIGTERM, utils.shutdown) calls it for every server.
+function Server:shutdown(timeout)
+	if timeout ~= nil and type(timeout) ~= 'number' then
+		error("bad argument #1 to 'shutdown' (number expected, got " .. type(timeout) .. ')', 2)
+	end
+	self.draining = true
+	self.listener:close()
+	for s, conn in pairs(self.conns) do
+		if conn.idle then s:close() else conn.close = true end
+	end
+	if timeout and next(self.conns) then
+		self.drain_timer = timer(timeout, function()
+			for s in pairs(self.conns) do s:close() end
+		end)
+	end
+	return true
+end
+
 local function start(listener, handler, opts)
 	local o = opts
 	local srv = setmetatable({ listener = listener, handler = handler, o = o,
 		name = o.server or 'lem',
 		parser = C.parser{ max_head = o.max_header_bytes, max_fields = o.max_headers,
 			max_target = o.max_target } }, Server)
+	srv.conns = setmetatable({}, { __mode = 'k' })
 	local function connection(s)
 		local ok, err = xpcall(function() return serve(srv, s) end, traceback)
 		if not ok then o.log('connection error: ' .. tostring(err)) end
+		srv.conns[s] = nil
 		s:close()
+		if srv.drain_timer and next(srv.conns) == nil then srv.drain_timer:cancel() end
 	end
 	utils.spawn(function() listener:autospawn(connection) end)
+	-- the process's shutdown drains the server (a wait that keeps no loop running)
+	utils.spawn(function()
+		if signal.wait('shutdown') and not srv.draining then srv:shutdown() end
+	end)
 	return srv
 end
 

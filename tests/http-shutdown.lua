@@ -1,0 +1,113 @@
+-- lem.http in the shutdown: SIGTERM to a server with requests in flight and an idle
+-- keep-alive connection. The requests in flight are answered whole, with Connection:
+-- close; the idle connection is closed at once; new connections are refused; the process
+-- exits 143 long before its deadline. And server:shutdown() in the process itself.
+local t = require 'tap'
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+local http = require 'lem.http'
+
+local function sleep(s) utils.sleeper():sleep(s) end
+
+-- ---- server:shutdown() in this process ----
+do
+	local srv = assert(http.listen('127.0.0.1', 0, function(req, res)
+		if req.path == '/slow' then sleep(0.3) end
+		res:send(200, 'done ' .. req.path)
+	end))
+	local port = srv:port()
+	local idle = assert(io.tcp.connect('127.0.0.1', port))
+	idle:write('GET /first HTTP/1.1\r\nHost: x\r\n\r\n')
+	local first = idle:read('*u', '\r\n\r\n')
+	t.ok(first and first:find('200'), 'a first request on a kept-alive connection')
+	idle:read(#'done /first')
+	local slow = assert(io.tcp.connect('127.0.0.1', port))
+	slow:write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+	sleep(0.05)                                   -- the slow request is in flight
+	t.is(srv:shutdown(), true, 'server:shutdown() returns true')
+	t.same({ idle:read('*a', 1) }, { '' }, 'the idle keep-alive connection is closed at once')
+	local answer = slow:read('*a', 2)
+	t.ok(answer and answer:find('Connection: close', 1, true) and answer:find('done /slow', 1, true),
+		'the request in flight is answered whole, with Connection: close')
+	t.is(select(2, io.tcp.connect('127.0.0.1', port, 1)), 'connection refused',
+		'new connections are refused')
+	t.error(function() srv:shutdown('x') end, "bad argument #1 to 'shutdown'", 'a bad timeout is an error')
+end
+
+-- ---- SIGTERM to a two-loop server ----
+local dir = t.tmpdir()
+local port = t.free_port()
+local server = t.file(dir, 'server.lua', ([[
+local http, utils = require 'lem.http', require 'lem.utils'
+assert(http.listen('127.0.0.1', %d, function(req, res)
+	if req.path == '/slow' then utils.sleeper():sleep(0.5) end
+	res:send(200, 'answer ' .. req.path)
+end))
+print('listening')
+io.stdout:flush()
+]]):format(port))
+local out = dir .. '/out'
+os.execute(t.lem .. ' --loops 2 ' .. server .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
+local pid = assert(_G.io.open(dir .. '/pid')):read('*l')
+local t0 = utils.now()
+local up
+repeat
+	sleep(0.02)
+	local f = _G.io.open(out)
+	up = f and select(2, f:read('*a'):gsub('listening', '')) == 2
+	if f then f:close() end
+until up or utils.now() - t0 > 10
+t.ok(up, 'both loops listen')
+
+local idle = {}
+for i = 1, 4 do
+	local c = assert(io.tcp.connect('127.0.0.1', port))
+	c:write('GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+	local h = c:read('*u', '\r\n\r\n')
+	c:read(#'answer /fast')
+	idle[i] = h and c
+end
+local results, clients, state = {}, 20, {}
+for i = 1, clients do
+	utils.spawn(function()
+		state[i] = 'connecting'
+		local c, err = io.tcp.connect('127.0.0.1', port, 2)
+		if not c then results[#results + 1] = 'no connect: ' .. tostring(err) return end
+		state[i] = 'writing'
+		c:write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+		state[i] = 'reading'
+		local a, e = c:read('*a', 5)
+		results[#results + 1] = a or ('nothing: ' .. tostring(e))
+		state[i] = 'done'
+	end)
+end
+sleep(0.15)                                       -- every request is in flight
+local signalled = utils.now()
+os.execute('kill -TERM ' .. pid)
+local closed = 0
+for i = 1, #idle do
+	local data = idle[i] and idle[i]:read('*a', 0.4)
+	if data == '' then closed = closed + 1 end
+end
+t.is(closed, 4, 'the idle keep-alive connections are closed at once')
+sleep(0.05)
+t.is(select(2, io.tcp.connect('127.0.0.1', port, 1)), 'connection refused',
+	'new connections are refused after the signal')
+while #results < clients and utils.now() - signalled < 5 do sleep(0.02) end
+local whole = 0
+for _, r in ipairs(results) do
+	if r:find('Connection: close', 1, true) and r:find('answer /slow', 1, true) then whole = whole + 1 end
+end
+if whole < clients then _G.io.stdout:write('# states: ', table.concat(state, ' '), '\n') end
+if whole < clients then for i, r in ipairs(results) do _G.io.stdout:write('# ', i, ': ', (r:sub(1, 120):gsub('\r\n', ' | ')), '\n') end end
+t.is(whole, clients, 'every request in flight is answered whole, with Connection: close')
+local status
+repeat
+	sleep(0.02)
+	status = os.execute('kill -0 ' .. pid .. ' 2>/dev/null') ~= 0
+until status or utils.now() - signalled > 10
+local took = utils.now() - signalled
+t.ok(status and took < 3, ('the process is gone %.2f s after SIGTERM (deadline 10 s)'):format(took))
+local f = _G.io.open(out); local text = f:read('*a'); f:close()
+t.ok(not text:find('deadline'), 'no deadline message')
+t.done()
