@@ -34,7 +34,7 @@ do
 	t.error(function() srv:shutdown('x') end, "bad argument #1 to 'shutdown'", 'a bad timeout is an error')
 end
 
--- ---- SIGTERM to a two-loop server ----
+-- ---- SIGTERM to a four-loop server ----
 local dir = t.tmpdir()
 local port = t.free_port()
 local server = t.file(dir, 'server.lua', ([[
@@ -47,17 +47,17 @@ print('listening')
 io.stdout:flush()
 ]]):format(port))
 local out = dir .. '/out'
-os.execute(t.lem .. ' --loops 2 ' .. server .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
+os.execute(t.lem .. ' --loops 4 ' .. server .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
 local pid = assert(_G.io.open(dir .. '/pid')):read('*l')
 local t0 = utils.now()
 local up
 repeat
 	sleep(0.02)
 	local f = _G.io.open(out)
-	up = f and select(2, f:read('*a'):gsub('listening', '')) == 2
+	up = f and select(2, f:read('*a'):gsub('listening', '')) == 4
 	if f then f:close() end
 until up or utils.now() - t0 > 10
-t.ok(up, 'both loops listen')
+t.ok(up, 'four loops listen')
 
 local idle = {}
 for i = 1, 4 do
@@ -67,7 +67,7 @@ for i = 1, 4 do
 	c:read(#'answer /fast')
 	idle[i] = h and c
 end
-local results, clients, state = {}, 20, {}
+local results, clients, state = {}, 200, {}
 for i = 1, clients do
 	utils.spawn(function()
 		state[i] = 'connecting'
@@ -98,8 +98,6 @@ local whole = 0
 for _, r in ipairs(results) do
 	if r:find('Connection: close', 1, true) and r:find('answer /slow', 1, true) then whole = whole + 1 end
 end
-if whole < clients then _G.io.stdout:write('# states: ', table.concat(state, ' '), '\n') end
-if whole < clients then for i, r in ipairs(results) do _G.io.stdout:write('# ', i, ': ', (r:sub(1, 120):gsub('\r\n', ' | ')), '\n') end end
 t.is(whole, clients, 'every request in flight is answered whole, with Connection: close')
 local status
 repeat
@@ -107,7 +105,7 @@ repeat
 	status = os.execute('kill -0 ' .. pid .. ' 2>/dev/null') ~= 0
 until status or utils.now() - signalled > 10
 local took = utils.now() - signalled
-t.ok(status and took < 3, ('the process is gone %.2f s after SIGTERM (deadline 10 s)'):format(took))
+t.ok(status and took < 8, ('the process is gone %.2f s after SIGTERM (deadline 10 s)'):format(took))
 local f = _G.io.open(out); local text = f:read('*a'); f:close()
 t.ok(not text:find('deadline'), 'no deadline message')
 t.done()
