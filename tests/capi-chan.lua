@@ -2,11 +2,8 @@
 local t = require 'tap'
 local utils = require 'lem.utils'
 
-local ok, chan = pcall(require, 'chan')
-if not ok then
-	t.ok(false, 'the example module loads: ' .. tostring(chan))
-	return t.done()
-end
+local chan = t.require('chan')
+if not chan then return t.done() end
 local function pack(...) return { n = select('#', ...), ... } end
 local function sleep(s) utils.sleeper():sleep(s) end
 

@@ -2,11 +2,8 @@
 local t = require 'tap'
 local utils = require 'lem.utils'
 
-local ok, delay = pcall(require, 'delay')
-if not ok then
-	t.ok(false, 'the example module loads: ' .. tostring(delay))
-	return t.done()
-end
+local delay = t.require('delay')
+if not delay then return t.done() end
 
 local t0 = utils.now()
 t.is(delay.after(0.03, 'value'), 'value', 'lem_suspend/lem_wake: after() returns its value')

@@ -19,18 +19,8 @@ end))
 print('listening ' .. loops.id)
 io.stdout:flush()
 ]])
-local out = dir .. '/out'
-os.execute(t.lem .. ' --loops 2 ' .. script .. ' > ' .. out .. ' 2>&1 &')
-local function output()
-	local f = _G.io.open(out)
-	local s = f and f:read('*a') or ''
-	if f then f:close() end
-	return s
-end
-local t0 = utils.now()
-while select(2, output():gsub('listening', '')) < 2 and utils.now() - t0 < 10 do
-	utils.sleeper():sleep(0.05)
-end
+local _, output, wait = t.background(dir, '--loops 2 ' .. script)
+wait('listening', 2)
 t.is(select(2, output():gsub('listening', '')), 2, 'both loops listen on one port')
 
 local seen = {}

@@ -46,17 +46,8 @@ end))
 print('listening')
 io.stdout:flush()
 ]]):format(port))
-local out = dir .. '/out'
-os.execute(t.lem .. ' --loops 4 ' .. server .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
-local pid = assert(_G.io.open(dir .. '/pid')):read('*l')
-local t0 = utils.now()
-local up
-repeat
-	sleep(0.02)
-	local f = _G.io.open(out)
-	up = f and select(2, f:read('*a'):gsub('listening', '')) == 4
-	if f then f:close() end
-until up or utils.now() - t0 > 10
+local pid, output, wait = t.background(dir, '--loops 4 ' .. server)
+local up = select(2, wait('listening', 4):gsub('listening', '')) == 4
 t.ok(up, 'four loops listen')
 
 local idle = {}
@@ -106,6 +97,5 @@ repeat
 until status or utils.now() - signalled > 10
 local took = utils.now() - signalled
 t.ok(status and took < 8, ('the process is gone %.2f s after SIGTERM (deadline 10 s)'):format(took))
-local f = _G.io.open(out); local text = f:read('*a'); f:close()
-t.ok(not text:find('deadline'), 'no deadline message')
+t.ok(not output():find('deadline'), 'no deadline message')
 t.done()

@@ -7,21 +7,9 @@ local utils = require 'lem.utils'
 local port = t.free_port()
 
 local dir = t.tmpdir()
-local out = dir .. '/out'
 local server = (os.getenv('LEM_SOURCE') or '.') .. '/examples/server.lua'
-os.execute(t.lem .. ' --loops 2 ' .. server .. ' ' .. port .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. dir .. '/pid')
-local pid = assert(_G.io.open(dir .. '/pid')):read('*l')
-
-local function output()
-	local f = _G.io.open(out)
-	local s = f and f:read('*a') or ''
-	if f then f:close() end
-	return s
-end
-local t0 = utils.now()
-while select(2, output():gsub('listening', '')) < 2 and utils.now() - t0 < 10 do
-	utils.sleeper():sleep(0.05)
-end
+local pid, output, wait = t.background(dir, '--loops 2 ' .. server .. ' ' .. port)
+wait('listening', 2)
 t.like(output(), 'loop 1: listening on http://127%.0%.0%.1:' .. port, 'loop 1 listens')
 t.like(output(), 'loop 2: listening on http://127%.0%.0%.1:' .. port, 'loop 2 listens on the same port')
 

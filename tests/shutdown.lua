@@ -70,12 +70,7 @@ local want = {
 	'2 again\tfalse', '2 shutdown\ttrue',
 	'3 heard\tshutdown', '3 heard again\tshutdown', '3 receive\tnil\tclosed', '3 send\ttrue',
 	'status 0' }
-local function sorted(s)
-	local l = {}
-	for x in s:gmatch('[^|]+') do l[#l + 1] = x end
-	table.sort(l)
-	return table.concat(l, '|')
-end
+local function sorted(s) return t.sorted(s, '|') end
 local driver = file('coordinated.sh', ([[
 i=0
 while [ $i -lt %d ]; do

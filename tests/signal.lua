@@ -127,12 +127,7 @@ local function child(opts, script, want, sigs)
 	local _, out, err = t.run(cmd)
 	return tonumber(out:match('status (%d+)\n$')), out:gsub('status %d+\n$', ''), err
 end
-local function sorted(s)
-	local l = {}
-	for line in s:gmatch('[^\n]+') do l[#l + 1] = line end
-	table.sort(l)
-	return table.concat(l, '\n')
-end
+local function sorted(s) return t.sorted(s, '\n') end
 
 local several = file('several.lua', [[
 local signal, utils, loops = require 'lem.signal', require 'lem.utils', require 'lem.loops'

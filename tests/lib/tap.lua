@@ -108,6 +108,48 @@ function t.tcp_pair()
 	return a, b
 end
 
+-- require(name), or nil after a failed test that says why (the caller ends the file).
+function t.require(name)
+	local ok, mod = pcall(require, name)
+	if ok then return mod end
+	t.ok(false, 'module ' .. name .. ' loads: ' .. tostring(mod))
+end
+
+-- The pieces of s between separators (a character class, e.g. '\n'), sorted and joined
+-- back: output whose order does not matter, made comparable.
+function t.sorted(s, sep)
+	local l = {}
+	for x in s:gmatch('[^' .. sep .. ']+') do l[#l + 1] = x end
+	table.sort(l)
+	return table.concat(l, sep)
+end
+
+-- Runs `lem args` in the background, its output in a file of dir; returns its pid and a
+-- function that reads that output. wait(pattern, n) polls (up to 10 s) until the output
+-- holds pattern n times, and returns the output.
+function t.background(dir, args)
+	local utils = require 'lem.utils'
+	local out, pidf = dir .. '/bg.out', dir .. '/bg.pid'
+	os.execute(t.lem .. ' ' .. args .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. pidf)
+	local f = assert(io.open(pidf))
+	local pid = f:read('*l')
+	f:close()
+	local function output()
+		local o = io.open(out)
+		local text = o and o:read('*a') or ''
+		if o then o:close() end
+		return text
+	end
+	local function wait(pattern, n)
+		local t0 = utils.now()
+		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 10 do
+			utils.sleeper():sleep(0.02)
+		end
+		return output()
+	end
+	return pid, output, wait
+end
+
 -- A TCP port on loopback that nobody listens on now, for a child server to take. The
 -- kernel picks it: a port tried at random would be the same in every test process (the
 -- generator is not seeded), and SO_REUSEPORT lets a second server bind it beside a live
