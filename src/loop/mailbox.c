@@ -72,16 +72,19 @@ static void mbox_wake(struct ev_loop *ev, ev_async *w, int revents)
 	 * whose message was taken would look, to the group's verdict, like one that nothing
 	 * can ever wake. */
 	mbox_busy(loop);
-	if (__atomic_exchange_n(&mb->shutdown, 0, __ATOMIC_SEQ_CST) && !loop->shutdown) {
+	/* (loads first: an exchange is a locked instruction, and most wakes carry messages) */
+	if (LOAD(&mb->shutdown) && __atomic_exchange_n(&mb->shutdown, 0, __ATOMIC_SEQ_CST) &&
+	    !loop->shutdown) {
 		loop->shutdown = 1;
 		mbox_tell(loop, LEM_SHUTDOWN);
 	}
 	/* a signal that comes again meanwhile sets its bit again: it is heard once more */
-	for (sigs = __atomic_exchange_n(&mb->signals, 0, __ATOMIC_SEQ_CST); sigs; sigs &= sigs - 1)
+	sigs = LOAD(&mb->signals) ? __atomic_exchange_n(&mb->signals, 0, __ATOMIC_SEQ_CST) : 0;
+	for (; sigs; sigs &= sigs - 1)
 		mbox_tell(loop, __builtin_ctzll(sigs) + 1);
 	if (mb->hook && LOAD(&mb->pending) > 0)
 		mb->hook(loop, LEM_MAIL_ARRIVED, 0, mb->hook_ud);
-	if (__atomic_exchange_n(&mb->close, 0, __ATOMIC_SEQ_CST) && mb->hook)
+	if (LOAD(&mb->close) && __atomic_exchange_n(&mb->close, 0, __ATOMIC_SEQ_CST) && mb->hook)
 		mb->hook(loop, LEM_MAIL_QUIET, LOAD(&mb->close_epoch), mb->hook_ud);
 }
 

@@ -5,15 +5,14 @@
 
 struct timer {
 	ev_timer w;
-	lem_loop *loop;
-	struct utils *u;
+	struct utils *u;          /* u->loop: its loop; u->waits counts it while pending */
 	int self, func;           /* anchor slots while pending */
 };
 
 static void timer_release(struct timer *t)
 {
-	lem_unanchor(t->loop, t->self);
-	lem_unanchor(t->loop, t->func);
+	lem_unanchor(t->u->loop, t->self);
+	lem_unanchor(t->u->loop, t->func);
 	t->self = t->func = 0;
 	t->u->waits--;
 }
@@ -21,18 +20,19 @@ static void timer_release(struct timer *t)
 static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct timer *t = (struct timer *)w;
-	lua_State *L = lem_state(t->loop);
+	lua_State *L = lem_state(t->u->loop);
 
 	(void)ev; (void)revents;
-	lem_anchor_push(t->loop, L, t->func);
+	lem_anchor_push(t->u->loop, L, t->func);
 	timer_release(t);
-	lem_spawn(t->loop, L, 0);
+	lem_spawn(t->u->loop, L, 0);
 }
 
 /* utils.timer(seconds, func) --> timer */
 int timer_new(lua_State *T)
 {
-	lem_loop *loop = lem_loop_of(T);
+	struct utils *u = utils_state(T);
+	lem_loop *loop = u->loop;
 	lua_Number delay = luaL_checknumber(T, 1);
 	struct timer *t;
 
@@ -41,8 +41,7 @@ int timer_new(lua_State *T)
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
 	t = lua_newuserdata(T, sizeof *t);
-	t->loop = loop;
-	t->u = utils_state(T);
+	t->u = u;
 	t->self = t->func = 0;
 	ev_timer_init(&t->w, timer_fire, delay, 0);
 	lua_pushvalue(T, UTILS_TIMER);
@@ -56,7 +55,7 @@ int timer_new(lua_State *T)
 	t->self = lem_anchor(loop, T);
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
-	t->u->waits++;
+	u->waits++;
 	ev_timer_start(lem_ev(loop), &t->w);
 	lem_deadline(loop, ev_now(lem_ev(loop)) + delay);
 	return 1;
@@ -74,7 +73,7 @@ int timer_cancel(lua_State *T)
 		lua_pushliteral(T, "expired");
 		return 2;
 	}
-	ev_timer_stop(lem_ev(t->loop), &t->w);
+	ev_timer_stop(lem_ev(t->u->loop), &t->w);
 	timer_release(t);
 	lua_pushboolean(T, 1);
 	return 1;
