@@ -41,6 +41,8 @@ local function lem(test, inflight)
 		utils.spawn(function()
 			while left > 0 do
 				left = left - 1
+				-- the very key and value redis-benchmark uses without -r (its literal
+				-- 'key:__rand_int__'), so that both do the same work on the server
 				if test == 'set' then
 					r:call('SET', 'key:__rand_int__', 'xxx')
 				else
