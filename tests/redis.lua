@@ -4,33 +4,13 @@
 local t = require 'tap'
 local utils = require 'lem.utils'
 local redis = require 'lem.redis'
+local redisserver = require 'redisserver'
 
 local dir = t.tmpdir()
 local sock = dir .. '/r.sock'
 
 local function sleep(s) utils.sleeper():sleep(s) end
-
--- Starts redis-server in the background; returns its pid, or nil and why not.
-local function start()
-	local p = io.popen(("redis-server --port 0 --unixsocket %s --save '' --appendonly no " ..
-		"--daemonize no --dir %s > %s/log 2>&1 & echo $!"):format(sock, dir, dir))
-	local pid = p:read('*l')
-	p:close()
-	for _ = 1, 100 do
-		local r = redis.connect(sock)
-		if r then
-			local pong = r:call('PING')
-			r:close()
-			if pong == 'PONG' then return pid end
-		end
-		sleep(0.05)
-	end
-	local f = io.open(dir .. '/log')
-	local log = f and f:read('*a') or ''
-	if f then f:close() end
-	os.execute('kill -9 ' .. pid .. ' 2>/dev/null')
-	return nil, 'redis-server did not start: ' .. log
-end
+local function start() return redisserver.start(dir) end
 
 local pid, why = start()
 if not t.ok(pid, 'redis-server started on a Unix socket', why) then
