@@ -126,6 +126,17 @@ $(HTTP_LUA_H): src/modules/http/http.lua
 	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
 	  echo '};'; } > $@.tmp && mv $@.tmp $@
 
+# postgres.pool (src/modules/postgres/pool.lua) is built into lem.postgres the same way.
+PG_POOL_H := $(BUILD)/gen/pool_lua.h
+$(BUILD)/src/modules/postgres/pool.o: $(PG_POOL_H)
+$(BUILD)/src/modules/postgres/pool.o: CPPFLAGS += -I$(BUILD)/gen
+$(PG_POOL_H): src/modules/postgres/pool.lua
+	@mkdir -p $(dir $@)
+	@echo "  GEN   $@"
+	$(Q){ echo 'static const char pool_lua[] = {'; \
+	  od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	  echo '};'; } > $@.tmp && mv $@.tmp $@
+
 # The example C modules of docs/c-api.md (examples/c/*.c); the tests require them.
 $(EXAMPLE_MODS): $(BUILD)/modules/%.so: examples/c/%.c include/lem.h
 	@mkdir -p $(dir $@)

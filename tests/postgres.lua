@@ -335,6 +335,159 @@ t.error(function() db3:query('select 1') end, 'closed connection', 'query on a c
 t.like(tostring(db3), '%(closed%)', 'tostring of a closed connection')
 t.is(db3:close(), true, 'close twice')
 
+-- ---- db:cancel() ----
+do
+	local cancelled
+	t0 = utils.now()
+	utils.spawn(function() sleep(0.2) cancelled = { db:cancel() } end)
+	n, msg, st = db:query('select pg_sleep(10)')
+	t.is(st, '57014', 'a query cancelled from another coroutine: 57014')
+	t.like(msg, 'cancel', 'and the server\'s message')
+	t.near(utils.now() - t0, 0.2, 0.5, 'it returns soon after the cancel')
+	for _ = 1, 100 do if cancelled then break end sleep(0.01) end
+	t.same(cancelled, { true }, 'cancel returns true once the server has the request')
+	t.is(db:query('select 6 as x')[1].x, 6, 'the connection works after a cancel')
+	t.is(db:cancel(), false, 'cancel with nothing running: false')
+	-- only the request on the wire is cancelled, not those queued behind it
+	local first, second
+	utils.spawn(function() first = { db:query('select pg_sleep(10)') } end)
+	utils.spawn(function() second = { db:query('select 7 as x') } end)
+	sleep(0.1)
+	t.is(db:cancel(), true, 'cancel with a request queued behind')
+	for _ = 1, 200 do if second then break end sleep(0.01) end
+	t.is(first and first[3], '57014', 'the running one is cancelled')
+	t.is(second and second[1] and second[1][1].x, 7, 'the queued one runs')
+	-- a client-side timeout: a timer that cancels
+	t0 = utils.now()
+	local timer = utils.timer(0.2, function() db:cancel() end)
+	n, msg, st = db:query('select pg_sleep(10)')
+	timer:cancel()
+	t.is(st, '57014', 'a timer cancels a query: a client-side timeout')
+	t.ok(utils.now() - t0 < 2, 'on time')
+	t.error(function() db.cancel() end, 'bad argument', 'cancel without a connection raises')
+end
+
+-- ---- postgres.pool ----
+do
+	local pool = postgres.pool(conninfo, { size = 3, timeout = 5 })
+	t.like(tostring(pool), '^postgres pool %(0/3, open%)', 'a pool: tostring')
+	local busy, most, done, pids = 0, 0, 0, {}
+	for _ = 1, 10 do
+		utils.spawn(function()
+			pool:with(function(db)
+				busy = busy + 1
+				if busy > most then most = busy end
+				local rows = db:query('select pg_backend_pid() as p, pg_sleep(0.1)')
+				pids[rows[1].p] = true
+				busy = busy - 1
+			end)
+			done = done + 1
+		end)
+	end
+	for _ = 1, 500 do if done == 10 then break end sleep(0.01) end
+	local npids = 0
+	for _ in pairs(pids) do npids = npids + 1 end
+	t.is(done, 10, '10 coroutines on a pool of 3: all done')
+	t.is(most, 3, 'at most 3 at a time')
+	t.is(npids, 3, 'on 3 connections')
+	t.same({ pool:count() }, { 3, 3, 0 }, 'three connections idle after')
+	rows = pool:query('select $1::int as x', 8)
+	t.is(rows and rows[1].x, 8, 'pool:query')
+	t.is(select(3, pool:query('select 1/0')), '22012', 'pool:query: an error')
+	rows = pool:pipeline(function(p) p:query('select 1 as a') p:query('select 2 as b') end)
+	t.is(rows and rows[2][1].b, 2, 'pool:pipeline')
+
+	-- errors inside with
+	local ok, e = pcall(pool.with, pool, function(db) db:query('select 1') error('boom') end)
+	t.ok(not ok and tostring(e):find('boom'), 'an error inside with goes on', tostring(e))
+	t.same({ pool:count() }, { 3, 3, 0 }, 'and its connection came back')
+	local obj = {}
+	ok, e = pcall(pool.with, pool, function() error(obj) end)
+	t.is(e, obj, 'an error value that is not a string goes on as it is')
+	t.same({ pool.with(pool, function(db, a, b) return a + b, 'x' end, 1, 2) }, { 3, 'x' },
+		'with passes its arguments and returns the results')
+	pool:with(function(db) db:query('begin') end)
+	t.same({ pool:count() }, { 2, 2, 0 }, 'a connection left in a transaction is closed')
+
+	-- a connection killed while idle is replaced; one killed while lent is dropped
+	local function pid(db)
+		local rows, err = db:query('select pg_backend_pid() as p')
+		return rows and rows[1].p or err
+	end
+	local victim = pool:get()
+	local vpid = pid(victim)
+	t.is(victim:status(), 'idle', 'status: idle')
+	pool:put(victim)                        -- the next get takes it first
+	db2:query('select pg_terminate_backend($1)', vpid)
+	sleep(0.1)
+	local got = pool:get()
+	t.isnt(pid(got), vpid, 'a connection killed while idle is not handed out')
+	t.is(victim:status(), 'closed', 'the pool closed it')
+	vpid = pid(got)
+	db2:query('select pg_terminate_backend($1)', vpid)
+	sleep(0.1)
+	n, msg = got:query('select 1')
+	t.is(n, nil, 'a lent connection killed: its query fails')
+	t.is(got:status(), 'lost', 'status: lost')
+	local before = pool:count()
+	pool:put(got)
+	t.is(pool:count(), before - 1, 'put drops it')
+	rows = pool:query('select 9 as x')
+	t.is(rows and rows[1].x, 9, 'the pool works on')
+
+	-- waiters: first come, first served, each with its timeout
+	local small = postgres.pool(conninfo, { size = 1 })
+	local held = small:get()
+	local order = {}
+	for i = 1, 3 do
+		utils.spawn(function()
+			local db = small:get(5)
+			order[#order + 1] = db and i or 'none'
+			sleep(0.01)
+			if db then small:put(db) end
+		end)
+	end
+	sleep(0.01)
+	t0 = utils.now()
+	n, msg = small:get(0.1)
+	t.same({ n, msg }, { nil, 'timeout' }, 'a waiter times out')
+	t.near(utils.now() - t0, 0.1, 0.08, 'on time')
+	t.same({ small:count() }, { 1, 0, 3 }, 'and leaves the queue')
+	held:query('begin')
+	small:put(held)                         -- dropped: the first waiter connects anew
+	for _ = 1, 200 do if #order == 3 then break end sleep(0.01) end
+	t.same(order, { 1, 2, 3 }, 'waiters are served in order, a dropped connection replaced')
+	utils.spawn(function() order = { small:get(5) } end)
+	held = small:get()
+	utils.spawn(function() small:close() end)
+	sleep(0.05)
+	t.same({ order[1], order[2] }, { nil, 'closed' }, 'close: the waiters get nil, closed')
+	t.same({ small:get() }, { nil, 'closed' }, 'a closed pool gives nothing')
+	small:put(held)
+	t.same({ small:count() }, { 0, 0, 0 }, 'a connection put back to a closed pool is closed')
+	t.is(held:status(), 'closed', 'closed indeed')
+
+	-- connect failures and init
+	local bad = postgres.pool('host=' .. dir .. ' user=postgres dbname=nosuchdb', { size = 2 })
+	n, msg = bad:query('select 1')
+	t.is(n, nil, 'a pool that cannot connect: nil'); t.like(msg, 'nosuchdb', 'and why')
+	t.same({ bad:count() }, { 0, 0, 0 }, 'and no place is taken')
+	local inits = 0
+	local prepared = postgres.pool(conninfo, { size = 2, init = function(db)
+		inits = inits + 1
+		return db:prepare('twice', 'select $1::int * 2 as y')
+	end })
+	rows = prepared:run('twice', 21)
+	t.is(rows and rows[1].y, 42, 'init prepares a statement on each new connection')
+	prepared:run('twice', 1)
+	t.is(inits, 1, 'once per connection')
+	prepared:close()
+	t.error(function() postgres.pool(conninfo, { size = 0 }) end, 'size', 'a bad size raises')
+	t.error(function() postgres.pool() end, "bad argument #1 to 'pool'", 'a pool without conninfo raises')
+	pool:close()
+	t.same({ pool:count() }, { 0, 0, 0 }, 'close closes the idle connections')
+end
+
 -- ---- the server killed mid-query, then back ----
 local killed
 local idle = assert(connect())

@@ -747,7 +747,8 @@ int luaopen_lem_postgres(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "query", pg_query }, { "prepare", pg_prepare }, { "run", pg_run },
 		{ "pipeline", pg_pipeline }, { "notification", pg_notification },
-		{ "close", pg_close }, { NULL, NULL }
+		{ "close", pg_close },
+		{ "cancel", cancel_start }, { "status", pool_status }, { NULL, NULL }
 	};
 	static const luaL_Reg meta[] = {
 		{ "__gc", pg_gc }, { "__tostring", pg_tostring }, { NULL, NULL }
@@ -772,5 +773,6 @@ int luaopen_lem_postgres(lua_State *L)
 	luaL_register(L, NULL, funcs);
 	lua_pushlightuserdata(L, PG_NULL_VALUE);
 	lua_setfield(L, -2, "null");
+	pool_open(L);
 	return 1;
 }

@@ -1,5 +1,6 @@
 /* pg.h: lem.postgres's files: connections and their queue of requests (pg.c), values
- * between Lua and PostgreSQL (value.c), host name lookups before a connect (lookup.c). */
+ * between Lua and PostgreSQL (value.c), host name lookups before a connect (lookup.c),
+ * db:cancel() (cancel.c), postgres.pool and db:status() (pool.c, pool.lua). */
 #ifndef LEM_PG_H
 #define LEM_PG_H
 
@@ -92,5 +93,12 @@ int value_binary(lua_State *T);
 int lookup_needed(const char *conninfo, char **host);
 void lookup_start(struct pg_conn *c, const char *conninfo, char *host);
 void lookup_forget(struct pg_conn *c);
+
+/* cancel.c */
+int cancel_start(lua_State *T);
+
+/* pool.c */
+int pool_status(lua_State *T);
+void pool_open(lua_State *L);
 
 #endif
