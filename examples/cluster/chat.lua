@@ -1,9 +1,10 @@
 -- cluster/chat.lua: examples/chat.lua for several lem processes, on one host or many:
 -- every line goes through a Redis channel, so that each client hears the clients of
 -- every process (see README.md beside this file).
---   lem examples/cluster/chat.lua [port [redis]]
---     port   where this process listens, on 127.0.0.1 (default 9001)
---     redis  host:port (default 127.0.0.1:6379), or the path of a Unix socket (./r.sock)
+--   lem examples/cluster/chat.lua [port [redis [address]]]
+--     port     where this process listens (default 9001)
+--     redis    host:port (default 127.0.0.1:6379), or the path of a Unix socket (./r.sock)
+--     address  the address it listens on (default 127.0.0.1; '*': every address)
 --   lem --loops 4 examples/cluster/chat.lua ...   each loop is one more member
 -- Each process (each loop) holds two Redis connections: one subscribed to the channel,
 -- whose messages it hands to its own clients, and one that publishes its clients' lines.
@@ -15,6 +16,7 @@ local redis = require 'lem.redis'
 
 local port = tonumber(arg[1]) or 9001
 local where = arg[2] or '127.0.0.1:6379'
+local address = arg[3] or '127.0.0.1'
 local CHANNEL = 'chat'
 local MAX_QUEUED = 1000            -- lines waiting for a slow client before it is dropped
 
@@ -83,8 +85,8 @@ local function writer(client, box)
 	end
 end
 
-local server = assert(io.tcp.listen('127.0.0.1', port))
-print(('chat: member %d listening on 127.0.0.1:%d'):format(node, server:port()))
+local server = assert(io.tcp.listen(address, port))
+print(('chat: member %d listening on %s:%d'):format(node, address, server:port()))
 _G.io.stdout:flush()               -- (for whoever reads it from a file or a pipe)
 
 local clients = 0
