@@ -194,7 +194,7 @@ test-luajit:
 	$(MAKE) test LUA=luajit
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua \
-                    tests/redis.lua tests/postgres.lua
+                    tests/redis.lua tests/postgres.lua tests/cluster.lua
 test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
