@@ -11,7 +11,6 @@
 #include "pg.h"
 
 struct cancel {
-	lem_loop *loop;
 	lem_waiter w;               /* the caller of db:cancel(); co NULL if it never waited */
 	int slot;                   /* anchors that caller */
 	PGcancel *pc;
@@ -60,7 +59,7 @@ int cancel_start(lua_State *T)
 	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
 	lem_loop *loop = lem_loop_of(T);
 	struct cancel *k;
-	int err, ret;
+	int slot, err, ret;
 
 	if (!c->conn || !c->head || !c->head->sent || c->head->kind == PG_CONNECT) {
 		lua_pushboolean(T, 0);
@@ -68,13 +67,12 @@ int cancel_start(lua_State *T)
 	}
 	lua_settop(T, 1);
 	lua_pushnil(T);
-	err = lem_anchor(loop, T);              /* a slot for the caller, taken first */
+	slot = lem_anchor(loop, T);             /* for the caller, taken first: it may raise */
 	if (!(k = calloc(1, sizeof *k))) {
-		lem_unanchor(loop, err);
+		lem_unanchor(loop, slot);
 		return luaL_error(T, "not enough memory");
 	}
-	k->loop = loop;
-	k->slot = err;
+	k->slot = slot;
 	if (!(k->pc = PQgetCancel(c->conn))) {
 		lem_unanchor(loop, k->slot);
 		free(k);
