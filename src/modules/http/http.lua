@@ -179,7 +179,9 @@ local function body_piece(b)
 			local want = b.dec:want()
 			local data, err
 			if want > 0 then
-				data, err = s:read(want < PIECE and want or PIECE, remaining(b))
+				want = want < PIECE and want or PIECE
+				data, err = s:read(want, remaining(b))
+				if data and #data < want then data, err = nil, 'closed' end   -- cut short
 			else
 				data, err = s:read('*u', '\n', remaining(b))
 			end
