@@ -104,6 +104,14 @@ r1:close()
 sleep(0.1)
 t.is(got, 'GET /x  nil nil', '... and r:close() lets the waiting caller go on')
 
+-- a response dropped unread: once collected, its place under max_per_host is free
+r1 = assert(http.request{ url = base .. '/length', max_per_host = 1 })
+r1 = nil
+collectgarbage()
+collectgarbage()
+local r2 = http.request{ url = base .. '/x', max_per_host = 1, timeout = 3 }
+t.is(r2 and r2:body(), 'GET /x  nil nil', 'a response collected unread gives its connection\'s place back')
+
 ---------------------------------------------------------------- timeouts
 local r = assert(http.request{ url = base .. '/drip', read_timeout = 0.3 })
 t.is(r:body(), '12345', 'read_timeout bounds each read: a slow body within it is read')

@@ -9,6 +9,7 @@ local stdio = require 'io'   -- Lua's own io, for the log on stderr
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, rawget, rawset, xpcall = setmetatable, rawget, rawset, xpcall
+local getmetatable, newproxy = getmetatable, newproxy
 local concat, format, lower = table.concat, string.format, string.lower
 local now, timer, traceback = utils.now, utils.timer, debug.traceback
 
@@ -760,11 +761,11 @@ local function pool_acquire(p, host, port, max, o, deadline, fresh)
 		end
 		local w = utils.sleeper()
 		p.waiting[#p.waiting + 1] = w
-		if not w:sleep(left(deadline)) then
+		if not w:sleep(shorter(1, left(deadline))) then
 			for i = 1, #p.waiting do
 				if p.waiting[i] == w then table.remove(p.waiting, i) break end
 			end
-			return nil, 'timeout'
+			if deadline and now() >= deadline then return nil, 'timeout' end
 		end
 	end
 end
@@ -788,20 +789,35 @@ local function timed_write(s, secs, ...)
 	return ok, err
 end
 
--- A response whose body has been read whole gives its connection back to the pool
--- (closed when it cannot carry another request).
+-- A response holds its connection in a claim, { s = stream, p = pool }, until its body
+-- has been read whole: then the connection goes back to the pool (closed when it cannot
+-- carry another request). A claim collected with its response while it still holds a
+-- connection (a body neither read to the end nor closed) gives that connection's place
+-- under max_per_host back: the finalizer only counts (waiting callers look again at
+-- least once a second), and the stream's own finalizer closes it.
+local function claim(s, p)
+	local c = { s = s, p = p }
+	local u = newproxy(true)
+	getmetatable(u).__gc = function()
+		if c.s then c.p.open = c.p.open - 1 end
+	end
+	c.gc = u
+	return c
+end
+
 local function give_back(r)
-	local b = r._body
-	if r._s and b.done then
-		pool_release(r._p, r._s, not b.err and r._keep)
-		r._s = nil
+	local c, b = r._c, r._body
+	if c.s and b.done then
+		pool_release(c.p, c.s, not b.err and r._keep)
+		c.s = nil
 	end
 end
 
 local function drop(r)
-	if r._s then
-		pool_release(r._p, r._s, false)
-		r._s = nil
+	local c = r._c
+	if c.s then
+		pool_release(c.p, c.s, false)
+		c.s = nil
 	end
 end
 
@@ -833,11 +849,12 @@ end
 -- which is the caller's from then on (it leaves the pool and its count).
 function ClientResponse:upgrade()
 	if self.status ~= 101 then return nil, 'not switching protocols' end
-	local s = self._s
+	local c = self._c
+	local s = c.s
 	if not s then return nil, 'closed' end
-	self._s = nil
-	self._p.open = self._p.open - 1
-	pool_wake(self._p)
+	c.s = nil
+	c.p.open = c.p.open - 1
+	pool_wake(c.p)
 	return s
 end
 
@@ -919,7 +936,7 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh)
 	b.deadline, b.each = deadline, o.read_timeout
 	local r = setmetatable({ status = status, reason = reason,
 		version = minor == 1 and '1.1' or '1.0', headers = setmetatable(headers, Headers),
-		_body = b, _s = s, _p = p, _keep = keep and kind ~= 'close' }, ClientResponse)
+		_body = b, _c = claim(s, p), _keep = keep and kind ~= 'close' }, ClientResponse)
 	if status ~= 101 then give_back(r) end
 	return r
 end
