@@ -90,12 +90,17 @@ t.like(v, 'connection refused', '... saying why')
 ---------------------------------------------------------------- curl
 local st, text = t.run('curl -s -S --max-time 10 -i ' .. proxy .. '/items/3')
 t.is(st, 0, 'curl through the proxy: exit 0')
-t.like(text, '^HTTP/1%.1 200 OK\r\n.*\r\n\r\n{"id":3,"name":"yerba mate"}$', 'curl GET through the proxy')
+local function decoded(s)
+	local ok, v = pcall(cjson.decode, s or '')
+	return ok and v or s
+end
+t.like(text, '^HTTP/1%.1 200 OK\r\n.*content%-type: application/json\r\n', 'curl GET through the proxy')
+t.same(decoded(text:match('\r\n\r\n(.*)$')), { id = 3, name = 'yerba mate' }, '... its body')
 st, text = t.run('curl -s -S --max-time 10 -X POST -d \'{"name":"rooibos"}\' ' .. api .. '/items')
-t.is(text, '{"id":4,"name":"rooibos"}', 'curl POST to the API')
+t.same(decoded(text), { id = 4, name = 'rooibos' }, 'curl POST to the API')
 st, text = t.run('curl -s -S --max-time 10 -X POST -H "Transfer-Encoding: chunked" ' ..
 	'-d \'{"name":"chai"}\' ' .. proxy .. '/items')
-t.is(text, '{"id":5,"name":"chai"}', 'curl POST with a chunked body through the proxy')
+t.same(decoded(text), { id = 5, name = 'chai' }, 'curl POST with a chunked body through the proxy')
 st, text = t.run('curl -s -S --max-time 10 -o /dev/null -w "%{http_code}" -X DELETE ' .. proxy .. '/items/4')
 t.is(text, '204', 'curl DELETE through the proxy: 204')
 
