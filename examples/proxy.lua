@@ -37,7 +37,13 @@ local server = assert(http.listen(host, port, function(req, res)
 	headers['x-forwarded-for'] = xff and xff .. ', ' .. peer or peer
 	local body
 	if req.headers['content-length'] or req.headers['transfer-encoding'] then
-		body = function() return req:read() end
+		body = function()
+			-- a body that fails (too large, too slow: lem.http answered the client) must
+			-- not reach the upstream as if it had ended: the error stops the request
+			local piece, err = req:read()
+			if err then error('request body: ' .. err, 0) end
+			return piece
+		end
 	end
 	local r, err = http.request{ method = req.method, url = upstream .. req.target,
 		headers = headers, body = body, timeout = 30 }

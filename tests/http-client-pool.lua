@@ -112,6 +112,13 @@ collectgarbage()
 local r2 = http.request{ url = base .. '/x', max_per_host = 1, timeout = 3 }
 t.is(r2 and r2:body(), 'GET /x  nil nil', 'a response collected unread gives its connection\'s place back')
 
+-- a body function that raises: the error goes to the caller, the connection is closed
+local okc, e = pcall(http.request, { method = 'POST', url = base .. '/x', max_per_host = 1,
+	body = function() error('no more', 0) end })
+t.ok(not okc and e == 'no more', 'an error in the body function reaches the caller', e)
+r1 = http.request{ url = base .. '/x', max_per_host = 1, timeout = 1 }
+t.is(r1 and r1:body(), 'GET /x  nil nil', '... and its connection\'s place is free again')
+
 ---------------------------------------------------------------- timeouts
 local r = assert(http.request{ url = base .. '/drip', read_timeout = 0.3 })
 t.is(r:body(), '12345', 'read_timeout bounds each read: a slow body within it is read')

@@ -877,7 +877,8 @@ local function parse_url(url)
 	return host, port, path, authority
 end
 
--- Writes the request on s. --> true | nil, message
+-- Writes the request on s. --> true | nil, message [, true: an error the body function
+-- raised, to raise again once the connection is closed]
 local function send_request(s, o, method, path, authority, deadline)
 	local body = o.body
 	local h = { method, ' ', path, ' HTTP/1.1\r\nHost: ', authority, '\r\n' }
@@ -894,7 +895,8 @@ local function send_request(s, o, method, path, authority, deadline)
 	if type(body) ~= 'function' then return timed_write(s, wt(), concat(h), body or '') end
 	local ok, err = timed_write(s, wt(), concat(h))
 	while ok do
-		local piece = body()
+		local fine, piece = pcall(body)
+		if not fine then return nil, piece, true end
 		if piece == nil then return timed_write(s, wt(), '0\r\n\r\n') end
 		piece = tostring(piece)
 		if #piece > 0 then ok, err = timed_write(s, wt(), format('%x\r\n', #piece), piece, '\r\n') end
@@ -910,9 +912,10 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh)
 		deadline, fresh)
 	if not s then return nil, reused end
 	s:limit(65536)
-	local ok, err = send_request(s, o, method, path, authority, deadline)
+	local ok, err, raised = send_request(s, o, method, path, authority, deadline)
 	if not ok then
 		pool_release(p, s, false)
+		if raised then error(err, 0) end
 		return nil, err, reused
 	end
 	local status, reason, minor, kind, length, keep, _, headers, m
