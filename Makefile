@@ -215,7 +215,7 @@ test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
 DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql curl
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg lua-cjson redis-server postgresql curl python3
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif

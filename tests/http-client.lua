@@ -1,12 +1,13 @@
 -- lem.http's client against hand-written servers: framings, 1xx, bad answers, timeouts,
--- and the keep-alive pool.
+-- the keep-alive pool, and servers that misbehave.
 local t = require 'tap'
 local http = require 'lem.http'
 local io = require 'lem.io'
 local utils = require 'lem.utils'
 
 -- A server that answers each request (its head read whole) with answers[i] in turn;
--- an answer 'close' closes the connection instead.
+-- an answer 'close' closes the connection instead, one that starts with '!' closes it
+-- after writing the rest.
 local answers, heads, accepted = {}, {}, 0
 local listener = assert(io.tcp.listen('127.0.0.1', 0))
 utils.spawn(function()
@@ -20,6 +21,7 @@ utils.spawn(function()
 			if len and len > 0 then heads[#heads] = head .. c:read(len, 5) end
 			local a = table.remove(answers, 1)
 			if a == nil or a == 'close' then break end
+			if a:sub(1, 1) == '!' then c:write(a:sub(2)) break end
 			if a ~= 'silent' then c:write(a) end
 		end
 		c:close()
@@ -54,7 +56,7 @@ t.is(r.status, 201, '1xx answers are skipped')
 t.is(r:body(), 'ok', '... and the final one read')
 t.like(heads[#heads], 'Content%-Length: 4\r\n\r\ndata$', 'a string body with its length')
 
-answers = { 'HTTP/1.0 200 OK\r\n\r\nuntil the end', 'close' }
+answers = { '!HTTP/1.0 200 OK\r\n\r\nuntil the end' }
 r = assert(http.request(base .. '/old'))
 t.is(r.version, '1.0', 'an HTTP/1.0 answer')
 t.is(r:body(), 'until the end', 'a body that runs until the connection closes')
@@ -79,6 +81,42 @@ t.ok(utils.now() - t0 < 1, '... on time')
 ok, err = http.request('http://127.0.0.1:1/')
 t.is(err, 'connection refused', 'nobody listens: the connect error')
 t.error(function() http.request('ftp://x/') end, 'bad url', 'only http URLs')
+
+-- misbehaving servers
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello', 'silent' }
+r = assert(http.request{ url = base .. '/stall', read_timeout = 0.2 })
+t0 = utils.now()
+t.same({ r:body() }, { nil, 'timeout' }, 'a body that stalls: read_timeout')
+t.ok(utils.now() - t0 < 0.5, '... on time', utils.now() - t0)
+answers = { '!HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello' }
+r = assert(http.request(base .. '/cut'))
+t.same({ r:body() }, { nil, 'closed' }, 'closed in the middle of a Content-Length body')
+answers = { '!HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nab' }
+r = assert(http.request(base .. '/cut-chunked'))
+t.is(r:read(), 'hello', 'a chunked body: the first chunk')
+t.same({ r:read() }, { nil, 'closed' }, '... then closed in the middle of the next')
+answers = { 'garbage that is no HTTP\r\n\r\n' }
+ok, err = http.request(base .. '/garbage')
+t.like(err, '^bad response', 'garbage instead of a head: bad response')
+answers = { string.rep('x', 70000) }
+ok, err = http.request(base .. '/endless')
+t.like(err, '^bad response', 'a head without end: bad response')
+answers = { 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n' }
+r = assert(http.request(base .. '/bad-chunk'))
+ok, err = r:body()
+t.ok(not ok and err, 'a bad chunk size: an error', err)
+
+-- a listener whose backlog is full does not answer a connect: connect_timeout
+local full = assert(io.tcp.listen('127.0.0.1', 0, 1))
+local held = {}
+for k = 1, 3 do held[k] = io.tcp.connect('127.0.0.1', full:port(), 0.2) end
+t0 = utils.now()
+ok, err = http.request{ url = 'http://127.0.0.1:' .. full:port() .. '/', connect_timeout = 0.2,
+	read_timeout = 5 }
+t.is(err, 'timeout', 'a connect that does not complete: connect_timeout')
+t.ok(utils.now() - t0 < 0.5, '... on time', utils.now() - t0)
+for _, c in pairs(held) do c:close() end
+full:close()
 
 http.close_idle()
 listener:close()

@@ -9,6 +9,7 @@ local started = utils.now()
 
 local logged = {}
 local slept = {}
+local forever
 local handler = function(req, res)
 	local p = req.path
 	if p == '/echo' then
@@ -43,6 +44,14 @@ local handler = function(req, res)
 		res:send(200, tostring(port))
 	elseif p == '/nothing' then
 		return
+	elseif p == '/forever' then                -- a chunked answer until a write fails
+		res:start(200)
+		local ok, err
+		for _ = 1, 100000 do
+			ok, err = res:write(string.rep('f', 16384))
+			if not ok then break end
+		end
+		forever = { ok, err, res:write('more'), res:finish() }
 	elseif p == '/big' then
 		res:send(200, string.rep('x', 4 * 1048576))
 	else
@@ -260,6 +269,24 @@ do   -- a client that goes away while its handler sleeps
 	t.is(#slept, 1, 'the handler woke up after its client left')
 	r = assert(http.request(base .. '/still'))
 	t.is(r.status, 200, 'and the server goes on')
+	r:close()
+end
+
+do   -- a reset in the middle of a chunked answer: closing with unread input sends RST
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	c:write('GET /forever HTTP/1.1\r\nHost: x\r\n\r\n')
+	local head = c:read('*u', '\r\n\r\n', 2)
+	t.like(head, 'Transfer%-Encoding: chunked', 'a long chunked answer starts')
+	c:read(100000, 2)
+	c:close()
+	for _ = 1, 100 do
+		if forever then break end
+		sleep(0.02)
+	end
+	t.ok(forever and forever[1] == nil and forever[2], 'the reset: the handler\'s write fails', forever and tostring(forever[2]))
+	t.ok(forever and forever[3] == nil and forever[4] == nil, '... and so do the writes after it')
+	r = assert(http.request(base .. '/after-reset'))
+	t.is(r.status, 200, 'the server goes on after a reset')
 	r:close()
 end
 

@@ -9,6 +9,7 @@ local stdio = require 'io'   -- Lua's own io, for the log on stderr
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
 local setmetatable, rawget, rawset, xpcall = setmetatable, rawget, rawset, xpcall
+local getmetatable, newproxy = getmetatable, newproxy
 local concat, format, lower = table.concat, string.format, string.lower
 local now, timer, traceback = utils.now, utils.timer, debug.traceback
 
@@ -135,12 +136,14 @@ end
 -- A body being read: the stream s, its framing (kind: 'none', 'length', 'chunked',
 -- 'close'), what is left of a length (left) or the chunked decoder (dec), the bytes
 -- decoded (got) and read (raw) against max, and a deadline (set at the first read from
--- timeout, or given). before() runs before the first read (100-continue); fail(status,
--- err) hears a failure that the peer caused.
+-- timeout, or given), and a bound on each read (each). before() runs before the first
+-- read (100-continue); fail(status, err) hears a failure that the peer caused.
 local function remaining(b)
-	if not b.deadline then return nil end
+	local each = b.each              -- the client's read_timeout: each read's own bound
+	if not b.deadline then return each end
 	local r = b.deadline - now()
-	return r > 0 and r or 0
+	if r < 0 then r = 0 end
+	return each and each < r and each or r
 end
 
 local function body_fail(b, err, status)
@@ -177,7 +180,9 @@ local function body_piece(b)
 			local want = b.dec:want()
 			local data, err
 			if want > 0 then
-				data, err = s:read(want < PIECE and want or PIECE, remaining(b))
+				want = want < PIECE and want or PIECE
+				data, err = s:read(want, remaining(b))
+				if data and #data < want then data, err = nil, 'closed' end   -- cut short
 			else
 				data, err = s:read('*u', '\n', remaining(b))
 			end
@@ -433,6 +438,51 @@ function Response:finish(...)
 	return true
 end
 
+---------------------------------------------------------------- upgrade
+
+-- Whether the request asks for a protocol change (RFC 9110 7.8): HTTP/1.1, an Upgrade
+-- field, and upgrade among the Connection options. Checked here, not by the parser, as
+-- only an upgrading handler asks.
+local function wants_upgrade(req)
+	if req.version ~= '1.1' or not req.headers.upgrade then return false end
+	for _, v in pairs(req.headers:all('connection')) do
+		for opt in v:gmatch('[^,%s]+') do
+			if lower(opt) == 'upgrade' then return true end
+		end
+	end
+	return false
+end
+
+-- res:upgrade(protocol [, headers]) --> stream | nil, message: answers 101 Switching
+-- Protocols with Upgrade: protocol (and the fields of headers), and hands the connection
+-- over: lem.http neither reads, writes, times out, drains nor closes it afterwards.
+function Response:upgrade(protocol, headers)
+	if type(protocol) ~= 'string' or not protocol:find('^[%w!#$%%&\'*+.^_`|~/-]+$') then
+		error("bad argument #1 to 'upgrade' (protocol token expected)", 2)
+	end
+	if headers ~= nil and type(headers) ~= 'table' then
+		error("bad argument #2 to 'upgrade' (table expected)", 2)
+	end
+	if self._state then return nil, 'response already sent' end
+	local req, conn = self._req, self._conn
+	if not wants_upgrade(req) then return nil, 'not an upgrade request' end
+	if not req._body.done then return nil, 'request body not read' end
+	local t = { 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ',
+		protocol, '\r\n' }
+	local h = setmetatable({}, OutHeaders)   -- names in lower case, as the skip list's
+	for k, v in pairs(headers or {}) do h[k] = v end
+	local n = add_fields(t, 3, h, { connection = true, upgrade = true,
+		['content-length'] = true, ['transfer-encoding'] = true })
+	t[n + 1] = '\r\n'
+	self._state = 'upgraded'
+	local ok, err = conn_write(conn, concat(t))
+	if not ok then return nil, err end
+	conn.upgraded = true
+	conn.srv.conns[conn.s] = nil         -- a drain no longer sees it
+	conn.s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
+	return conn.s
+end
+
 local function split_target(target)
 	local path = target
 	if target:find('^%a[%w+.-]*://') then            -- absolute-form
@@ -518,6 +568,10 @@ local function serve(srv, s)
 		end
 		conn.close = not keep
 		local ok, e = xpcall(function() return handler(req, res) end, traceback)
+		if conn.upgraded then
+			if not ok then o.log('handler error: ' .. tostring(e)) end
+			return 'upgraded'
+		end
 		if not ok then
 			o.log('handler error: ' .. tostring(e))
 			conn.close = true
@@ -604,7 +658,7 @@ local function start(listener, handler, opts)
 		local ok, err = xpcall(function() return serve(srv, s) end, traceback)
 		if not ok then o.log('connection error: ' .. tostring(err)) end
 		srv.conns[s] = nil
-		s:close()
+		if err ~= 'upgraded' then s:close() end
 		if srv.drain_timer and next(srv.conns) == nil then srv.drain_timer:cancel() end
 	end
 	utils.spawn(function() listener:autospawn(connection) end)
@@ -639,53 +693,144 @@ local ClientResponse = {}
 ClientResponse.__index = ClientResponse
 body_methods(ClientResponse)
 
--- Idle keep-alive connections by 'host:port', in this loop's state (so per loop).
+-- Connections by 'host:port', in this loop's state (so per loop): the idle ones, how
+-- many are open (idle, in use or connecting) against max_per_host, and the callers
+-- waiting for one (a queue of sleepers).
 http.max_idle_per_host = 8
-local pool = {}
+http.max_per_host = 32
+local pools = {}
 
-local function pool_put(key, s)
-	local list = pool[key]
-	if not list then list = {} pool[key] = list end
-	if #list >= http.max_idle_per_host then s:close() return end
-	list[#list + 1] = s
+local function pool_of(key)
+	local p = pools[key]
+	if not p then
+		p = { idle = {}, open = 0, waiting = {} }
+		pools[key] = p
+	end
+	return p
+end
+
+local function pool_wake(p)
+	local w = table.remove(p.waiting, 1)
+	if w then w:wakeup(true) end
+end
+
+-- Ends a use of s: kept idle when it can carry another request, else closed; either way
+-- a waiting caller may go on.
+local function pool_release(p, s, keep)
+	if keep and #p.idle < http.max_idle_per_host then
+		p.idle[#p.idle + 1] = s
+	else
+		s:close()
+		p.open = p.open - 1
+	end
+	pool_wake(p)
+end
+
+local function left(deadline)
+	if not deadline then return nil end
+	local r = deadline - now()
+	return r > 0 and r or 0
+end
+
+local function shorter(a, b)
+	if a and b then return a < b and a or b end
+	return a or b
+end
+
+-- A connection: an idle one (unless fresh), a new one while fewer than max are open,
+-- or the first of those to come while the caller waits (until the deadline).
+-- --> stream, reused | nil, message
+local function pool_acquire(p, host, port, max, o, deadline, fresh)
+	if fresh and p.open >= max and #p.idle > 0 then
+		table.remove(p.idle, 1):close()
+		p.open = p.open - 1
+	end
+	while true do
+		local s = not fresh and table.remove(p.idle)
+		if s then return s, true end
+		if p.open < max then
+			p.open = p.open + 1
+			local err
+			s, err = lemio.tcp.connect(host, port, shorter(o.connect_timeout, left(deadline)))
+			if not s then
+				p.open = p.open - 1
+				pool_wake(p)
+				return nil, err
+			end
+			return s, false
+		end
+		local w = utils.sleeper()
+		p.waiting[#p.waiting + 1] = w
+		if not w:sleep(shorter(1, left(deadline))) then
+			for i = 1, #p.waiting do
+				if p.waiting[i] == w then table.remove(p.waiting, i) break end
+			end
+			if deadline and now() >= deadline then return nil, 'timeout' end
+		end
+	end
 end
 
 -- http.close_idle(): closes this loop's idle client connections.
 function http.close_idle()
-	for key, list in pairs(pool) do
-		for i = 1, #list do list[i]:close() end
-		pool[key] = nil
+	for _, p in pairs(pools) do
+		for i = 1, #p.idle do p.idle[i]:close() end
+		p.open = p.open - #p.idle
+		p.idle = {}
 	end
 end
 
-local function pool_take(key)
-	local list = pool[key]
-	local s = list and list[#list]
-	if s then list[#list] = nil end
-	return s
+-- A write that the server does not take within secs closes s: nil, 'timeout'.
+local function timed_write(s, secs, ...)
+	local fired, tm = false, nil
+	if secs then tm = timer(secs, function() fired = true s:close() end) end
+	local ok, err = s:write(...)
+	if tm then tm:cancel() end
+	if fired then return nil, 'timeout' end
+	return ok, err
 end
 
--- A response whose body has been read whole gives its connection back to the pool.
--- One that cannot carry another request is closed.
+-- A response holds its connection in a claim, { s = stream, p = pool }, until its body
+-- has been read whole: then the connection goes back to the pool (closed when it cannot
+-- carry another request). A claim collected with its response while it still holds a
+-- connection (a body neither read to the end nor closed) gives that connection's place
+-- under max_per_host back: the finalizer only counts (waiting callers look again at
+-- least once a second), and the stream's own finalizer closes it.
+local function claim(s, p)
+	local c = { s = s, p = p }
+	local u = newproxy(true)
+	getmetatable(u).__gc = function()
+		if c.s then c.p.open = c.p.open - 1 end
+	end
+	c.gc = u
+	return c
+end
+
 local function give_back(r)
-	local b = r._body
-	if r._s and b.done then
-		if not b.err and r._keep then pool_put(r._key, r._s) else r._s:close() end
-		r._s = nil
+	local c, b = r._c, r._body
+	if c.s and b.done then
+		pool_release(c.p, c.s, not b.err and r._keep)
+		c.s = nil
+	end
+end
+
+local function drop(r)
+	local c = r._c
+	if c.s then
+		pool_release(c.p, c.s, false)
+		c.s = nil
 	end
 end
 
 function ClientResponse:body()
 	local data, err = body_all(self._body)
-	if data then give_back(self) elseif self._s then self._s:close() self._s = nil end
+	if data then give_back(self) else drop(self) end
 	return data, err
 end
 
 function ClientResponse:read()
 	local data, err = body_piece(self._body)
 	if not data then
-		give_back(self)
-		if self._s and err then self._s:close() self._s = nil end
+		if err then drop(self) else give_back(self) end
 	end
 	return data, err
 end
@@ -696,8 +841,21 @@ end
 
 -- r:close(): drops the connection (a body left unread cannot be skipped cheaply).
 function ClientResponse:close()
-	if self._s then self._s:close() self._s = nil end
+	drop(self)
 	return true
+end
+
+-- r:upgrade() --> stream | nil, message: after 101 Switching Protocols, the connection,
+-- which is the caller's from then on (it leaves the pool and its count).
+function ClientResponse:upgrade()
+	if self.status ~= 101 then return nil, 'not switching protocols' end
+	local c = self._c
+	local s = c.s
+	if not s then return nil, 'closed' end
+	c.s = nil
+	c.p.open = c.p.open - 1
+	pool_wake(c.p)
+	return s
 end
 
 local client_parser = C.parser{ max_head = 65536, max_fields = 1000, max_target = 8192 }
@@ -719,24 +877,12 @@ local function parse_url(url)
 	return host, port, path, authority
 end
 
-local function attempt(t, method, host, port, path, authority, deadline, fresh)
-	local key = host .. ':' .. port
-	local left = function()
-		if not deadline then return nil end
-		local r = deadline - now()
-		return r > 0 and r or 0
-	end
-	local s = not fresh and pool_take(key)
-	local reused = s and true
-	if not s then
-		local err
-		s, err = lemio.tcp.connect(host, port, left())
-		if not s then return nil, err end
-	end
-	s:limit(65536)
-	local body = t.body
+-- Writes the request on s. --> true | nil, message [, true: an error the body function
+-- raised, to raise again once the connection is closed]
+local function send_request(s, o, method, path, authority, deadline)
+	local body = o.body
 	local h = { method, ' ', path, ' HTTP/1.1\r\nHost: ', authority, '\r\n' }
-	local n = add_fields(h, 6, t.headers or {}, REQ_FRAMING)
+	local n = add_fields(h, 6, o.headers or {}, REQ_FRAMING)
 	if type(body) == 'function' then
 		h[n + 1] = 'Transfer-Encoding: chunked\r\n'
 		n = n + 1
@@ -745,65 +891,152 @@ local function attempt(t, method, host, port, path, authority, deadline, fresh)
 		n = n + 3
 	end
 	h[n + 1] = '\r\n'
-	local ok, err
-	if type(body) == 'function' then
-		ok, err = s:write(concat(h))
-		while ok do
-			local piece = body()
-			if piece == nil then ok, err = s:write('0\r\n\r\n') break end
-			piece = tostring(piece)
-			if #piece > 0 then ok, err = s:write(format('%x\r\n', #piece), piece, '\r\n') end
-		end
-	else
-		ok, err = s:write(concat(h), body or '')
+	local wt = function() return shorter(o.read_timeout, left(deadline)) end
+	if type(body) ~= 'function' then return timed_write(s, wt(), concat(h), body or '') end
+	local ok, err = timed_write(s, wt(), concat(h))
+	while ok do
+		local fine, piece = pcall(body)
+		if not fine then return nil, piece, true end
+		if piece == nil then return timed_write(s, wt(), '0\r\n\r\n') end
+		piece = tostring(piece)
+		if #piece > 0 then ok, err = timed_write(s, wt(), format('%x\r\n', #piece), piece, '\r\n') end
 	end
+	return nil, err
+end
+
+-- One exchange. --> response | nil, message, reused (the connection came from the pool)
+local function attempt(o, method, host, port, path, authority, deadline, fresh)
+	local key = host .. ':' .. port
+	local p = pool_of(key)
+	local s, reused = pool_acquire(p, host, port, o.max_per_host or http.max_per_host, o,
+		deadline, fresh)
+	if not s then return nil, reused end
+	s:limit(65536)
+	local ok, err, raised = send_request(s, o, method, path, authority, deadline)
 	if not ok then
-		s:close()
+		pool_release(p, s, false)
+		if raised then error(err, 0) end
 		return nil, err, reused
 	end
 	local status, reason, minor, kind, length, keep, _, headers, m
 	repeat
 		local text
-		text, err = s:read('*u', CRLF2, left())
+		text, err = s:read('*u', CRLF2, shorter(o.read_timeout, left(deadline)))
 		if not text then
-			s:close()
+			pool_release(p, s, false)
+			if err == 'line too long' then err = 'bad response: head too long' end
 			return nil, err, reused
 		end
 		status, reason, minor, kind, length, keep, _, headers, m = client_parser:response(text)
 		if not status then
-			s:close()
+			pool_release(p, s, false)
 			return nil, 'bad response: ' .. (status == false and 'incomplete head' or minor)
 		end
 	until status >= 200 or status == 101
 	if method == 'HEAD' or NOBODY[status] or status < 200 then kind = 'none' end
 	if m then multi[headers] = m end
-	local b = new_body(s, kind, length, client_parser, t.max_body or 8 * 1048576)
-	b.deadline = deadline
+	local b = new_body(s, kind, length, client_parser, o.max_body or 8 * 1048576)
+	b.deadline, b.each = deadline, o.read_timeout
 	local r = setmetatable({ status = status, reason = reason,
 		version = minor == 1 and '1.1' or '1.0', headers = setmetatable(headers, Headers),
-		_body = b, _s = s, _key = key, _keep = keep and kind ~= 'close' }, ClientResponse)
-	give_back(r)
+		_body = b, _c = claim(s, p), _keep = keep and kind ~= 'close' }, ClientResponse)
+	if status ~= 101 then give_back(r) end
 	return r
 end
 
--- http.request{ method, url, headers, body, timeout, max_body } | http.request(url)
---   --> response | nil, message
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+local CREDENTIALS = { authorization = true, cookie = true, ['proxy-authorization'] = true }
+
+-- The URL that Location names, from the URL of the request.
+local function resolve(base, loc)
+	if loc:find('^%a[%w+.-]*:') then return loc end
+	local origin, path = base:match('^(%a[%w+.-]*://[^/?#]*)([^?#]*)')
+	if loc:find('^//') then return base:match('^%a[%w+.-]*:') .. loc end
+	if loc:find('^/') then return origin .. loc end
+	if loc:find('^[?#]') then return origin .. path .. loc end
+	return origin .. path:gsub('[^/]*$', '') .. loc
+end
+
+-- The request that follows a redirect r, or nil when it cannot or must not be followed.
+local function follow(r, o, method, url, host, port)
+	local loc = r.headers.location
+	if not loc then return nil end
+	local to = resolve(url, loc)
+	local h2, p2 = parse_url(to)
+	if not h2 then return nil end
+	local n = {}
+	for k, v in pairs(o) do n[k] = v end
+	n.url = to
+	local st = r.status
+	if (st == 301 or st == 302 or st == 303) and method ~= 'GET' and method ~= 'HEAD' then
+		-- what browsers do, and RFC 9110 allows for 301 and 302: the body is not sent again
+		n.method, n.body = 'GET', nil
+	elseif type(o.body) == 'function' then
+		return nil                        -- 307, 308: the body would be sent again
+	end
+	if n.headers then
+		local hs = {}
+		for k, v in pairs(n.headers) do
+			local l = lower(k)
+			-- credentials go to the host they were meant for only; a body's fields with it
+			if not ((CREDENTIALS[l] and (h2 ~= host or p2 ~= port)) or
+					(n.body == nil and o.body ~= nil and l:find('^content%-'))) then
+				hs[k] = v
+			end
+		end
+		n.headers = hs
+	end
+	return n
+end
+
+local OPTIONS = { method = 'string', url = 'string', headers = 'table', timeout = 'number',
+	connect_timeout = 'number', read_timeout = 'number', max_body = 'number',
+	redirects = 'number', max_per_host = 'number' }
+local CLIENT_DEFAULTS = { connect_timeout = 10, read_timeout = 30, redirects = 0 }
+
+-- http.request{ method, url, headers, body, timeout, connect_timeout, read_timeout,
+--   max_body, redirects, max_per_host } | http.request(url) --> response | nil, message
 function http.request(t)
 	if type(t) == 'string' then t = { url = t } end
 	if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
-	local method = t.method or 'GET'
-	if not tostring(method):find(TOKEN) then error('bad method', 2) end
-	local host, port, path, authority = parse_url(tostring(t.url))
-	if not host then error('bad url ' .. tostring(t.url) .. ' (http://host[:port]/path expected)', 2) end
-	local deadline = t.timeout and now() + t.timeout
-	local r, err, reused = attempt(t, method, host, port, path, authority, deadline, false)
-	-- a pooled connection the server closed meanwhile: once more on a new one, when the
-	-- request may be repeated
-	if not r and reused and err == 'closed' and IDEMPOTENT[method]
-			and type(t.body) ~= 'function' then
-		r, err = attempt(t, method, host, port, path, authority, deadline, true)
+	local o = {}
+	for k, v in pairs(CLIENT_DEFAULTS) do o[k] = v end
+	for k, v in pairs(t) do
+		local want = OPTIONS[k]
+		if k == 'body' then
+			if type(v) ~= 'string' and type(v) ~= 'function' then
+				error('bad option body (string or function expected)', 2)
+			end
+		elseif not want then error('unknown option ' .. tostring(k), 2)
+		elseif type(v) ~= want and v ~= false then
+			error('bad option ' .. k .. ' (' .. want .. ' expected)', 2)
+		end
+		o[k] = v or nil                       -- false: no timeout
 	end
-	return r, err
+	local deadline = o.timeout and now() + o.timeout
+	local redirects = o.redirects or 0
+	while true do
+		local method = o.method or 'GET'
+		if not method:find(TOKEN) then error('bad method', 2) end
+		local url = tostring(o.url)
+		local host, port, path, authority = parse_url(url)
+		if not host then error('bad url ' .. url .. ' (http://host[:port]/path expected)', 2) end
+		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false)
+		-- a pooled connection the server closed meanwhile: once more on a new one, when
+		-- the request may be repeated
+		if not r and reused and err == 'closed' and IDEMPOTENT[method]
+				and type(o.body) ~= 'function' then
+			r, err = attempt(o, method, host, port, path, authority, deadline, true)
+		end
+		if not r then return nil, err end
+		r.url = url
+		local n = redirects > 0 and REDIRECT[r.status] and follow(r, o, method, url, host, port)
+		if not n then return r end
+		-- the redirect's own body: read when short, else its connection is dropped
+		local b = r._body
+		if b.kind == 'length' and b.left <= 65536 then r:body() else r:close() end
+		redirects, o = redirects - 1, n
+	end
 end
 
 return http

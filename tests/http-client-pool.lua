@@ -1,0 +1,205 @@
+-- lem.http's client against lem.http's server: the pool under max_per_host, the
+-- timeouts, redirects, and bodies read whole or piece by piece.
+local t = require 'tap'
+local http = require 'lem.http'
+local utils = require 'lem.utils'
+
+local function sleep(s) utils.sleeper():sleep(s) end
+
+local seen = {}
+local function handler(req, res)
+	local p = req.path
+	seen[#seen + 1] = req.method .. ' ' .. p
+	if p == '/slow' then
+		sleep(0.2)
+		local _, port = req:peer()
+		res:send(200, tostring(port))
+	elseif p == '/drip' then                  -- five pieces, 0.1 s apart
+		res:start(200)
+		for i = 1, 5 do
+			sleep(0.1)
+			res:write(i)
+		end
+		res:finish()
+	elseif p == '/length' then
+		res:send(200, string.rep('L', 100000))
+	elseif p == '/chunked' then
+		res:start(200)
+		for i = 1, 3 do res:write(string.rep(tostring(i), 1000)) end
+		res:finish()
+	elseif p:find('^/r%d%d%d') then           -- /r30x[/to]: a redirect to /to, or /target
+		local to = p:match('^/r%d%d%d(/.*)$') or '/target'
+		res.headers.location = to
+		res:send(tonumber(p:sub(3, 5)), 'moved')
+	elseif p == '/rel/a' then
+		res.headers.location = 'b?x=1'
+		res:send(302)
+	elseif p == '/loop' then
+		res.headers.location = '/loop'
+		res:send(302)
+	else
+		res:send(200, req.method .. ' ' .. req.target .. ' ' .. (req:body() or '') .. ' ' ..
+			tostring(req.headers.authorization) .. ' ' .. tostring(req.headers['content-type']))
+	end
+end
+local server = assert(http.listen('127.0.0.1', 0, handler))
+local base = 'http://127.0.0.1:' .. server:port()
+
+---------------------------------------------------------------- the pool
+local function parallel(n, make)
+	local results, left = {}, n
+	local main = utils.sleeper()
+	for i = 1, n do
+		utils.spawn(function()
+			results[i] = { make(i) }
+			left = left - 1
+			if left == 0 then main:wakeup() end
+		end)
+	end
+	main:sleep(10)
+	return results
+end
+
+local t0 = utils.now()
+local results = parallel(5, function()
+	local r, err = http.request{ url = base .. '/slow', max_per_host = 2 }
+	if not r then return nil, err end
+	return r:body()
+end)
+local dt = utils.now() - t0
+local ports, nports, good = {}, 0, 0
+for i = 1, 5 do
+	local port = results[i][1]
+	if port then
+		good = good + 1
+		if not ports[port] then ports[port], nports = true, nports + 1 end
+	end
+end
+t.is(good, 5, 'max_per_host = 2: five callers all answered')
+t.ok(nports <= 2, '... on at most two connections', nports)
+t.ok(dt > 0.55 and dt < 2, '... in three rounds of 0.2 s (the others waited)', dt)
+
+-- a caller that cannot have a connection before its timeout
+results = parallel(2, function(i)
+	if i == 2 then sleep(0.02) end
+	local t1 = utils.now()
+	local r, err = http.request{ url = base .. '/slow', max_per_host = 1, timeout = i == 2 and 0.1 or nil }
+	if not r then return nil, err, utils.now() - t1 end
+	return r:body()
+end)
+t.ok(results[1][1], 'max_per_host = 1: the first caller is answered')
+t.is(results[2][2], 'timeout', '... the second times out waiting for the connection')
+t.ok(results[2][3] and results[2][3] < 0.18, '... at its timeout', results[2][3])
+
+-- a response not read: it keeps its connection until closed
+local r1 = assert(http.request{ url = base .. '/length', max_per_host = 1 })
+local got
+utils.spawn(function()
+	local r = http.request{ url = base .. '/x', max_per_host = 1, timeout = 2 }
+	got = r and r:body()
+end)
+sleep(0.1)
+t.is(got, nil, 'a body left unread holds the only connection')
+r1:close()
+sleep(0.1)
+t.is(got, 'GET /x  nil nil', '... and r:close() lets the waiting caller go on')
+
+-- a response dropped unread: once collected, its place under max_per_host is free
+r1 = assert(http.request{ url = base .. '/length', max_per_host = 1 })
+r1 = nil
+collectgarbage()
+collectgarbage()
+local r2 = http.request{ url = base .. '/x', max_per_host = 1, timeout = 3 }
+t.is(r2 and r2:body(), 'GET /x  nil nil', 'a response collected unread gives its connection\'s place back')
+
+-- a body function that raises: the error goes to the caller, the connection is closed
+local okc, e = pcall(http.request, { method = 'POST', url = base .. '/x', max_per_host = 1,
+	body = function() error('no more', 0) end })
+t.ok(not okc and e == 'no more', 'an error in the body function reaches the caller', e)
+r1 = http.request{ url = base .. '/x', max_per_host = 1, timeout = 1 }
+t.is(r1 and r1:body(), 'GET /x  nil nil', '... and its connection\'s place is free again')
+
+---------------------------------------------------------------- timeouts
+local r = assert(http.request{ url = base .. '/drip', read_timeout = 0.3 })
+t.is(r:body(), '12345', 'read_timeout bounds each read: a slow body within it is read')
+r = assert(http.request{ url = base .. '/drip', timeout = 0.25 })
+local body, err = r:body()
+t.is(err, 'timeout', 'timeout bounds the whole request: the same body fails')
+r = assert(http.request{ url = base .. '/drip', read_timeout = 0.05 })
+body, err = r:body()
+t.is(err, 'timeout', 'a read_timeout shorter than the pauses: timeout')
+
+---------------------------------------------------------------- bodies
+r = assert(http.request(base .. '/length'))
+t.is(r.headers['content-length'], '100000', 'a Content-Length response')
+body = r:body()
+t.is(#body, 100000, '... read whole with r:body()')
+r = assert(http.request(base .. '/chunked'))
+t.is(r.headers['transfer-encoding'], 'chunked', 'a chunked response')
+local nextpiece, pieces = r:chunks(), {}
+while true do
+	local piece = nextpiece()
+	if not piece then break end
+	pieces[#pieces + 1] = piece
+end
+t.is(table.concat(pieces), string.rep('1', 1000) .. string.rep('2', 1000) .. string.rep('3', 1000),
+	'... read piece by piece with r:chunks()')
+r = assert(http.request{ url = base .. '/length', max_body = 1000 })
+t.same({ r:body() }, { nil, 'body too large' }, 'max_body bounds r:body()')
+
+---------------------------------------------------------------- redirects
+r = assert(http.request(base .. '/r302'))
+t.is(r.status, 302, 'redirects are not followed by default')
+t.is(r:body(), 'moved', '... the 302 is the answer')
+r = assert(http.request{ url = base .. '/r301', redirects = 1 })
+t.is(r:body(), 'GET /target  nil nil', 'redirects = 1: a 301 is followed')
+t.is(r.url, base .. '/target', '... r.url is where the answer came from')
+r = assert(http.request{ method = 'POST', url = base .. '/r303', body = 'data', redirects = 1,
+	headers = { ['Content-Type'] = 'text/plain' } })
+t.is(r:body(), 'GET /target  nil nil', '303 after POST: GET, without the body and its fields')
+r = assert(http.request{ method = 'POST', url = base .. '/r302', body = 'data', redirects = 1 })
+t.is(r:body(), 'GET /target  nil nil', '302 after POST: GET too')
+r = assert(http.request{ method = 'HEAD', url = base .. '/r303', redirects = 1 })
+t.is(r.status, 200, '303 after HEAD: HEAD again')
+t.is(seen[#seen], 'HEAD /target', '... to the new target')
+r = assert(http.request{ method = 'POST', url = base .. '/r307', body = 'data', redirects = 1,
+	headers = { ['Content-Type'] = 'text/plain' } })
+t.is(r:body(), 'POST /target data nil text/plain', '307: the same method and body')
+r = assert(http.request{ method = 'PUT', url = base .. '/r308', body = 'data', redirects = 1 })
+t.is(r:body(), 'PUT /target data nil nil', '308: the same method and body')
+local n = 0
+r = assert(http.request{ method = 'POST', url = base .. '/r307', redirects = 1,
+	body = function() n = n + 1 return n == 1 and 'once' or nil end })
+t.is(r.status, 307, '307 with a body from a function: not followed (it cannot be sent again)')
+r:close()
+r = assert(http.request{ url = base .. '/rel/a', redirects = 1 })
+t.is(r:body(), 'GET /rel/b?x=1  nil nil', 'a relative Location')
+r = assert(http.request{ url = base .. '/loop', redirects = 3 })
+t.is(r.status, 302, 'redirects = 3 on a loop: the fourth 302 is the answer')
+local loops = 0
+for i = #seen - 3, #seen do if seen[i] == 'GET /loop' then loops = loops + 1 end end
+t.is(loops, 4, '... after four requests')
+r:close()
+
+local other = assert(http.listen('127.0.0.1', 0, handler))
+local obase = 'http://127.0.0.1:' .. other:port()
+r = assert(http.request{ url = base .. '/r302' .. '/x', redirects = 1,
+	headers = { Authorization = 'Bearer s' } })
+t.is(r:body(), 'GET /x  Bearer s nil', 'Authorization follows a redirect to the same host')
+-- Location: an absolute URL to another port
+local abs = assert(http.listen('127.0.0.1', 0, function(req, res)
+	res.headers.location = obase .. '/there'
+	res:send(301)
+end))
+r = assert(http.request{ url = 'http://127.0.0.1:' .. abs:port() .. '/', redirects = 2,
+	headers = { Authorization = 'Bearer s' } })
+t.is(r:body(), 'GET /there  nil nil', 'an absolute Location elsewhere: followed, without Authorization')
+
+t.error(function() http.request{ url = base, tmeout = 1 } end, 'unknown option tmeout', 'an unknown option raises')
+t.error(function() http.request{ url = base, timeout = '1' } end, 'bad option timeout', 'a bad option raises')
+
+http.close_idle()
+server:close()
+other:close()
+abs:close()
+t.done()
