@@ -306,13 +306,15 @@ static void run_one(lem_loop *loop)
 			lua_pop(loop->L, 1);
 		return;
 	}
+	if (loop->rq_len == 0)      /* the batch's last: timed alone (stats.c) */
+		lem_stats_alone(loop);
 	loop->suspended = 0;
 	seq = loop->rseq + 1;
 	__atomic_store_n(&loop->rseq, seq, __ATOMIC_RELAXED);   /* odd: it runs (stats.c) */
 	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = loop->inner = NULL;
 	__atomic_store_n(&loop->rseq, ++seq, __ATOMIC_RELAXED);
-	if (seq >= loop->tm_next || loop->rq_len == 0)
+	if (seq >= loop->tm_next)
 		lem_stats_time(loop, T);
 	if (status == LUA_YIELD) {
 		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */

@@ -6,7 +6,8 @@
  * often as keeps those reads under a few thousandths of the time: while resumes last
  * STRIDE_TIME or more, after each one; while they are shorter, after groups of them
  * (up to STRIDE_MAX), the size taken from the group before. The last resume of a batch
- * that empties the runqueue is timed alone, as a loop waiting for I/O runs them. A group
+ * (the runqueue is empty when it starts) is timed alone (lem_stats_alone): in a loop that
+ * waits for I/O most resumes are. A group
  * that took longer than the longest resume so far counts as one resume, whose place is
  * unknown ("?"): its time is then the group's, which is what a slow resume among short
  * ones makes it anyway. */
@@ -71,6 +72,15 @@ static void account(lem_loop *loop, lua_State *T)
 void lem_stats_time(lem_loop *loop, lua_State *T)
 {
 	account(loop, T);
+}
+
+void lem_stats_alone(lem_loop *loop)
+{
+	if (loop->rseq != loop->tm_base)
+		account(loop, NULL);
+	else
+		loop->tm_last = now();
+	loop->tm_next = loop->rseq + 2;
 }
 
 void lem_stats_batch(lem_loop *loop, int start)
