@@ -30,9 +30,16 @@ t.is(status, 0, '--warn-blocking 100: the script runs to its end')
 t.is(count(err, 'blocked'), 1, 'one warning for a coroutine that runs 300 ms without suspending')
 local ms, where = err:match('^lem: blocked (%d+) ms in ([^\n]+)\n')
 t.ok(ms and tonumber(ms) >= 100 and tonumber(ms) < 2000, 'it says how long it has run: ' .. tostring(ms) .. ' ms')
-t.like(where or '', 'spin%.lua:[567]$', 'and where: the spinning function\'s line')
-t.like(err, "stack traceback:\n.-spin%.lua:%d+: in function 'busy'\n.-spin%.lua:11: in main chunk",
-	'and its traceback, taken in the loop\'s thread')
+if os.getenv('LEM_SANITIZER') == 'tsan' then
+	-- ThreadSanitizer holds a signal back until the thread calls a function it watches:
+	-- the hook is set, and the traceback taken, after the spin
+	t.skip('where it spins', 'ThreadSanitizer delivers the interrupt late')
+	t.skip('its traceback', 'ThreadSanitizer delivers the interrupt late')
+else
+	t.like(where or '', 'spin%.lua:[567]$', 'and where: the spinning function\'s line')
+	t.like(err, "stack traceback:\n.-spin%.lua:%d+: in function 'busy'\n.-spin%.lua:11: in main chunk",
+		'and its traceback, taken in the loop\'s thread')
+end
 status, out, err = t.run(lem .. ' --warn-blocking 100 ' .. spin .. ' 2')
 t.is(count(err, 'blocked'), 2, 'each blocked resume is warned about once')
 status, out, err = t.run(lem .. ' ' .. spin)

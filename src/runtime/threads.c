@@ -56,6 +56,7 @@ struct watch {
 	long ms;                  /* the limit */
 	struct thread *threads;
 	int n;
+	int started;              /* its thread runs */
 };
 
 static void *watch_thread(void *arg)
@@ -99,15 +100,17 @@ static void *watch_thread(void *arg)
 	return NULL;
 }
 
-/* Starts the watchdog over n loops; NULL (after saying why) if it cannot start. */
-static struct watch *watch_start(struct thread *threads, int n, long ms)
+/* The watchdog's state, made before the loop threads start (they forget themselves in
+ * it); NULL, after saying why, if it cannot be. */
+static struct watch *watch_new(struct thread *threads, int n, long ms)
 {
 	struct watch *w = calloc(1, sizeof *w);
 	pthread_condattr_t ca;
-	int err = ENOMEM;
 
-	if (!w)
-		goto fail;
+	if (!w) {
+		fprintf(stderr, "lem: cannot watch for blocked loops: %s\n", strerror(ENOMEM));
+		return NULL;
+	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -115,30 +118,37 @@ static struct watch *watch_start(struct thread *threads, int n, long ms)
 	pthread_condattr_destroy(&ca);
 	w->ms = ms;
 	w->threads = threads;
-	w->n = n;
 	for (int i = 0; i < n; i++)
 		threads[i].watch = w;
-	if ((err = pthread_create(&w->tid, NULL, watch_thread, w)) == 0)
-		return w;
-	for (int i = 0; i < n; i++)
-		threads[i].watch = NULL;
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->lock);
-	free(w);
-fail:
-	fprintf(stderr, "lem: cannot watch for blocked loops: %s\n", strerror(err));
-	return NULL;
+	return w;
 }
 
+/* Once the n loop threads run (their ids are known). */
+static void watch_start(struct watch *w, int n)
+{
+	int err;
+
+	if (!w)
+		return;
+	w->n = n;
+	if ((err = pthread_create(&w->tid, NULL, watch_thread, w)) == 0)
+		w->started = 1;
+	else
+		fprintf(stderr, "lem: cannot watch for blocked loops: %s\n", strerror(err));
+}
+
+/* Once every loop thread has ended. */
 static void watch_stop(struct watch *w)
 {
 	if (!w)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stop = 1;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->tid, NULL);
+	if (w->started) {
+		pthread_mutex_lock(&w->lock);
+		w->stop = 1;
+		pthread_cond_signal(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		pthread_join(w->tid, NULL);
+	}
 	pthread_cond_destroy(&w->cond);
 	pthread_mutex_destroy(&w->lock);
 	free(w);
@@ -320,6 +330,8 @@ int lem_threads_run(const struct lem_cli *cli)
 	}
 	for (i = 0; i < n; i++)
 		threads[i].loop->debug = cli->debug;
+	if (cli->warn_blocking)
+		watch = watch_new(threads, n, cli->warn_blocking);
 	for (i = 0; i < n; i++) {
 		struct thread *t = &threads[i];
 
@@ -336,8 +348,7 @@ int lem_threads_run(const struct lem_cli *cli)
 		if (cli->pin)
 			pin(t, i + 1, ncpu > 0 ? ncpu : 1);
 	}
-	if (cli->warn_blocking && n > 0)
-		watch = watch_start(threads, n, cli->warn_blocking);
+	watch_start(watch, n);
 	/* Wait for the last loop to finish; hand signals out; stop the loops at the
 	 * shutdown's deadline, and interrupt those that run Lua code whenever the group
 	 * stops. */
@@ -356,9 +367,9 @@ int lem_threads_run(const struct lem_cli *cli)
 			for (i = 0; i < n; i++)
 				pthread_kill(threads[i].tid, LEM_SIGINTR);
 	}
-	watch_stop(watch);
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i].tid, NULL);
+	watch_stop(watch);
 	status = lem_group_exit_status(g);
 	lem_group_free(g);
 	free(threads);
