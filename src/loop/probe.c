@@ -56,7 +56,16 @@ static void stats_line(lua_State *S, lem_loop *loop)
 	qsort(keys, n, sizeof *keys, cmp);
 	luaL_buffinit(S, &b);
 	for (int i = 0; i < n; i++) {
+		char num[32];
+		lua_Number v;
+
 		lua_getfield(S, t, keys[i]);
+		v = lua_tonumber(S, -1);
+		if (lua_type(S, -1) == LUA_TNUMBER && v != (lua_Number)(long long)v) {
+			snprintf(num, sizeof num, "%.6f", (double)v);   /* seconds: to the µs */
+			lua_pushstring(S, num);
+			lua_replace(S, -2);
+		}
 		lua_pushfstring(S, "%s%s %s", i ? ", " : "", keys[i],
 		                lua_isstring(S, -1) ? lua_tostring(S, -1) : "?");
 		lua_remove(S, -2);
