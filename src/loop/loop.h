@@ -167,7 +167,6 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 /* stats.c (and lem.h's figures) */
 void lem_stats_time(lem_loop *loop, lua_State *T);   /* when rseq reaches tm_next */
 void lem_stats_batch(lem_loop *loop, int start);     /* at a batch's start and end */
-void lem_stats_alone(lem_loop *loop);   /* before a resume: time it alone */
 void lem_stats_free(lem_loop *loop);
 const char *lem_stats_where(lua_State *T, int level, char *buf, size_t size);
 

@@ -306,8 +306,6 @@ static void run_one(lem_loop *loop)
 			lua_pop(loop->L, 1);
 		return;
 	}
-	if (loop->rq_len == 0)      /* the batch's last: timed alone (stats.c) */
-		lem_stats_alone(loop);
 	loop->suspended = 0;
 	seq = loop->rseq + 1;
 	__atomic_store_n(&loop->rseq, seq, __ATOMIC_RELAXED);   /* odd: it runs (stats.c) */

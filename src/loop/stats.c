@@ -5,9 +5,10 @@
  * reads the clock at the start and the end of each batch, and between resumes only as
  * often as keeps those reads under a few thousandths of the time: while resumes last
  * STRIDE_TIME or more, after each one; while they are shorter, after groups of them
- * (up to STRIDE_MAX), the size taken from the group before. The last resume of a batch
- * (the runqueue is empty when it starts) is timed alone (lem_stats_alone): in a loop that
- * waits for I/O most resumes are. A group
+ * (up to STRIDE_MAX), the size taken from the group before. A batch that starts with one
+ * coroutine queued times its resume alone: in a loop that waits for I/O most are. (Timing
+ * alone the last resume of every batch would not do: where two coroutines wake each other,
+ * every resume is the last one queued, and would pay two reads.) A group
  * that took longer than the longest resume so far counts as one resume, whose place is
  * unknown ("?"): its time is then the group's, which is what a slow resume among short
  * ones makes it anyway. */
@@ -74,15 +75,6 @@ void lem_stats_time(lem_loop *loop, lua_State *T)
 	account(loop, T);
 }
 
-void lem_stats_alone(lem_loop *loop)
-{
-	if (loop->rseq != loop->tm_base)
-		account(loop, NULL);
-	else
-		loop->tm_last = now();
-	loop->tm_next = loop->rseq + 2;
-}
-
 void lem_stats_batch(lem_loop *loop, int start)
 {
 	if (!start) {
@@ -92,7 +84,7 @@ void lem_stats_batch(lem_loop *loop, int start)
 	}
 	loop->tm_last = now();
 	loop->tm_base = loop->rseq;
-	loop->tm_next = loop->rseq + 2ul * (loop->tm_stride ? loop->tm_stride : 1);
+	loop->tm_next = loop->rseq + 2ul * (loop->rq_len == 1 || !loop->tm_stride ? 1 : loop->tm_stride);
 }
 
 int lem_stats_hook_add(lem_loop *loop, lem_stats_hook *hook, void *ud)
