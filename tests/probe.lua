@@ -87,7 +87,7 @@ end
 s:wakeup()
 print('end ' .. loops.id)
 ]])
-local function dump(args, sargs, quit)
+local function dump(args, sargs)
 	local out = dir .. '/dump.out'
 	os.remove(out)
 	os.execute(('(%s --loops 4 %s %s %s; echo "status $?") > %s 2>&1 &'):format(lem, args, script, sargs, out))
@@ -101,12 +101,12 @@ local function dump(args, sargs, quit)
 	while count(output(), 'ready') < 4 and utils.now() - t0 < 10 do sleep(0.02) end
 	local pid = output():match('pid (%d+)')
 	sleep(0.2)
-	if quit and pid then os.execute('kill -QUIT ' .. pid) end
+	if pid then os.execute('kill -QUIT ' .. pid) end
 	t0 = utils.now()
 	while not output():find('status %d+') and utils.now() - t0 < 15 do sleep(0.05) end
 	return output()
 end
-out = dump('', '', true)
+out = dump('', '')
 t.like(out, 'status 0', 'after SIGQUIT the process goes on and exits normally')
 t.is(count(out, 'end %d'), 4, '... every loop runs to its end')
 for k = 1, 4 do
@@ -115,12 +115,12 @@ end
 t.like(out, 'lem%[2%]: runs at [^\n]*dump%.lua:15; its\nstack traceback:\n', 'the loop that computes shows where it runs')
 t.is(count(out, 'runs nothing'), 3, 'the others run nothing')
 t.is(count(out, 'parked in'), 0, 'without --debug, parked coroutines are not listed')
-out = dump('--debug', '', true)
+out = dump('--debug', '')
 t.like(out, "lem%[1%]: parked in 'sleep'; its\nstack traceback:\n%s*%[C%]: in function 'sleep'\n%s*[^\n]*dump%.lua:12:",
 	'--debug: each parked coroutine with what it waits in and its traceback')
 t.like(out, "lem%[4%]: parked in 'receive'", '... a receive too')
 t.like(out, 'status 0', '... and the process goes on')
-out = dump('', 'wait', true)
+out = dump('', 'wait')
 t.ok(out:find('got QUIT', 1, true) and not out:find('dump:', 1, true),
 	'a coroutine waiting for QUIT gets it, and nothing is dumped')
 t.like(out, 'status 0', '... and the process goes on')

@@ -99,7 +99,8 @@ if loops.id == 1 then
 	print(('1 sent=%d bytes_sent=%d full=%d fulls=%d'):format(s.sent, s.bytes_sent, s.full, fulls))
 	print('2 ' .. s2)
 else
-	utils.sleeper():sleep(0.2)          -- the mailbox fills meanwhile
+	local t0 = utils.now()              -- the mailbox fills meanwhile
+	while utils.stats().mailbox < 12 and utils.now() - t0 < 10 do utils.sleeper():sleep(0.01) end
 	local s = utils.stats()
 	local depth = s.mailbox
 	local n = 0
