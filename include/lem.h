@@ -170,6 +170,19 @@ LEM_API void lem_mail_hook_set(lem_loop *loop, lem_mail_hook *hook, void *ud);
  * epoch that a LEM_MAIL_QUIET compares with: record it with the waiting coroutine. */
 LEM_API uint64_t lem_mail_wait(lem_loop *loop, int delta, int timed);
 
+/* ---- figures ----
+ * utils.stats() shows a loop's figures: the core's (runnable coroutines, resumes...) and
+ * those each module adds through a stats hook (open streams, waits of its own...). */
+
+/* [-0, +0, m] on T. Sets the module's figures as fields of the table on top of T (a
+ * thread of loop): numbers, or strings. */
+typedef void lem_stats_hook(lem_loop *loop, lua_State *T, void *ud);
+/* [-0, +0, -] Adds a hook to loop's stats hooks. Returns 0, or -ENOMEM. Hooks stay until
+ * the loop closes: ud must live as long as loop's Lua state. */
+LEM_API int lem_stats_hook_add(lem_loop *loop, lem_stats_hook *hook, void *ud);
+/* [-0, +1, m] on T. Pushes a new table of loop's figures, every hook's included. */
+LEM_API void lem_stats(lem_loop *loop, lua_State *T);
+
 /* ---- signals and the shutdown ----
  * Signals belong to the process: one thread catches them and hands each to every loop
  * that catches it, through that loop's own wake-up. The shutdown is the process's

@@ -214,6 +214,7 @@ void lem_loop_free(lem_loop *loop)
 	if (loop->tfd >= 0)
 		close(loop->tfd);
 	free(loop->sighooks);
+	lem_stats_free(loop);
 	free(loop);
 }
 
@@ -255,9 +256,12 @@ void lem_loop_interrupt(lem_loop *loop)
 {
 	lua_State *T;
 
-	if (!loop || loop->stopping || !loop->mbox ||
-	    !__atomic_load_n(&loop->mbox->stop, __ATOMIC_SEQ_CST))
+	if (!loop || loop->stopping || !loop->mbox)
 		return;
+	if (!__atomic_load_n(&loop->mbox->stop, __ATOMIC_SEQ_CST)) {
+		lem_probe_arm(loop);         /* or a probe asked for (probe.c) */
+		return;
+	}
 	T = loop->inner;
 	if (T)
 		lua_sethook(T, interrupt_hook, INTERRUPT_MASK, 1);

@@ -53,6 +53,12 @@ struct lem_pcall {
 	                            runs without hooks, as a stock pcall does in a hook */
 };
 
+/* A stats hook (lem_stats_hook_add). */
+struct lem_stathook {
+	lem_stats_hook *hook;
+	void *ud;
+};
+
 /* A signal hook (lem_signal_hook_add). */
 struct lem_sighook {
 	lem_signal_hook *hook;
@@ -114,6 +120,23 @@ struct lem_loop {
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 	struct lem_jobs *jobs;    /* thread pool: this loop's completion queue (runtime/pool.c) */
 	void (*jobs_free)(lem_loop *loop);  /* set with jobs: lem_loop_free calls it first */
+
+	/* Figures and probes (stats.c, probe.c). rseq is odd while the runqueue resumes a
+	 * coroutine; other threads read it (atomics): it counts resumes twice. */
+	unsigned long rseq;
+	unsigned long tm_base, tm_next;   /* rseq when the clock was last read; next read */
+	double tm_last;           /* that read (CLOCK_MONOTONIC seconds) */
+	unsigned tm_stride;       /* resumes timed together while they are short */
+	double max_resume;        /* the longest resume timed, in seconds */
+	char max_where[80];       /* where its coroutine stood then, or "?" */
+	struct lem_stathook *stathooks;   /* lem_stats_hook_add, in the order they were added */
+	int nstathooks;
+	unsigned long probe_rseq; /* the resume a blocking warning is for (atomic) */
+	long probe_since;         /* since when it runs, CLOCK_MONOTONIC ms (atomic) */
+	lua_Hook probe_saved;     /* the hook the probe's replaced, restored when it runs */
+	int probe_mask, probe_count;
+	int debug;                /* --debug: parked coroutines are listed (parked_slot) */
+	int parked_slot;          /* anchor slot of a weak table: coroutines that suspended */
 };
 
 /* The one fatal path, for what no Lua call can carry (an allocation in a libev callback
@@ -140,6 +163,19 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from);      /* [-1, +0] on f
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
 int lem_sched_nested(lua_State *T);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
+
+/* stats.c (and lem.h's figures) */
+void lem_stats_time(lem_loop *loop, lua_State *T);   /* when rseq reaches tm_next */
+void lem_stats_batch(lem_loop *loop, int start);     /* at a batch's start and end */
+void lem_stats_free(lem_loop *loop);
+const char *lem_stats_where(lua_State *T, int level, char *buf, size_t size);
+
+/* probe.c: the blocking warning and the dump, taken in the loop's thread */
+enum { LEM_PROBE_DUMP = 1, LEM_PROBE_BLOCKED = 2 };  /* bits of its mailbox's probe */
+void lem_probe_arm(lem_loop *loop);      /* from the interrupt handler */
+void lem_probe_dump(lem_loop *loop);     /* from the event loop: nothing runs */
+void lem_probe_parked(lem_loop *loop, lua_State *T);   /* [-0, +0, m] --debug */
+long lem_probe_ms(void);                 /* CLOCK_MONOTONIC, ms */
 
 /* anchor.c (and lem.h's anchors): slots in LEM_ANCHORS */
 void lem_anchor_free(lem_loop *loop);

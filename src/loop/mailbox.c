@@ -68,6 +68,8 @@ static void mbox_wake(struct ev_loop *ev, ev_async *w, int revents)
 		lem_loop_stop(loop, lem_group_status(loop->group));
 		return;
 	}
+	if (LOAD(&mb->probe) & LEM_PROBE_DUMP)   /* nothing runs: from here */
+		lem_probe_dump(loop);
 	/* Leave the idle state before any message is taken, or coroutine woken: an idle loop
 	 * whose message was taken would look, to the group's verdict, like one that nothing
 	 * can ever wake. */
@@ -134,6 +136,21 @@ void lem_mbox_run(lem_loop *loop)
 		ev_unref(loop->ev);
 		lem_group_idle(loop->group, mb, 0);
 	}
+}
+
+int lem_mbox_probe(struct lem_mbox *mb, int bits)
+{
+	int open;
+
+	pthread_mutex_lock(&mb->lock);
+	open = !mb->closed && mb->loop;
+	if (open) {
+		__atomic_fetch_or(&mb->probe, bits, __ATOMIC_SEQ_CST);
+		if (bits & LEM_PROBE_DUMP)
+			ev_async_send(mb->loop->ev, &mb->wake);
+	}
+	pthread_mutex_unlock(&mb->lock);
+	return open;
 }
 
 int lem_mbox_signal(struct lem_mbox *mb, int sig)

@@ -40,6 +40,8 @@ struct lem_mbox {
 	int ntimed;                 /* of those, waits with a timeout */
 	lem_mail_hook *hook;        /* the receiving module's (lem_mail_hook_set) */
 	void *hook_ud;
+	/* shared, atomic */
+	int probe;                  /* requests for probe.c: LEM_PROBE_* bits */
 };
 
 enum { LEM_IDLE_STRICT = 1, LEM_IDLE_TIMED };
@@ -53,6 +55,9 @@ void lem_mbox_request(struct lem_mbox *mb, int *flag);
 /* Any thread: hands signal sig to mb's loop if it is open and catches sig. Returns 1 if
  * so, else 0. */
 int lem_mbox_signal(struct lem_mbox *mb, int sig);
+/* Any thread: asks mb's loop for a probe (bits: LEM_PROBE_*, loop.h), waking it for a
+ * dump. Returns 1 if its loop is open, else 0: the caller then interrupts its thread. */
+int lem_mbox_probe(struct lem_mbox *mb, int bits);
 /* Sets up the mailbox of loop id on its loop, before the loop runs and while no other
  * thread makes descriptors. Returns 0, or a negative errno (no descriptor left). */
 int lem_mbox_open(struct lem_group *g, int id, lem_loop *loop);

@@ -266,6 +266,7 @@ static void run_one(lem_loop *loop)
 	struct lem_rq_entry *e = rq_pop(loop);
 	lua_State *T = e->T;
 	int nargs = e->nargs, made = 0, status;
+	unsigned long seq;
 
 	switch (e->kind) {
 	case LEM_RQ_WOKEN:
@@ -306,8 +307,13 @@ static void run_one(lem_loop *loop)
 		return;
 	}
 	loop->suspended = 0;
+	seq = loop->rseq + 1;
+	__atomic_store_n(&loop->rseq, seq, __ATOMIC_RELAXED);   /* odd: it runs (stats.c) */
 	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = loop->inner = NULL;
+	__atomic_store_n(&loop->rseq, ++seq, __ATOMIC_RELAXED);
+	if (seq >= loop->tm_next)
+		lem_stats_time(loop, T);
 	if (status == LUA_YIELD) {
 		if (!loop->suspended) {     /* a plain coroutine.yield(): as utils.yield() */
 			lua_settop(T, 0);
@@ -335,8 +341,11 @@ void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents)
 	int n;
 
 	(void)revents;
+	if (loop->rq_len)
+		lem_stats_batch(loop, 1);
 	for (n = LEM_BATCH; n > 0 && loop->rq_len && !loop->stopping; n--)
 		run_one(loop);
+	lem_stats_batch(loop, 0);
 	if (loop->rq_len || loop->stopping)
 		return;   /* keep the poll from blocking: work is left, or ev_break is pending */
 	seg_empty(loop->rq_first);
@@ -382,6 +391,8 @@ int lem_suspend(lua_State *T, lem_waiter *w, int keep)
 
 	if (T != loop->yielder)
 		return cannot_suspend(T);
+	if (loop->debug)             /* may raise: nothing has changed yet */
+		lem_probe_parked(loop, T);
 	uintptr_t token = loop->token + TOKEN_STEP;
 
 	if (loop->cbody && T == loop->running)

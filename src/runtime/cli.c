@@ -18,6 +18,7 @@
 #define SHUTDOWN_TIMEOUT 10         /* seconds, as systemd's and Kubernetes' grace periods
                                        are longer: lem is done before they kill it */
 #define MAX_SHUTDOWN_TIMEOUT 1e6
+#define MAX_WARN_BLOCKING 3600000   /* ms: an hour */
 
 static void usage(FILE *f, const char *prog)
 {
@@ -39,8 +40,14 @@ static void usage(FILE *f, const char *prog)
 		"  --shutdown-timeout S\n"
 		"                 seconds the loops have to end after SIGTERM, SIGINT or\n"
 		"                 utils.shutdown before lem stops them (0 to %.0f; default %d)\n"
-		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH.\n",
-		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT);
+		"  --warn-blocking MS\n"
+		"                 print where a coroutine runs MS milliseconds or more without\n"
+		"                 suspending, once each time (1 to %d; default off)\n"
+		"  --debug        SIGQUIT's dump lists every parked coroutine too\n"
+		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH,\n"
+		"LEM_WARN_BLOCKING (as --warn-blocking).\n",
+		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT,
+		MAX_WARN_BLOCKING);
 }
 
 static int bad(const char *prog, const char *fmt, const char *what)
@@ -105,6 +112,7 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 {
 	const char *prog = "lem";
 	int i, has_e = 0, has_v = 0;
+	const char *v0;
 
 	memset(cli, 0, sizeof *cli);
 	cli->argc = argc;
@@ -166,12 +174,26 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 				               "1000000", v);
 			continue;
 		}
+		if ((v = long_value(argc, argv, &i, "--warn-blocking"))) {
+			if (!(cli->warn_blocking = (int)whole(v, MAX_WARN_BLOCKING)))
+				return expects(prog, "--warn-blocking", "a whole number of milliseconds "
+				               "from 1 to " STR(MAX_WARN_BLOCKING), v);
+			continue;
+		}
+		if (strcmp(a, "--debug") == 0) {
+			cli->debug = 1;
+			continue;
+		}
 		if (strcmp(a, "--pin") == 0) {
 			cli->pin = 1;
 			continue;
 		}
 		return bad(prog, "unrecognized option '%s'", a);
 	}
+	if (!cli->warn_blocking && (v0 = getenv("LEM_WARN_BLOCKING")) && *v0 &&
+	    !(cli->warn_blocking = (int)whole(v0, MAX_WARN_BLOCKING)))
+		return expects(prog, "LEM_WARN_BLOCKING", "a whole number of milliseconds from 1 "
+		               "to " STR(MAX_WARN_BLOCKING), v0);
 	if (has_v)
 		printf("lem %s (%s, libev %d.%d)\n", LEM_VERSION, LEM_VM,
 		       ev_version_major(), ev_version_minor());

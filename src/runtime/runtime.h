@@ -24,6 +24,8 @@ struct lem_cli {
 	char *chunk;      /* the script's bytes, read once for every loop (start.c) */
 	size_t chunk_len;
 	char *chunkname;  /* "@script" or "=stdin" */
+	int warn_blocking;   /* --warn-blocking, LEM_WARN_BLOCKING: ms, or 0 (off) */
+	int debug;        /* --debug */
 };
 
 /* The built-in modules (src/modules/<name>/), which start.c puts in package.preload. */
@@ -68,8 +70,9 @@ void lem_signal_post(unsigned event);
 /* Main thread: waits for an event or a signal, at most timeout seconds (negative: no
  * limit). Returns the events (0 when it timed out); *sigs gets the signals caught. */
 unsigned lem_signal_next(double timeout, uint64_t *sigs);
-/* Main thread: hands each signal of sigs to the loops that catch it, or acts on it. */
-void lem_signal_dispatch(struct lem_group *g, uint64_t sigs);
+/* Main thread: hands each signal of sigs to the loops that catch it, or acts on it.
+ * Returns 1 when the loops are to dump (a SIGQUIT that none catches), else 0. */
+int lem_signal_dispatch(struct lem_group *g, uint64_t sigs);
 /* A loop's thread, once its loop has finished: it catches no signal any more. */
 void lem_signal_release(lem_loop *loop);
 

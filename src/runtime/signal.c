@@ -13,7 +13,8 @@
  *
  * A signal that some loop catches has no other effect; one that no loop catches takes
  * the action set last by lem_signal (LEM_SIG_DEFAULT or LEM_SIG_IGNORE), which for
- * SIGTERM and SIGINT is lem's own by default: the shutdown. A second SIGTERM or SIGINT
+ * SIGTERM and SIGINT is lem's own by default: the shutdown; for SIGQUIT, the dump of
+ * every loop (probe.c), after which the process goes on. A second SIGTERM or SIGINT
  * that lem acts on ends the process at once, from the handler, killed by that signal:
  * for code that no interrupt reaches, and for the impatient. */
 #define _GNU_SOURCE
@@ -70,7 +71,8 @@ static int signal_install(int sig)
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof sa);
-	if (catchers[sig] > 0 || (!(ignored & BIT(sig)) && (sig == SIGTERM || sig == SIGINT)))
+	if (catchers[sig] > 0 ||
+	    (!(ignored & BIT(sig)) && (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT)))
 		sa.sa_handler = signal_caught;
 	else
 		sa.sa_handler = (ignored & BIT(sig)) ? SIG_IGN : SIG_DFL;
@@ -86,6 +88,7 @@ int lem_signal_open(void)
 	pthread_mutex_lock(&signal_lock);
 	signal_install(SIGINT);
 	signal_install(SIGTERM);
+	signal_install(SIGQUIT);
 	pthread_mutex_unlock(&signal_lock);
 	return 0;
 }
@@ -109,17 +112,23 @@ unsigned lem_signal_next(double timeout, uint64_t *sigs)
 	return __atomic_exchange_n(&events, 0, __ATOMIC_SEQ_CST);
 }
 
-void lem_signal_dispatch(struct lem_group *g, uint64_t sigs)
+int lem_signal_dispatch(struct lem_group *g, uint64_t sigs)
 {
+	int dump = 0;
+
 	for (; sigs; sigs &= sigs - 1) {
 		int sig = __builtin_ctzll(sigs) + 1;
 
 		/* None catches it: it raced with the last loop that stopped catching it, or it
-		 * is SIGTERM or SIGINT with lem's own action. */
-		if (lem_group_signal(g, sig) == 0 && (sig == SIGTERM || sig == SIGINT) &&
-		    !(LOAD(&ignored) & BIT(sig)))
+		 * is SIGTERM, SIGINT or SIGQUIT with lem's own action. */
+		if (lem_group_signal(g, sig) != 0 || (LOAD(&ignored) & BIT(sig)))
+			continue;
+		if (sig == SIGTERM || sig == SIGINT)
 			lem_group_shutdown(g, 128 + sig, -1);   /* SIGINT: 130, SIGTERM: 143 */
+		else if (sig == SIGQUIT)
+			dump = 1;
 	}
+	return dump;
 }
 
 /* Whether lem may hand sig to loops: not what cannot be caught, what a fault raises in

@@ -23,16 +23,154 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "runtime.h"
 #include "../loop/mailbox.h"
+
+struct watch;
 
 struct thread {
 	pthread_t tid;
 	lem_loop *loop;
 	const struct lem_cli *cli;
 	char progname[16];
+	struct watch *watch;      /* the watchdog, or NULL */
+	int gone;                 /* under the watchdog's lock: the loop is being freed */
+	unsigned long seen;       /* the watchdog's: the loop's rseq when it last looked, */
+	long since;               /* since when it has been that, */
+	unsigned long warned;     /* and the resume it last warned about */
 };
+
+/* ---- the watchdog (--warn-blocking) ----
+ * A thread that looks at every loop's count of resumes (loop.h's rseq, odd while one
+ * runs) every quarter of the limit: a resume that runs longer than the limit is still
+ * running, with the same count, when it looks again. It asks that loop for a warning
+ * (probe.c), once per resume, and interrupts its thread, whose handler hooks the
+ * coroutine: the traceback is taken in the loop's own thread, where it runs. */
+struct watch {
+	pthread_t tid;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;      /* signalled to stop it */
+	int stop;
+	long ms;                  /* the limit */
+	struct thread *threads;
+	int n;
+	int started;              /* its thread runs */
+};
+
+static void *watch_thread(void *arg)
+{
+	struct watch *w = arg;
+	long period = w->ms / 4 > 0 ? w->ms / 4 : 1;
+	struct timespec at;
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&w->lock);
+	clock_gettime(CLOCK_MONOTONIC, &at);
+	while (!w->stop) {
+		at.tv_nsec += period % 1000 * 1000000;
+		at.tv_sec += period / 1000 + at.tv_nsec / 1000000000;
+		at.tv_nsec %= 1000000000;
+		if (pthread_cond_timedwait(&w->cond, &w->lock, &at) != ETIMEDOUT)
+			continue;
+		long now = lem_probe_ms();
+		for (int i = 0; i < w->n; i++) {
+			struct thread *t = &w->threads[i];
+			unsigned long seq;
+
+			if (t->gone)
+				continue;
+			seq = __atomic_load_n(&t->loop->rseq, __ATOMIC_RELAXED);
+			if (!(seq & 1) || seq != t->seen) {
+				t->seen = seq;
+				t->since = now;
+			} else if (now - t->since >= w->ms && seq != t->warned) {
+				t->warned = seq;
+				__atomic_store_n(&t->loop->probe_rseq, seq, __ATOMIC_RELAXED);
+				__atomic_store_n(&t->loop->probe_since, t->since, __ATOMIC_RELAXED);
+				if (lem_mbox_probe(t->loop->mbox, LEM_PROBE_BLOCKED))
+					pthread_kill(t->tid, LEM_SIGINTR);
+			}
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* The watchdog's state, made before the loop threads start (they forget themselves in
+ * it); NULL, after saying why, if it cannot be. */
+static struct watch *watch_new(struct thread *threads, int n, long ms)
+{
+	struct watch *w = calloc(1, sizeof *w);
+	pthread_condattr_t ca;
+
+	if (!w) {
+		fprintf(stderr, "lem: cannot watch for blocked loops: %s\n", strerror(ENOMEM));
+		return NULL;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	w->ms = ms;
+	w->threads = threads;
+	for (int i = 0; i < n; i++)
+		threads[i].watch = w;
+	return w;
+}
+
+/* Once the n loop threads run (their ids are known). */
+static void watch_start(struct watch *w, int n)
+{
+	int err;
+
+	if (!w)
+		return;
+	w->n = n;
+	if ((err = pthread_create(&w->tid, NULL, watch_thread, w)) == 0)
+		w->started = 1;
+	else
+		fprintf(stderr, "lem: cannot watch for blocked loops: %s\n", strerror(err));
+}
+
+/* Once every loop thread has ended. */
+static void watch_stop(struct watch *w)
+{
+	if (!w)
+		return;
+	if (w->started) {
+		pthread_mutex_lock(&w->lock);
+		w->stop = 1;
+		pthread_cond_signal(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+		pthread_join(w->tid, NULL);
+	}
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
+/* A loop's thread, before it frees its loop: the watchdog looks at it no more. */
+static void watch_forget(struct thread *t)
+{
+	if (!t->watch)
+		return;
+	pthread_mutex_lock(&t->watch->lock);
+	t->gone = 1;
+	pthread_mutex_unlock(&t->watch->lock);
+}
+
+/* SIGQUIT: every open loop prints its figures and what it runs (probe.c). */
+static void dump(struct lem_group *g, struct thread *threads, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (lem_mbox_probe(&g->mbox[i], LEM_PROBE_DUMP))
+			pthread_kill(threads[i].tid, LEM_SIGINTR);
+}
 
 /* In a loop's thread, sent by the main thread: interrupt the Lua code it runs. */
 static void on_interrupt(int sig)
@@ -86,6 +224,7 @@ static void *loop_thread(void *arg)
 		lem_mbox_close(loop);
 	}
 	lem_signal_release(loop);
+	watch_forget(t);
 	/* no interrupt may look at the loop while and once it is freed */
 	sigemptyset(&intr);
 	sigaddset(&intr, LEM_SIGINTR);
@@ -166,6 +305,7 @@ int lem_threads_run(const struct lem_cli *cli)
 	int n = cli->loops, i, made, err = 0, status, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	struct lem_group *g = lem_group_new(n, cli->mailbox);
 	struct thread *threads = calloc(n, sizeof *threads);
+	struct watch *watch = NULL;
 	double left = -1;
 	uint64_t sigs;
 	unsigned ev;
@@ -188,6 +328,10 @@ int lem_threads_run(const struct lem_cli *cli)
 		free(threads);
 		return 1;
 	}
+	for (i = 0; i < n; i++)
+		threads[i].loop->debug = cli->debug;
+	if (cli->warn_blocking)
+		watch = watch_new(threads, n, cli->warn_blocking);
 	for (i = 0; i < n; i++) {
 		struct thread *t = &threads[i];
 
@@ -204,6 +348,7 @@ int lem_threads_run(const struct lem_cli *cli)
 		if (cli->pin)
 			pin(t, i + 1, ncpu > 0 ? ncpu : 1);
 	}
+	watch_start(watch, n);
 	/* Wait for the last loop to finish; hand signals out; stop the loops at the
 	 * shutdown's deadline, and interrupt those that run Lua code whenever the group
 	 * stops. */
@@ -211,7 +356,8 @@ int lem_threads_run(const struct lem_cli *cli)
 		ev = lem_signal_next(left, &sigs);
 		if (ev & LEM_EV_FINISHED)
 			break;
-		lem_signal_dispatch(g, sigs);
+		if (lem_signal_dispatch(g, sigs))
+			dump(g, threads, n);
 		left = lem_group_deadline(g);
 		if (left == 0) {
 			lem_group_expire(g);
@@ -223,6 +369,7 @@ int lem_threads_run(const struct lem_cli *cli)
 	}
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i].tid, NULL);
+	watch_stop(watch);
 	status = lem_group_exit_status(g);
 	lem_group_free(g);
 	free(threads);

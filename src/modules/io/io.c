@@ -259,6 +259,30 @@ static int io_signal_hook(lem_loop *loop, int event, void *ud)
 	return 0;
 }
 
+/* The module's figures, in utils.stats(). */
+static void io_stats_hook(lem_loop *loop, lua_State *T, void *ud)
+{
+	struct io_state *st = ud;
+	int n = 0;
+
+	(void)loop;
+	for (struct io_listener *l = st->listeners; l; l = l->next)
+		n++;
+	lua_pushinteger(T, st->waits);
+	lua_setfield(T, -2, "parked_io");
+	lua_pushinteger(T, st->streams);
+	lua_setfield(T, -2, "streams");
+	lua_pushinteger(T, n);
+	lua_setfield(T, -2, "listeners");
+}
+
+/* io.stats() --> utils.stats()'s table: the loop's figures, these among them */
+static int io_stats(lua_State *T)
+{
+	lem_stats(lem_loop_of(T), T);
+	return 1;
+}
+
 /* [-0, +0, m] lem.io's state in L's loop, made on first use, with its signal hook. */
 static void io_open_state(lua_State *L)
 {
@@ -272,7 +296,8 @@ static void io_open_state(lua_State *L)
 	memset(st, 0, sizeof *st);
 	st->loop = lem_loop_of(L);
 	lua_rawset(L, LUA_REGISTRYINDEX);          /* first: the hook outlives no state */
-	if ((r = lem_signal_hook_add(st->loop, io_signal_hook, st)) < 0)
+	if ((r = lem_signal_hook_add(st->loop, io_signal_hook, st)) < 0 ||
+	    lem_stats_hook_add(st->loop, io_stats_hook, st) < 0)
 		luaL_error(L, "not enough memory");
 	st->shutdown = r;
 }
@@ -357,5 +382,7 @@ int luaopen_lem_io(lua_State *L)
 	luaL_register(L, NULL, unx);
 	lua_setfield(L, -2, "unix");
 	io_std_open(L);
+	lua_pushcfunction(L, io_stats);
+	lua_setfield(L, -2, "stats");
 	return 1;
 }

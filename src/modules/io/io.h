@@ -43,6 +43,7 @@ struct io_state {
 	struct io_listener *listeners;   /* the open ones: the shutdown closes them */
 	int waits;                /* callers suspended now (io_suspend) */
 	int shutdown;             /* the shutdown began: listeners accept no more */
+	int streams;              /* open streams, but the standard ones (utils.stats) */
 };
 
 /* A caller suspended on an object (a reader, a writer, an accept, a connect): its waiter,

@@ -328,6 +328,8 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
 void io_stream_ready(struct io_stream *s, int fd)
 {
 	s->fd = fd;
+	if (fd >= 0 && s->kind != IO_STD)
+		s->st->streams++;
 	ev_io_init(&s->r, stream_readable, fd, EV_READ);
 	ev_io_init(&s->w, stream_writable, fd, EV_WRITE);
 	ev_init(&s->timer, stream_timeout);
@@ -365,8 +367,10 @@ void io_stream_shut(void *self, lua_State *from)
 	s->wp = NULL;
 	s->wlen = 0;
 	if (s->fd >= 0) {
-		if (s->kind != IO_STD)
+		if (s->kind != IO_STD) {
 			close(s->fd);
+			s->st->streams--;
+		}
 		else if (s->stdflags >= 0 && !(s->stdflags & O_NONBLOCK))
 			fcntl(s->fd, F_SETFL, s->stdflags);
 		s->fd = -1;

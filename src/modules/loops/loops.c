@@ -42,6 +42,9 @@ struct loops {
 	                                 what the mailbox holds */
 	unsigned burst;               /* receives served at once since the last yield */
 	int closed;                   /* the mailbox closed: nothing can come */
+	/* figures (utils.stats): messages and their encoded bytes, sends that were 'full' */
+	unsigned long sent, received, full;
+	unsigned long long bytes_sent, bytes_received;
 };
 
 static struct loops *loops_state(lua_State *T)
@@ -115,7 +118,10 @@ static int loops_decode(lua_State *T)
 static int loops_push(lua_State *T, struct msg *m)
 {
 	int top = lua_gettop(T), status;
+	struct loops *st = loops_state(T);
 
+	st->received++;
+	st->bytes_received += m->len;
 	lua_pushvalue(T, LOOPS_DECODE);
 	lua_pushlightuserdata(T, m);
 	status = lua_pcall(T, 1, LUA_MULTRET, 0);
@@ -358,13 +364,20 @@ static int loops_send(lua_State *T)
 	struct loops *st = loops_state(T);
 	int to = loops_checkid(T, 1, st->count), bad, err;
 	struct msg *m = msg_encode(T, 2, lua_gettop(T), &bad);
+	size_t n;
 
 	if (!m)
 		return luaL_argerror(T, bad, lua_tostring(T, -1));
 	m->from = st->id;
+	n = m->len;
 	err = lem_post(st->loop, to, &m->link);
-	if (err)
+	if (err) {
 		free(m);
+		st->full += err == -ENOSPC;
+	} else {
+		st->sent++;
+		st->bytes_sent += n;
+	}
 	return loops_result(T, err);
 }
 
@@ -372,7 +385,7 @@ static int loops_send(lua_State *T)
 static int loops_broadcast(lua_State *T)
 {
 	struct loops *st = loops_state(T);
-	int bad, i, reached = 0;
+	int bad, i, reached = 0, err;
 	struct msg *m = msg_encode(T, 1, lua_gettop(T), &bad), *c = NULL;
 
 	if (!m)
@@ -383,9 +396,13 @@ static int loops_broadcast(lua_State *T)
 			continue;
 		if (!c && !(c = msg_copy(m)))
 			return luaL_error(T, "not enough memory");
-		if (lem_post(st->loop, i, &c->link) == 0) {
+		if ((err = lem_post(st->loop, i, &c->link)) == 0) {
 			reached++;
+			st->sent++;
+			st->bytes_sent += m->len;
 			c = NULL;
+		} else {
+			st->full += err == -ENOSPC;
 		}
 	}
 	free(c);
@@ -400,6 +417,36 @@ static int loops_gc(lua_State *L)
 {
 	loops_drop(lua_touserdata(L, 1));
 	return 0;
+}
+
+/* The module's figures, in utils.stats(). */
+static void loops_stats_hook(lem_loop *loop, lua_State *T, void *ud)
+{
+	struct loops *st = ud;
+	int n = 0;
+
+	(void)loop;
+	for (struct recv *r = st->whead; r; r = r->next)
+		n++;
+	lua_pushinteger(T, n);
+	lua_setfield(T, -2, "parked_receive");
+	lua_pushnumber(T, (lua_Number)st->sent);
+	lua_setfield(T, -2, "sent");
+	lua_pushnumber(T, (lua_Number)st->received);
+	lua_setfield(T, -2, "received");
+	lua_pushnumber(T, (lua_Number)st->bytes_sent);
+	lua_setfield(T, -2, "bytes_sent");
+	lua_pushnumber(T, (lua_Number)st->bytes_received);
+	lua_setfield(T, -2, "bytes_received");
+	lua_pushnumber(T, (lua_Number)st->full);
+	lua_setfield(T, -2, "full");
+}
+
+/* loops.stats() --> utils.stats()'s table: the loop's figures, these among them */
+static int loops_stats(lua_State *T)
+{
+	lem_stats(lem_loop_of(T), T);
+	return 1;
 }
 
 /* [-0, +1, m] The loop's struct loops, made and hooked to its mailbox on first use. */
@@ -419,6 +466,8 @@ static struct loops *loops_open_state(lua_State *L)
 	st->kept = NULL;
 	st->burst = 0;
 	st->closed = 0;
+	st->sent = st->received = st->full = 0;
+	st->bytes_sent = st->bytes_received = 0;
 	lua_newtable(L);
 	lua_pushcfunction(L, loops_gc);
 	lua_setfield(L, -2, "__gc");
@@ -426,7 +475,8 @@ static struct loops *loops_open_state(lua_State *L)
 	lua_pushvalue(L, -1);
 	lua_setfield(L, LUA_REGISTRYINDEX, LOOPS_KEY);
 	lem_mail_hook_set(st->loop, loops_hook, st);
-	if (lem_signal_hook_add(st->loop, loops_signal_hook, st) < 0)
+	if (lem_signal_hook_add(st->loop, loops_signal_hook, st) < 0 ||
+	    lem_stats_hook_add(st->loop, loops_stats_hook, st) < 0)
 		luaL_error(L, "not enough memory");
 	return st;
 }
@@ -465,6 +515,8 @@ int luaopen_lem_loops(lua_State *L)
 	lua_pop(L, 2);
 	lua_call(L, 2, 1);                            /* M, receive */
 	lua_setfield(L, -2, "receive");
+	lua_pushcfunction(L, loops_stats);
+	lua_setfield(L, -2, "stats");
 	lua_pushinteger(L, st->id);
 	lua_setfield(L, -2, "id");
 	lua_pushinteger(L, st->count);

@@ -296,6 +296,19 @@ static int signal_gc(lua_State *L)
 	return 0;
 }
 
+/* The module's figures, in utils.stats(). */
+static void signal_stats_hook(lem_loop *loop, lua_State *T, void *ud)
+{
+	struct signals *st = ud;
+	int n = 0;
+
+	(void)loop;
+	for (struct signal_waiter *wt = st->head; wt; wt = wt->next)
+		n++;
+	lua_pushinteger(T, n);
+	lua_setfield(T, -2, "parked_signal");
+}
+
 /* [-0, +1, m] The loop's struct signals, made and hooked on first use. */
 static struct signals *signal_open_state(lua_State *L)
 {
@@ -315,7 +328,8 @@ static struct signals *signal_open_state(lua_State *L)
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, -1);
 	lua_setfield(L, LUA_REGISTRYINDEX, SIGNAL_KEY);   /* first: the hook outlives no state */
-	if ((r = lem_signal_hook_add(st->loop, signal_hook, st)) < 0) {
+	if ((r = lem_signal_hook_add(st->loop, signal_hook, st)) < 0 ||
+	    lem_stats_hook_add(st->loop, signal_stats_hook, st) < 0) {
 		lua_pushnil(L);
 		lua_setfield(L, LUA_REGISTRYINDEX, SIGNAL_KEY);
 		luaL_error(L, "not enough memory");

@@ -110,6 +110,7 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *t, int revents)
 	timer_put(tw);
 	lua_pushnil(L);
 	lua_pushliteral(L, "timeout");
+	tw->u->sleeping--;
 	if (lem_wake(loop, &w, L, 2)) {              /* else it was resumed by hand */
 		lua_pushnil(L);
 		lua_rawseti(L, -3, 1);
@@ -133,6 +134,7 @@ int sleeper_wakeup(lua_State *T)
 	if (n > 0)                /* the values go on top; [1] keeps co alive meanwhile */
 		lua_pop(T, 1);
 	if (w.co && (w.token = sleeps_on(T, w.co, &tw)) != 0) {
+		utils_state(T)->sleeping--;
 		if (tw)
 			timer_put(tw);
 		if (lem_wake(lem_loop_of(T), &w, T, n)) {
@@ -201,6 +203,7 @@ int sleeper_sleep(lua_State *T)
 		lua_xmove(w.co, T, 1);
 	}
 	lua_rawseti(T, 1, 1);
+	u->sleeping++;
 	if (timed) {
 		lem_loop *loop = tw->u->loop;
 		tw->u->spare = NULL;

@@ -15,6 +15,7 @@ static void timer_release(struct timer *t)
 	lem_unanchor(t->u->loop, t->func);
 	t->self = t->func = 0;
 	t->u->waits--;
+	t->u->timers--;
 }
 
 static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
@@ -56,6 +57,7 @@ int timer_new(lua_State *T)
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
 	u->waits++;
+	u->timers++;
 	ev_timer_start(lem_ev(loop), &t->w);
 	lem_deadline(loop, ev_now(lem_ev(loop)) + delay);
 	return 1;

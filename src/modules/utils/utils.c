@@ -70,6 +70,25 @@ static int utils_hook(lem_loop *loop, int event, void *ud)
 	return event == LEM_DEADLINE ? u->waits : 0;
 }
 
+/* utils.stats() --> a table of the loop's figures */
+static int utils_stats(lua_State *T)
+{
+	lem_stats(lem_loop_of(T), T);
+	return 1;
+}
+
+/* The module's figures, in utils.stats(). */
+static void utils_stats_hook(lem_loop *loop, lua_State *T, void *ud)
+{
+	struct utils *u = ud;
+
+	(void)loop;
+	lua_pushinteger(T, u->sleeping);
+	lua_setfield(T, -2, "parked_sleep");
+	lua_pushinteger(T, u->timers);
+	lua_setfield(T, -2, "timers");
+}
+
 /* The state's __gc, at lua_close: the ev_loop runs no more, its timers can go. */
 static int utils_gc(lua_State *L)
 {
@@ -108,6 +127,7 @@ int luaopen_lem_utils(lua_State *L)
 		{ "shutdown", utils_shutdown },
 		{ "sleeper", sleeper_new },
 		{ "timer", timer_new },
+		{ "stats", utils_stats },
 		{ NULL, NULL }
 	};
 	static const luaL_Reg sleeper[] = {
@@ -127,6 +147,7 @@ int luaopen_lem_utils(lua_State *L)
 	u->free = u->all = u->spare = NULL;
 	u->closed = 0;
 	u->waits = 0;
+	u->timers = u->sleeping = 0;
 	u->sleeper_mt = lua_topointer(L, -3);
 	u->timer_mt = lua_topointer(L, -2);
 	lua_newtable(L);
@@ -136,7 +157,8 @@ int luaopen_lem_utils(lua_State *L)
 	/* The signal hook keeps u: it lives as long as the Lua state (once per opening). */
 	lua_pushvalue(L, -1);
 	luaL_ref(L, LUA_REGISTRYINDEX);
-	if (lem_signal_hook_add(u->loop, utils_hook, u) < 0)
+	if (lem_signal_hook_add(u->loop, utils_hook, u) < 0 ||
+	    lem_stats_hook_add(u->loop, utils_stats_hook, u) < 0)
 		return luaL_error(L, "not enough memory");
 
 	setfuncs(L, funcs);

@@ -19,6 +19,8 @@ struct utils {
 	int closed;                       /* lua_close freed the timers */
 	int waits;                        /* timed sleeps and timers pending */
 	const void *sleeper_mt, *timer_mt;   /* the metatables, to check types at one call */
+	int timers;                       /* timers pending (utils.stats) */
+	int sleeping;                     /* coroutines in a sleep, timed or not */
 };
 
 static inline struct utils *utils_state(lua_State *T)
