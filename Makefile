@@ -287,3 +287,4 @@ include bench/bench.mk
 clean:
 	rm -rf build lem
 -include bench/http/http.mk
+-include bench/db/db.mk
