@@ -63,7 +63,12 @@ static void pg_watch(struct pg_conn *c, int events)
 	if (ev_is_active(&c->io) && c->io.fd == fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
 		return;
 	ev_io_stop(ev, &c->io);
-	ev_io_set(&c->io, fd, events);
+	/* ev_io_set tells libev the descriptor is new: it registers it with epoll again, a
+	 * system call each time a query ends and the next begins. Once connected, libpq
+	 * keeps its socket: a watcher that starts again as it was is not set. */
+	if (c->io.fd != fd || (c->io.events & (EV_READ | EV_WRITE)) != events ||
+	    PQstatus(c->conn) != CONNECTION_OK)
+		ev_io_set(&c->io, fd, events);
 	ev_io_start(ev, &c->io);
 }
 
