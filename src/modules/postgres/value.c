@@ -290,8 +290,12 @@ int value_pipeline(lua_State *S, struct pg_req *req)
 	}
 	lua_createtable(S, req->nq, 0);
 	for (int i = 0; i < req->nq; i++) {
-		value_result(S, req->q[i].res);
-		lua_pop(S, 1);
+		if (PQresultStatus(req->q[i].res) == PGRES_TUPLES_OK)
+			value_rows(S, req->q[i].res);    /* without the status value_result adds */
+		else {
+			value_result(S, req->q[i].res);
+			lua_pop(S, 1);
+		}
 		lua_rawseti(S, -2, i + 1);
 	}
 	return 1;
