@@ -420,9 +420,21 @@ static void pg_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 
 /* ---- the methods ---- */
 
+/* The metatables of a request and of a connection are upvalues 1 and 2 of the module's
+ * functions: luaL_getmetatable and luaL_checkudata look them up by name, hashing it at
+ * every call, which cost more than the rest of setting a request up. A function without
+ * them (nil) looks them up by name. */
 static struct pg_conn *pg_check(lua_State *T)
 {
-	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
+	struct pg_conn *c = lua_touserdata(T, 1);
+	int ours = 0;
+
+	if (c && lua_getmetatable(T, 1)) {
+		ours = lua_rawequal(T, -1, lua_upvalueindex(2));
+		lua_pop(T, 1);
+	}
+	if (!ours)
+		c = luaL_checkudata(T, 1, PG_CONN_MT);
 
 	if (!c->conn && !c->head)
 		luaL_argerror(T, 1, "closed connection");
@@ -441,7 +453,11 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 	r->loop = c->loop;
 	r->kind = kind;
 	r->nq = nq;
-	luaL_getmetatable(T, PG_REQ_MT);
+	lua_pushvalue(T, lua_upvalueindex(1));
+	if (lua_isnil(T, -1)) {
+		lua_pop(T, 1);
+		luaL_getmetatable(T, PG_REQ_MT);
+	}
 	lua_setmetatable(T, -2);
 	lua_pushnil(T);
 	r->slot = lem_anchor(c->loop, T);       /* set to the caller once it waits */
@@ -624,7 +640,7 @@ static int pg_recorded(lua_State *T, int at, int end, int *run)
 /* db:pipeline(function(p) p:query(sql, ...) p:run(name, ...) end) -->
  *   { result1, ... } | nil, message, sqlstate, index
  * The function only records the statements: they are sent together, in pipeline mode,
- * when it returns. p's metatable is upvalue 1. */
+ * when it returns. p's metatable is upvalue 3. */
 static int pg_pipeline(lua_State *T)
 {
 	struct pg_conn *c = pg_check(T);
@@ -636,7 +652,7 @@ static int pg_pipeline(lua_State *T)
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
 	lua_newtable(T);                        /* p: the statements */
-	lua_pushvalue(T, lua_upvalueindex(1));  /* its methods */
+	lua_pushvalue(T, lua_upvalueindex(3));  /* its methods */
 	lua_setmetatable(T, 3);
 	lua_pushvalue(T, 2);
 	lua_pushvalue(T, 3);
@@ -785,15 +801,20 @@ int luaopen_lem_postgres(lua_State *L)
 		{ "connect", pg_connect }, { "binary", value_binary }, { NULL, NULL }
 	};
 
-	luaL_newmetatable(L, PG_REQ_MT);
+	int top = lua_gettop(L);
+
+	luaL_newmetatable(L, PG_REQ_MT);        /* top + 1 */
 	lua_pushcfunction(L, pg_req_gc);
 	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
-	luaL_newmetatable(L, PG_CONN_MT);
+	luaL_newmetatable(L, PG_CONN_MT);       /* top + 2 */
 	luaL_register(L, NULL, meta);
-	lua_newtable(L);
-	luaL_register(L, NULL, methods);
-	lua_createtable(L, 0, 1);               /* pipeline's upvalue: its recorder's metatable */
+	lua_newtable(L);                        /* the methods, with both metatables (pg_check) */
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	luaL_openlib(L, NULL, methods, 2);
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	lua_createtable(L, 0, 1);               /* pipeline's upvalue 3: its recorder's metatable */
 	lua_createtable(L, 0, 2);
 	lua_pushboolean(L, 0);
 	lua_pushcclosure(L, pg_record, 1);
@@ -802,14 +823,15 @@ int luaopen_lem_postgres(lua_State *L)
 	lua_pushcclosure(L, pg_record, 1);
 	lua_setfield(L, -2, "run");
 	lua_setfield(L, -2, "__index");
-	lua_pushcclosure(L, pg_pipeline, 1);
+	lua_pushcclosure(L, pg_pipeline, 3);
 	lua_setfield(L, -2, "pipeline");
-	lua_setfield(L, -2, "__index");
+	lua_setfield(L, top + 2, "__index");
 	lua_pushliteral(L, "postgres connection");
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
+	lua_setfield(L, top + 2, "__metatable");
 	lua_newtable(L);                        /* the module */
-	luaL_register(L, NULL, funcs);
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	luaL_openlib(L, NULL, funcs, 2);
 	lua_pushlightuserdata(L, PG_NULL_VALUE);
 	lua_setfield(L, -2, "null");
 	return 1;
