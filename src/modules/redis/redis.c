@@ -1,6 +1,6 @@
-/* redis.c: lem.redis, a Redis client on lem's own sockets. hiredis does the protocol
- * only: redisFormatCommandArgv writes the commands, its reader parses the replies; the
- * descriptor, its watchers and the waiting coroutines are ours.
+/* redis.c: lem.redis, a Redis client on lem's own sockets. hiredis's reader parses the
+ * replies; the commands (redis_prepare), the descriptor, its watchers and the waiting
+ * coroutines are ours.
  *
  * A connection's callers form a FIFO: each r:call appends its command to the output
  * buffer and waits; replies come back in the order the commands went out, so the n-th
