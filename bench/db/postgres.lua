@@ -19,7 +19,7 @@ local db = assert(postgres.connect(o.conninfo, 5))
 assert(db:prepare('select', 'SELECT abalance FROM pgbench_accounts WHERE aid = $1'))
 local accounts, random = 100000 * o.scale, math.random
 
-local t0, c0 = utils.now(), os.clock()
+local t0, c0 = common.now(utils), os.clock()   -- the time of a poll after the start-up
 if o.mode == 'prepared' then
 	for _ = 1, o.n do
 		local rows, err = db:run('select', random(accounts))
@@ -44,7 +44,7 @@ else
 	finished:sleep()
 	o.n = math.ceil(o.n / batch) * batch
 end
-local wall, cpu = utils.now() - t0, os.clock() - c0
+local wall, cpu = common.now(utils) - t0, os.clock() - c0
 common.phase('run', wall, cpu)
 common.result('queries/s', o.n / wall)
 db:close()
