@@ -42,7 +42,7 @@ LUA_LIBS   = $(if $(and $(filter static,$(LUA_LINK)),$(wildcard $(LUA_A))),\
 ifeq ($(LUA),luajit)
 LUA_CFLAGS += -DLEM_LUAJIT
 endif
-# lem.redis uses hiredis for the protocol (its reply reader and command formatting).
+# lem.redis uses hiredis's reply reader.
 HIREDIS_CFLAGS = $(shell pkg-config --cflags hiredis 2>/dev/null)
 HIREDIS_LIBS   = $(or $(shell pkg-config --libs hiredis 2>/dev/null),-lhiredis)
 
@@ -299,3 +299,4 @@ include bench/bench.mk
 clean:
 	rm -rf build lem
 -include bench/http/http.mk
+-include bench/db/db.mk

@@ -21,7 +21,7 @@ test: $(BENCH_BINS)
 
 bench: bench-build
 	@lua5.1 bench/run --no-build --lua $(LUA) $(BENCH_FLAGS) $(BENCH)
-	@if [ -f bench/http/http.mk ]; then echo "HTTP benchmarks are separate: make bench-http"; fi
+	@echo "HTTP and database benchmarks are separate: make bench-http, make bench-db"
 
 $(BENCH_DIR)/vm: bench/c/vm.c bench/c/common.h
 	@mkdir -p $(dir $@)
@@ -37,10 +37,3 @@ $(BENCH_DIR)/mailbox: bench/c/mailbox.c bench/c/common.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CFLAGS) -o $@ $< -lev -lpthread -lm
-
-# lem.redis against redis-benchmark on one server it starts (bench/redis/bench.lua).
-BENCH_REDIS_N ?= 200000
-.PHONY: bench-redis
-bench-redis: $(LEM)
-	$(call install_missing,redis-server redis-tools)
-	@$(LEM) bench/redis/bench.lua $(BENCH_REDIS_N)

@@ -244,6 +244,40 @@ do
 	end)
 	t.is(big and #big, 1000, '1000 statements in one pipeline')
 end
+res = db:pipeline(function(p) p:query('select $1::int as a, $2::text as b, $3::int as c', nil, 'x', null) end)
+t.same(res and { res[1][1].a, res[1][1].b, res[1][1].c }, { null, 'x', null }, 'nil and null parameters in a pipeline')
+do   -- pipelines from several coroutines go on the wire together: each gets its own results
+	local got, done = {}, 0
+	local wake = utils.sleeper()
+	for k = 1, 6 do
+		utils.spawn(function()
+			for i = 1, 20 do
+				local r, e, st, at = db:pipeline(function(p)
+					p:query('select $1::int as k, $2::int as i', k, i)
+					if k == 3 and i == 10 then p:query('select 1/0') end
+					p:query('select $1::int * 2 as d', i)
+				end)
+				if k == 3 and i == 10 then
+					if not (r == nil and st == '22012' and at == 2) then got[#got + 1] = 'failing: ' .. tostring(e) end
+				elseif not (r and r[1][1].k == k and r[1][1].i == i and r[2][1].d == 2 * i) then
+					got[#got + 1] = ('%d/%d: %s'):format(k, i, tostring(e))
+				end
+			end
+			done = done + 1
+			if done == 7 then wake:wakeup() end
+		end)
+	end
+	utils.spawn(function()   -- a plain query queued behind pipelines
+		utils.yield()
+		local r = db:query('select 7 as x')
+		if not (r and r[1].x == 7) then got[#got + 1] = 'the query between pipelines' end
+		done = done + 1
+		if done == 7 then wake:wakeup() end
+	end)
+	wake:sleep(30)
+	t.is(done, 7, '6 coroutines sending pipelines, and a query among them, finished')
+	t.same(got, {}, 'each got its own results; the failing pipeline alone failed')
+end
 
 -- ---- LISTEN/NOTIFY between two connections ----
 local db2 = assert(connect())

@@ -85,6 +85,33 @@ do
 	t.is(bad, 0, '20000 pipelined replies each matched its caller')
 end
 
+-- the callers' ring grows while it has wrapped: 10 coroutines call in a loop, then 30
+-- more join them; a call that raises after its command was formatted sends nothing
+do
+	local done, bad, n = 0, 0, 40
+	local wake = utils.sleeper()
+	local function caller(c)
+		for i = 1, 200 do
+			local want = c .. ':' .. i
+			if r:call('ECHO', want) ~= want then bad = bad + 1 end
+		end
+		done = done + 1
+		if done == n then wake:wakeup() end
+	end
+	for c = 1, 10 do utils.spawn(caller, c) end
+	utils.spawn(function()
+		for _ = 1, 3 do utils.yield() end
+		for c = 11, n do utils.spawn(caller, c) end
+	end)
+	-- formatted, then raising where it cannot suspend: its command must not go out
+	local ok, e = coroutine.wrap(function() return pcall(r.call, r, 'ECHO', 'lost') end)()
+	t.ok(not ok and e:match('cannot suspend'), 'a call that cannot suspend raises meanwhile', e)
+	wake:sleep(60)
+	t.is(done, n, 'callers joining a wrapped ring finished')
+	t.is(bad, 0, 'and each got its own replies')
+	t.is(r:call('ECHO', 'after'), 'after', 'the raised call left nothing behind')
+end
+
 -- the reply limit
 t.is(r:limit(), redis.maxreply, 'limit() is redis.maxreply by default')
 r:limit(100000)

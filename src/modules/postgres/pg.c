@@ -63,7 +63,12 @@ static void pg_watch(struct pg_conn *c, int events)
 	if (ev_is_active(&c->io) && c->io.fd == fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
 		return;
 	ev_io_stop(ev, &c->io);
-	ev_io_set(&c->io, fd, events);
+	/* ev_io_set tells libev the descriptor is new: it registers it with epoll again, a
+	 * system call each time a query ends and the next begins. Once connected, libpq
+	 * keeps its socket: a watcher that starts again as it was is not set. */
+	if (c->io.fd != fd || (c->io.events & (EV_READ | EV_WRITE)) != events ||
+	    PQstatus(c->conn) != CONNECTION_OK)
+		ev_io_set(&c->io, fd, events);
 	ev_io_start(ev, &c->io);
 }
 
@@ -214,7 +219,8 @@ static void pg_receive(struct pg_conn *c)
 		if (r->kind == PG_PIPELINE) {
 			if (res && PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
 				PQclear(res);
-				PQexitPipelineMode(conn);
+				if (!r->next || !r->next->sent)   /* else its results come next */
+					PQexitPipelineMode(conn);
 				pg_shift(c);
 				pg_end(r, pg_push_result, r);
 				pg_next(c);
@@ -414,9 +420,21 @@ static void pg_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 
 /* ---- the methods ---- */
 
+/* The metatables of a request and of a connection are upvalues 1 and 2 of the module's
+ * functions: luaL_getmetatable and luaL_checkudata look them up by name, hashing it at
+ * every call, which cost more than the rest of setting a request up. A function without
+ * them (nil) looks them up by name. */
 static struct pg_conn *pg_check(lua_State *T)
 {
-	struct pg_conn *c = luaL_checkudata(T, 1, PG_CONN_MT);
+	struct pg_conn *c = lua_touserdata(T, 1);
+	int ours = 0;
+
+	if (c && lua_getmetatable(T, 1)) {
+		ours = lua_rawequal(T, -1, lua_upvalueindex(2));
+		lua_pop(T, 1);
+	}
+	if (!ours)
+		c = luaL_checkudata(T, 1, PG_CONN_MT);
 
 	if (!c->conn && !c->head)
 		luaL_argerror(T, 1, "closed connection");
@@ -435,7 +453,11 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 	r->loop = c->loop;
 	r->kind = kind;
 	r->nq = nq;
-	luaL_getmetatable(T, PG_REQ_MT);
+	lua_pushvalue(T, lua_upvalueindex(1));
+	if (lua_isnil(T, -1)) {
+		lua_pop(T, 1);
+		luaL_getmetatable(T, PG_REQ_MT);
+	}
 	lua_setmetatable(T, -2);
 	lua_pushnil(T);
 	r->slot = lem_anchor(c->loop, T);       /* set to the caller once it waits */
@@ -459,6 +481,7 @@ static int pg_req_gc(lua_State *T)
  * With timeout >= 0, r's timer ends the wait. */
 static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number timeout)
 {
+	struct pg_req *prev = c->tail;
 	int ret;
 
 	lua_pushvalue(T, 1);
@@ -482,8 +505,19 @@ static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number
 	else
 		c->head = r;
 	c->tail = r;
-	if (c->head != r)
+	if (c->head != r) {
+		/* A pipeline behind pipelines on the wire goes at once: the server runs it
+		 * while the loop converts the results of those before it, instead of a round
+		 * trip later. (Sending fails only when libpq runs out of memory or the
+		 * connection is lost: then it ends when its turn comes, as pg_next says.) */
+		if (r->kind == PG_PIPELINE && prev->kind == PG_PIPELINE && prev->sent && c->conn) {
+			if (pg_send(c, r) == 0)
+				pg_rewatch(c);
+			else
+				r->failed = 1;
+		}
 		return ret;
+	}
 	/* The connection is idle: the statements go now; but a connect, or a send that
 	 * fails, ends only from the loop (pg_kicked), once T is suspended. */
 	if (r->kind != PG_CONNECT && c->conn && pg_send(c, r) == 0)
@@ -554,88 +588,99 @@ static int pg_run(lua_State *T)
 	return pg_statement(T, PG_RUN);
 }
 
-/* The recorder's p:query(sql, ...) and p:run(name, ...): appends { run, sql, ... } */
+/* The recorder's p:query(sql, ...) and p:run(name, ...): append to p's array the
+ * statement's count of parameters, whether it runs a prepared statement, its sql (or
+ * name) and its parameters, nil as postgres.null so that the array has no holes. One
+ * array for all, not a table for each statement: that table and its collection were a
+ * tenth of a pipelined statement's cost. */
 static int pg_record(lua_State *T)
 {
-	int n = lua_gettop(T);
+	int n = lua_gettop(T), at;
 
 	luaL_checktype(T, 1, LUA_TTABLE);
 	luaL_checkstring(T, 2);
 	value_size(T, 3, n);                    /* checks the parameters now */
-	lua_createtable(T, n, 1);
+	at = (int)lua_objlen(T, 1);
+	lua_pushinteger(T, n - 2);
+	lua_rawseti(T, 1, ++at);
 	lua_pushboolean(T, lua_toboolean(T, lua_upvalueindex(1)));
-	lua_rawseti(T, -2, 1);
+	lua_rawseti(T, 1, ++at);
 	for (int i = 2; i <= n; i++) {
-		lua_pushvalue(T, i);
-		lua_rawseti(T, -2, i);
+		if (lua_isnil(T, i))
+			lua_pushlightuserdata(T, PG_NULL_VALUE);
+		else
+			lua_pushvalue(T, i);
+		lua_rawseti(T, 1, ++at);
 	}
-	lua_pushinteger(T, n);
-	lua_setfield(T, -2, "n");
-	lua_rawseti(T, 1, lua_objlen(T, 1) + 1);
 	return 0;
+}
+
+/* [-0, +n+1, v] Pushes the sql and parameters of the statement recorded at p[at] (p at
+ * 3), and returns the count of its parameters; *run: whether it runs a prepared one. */
+static int pg_recorded(lua_State *T, int at, int end, int *run)
+{
+	int n;
+
+	lua_rawgeti(T, 3, at);
+	n = (int)lua_tointeger(T, -1);
+	lua_pop(T, 1);
+	if (n < 0 || at + 2 + n > end)
+		luaL_error(T, "the pipeline's statements were changed");
+	luaL_checkstack(T, n + 2, "too many parameters");
+	lua_rawgeti(T, 3, at + 1);
+	*run = lua_toboolean(T, -1);
+	lua_pop(T, 1);
+	for (int j = 0; j <= n; j++)
+		lua_rawgeti(T, 3, at + 2 + j);
+	if (lua_type(T, -n - 1) != LUA_TSTRING)
+		luaL_error(T, "the pipeline's statements were changed");
+	return n;
 }
 
 /* db:pipeline(function(p) p:query(sql, ...) p:run(name, ...) end) -->
  *   { result1, ... } | nil, message, sqlstate, index
  * The function only records the statements: they are sent together, in pipeline mode,
- * when it returns. */
+ * when it returns. p's metatable is upvalue 3. */
 static int pg_pipeline(lua_State *T)
 {
 	struct pg_conn *c = pg_check(T);
-	int nq, rec;
+	int nq = 0, rec, end, at, n, run;
 	size_t len = 0;
 	struct pg_req *r;
 	char *mem;
 
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
-	lua_newtable(T);                        /* p: the statements, and the methods */
-	lua_pushboolean(T, 0);
-	lua_pushcclosure(T, pg_record, 1);
-	lua_setfield(T, 3, "query");
-	lua_pushboolean(T, 1);
-	lua_pushcclosure(T, pg_record, 1);
-	lua_setfield(T, 3, "run");
+	lua_newtable(T);                        /* p: the statements */
+	lua_pushvalue(T, lua_upvalueindex(3));  /* its methods */
+	lua_setmetatable(T, 3);
 	lua_pushvalue(T, 2);
 	lua_pushvalue(T, 3);
 	lua_call(T, 1, 0);
 	rec = lua_gettop(T) + 1;
-	nq = (int)lua_objlen(T, 3);
+	end = (int)lua_objlen(T, 3);
+	for (at = 1; at <= end; at += n + 3, nq++) {
+		n = pg_recorded(T, at, end, &run);
+		len += value_size(T, rec + 1, rec + n) + lua_objlen(T, rec) + 1 + sizeof(void *);
+		lua_settop(T, rec - 1);
+	}
 	if (nq == 0) {
 		lua_newtable(T);
 		return 1;
-	}
-	for (int i = 1; i <= nq; i++) {
-		int n;
-		lua_rawgeti(T, 3, i);
-		lua_getfield(T, -1, "n");
-		n = (int)lua_tointeger(T, -1);
-		lua_pop(T, 1);
-		luaL_checkstack(T, n + 2, "too many parameters");
-		for (int j = 2; j <= n; j++)
-			lua_rawgeti(T, rec, j);
-		len += value_size(T, rec + 2, rec + n - 1) + lua_objlen(T, rec + 1) + 1 + sizeof(void *);
-		lua_settop(T, rec - 1);
 	}
 	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD && !c->head)
 		return pg_push_string(T, PQerrorMessage(c->conn));
 	r = pg_req_new(T, c, PG_PIPELINE, nq, len);
 	lua_replace(T, 2);                      /* T: conn, r, statements */
 	mem = (char *)&r->q[nq];
-	for (int i = 1; i <= nq; i++) {
-		struct pg_query *q = &r->q[i - 1];
-		int n;
+	at = 1;
+	for (int i = 0; i < nq; i++, at += n + 3) {
+		struct pg_query *q = &r->q[i];
 		size_t l;
 		const char *sql;
-		lua_rawgeti(T, 3, i);
-		lua_getfield(T, -1, "n");
-		n = (int)lua_tointeger(T, -1);
-		lua_pop(T, 1);
-		for (int j = 1; j <= n; j++)
-			lua_rawgeti(T, rec, j);
-		q->run = lua_toboolean(T, rec + 1);
-		mem = value_fill(T, rec + 3, rec + n, q, mem);
-		sql = lua_tolstring(T, rec + 2, &l);
+		n = pg_recorded(T, at, end, &q->run);
+		mem = value_fill(T, rec + 1, rec + n, q, mem);
+		sql = lua_tolstring(T, rec, &l);
 		memcpy(mem, sql, l + 1);
 		q->sql = mem;
 		mem += l + 1;
@@ -746,8 +791,7 @@ int luaopen_lem_postgres(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{ "query", pg_query }, { "prepare", pg_prepare }, { "run", pg_run },
-		{ "pipeline", pg_pipeline }, { "notification", pg_notification },
-		{ "close", pg_close },
+		{ "notification", pg_notification }, { "close", pg_close },
 		{ "cancel", cancel_start }, { "status", pool_status }, { NULL, NULL }
 	};
 	static const luaL_Reg meta[] = {
@@ -757,20 +801,37 @@ int luaopen_lem_postgres(lua_State *L)
 		{ "connect", pg_connect }, { "binary", value_binary }, { NULL, NULL }
 	};
 
-	luaL_newmetatable(L, PG_REQ_MT);
+	int top = lua_gettop(L);
+
+	luaL_newmetatable(L, PG_REQ_MT);        /* top + 1 */
 	lua_pushcfunction(L, pg_req_gc);
 	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
-	luaL_newmetatable(L, PG_CONN_MT);
+	luaL_newmetatable(L, PG_CONN_MT);       /* top + 2 */
 	luaL_register(L, NULL, meta);
-	lua_newtable(L);
-	luaL_register(L, NULL, methods);
+	lua_newtable(L);                        /* the methods, with both metatables (pg_check) */
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	luaL_openlib(L, NULL, methods, 2);
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	lua_createtable(L, 0, 1);               /* pipeline's upvalue 3: its recorder's metatable */
+	lua_createtable(L, 0, 2);
+	lua_pushboolean(L, 0);
+	lua_pushcclosure(L, pg_record, 1);
+	lua_setfield(L, -2, "query");
+	lua_pushboolean(L, 1);
+	lua_pushcclosure(L, pg_record, 1);
+	lua_setfield(L, -2, "run");
 	lua_setfield(L, -2, "__index");
+	lua_pushcclosure(L, pg_pipeline, 3);
+	lua_setfield(L, -2, "pipeline");
+	lua_setfield(L, top + 2, "__index");
 	lua_pushliteral(L, "postgres connection");
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
+	lua_setfield(L, top + 2, "__metatable");
 	lua_newtable(L);                        /* the module */
-	luaL_register(L, NULL, funcs);
+	lua_pushvalue(L, top + 1);
+	lua_pushvalue(L, top + 2);
+	luaL_openlib(L, NULL, funcs, 2);
 	lua_pushlightuserdata(L, PG_NULL_VALUE);
 	lua_setfield(L, -2, "null");
 	pool_open(L);

@@ -85,9 +85,21 @@ static void value_number(char *buf, lua_Number x)
 		strcpy(buf, "NaN");
 	else if (isinf(x))
 		strcpy(buf, x > 0 ? "Infinity" : "-Infinity");
-	else if (x == floor(x) && fabs(x) < 1e18)
-		snprintf(buf, VALUE_NUMLEN, "%.0f", x);
-	else
+	else if (x == floor(x) && fabs(x) < 1e18) {
+		/* by hand: snprintf's "%.0f" cost more than the rest of a prepared
+		 * statement's parameters and request put together */
+		unsigned long long u = (unsigned long long)fabs(x);
+		char tmp[24];
+		int k = 0;
+		do
+			tmp[k++] = (char)('0' + u % 10);
+		while ((u /= 10) != 0);
+		if (signbit(x))
+			*buf++ = '-';
+		while (k)
+			*buf++ = tmp[--k];
+		*buf = '\0';
+	} else
 		snprintf(buf, VALUE_NUMLEN, "%.17g", x);
 }
 
@@ -278,8 +290,12 @@ int value_pipeline(lua_State *S, struct pg_req *req)
 	}
 	lua_createtable(S, req->nq, 0);
 	for (int i = 0; i < req->nq; i++) {
-		value_result(S, req->q[i].res);
-		lua_pop(S, 1);
+		if (PQresultStatus(req->q[i].res) == PGRES_TUPLES_OK)
+			value_rows(S, req->q[i].res);    /* without the status value_result adds */
+		else {
+			value_result(S, req->q[i].res);
+			lua_pop(S, 1);
+		}
 		lua_rawseti(S, -2, i + 1);
 	}
 	return 1;

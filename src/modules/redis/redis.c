@@ -1,11 +1,11 @@
-/* redis.c: lem.redis, a Redis client on lem's own sockets. hiredis does the protocol
- * only: redisFormatCommandArgv writes the commands, its reader parses the replies; the
- * descriptor, its watchers and the waiting coroutines are ours.
+/* redis.c: lem.redis, a Redis client on lem's own sockets. hiredis's reader parses the
+ * replies; the commands (redis_prepare), the descriptor, its watchers and the waiting
+ * coroutines are ours.
  *
  * A connection's callers form a FIFO: each r:call appends its command to the output
  * buffer and waits; replies come back in the order the commands went out, so the n-th
  * reply wakes the n-th caller. Their coroutines are kept alive by the connection's
- * environment table, at env[head+1..head+qlen], and the connection by its anchor while
+ * environment table, at env[i+1] for the caller in q[i] (a ring), and the connection by its anchor while
  * anyone waits: a connection nobody waits on is anchored by nothing, and the collector
  * closes it. env[0] holds the one other waiter: the caller of connect, or of message.
  * The socket is read only while someone waits, so that an idle connection keeps no
@@ -55,12 +55,13 @@ struct redis_conn {
 
 	char *out;                /* commands to write: [opos, olen) of ocap bytes */
 	size_t opos, olen, ocap;
-	char *cmd;                /* a formatted command whose caller could not suspend:
-	                             freed by the next call (lem.h's spare) */
+	int flush;                /* a flusher is queued to write them (redis_flush) */
 
-	lem_waiter *q;            /* callers waiting for replies, in order: a ring */
-	unsigned qhead, qlen, qcap;
-	int fhead;                /* their coroutines are env[fhead+1..fhead+qlen] */
+	lem_waiter *q;            /* callers waiting for replies, in order: a ring, whose */
+	unsigned qhead, qlen, qcap;   /* coroutines are at env[1..qcap], in its order */
+	redisReply *reply;        /* a reply read, for the head of the FIFO (redis_answer) */
+	size_t rsize;             /* the bytes of the last reply read */
+	int rerr;                 /* the reader failed: reader->errstr says why */
 	lem_waiter one;           /* the caller of connect or message (env[0]); co NULL: none */
 
 	struct redis_msg *mhead, **mtail;   /* messages read, not yet asked for */
@@ -249,11 +250,12 @@ static void redis_shut(struct redis_conn *c, lua_State *from)
 	if (c->reader)
 		redisReaderFree(c->reader);
 	c->reader = NULL;
+	if (c->reply)
+		freeReplyObject(c->reply);
+	c->reply = NULL;
 	free(c->out);
 	c->out = NULL;
 	c->opos = c->olen = c->ocap = 0;
-	free(c->cmd);
-	c->cmd = NULL;
 	redis_free_msgs(c);
 	if (c->ai)
 		freeaddrinfo(c->ai);
@@ -274,11 +276,10 @@ static void redis_shut(struct redis_conn *c, lua_State *from)
 			lua_pushnil(from);
 			lua_pushvalue(from, msg);
 			lem_wake(c->loop, &c->q[c->qhead], from, 2);
-			c->qhead = (c->qhead + 1) % c->qcap;
 			lua_pushnil(from);
-			lua_rawseti(from, -2, ++c->fhead);
+			lua_rawseti(from, -2, c->qhead + 1);
+			c->qhead = (c->qhead + 1) % c->qcap;
 		}
-		c->fhead = 0;
 		lua_pop(from, 2);
 	}
 	c->qlen = 0;
@@ -332,29 +333,12 @@ static void redis_forget_one(struct redis_conn *c, lua_State *L)
 	redis_hold(c, L, 0);
 }
 
-/* A complete reply: the first caller's, or a message, or a reply nobody asked for. */
+/* A complete reply that no call waits for: a message, or a reply nobody asked for. */
 static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 {
 	lua_State *L = lem_state(c->loop);
 	int n;
 
-	if (c->qlen) {
-		lem_waiter w = c->q[c->qhead];
-		c->qhead = (c->qhead + 1) % c->qcap;
-		c->qlen--;
-		n = redis_protect(c->loop, L, redis_push_reply, reply);
-		freeReplyObject(reply);
-		lem_wake(c->loop, &w, L, n);             /* stale (resumed by hand): dropped */
-		lem_anchor_push(c->loop, L, c->slot);
-		lua_getfenv(L, -1);
-		lua_pushnil(L);
-		lua_rawseti(L, -2, ++c->fhead);          /* the key exists: no allocation */
-		lua_pop(L, 2);
-		if (!c->qlen)
-			c->fhead = 0;
-		redis_hold(c, L, 0);
-		return 0;
-	}
 	if (!c->subscribed) {
 		freeReplyObject(reply);
 		redis_fail(c, "reply nobody asked for");
@@ -378,20 +362,70 @@ static int redis_dispatch(struct redis_conn *c, redisReply *reply)
 	}
 	m->next = NULL;
 	m->reply = reply;
-	m->size = c->pending;
+	m->size = c->rsize;
 	*c->mtail = m;
 	c->mtail = &m->next;
 	c->mbytes += m->size;
 	return 0;
 }
 
+/* Parses the next reply of what was read into c->reply: 1, 0 when its bytes have not all
+ * come, -1 when the reader fails (c->rerr). */
+static int redis_next(struct redis_conn *c)
+{
+	void *reply;
+	size_t rest;
+
+	if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+		c->rerr = 1;
+		return -1;
+	}
+	if (!reply)
+		return 0;
+	rest = c->reader->len - c->reader->pos;   /* the reply ended where these begin */
+	c->rsize = c->pending - rest;
+	c->pending = rest;
+	c->reply = reply;
+	return 1;
+}
+
+/* The head of the FIFO has had its reply: let go of it. */
+static void redis_shift(struct redis_conn *c, lua_State *S, int env)
+{
+	freeReplyObject(c->reply);
+	c->reply = NULL;
+	lua_pushnil(S);
+	lua_rawseti(S, env, c->qhead + 1);        /* the runqueue holds the coroutine now */
+	c->qhead = (c->qhead + 1) % c->qcap;
+	c->qlen--;
+}
+
+/* [-0, +0, m] In a protected call (lem_protect): hands the replies read to the callers
+ * of the FIFO, in order, while any waits. One protected call for all the replies of a
+ * read, rather than one each: a pipelined GET's values are made for a few dozen
+ * instructions, a protected call costs hundreds. A reply whose values could not be made
+ * stays in c->reply. */
+static int redis_answer(lua_State *S, void *ud)
+{
+	struct redis_conn *c = ud;
+	int env;
+
+	lem_anchor_push(c->loop, S, c->slot);
+	lua_getfenv(S, -1);
+	env = lua_gettop(S);
+	while (c->qlen && (c->reply || redis_next(c) > 0)) {
+		lem_wake(c->loop, &c->q[c->qhead], S, redis_push_reply(S, c->reply));
+		redis_shift(c, S, env);
+	}
+	return 0;
+}
+
 static void redis_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct redis_conn *c = (struct redis_conn *)w;
+	lua_State *L = lem_state(c->loop);
 	char buf[REDIS_CHUNK];
 	ssize_t n = read(c->fd, buf, sizeof buf);
-	size_t before;
-	void *reply;
 
 	(void)ev; (void)revents;
 	if (n <= 0) {
@@ -401,25 +435,33 @@ static void redis_readable(struct ev_loop *ev, ev_io *w, int revents)
 			redis_fail_errno(c, errno);
 		return;
 	}
-	before = c->pending;
 	if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK) {
 		redis_fail(c, "not enough memory");
 		return;
 	}
-	c->pending = before + (size_t)n;
-	for (;;) {
-		if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-			redis_fail(c, c->reader->errstr);     /* a protocol error, or memory */
+	c->pending += (size_t)n;
+	while (c->qlen && lem_protect(c->loop, L, redis_answer, c) < 0) {
+		if (!c->reply) {
+			lua_pop(L, 2);
+			redis_fail(c, "not enough memory");
 			return;
 		}
-		if (!reply)
-			break;
-		/* The reply ended where the bytes not yet parsed begin. */
-		size_t rest = c->reader->len - c->reader->pos;
-		c->pending -= rest;
+		/* L: nil, the error: for the caller whose reply it was */
+		lem_wake(c->loop, &c->q[c->qhead], L, 2);
+		lem_anchor_push(c->loop, L, c->slot);
+		lua_getfenv(L, -1);
+		redis_shift(c, L, lua_gettop(L));
+		lua_pop(L, 2);
+	}
+	while (!c->rerr && redis_next(c) > 0) {
+		redisReply *reply = c->reply;
+		c->reply = NULL;
 		if (redis_dispatch(c, reply) != 0)
 			return;
-		c->pending = rest;
+	}
+	if (c->rerr) {
+		redis_fail(c, c->reader->errstr);     /* a protocol error, or memory */
+		return;
 	}
 	if (c->pending > c->maxreply) {
 		redis_fail(c, "reply too large");
@@ -429,6 +471,7 @@ static void redis_readable(struct ev_loop *ev, ev_io *w, int revents)
 		redis_fail(c, "too many unread messages");
 		return;
 	}
+	redis_hold(c, L, 0);
 	redis_watch(c);
 }
 
@@ -453,14 +496,32 @@ static void redis_writable(struct ev_loop *ev, ev_io *w, int revents)
 	}
 }
 
-/* [-0, +0, v] Formats the command of the arguments from index 2 into c->cmd, and makes
- * room for it in the output buffer and for one more caller in the FIFO: everything a
- * call needs before it suspends. Returns the command's length. */
+/* Writes n's decimal digits at p; returns their end. */
+static char *redis_digits(char *p, size_t n)
+{
+	char tmp[24];
+	int k = 0;
+
+	do
+		tmp[k++] = (char)('0' + n % 10);
+	while ((n /= 10) != 0);
+	while (k)
+		*p++ = tmp[--k];
+	return p;
+}
+
+/* [-0, +0, v] Writes the command of the arguments from index `first` (after verb, when
+ * not NULL) in the protocol's form at the end of the output buffer, without counting it
+ * in yet: everything a call needs before it suspends. Returns the command's length,
+ * which redis_send counts in. Formatted here rather than by hiredis's
+ * redisFormatCommandArgv, which allocates the command and prints it with sprintf: that
+ * was a third of a pipelined GET's cost. */
 static size_t redis_prepare(lua_State *T, struct redis_conn *c, int first, const char *verb)
 {
-	int argc = lua_gettop(T) - first + 1 + (verb != NULL), i, len;
+	int argc = lua_gettop(T) - first + 1 + (verb != NULL), i;
 	const char *argv_small[16], **argv = argv_small;
 	size_t lens_small[16], *lens = lens_small, need;
+	char *p;
 
 	if (argc > 16) {
 		argv = lua_newuserdata(T, (size_t)argc * (sizeof *argv + sizeof *lens));
@@ -474,12 +535,13 @@ static size_t redis_prepare(lua_State *T, struct redis_conn *c, int first, const
 	}
 	for (; i < argc; i++)
 		argv[i] = luaL_checklstring(T, first + i - (verb != NULL), &lens[i]);
-	free(c->cmd);                             /* the spare of a call that raised */
-	c->cmd = NULL;
-	len = redisFormatCommandArgv(&c->cmd, argc, argv, lens);
-	if (len < 0)
-		luaL_error(T, "not enough memory");
-	need = c->olen + (size_t)len;
+	need = 1 + 20 + 2;                        /* *argc\r\n */
+	for (i = 0; i < argc; i++) {
+		if (lens[i] > (size_t)-1 / 2 - need)
+			luaL_error(T, "not enough memory");
+		need += 1 + 20 + 2 + lens[i] + 2;     /* $len\r\n bytes \r\n */
+	}
+	need += c->olen;
 	if (need > c->ocap) {
 		size_t cap = c->ocap ? c->ocap : 4096;
 		char *out;
@@ -490,29 +552,73 @@ static size_t redis_prepare(lua_State *T, struct redis_conn *c, int first, const
 		c->out = out;
 		c->ocap = cap;
 	}
-	return (size_t)len;
+	p = c->out + c->olen;
+	*p++ = '*';
+	p = redis_digits(p, (size_t)argc);
+	*p++ = '\r';
+	*p++ = '\n';
+	for (i = 0; i < argc; i++) {
+		*p++ = '$';
+		p = redis_digits(p, lens[i]);
+		*p++ = '\r';
+		*p++ = '\n';
+		memcpy(p, argv[i], lens[i]);
+		p += lens[i];
+		*p++ = '\r';
+		*p++ = '\n';
+	}
+	return (size_t)(p - (c->out + c->olen));
 }
 
-/* After the suspension: appends c->cmd to the output. A command alone on the connection
- * goes out at once, which saves a request/response the poll that would write it; behind
- * others, it waits until the socket is writable, so that the commands of every caller
- * that runs meanwhile go out in one write. */
-static void redis_send(struct redis_conn *c, size_t len, int alone)
+/* Writes the output now; what the socket does not take goes when it is writable (errors
+ * show there too). */
+static void redis_write(struct redis_conn *c)
 {
-	memcpy(c->out + c->olen, c->cmd, len);
+	ssize_t n;
+
+	if (c->state != REDIS_OPEN || c->opos == c->olen || ev_is_active(&c->w))
+		return;
+	n = send(c->fd, c->out + c->opos, c->olen - c->opos, MSG_NOSIGNAL);
+	if (n > 0)
+		c->opos += (size_t)n;
+	if (c->opos == c->olen)
+		c->opos = c->olen = 0;
+	else
+		ev_io_start(lem_ev(c->loop), &c->w);
+}
+
+/* The flusher: a function queued in the runqueue (lem_spawn) by the first call whose
+ * command finds the output empty. It runs after the coroutines queued before it, those
+ * a read woke and that call again meanwhile, so that their commands go out in one write,
+ * and before the loop polls: no wait for writability, no watcher to start and stop. */
+static int redis_flush(lua_State *T)
+{
+	struct redis_conn *c = lua_touserdata(T, 1);
+
+	c->flush = 0;
+	redis_write(c);
+	return 0;
+}
+
+/* [-0, +0, v] Queues the flusher (upvalue 2 of call) unless one is queued or the write
+ * watcher waits already: before the caller suspends, as it may raise. */
+static void redis_flush_later(lua_State *T, struct redis_conn *c)
+{
+	if (c->flush || ev_is_active(&c->w))
+		return;
+	lua_pushvalue(T, lua_upvalueindex(2));
+	lua_pushvalue(T, 1);
+	lem_spawn(c->loop, T, 1);
+	c->flush = 1;
+}
+
+/* After the suspension: counts in the command redis_prepare wrote. With `later` the
+ * flusher writes it; else the socket's writability. */
+static void redis_send(struct redis_conn *c, size_t len, int later)
+{
 	c->olen += len;
-	free(c->cmd);
-	c->cmd = NULL;
-	if (alone && c->olen == len) {
-		ssize_t n = send(c->fd, c->out, len, MSG_NOSIGNAL);
-		if (n == (ssize_t)len) {
-			c->olen = 0;
-			return;
-		}
-		if (n > 0)
-			c->opos = (size_t)n;      /* the rest when writable; errors show there too */
-	}
-	ev_io_start(lem_ev(c->loop), &c->w);
+	if (!later && !ev_is_active(&c->w))
+		ev_io_start(lem_ev(c->loop), &c->w);
 }
 
 static int redis_closed(lua_State *T)
@@ -522,13 +628,50 @@ static int redis_closed(lua_State *T)
 	return 2;
 }
 
+/* [-0, +0, m] Doubles the FIFO's ring (c->qlen == c->qcap), and its coroutines' places
+ * in the environment of the connection at 1 with it: a new table whose array holds
+ * them all, so that a call stores its coroutine there without allocating. */
+static void redis_grow(lua_State *T, struct redis_conn *c)
+{
+	unsigned cap = c->qcap ? c->qcap * 2 : 16, i;
+	lem_waiter *q;
+
+	lua_getfenv(T, 1);
+	lua_createtable(T, (int)cap, 1);
+	lua_rawgeti(T, -2, 0);
+	lua_rawseti(T, -2, 0);
+	for (i = 0; i < cap; i++) {           /* every place exists: nil is stored in place */
+		if (i < c->qlen)
+			lua_rawgeti(T, -2, (int)((c->qhead + i) % c->qcap) + 1);
+		else
+			lua_pushboolean(T, 0);
+		lua_rawseti(T, -2, (int)i + 1);
+	}
+	if (!(q = malloc(cap * sizeof *q)))
+		luaL_error(T, "not enough memory");
+	lua_setfenv(T, 1);
+	lua_pop(T, 1);
+	for (i = 0; i < c->qlen; i++)
+		q[i] = c->q[(c->qhead + i) % c->qcap];
+	free(c->q);
+	c->q = q;
+	c->qhead = 0;
+	c->qcap = cap;
+}
+
 /* r:call(command, ...) --> reply | nil, message */
 static int redis_call(lua_State *T)
 {
-	struct redis_conn *c = redis_check(T);
+	struct redis_conn *c = lua_touserdata(T, 1);
 	size_t len;
+	unsigned at;
 	int r;
 
+	/* luaL_checkudata's look-up of the metatable by name, at every call, cost more
+	 * than the rest of the check: call has it as an upvalue */
+	if (!c || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, lua_upvalueindex(1)))
+		redis_check(T);                       /* raises "bad argument" */
+	lua_pop(T, 1);
 	luaL_checkstring(T, 2);
 	if (c->state != REDIS_OPEN)
 		return redis_closed(T);
@@ -538,34 +681,23 @@ static int redis_call(lua_State *T)
 		return 2;
 	}
 	len = redis_prepare(T, c, 2, NULL);
-	if (c->qlen == c->qcap) {
-		unsigned cap = c->qcap ? c->qcap * 2 : 16, i;
-		lem_waiter *q = malloc(cap * sizeof *q);
-		if (!q)
-			luaL_error(T, "not enough memory");
-		for (i = 0; i < c->qlen; i++)
-			q[i] = c->q[(c->qhead + i) % c->qcap];
-		free(c->q);
-		c->q = q;
-		c->qhead = 0;
-		c->qcap = cap;
-	}
 	lua_settop(T, 1);
-	lua_getfenv(T, 1);
-	lua_pushboolean(T, 0);                    /* the caller's place in the FIFO */
-	lua_rawseti(T, 2, c->fhead + c->qlen + 1);
-	lua_pop(T, 1);
+	if (c->qlen == c->qcap)
+		redis_grow(T, c);
+	redis_flush_later(T, c);
+	at = (c->qhead + c->qlen) % c->qcap;
 	lua_pushvalue(T, 1);                      /* T: conn, conn */
-	r = lem_suspend(T, &c->q[(c->qhead + c->qlen) % c->qcap], 2);
+	r = lem_suspend(T, &c->q[at], 2);
 	/* Nothing may raise from here on. */
 	c->qlen++;
 	lua_getfenv(T, 1);
-	lua_pushthread(c->q[(c->qhead + c->qlen - 1) % c->qcap].co);
-	lua_xmove(c->q[(c->qhead + c->qlen - 1) % c->qcap].co, T, 1);
-	lua_rawseti(T, -2, c->fhead + c->qlen);
+	lua_pushthread(c->q[at].co);
+	lua_xmove(c->q[at].co, T, 1);
+	lua_rawseti(T, -2, (int)at + 1);          /* the place exists: no allocation */
 	lua_pop(T, 1);
-	redis_hold(c, T, 1);
-	redis_send(c, len, c->qlen == 1);
+	if (c->qlen == 1)                         /* else the connection is held already */
+		redis_hold(c, T, 1);
+	redis_send(c, len, 1);
 	redis_watch(c);
 	return r;
 }
@@ -997,7 +1129,7 @@ int luaopen_lem_redis(lua_State *L)
 	static const char *verbs[] = { "subscribe", "psubscribe", "unsubscribe",
 	                               "punsubscribe", NULL };
 	static const luaL_Reg methods[] = {
-		{ "call", redis_call }, { "message", redis_message }, { "close", redis_close },
+		{ "message", redis_message }, { "close", redis_close },
 		{ "limit", redis_limit }, { NULL, NULL }
 	};
 	static const luaL_Reg meta[] = {
@@ -1023,6 +1155,10 @@ int luaopen_lem_redis(lua_State *L)
 	luaL_register(L, NULL, meta);
 	lua_newtable(L);
 	luaL_register(L, NULL, methods);
+	lua_pushvalue(L, -2);                 /* call's upvalues: the metatable, the flusher */
+	lua_pushcfunction(L, redis_flush);
+	lua_pushcclosure(L, redis_call, 2);
+	lua_setfield(L, -2, "call");
 	for (i = 0; verbs[i]; i++) {
 		lua_pushstring(L, verbs[i]);
 		lua_pushcclosure(L, redis_pubsub, 1);
