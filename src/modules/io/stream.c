@@ -216,6 +216,17 @@ static void stream_consume(struct io_stream *s, int r)
 	}
 }
 
+/* Frees the buffer of a stream whose reader is about to wait with nothing buffered: an
+ * idle connection (a server's keep-alive one, waiting for its next request) then costs
+ * no buffer; the next read() that comes allocates it again (malloc keeps such a recently
+ * freed block at hand). */
+static void stream_release(struct io_stream *s)
+{
+	free(s->buf);
+	s->buf = NULL;
+	s->start = s->end = s->scan = s->cap = 0;
+}
+
 /* ---- watchers ---- */
 
 struct stream_answer {
@@ -458,6 +469,8 @@ static int stream_read(lua_State *T)
 	}
 	if (timeout == 0)
 		return io_error(T, -ETIMEDOUT);        /* return nil, 'timeout' at once */
+	if (s->start == s->end)
+		stream_release(s);
 	r = io_suspend(loop, T, &s->reader, 0);
 	ev_io_start(lem_ev(loop), &s->r);
 	if (timeout > 0) {
