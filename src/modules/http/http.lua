@@ -184,6 +184,9 @@ local function body_piece(b)
 		while true do
 			local want = b.dec:want()
 			local data, err
+			if b.got + want > b.max then   -- a chunk too large: no need to wait for it
+				return body_fail(b, 'body too large', 413)
+			end
 			if want > 0 then
 				data, err = s:read(want < PIECE and want or PIECE, remaining(b))
 			else
