@@ -598,18 +598,20 @@ local function serve_one()
 		end
 		return
 	end
-	local text = lead .. data
-	local method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
-	-- a head of empty lines only: those may precede a request line
-	while method == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
-		data = s:read('*u', CRLF2, o.header_timeout)
-		if not data then return end
-		text = text .. data
-		method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
-	end
-	if not method or len ~= #text then
-		error_answer(conn, method == nil and target or 400)   -- target: the status
-		return linger(conn)
+	local method, target, minor, kind, length, keep, expect, h, m, len = P:request(lead, data)
+	if not method or len ~= #data + 1 then
+		local text = lead .. data
+		-- a head of empty lines only: those may precede a request line
+		while method == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
+			data = s:read('*u', CRLF2, o.header_timeout)
+			if not data then return end
+			text = text .. data
+			method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
+		end
+		if not method or len ~= #text then
+			error_answer(conn, method == nil and target or 400)   -- target: the status
+			return linger(conn)
+		end
 	end
 	if kind == 'length' and length > o.max_body then
 		error_answer(conn, 413)

@@ -67,7 +67,10 @@ static ssize_t stream_fill(struct io_stream *s)
 
 			if (cap > need)
 				cap = need > BUF_INIT ? need : BUF_INIT;
-			if (!(p = realloc(s->buf, cap)))
+			if (cap == BUF_INIT && s->st->spare) {   /* s->cap is 0: no data to keep */
+				p = s->st->spare;
+				s->st->spare = NULL;
+			} else if (!(p = realloc(s->buf, cap)))
 				return -ENOMEM;
 			s->buf = p;
 			s->cap = cap;
@@ -216,13 +219,16 @@ static void stream_consume(struct io_stream *s, int r)
 	}
 }
 
-/* Frees the buffer of a stream whose reader is about to wait with nothing buffered: an
- * idle connection (a server's keep-alive one, waiting for its next request) then costs
- * no buffer; the next read() that comes allocates it again (malloc keeps such a recently
- * freed block at hand). */
+/* Gives up the buffer of a stream whose reader is about to wait with nothing buffered:
+ * an idle connection (a server's keep-alive one, waiting for its next request) then costs
+ * no buffer. One first-size buffer per loop is kept for the next stream that reads: a
+ * malloc and a free of 4 KiB per request cost more than the rest of the read. */
 static void stream_release(struct io_stream *s)
 {
-	free(s->buf);
+	if (s->cap == BUF_INIT && !s->st->spare)
+		s->st->spare = s->buf;
+	else
+		free(s->buf);
 	s->buf = NULL;
 	s->start = s->end = s->scan = s->cap = 0;
 }
