@@ -15,6 +15,7 @@ local now, timer, traceback = utils.now, utils.timer, debug.traceback
 local http = {}
 
 local PIECE = 65536          -- bodies are read this much at a time at most
+local PIPE_BYTES = 16384     -- answers held back for a pipeline: written past this
 local DRAIN_MAX = 262144     -- an unread request body up to this is read and dropped
 local LINGER_TIME = 1        -- at most this long (seconds), this much and
 local LINGER_BYTES = 1048576 -- read and dropped before an error close (linger)
@@ -296,6 +297,7 @@ end
 -- Writes to the connection, closing it when the peer has not taken everything within
 -- write_timeout (at most half of it later: watch). Returns true, or nil and a message
 -- once the connection is dead.
+-- Answers held back (conn.out, see Response:send) go first, in the same write.
 local function conn_write(conn, ...)
 	if conn.dead then return nil, 'closed' end
 	local srv = conn.srv
@@ -303,7 +305,14 @@ local function conn_write(conn, ...)
 		conn.since = true
 		if not srv.watchdog then watch(srv) end
 	end
-	local ok, err = conn.s:write(...)
+	local ok, err
+	if conn.out then
+		local out = conn.out
+		conn.out = false
+		ok, err = conn.s:write(out, ...)
+	else
+		ok, err = conn.s:write(...)
+	end
 	conn.since = false
 	if not ok then conn.dead = true end
 	return ok, err
@@ -469,8 +478,16 @@ function Response:send(status, body)
 	self._state = 'done'
 	local nobody = NOBODY[status]
 	local h = head(self, status, not nobody and #body or nil)
-	if nobody or self._req.method == 'HEAD' then return conn_write(self._conn, h) end
-	return conn_write(self._conn, h, body)
+	if nobody or self._req.method == 'HEAD' then body = '' end
+	local conn = self._conn
+	-- The client's next request is here already (a pipeline): a small answer waits to go
+	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
+	if conn.pipelined and #body <= PIPE_BYTES and not conn.dead then
+		local out = conn.out
+		conn.out = out and out .. h .. body or h .. body
+		return true
+	end
+	return conn_write(conn, h, body)
 end
 
 -- res:start(status) --> true | nil, message: the head; the body follows with write.
@@ -515,9 +532,11 @@ function Response:write(...)
 	return conn_write(self._conn, data)
 end
 
--- res:flush() --> true: every write goes to the kernel already.
+-- res:flush() --> true | nil, message: answers held back for a pipeline go out now.
 function Response:flush()
-	if self._conn.dead then return nil, 'closed' end
+	local conn = self._conn
+	if conn.dead then return nil, 'closed' end
+	if conn.out then return conn_write(conn) end
 	return true
 end
 
@@ -586,7 +605,11 @@ local function serve_one()
 	local srv, s = conn.srv, conn.s
 	local o, P, handler = srv.o, srv.parser, srv.handler
 	if srv.draining then conn.close = true end
-	local data, err = s:read('*u', CRLF2, o.header_timeout)
+	local data, err = s:read('*u', CRLF2, conn.out and 0 or o.header_timeout)
+	if not data and conn.out and err == 'timeout' then
+		conn_write(conn)      -- answers held back wait for no head that is not whole here
+		data, err = s:read('*u', CRLF2, o.header_timeout)
+	end
 	if not data then
 		if err == 'line too long' then
 			-- it stays buffered: the parser tells a long target (414) from a long head
@@ -634,8 +657,12 @@ local function serve_one()
 		end
 	end
 	conn.close = not keep or conn.close
+	-- more is buffered after a request without a body: the next one, pipelined (but an
+	-- Upgrade, whose handler may take the stream: what was held back goes out first)
+	conn.pipelined = kind == 'none' and s:buffered() > 0 and not rawget(h, 'upgrade')
+	if conn.out and not conn.pipelined then conn_write(conn) end
 	conn.res = res
-	handler(req, res)                    -- an error ends the connection (connection)
+	handler(req, res)                    -- an error ends the connection (serve)
 	conn.res = false
 	if not res._state then
 		res:send(200)                    -- as Go does for a handler that sent nothing
@@ -651,8 +678,13 @@ local function serve_one()
 		if b.err then conn.close = true end
 	end
 	if conn.close then
+		if conn.out then conn_write(conn) end
 		if not b.done or b.err then linger(conn) end
 		return
+	end
+	if conn.out then
+		-- held back for the next request's answers (serve gives them its conn)
+		if not (conn.pipelined and #conn.out < PIPE_BYTES) then conn_write(conn) end
 	end
 	return true
 end
@@ -682,15 +714,15 @@ end
 local function serve(srv, s)
 	srv.nconns = srv.nconns + 1
 	s:limit(srv.o.max_header_bytes)
-	local first = true
+	local first, conn = true, nil
 	while not srv.draining do
 		-- The head's first byte may take header_timeout on a new connection,
 		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
 		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
 		srv.conns[s] = true
 		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
-		local conn = { s = s, srv = srv, dead = false, close = false, since = false,
-			res = false }
+		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
+			out = conn and conn.out or false, pipelined = false }   -- out: held back
 		srv.conns[s] = conn
 		if not lead then
 			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
@@ -705,6 +737,7 @@ local function serve(srv, s)
 		end
 		if not err then break end
 	end
+	if conn and conn.out then pcall(conn_write, conn) end   -- a pipeline cut short
 	srv.conns[s], srv.nconns = nil, srv.nconns - 1
 	s:close()
 	if srv.nconns == 0 then

@@ -612,6 +612,16 @@ static int stream_limit(lua_State *T)
 	return 2;
 }
 
+/* stream:buffered() --> the bytes read from the peer and not yet returned by a read: a
+ * server sees that the next request of a pipeline is already here. */
+static int stream_buffered(lua_State *T)
+{
+	struct io_stream *s = stream_check(T);
+
+	lua_pushnumber(T, (lua_Number)(s->end - s->start));
+	return 1;
+}
+
 /* stream:peer() --> address, port (TCP) | path (Unix, "" when unnamed) | nil, message
  * The address accept or connect saw, which stays known once the peer went or reset; a
  * standard stream asks the kernel. */
@@ -636,6 +646,7 @@ void io_stream_open(lua_State *L)
 		{ "close", stream_close },
 		{ "peer", stream_peer },
 		{ "limit", stream_limit },
+		{ "buffered", stream_buffered },
 		{ NULL, NULL }
 	};
 
