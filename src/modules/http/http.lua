@@ -719,6 +719,7 @@ local function serve(srv, s)
 		-- The head's first byte may take header_timeout on a new connection,
 		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
 		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
+		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
 		srv.conns[s] = true
 		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
 		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
