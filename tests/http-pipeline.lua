@@ -79,7 +79,11 @@ for i = 1, n do
 end
 utils.sleeper():sleep(0.2)
 local after = rss(pid)
-if not (before and after) then
+if (os.getenv('LEM_SANITIZER') or '') ~= '' then
+	t.is(served, n, n .. ' connections made one request each')
+	t.skip('an idle keep-alive connection holds no read buffer',
+		'a sanitizer keeps freed memory aside and pads every block: VmRSS says nothing of lem\'s')
+elseif not (before and after) then
 	t.ok(false, 'the idle server runs: VmRSS read', output())
 else
 	local per = (after - before) * 1024 / n
