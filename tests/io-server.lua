@@ -1,5 +1,6 @@
--- examples/server.lua, the main job: HTTP answers, keep-alive, pipelining, and with
--- --loops 2 connections served by both loops (SO_REUSEPORT spreads them).
+-- examples/server.lua, the main job on lem.http: HTTP answers, keep-alive, pipelining,
+-- the framing checks as the server sees them, and with --loops 2 connections served by
+-- both loops (SO_REUSEPORT spreads them).
 local t = require 'tap'
 local io = require 'lem.io'
 local utils = require 'lem.utils'
@@ -26,27 +27,37 @@ local r = request('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 t.like(r, '^HTTP/1%.1 200 OK\r\n', 'GET / answers 200')
 t.like(r, 'Content%-Length: 14\r\n', 'content-length framed')
 t.like(r, '\r\n\r\nHello, World!\n$', 'body Hello, World!')
+-- what TechEmpower's plaintext test asks of every answer
+t.like(r, '\r\nServer: lem\r\n', 'a Server field')
+t.like(r, '\r\n[Cc]ontent%-[Tt]ype: text/plain\r\n', 'a Content-Type field')
+local date = r:match('\r\nDate: (%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT)\r\n')
+t.ok(date, 'a Date field in the IMF-fixdate form', r)
+utils.sleeper():sleep(1.1)
+r = request('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+t.ok(date and r and r:find('\r\nDate: ') and not r:find(date, 1, true),
+	'the Date changes with the second', r)
 
 -- keep-alive and pipelining: three requests in one write, three answers in order
-r = request('GET / HTTP/1.1\r\n\r\nGET /nothing HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n')
+r = request('GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n' ..
+	'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 local codes = {}
 for code in r:gmatch('HTTP/1%.1 (%d+)') do codes[#codes + 1] = code end
 t.same(codes, { '200', '404', '200' }, 'pipelined requests answered in order on one connection')
 r = request('HEAD / HTTP/1.0\r\n\r\n')
 t.ok(r:find('^HTTP/1%.1 200') and not r:find('Hello'), 'HEAD over HTTP/1.0: headers only, then closed')
-r = request('BREW / HTTP/1.1\r\nConnection: close\r\n\r\n')
+r = request('BREW / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 t.like(r, '^HTTP/1%.1 405', 'other methods: 405')
 r = request('nonsense\r\n\r\n')
 t.like(r, '^HTTP/1%.1 400', 'a bad request line: 400')
 
 -- request bodies are read and dropped, whatever frames them, and the next request follows
-local post = 'POST /x HTTP/1.1\r\n'
-r = request(post .. 'Content-Length: 5\r\n\r\nhello' .. 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n')
+local post = 'POST /x HTTP/1.1\r\nHost: x\r\n'
+r = request(post .. 'Content-Length: 5\r\n\r\nhello' .. 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 codes = {}
 for code in r:gmatch('HTTP/1%.1 (%d+)') do codes[#codes + 1] = code end
 t.same(codes, { '404', '200' }, 'a Content-Length body is skipped')
 r = request(post .. 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1a;ext=1\r\n' ..
-	('z'):rep(26) .. '\r\n0\r\nTrailer: x\r\n\r\n' .. 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n')
+	('z'):rep(26) .. '\r\n0\r\nTrailer: x\r\n\r\n' .. 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
 codes = {}
 for code in r:gmatch('HTTP/1%.1 (%d+)') do codes[#codes + 1] = code end
 t.same(codes, { '404', '200' }, 'a chunked body (extensions, trailers) is skipped')
@@ -57,17 +68,17 @@ t.like(r, '^HTTP/1%.1 400', 'a chunk longer than its size: 400')
 r = request(post .. 'Transfer-Encoding: gzip\r\n\r\n')
 t.like(r, '^HTTP/1%.1 400', 'a body whose last coding is not chunked: 400')
 
-local GOOD = 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'
+local GOOD = 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 local function alive()
 	return os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0
 end
 
 -- Framing that is not as RFC 9112 says: the answer (400, or 501 for a coding the server
--- does not know), then the connection closed; the server still answers a good request on
--- a new connection afterwards.
+-- does not know, 413 or 431 past a limit), then the connection closed; the server still
+-- answers a good request on a new connection afterwards.
 local function refused(head, code, name)
 	local r = request(head)
-	local want = '^HTTP/1%.1 ' .. code .. ' [%w ]+\r\nContent%-Length: 0\r\nConnection: close\r\n\r\n$'
+	local want = '^HTTP/1%.1 ' .. code .. ' [%w ]+\r\n.*Connection: close\r\n\r\n[^\r\n]*\n$'
 	local after = alive() and request(GOOD)
 	t.ok(r and r:find(want) and after and after:find('^HTTP/1%.1 200 '), name,
 		('answer: %q\nthen: %q\nserver output:\n%s'):format(tostring(r), tostring(after), output()))
@@ -75,9 +86,10 @@ end
 local function body(fields) return post .. fields .. '\r\n\r\n' end
 local function chunk(size) return body('Transfer-Encoding: chunked') .. size .. '\r\nhello\r\n0\r\n\r\n' end
 for _, v in ipairs({ '1.5', 'inf', '1e300', '18446744073709551616', '0x10', '-1', '+5', '',
-		'5 5', '1000000000000000' }) do
+		'5 5' }) do
 	refused(body('Content-Length: ' .. v), 400, ('Content-Length: %q: 400'):format(v))
 end
+refused(body('Content-Length: 1000000000000000'), 413, 'a Content-Length past max_body: 413')
 refused(body('Content-Length: 5\r\nContent-Length: 6'), 400, 'two different Content-Lengths: 400')
 refused(body('Content-Length: 5, 6'), 400, 'a Content-Length list of different values: 400')
 refused(body('Content-Length: 5\r\nTransfer-Encoding: chunked'), 400, 'Content-Length, then Transfer-Encoding: 400')
@@ -88,22 +100,27 @@ refused(body('Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked'), 400, '
 refused(body('Transfer-Encoding:'), 400, 'an empty Transfer-Encoding: 400')
 refused(body('Transfer-Encoding: gzip, chunked'), 501, 'another coding before chunked: 501')
 refused(body('Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked'), 501, 'another coding on an earlier line: 501')
-refused('POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400,
+refused('POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', 400,
 	'Transfer-Encoding in HTTP/1.0: 400')
-for _, size in ipairs({ 'ffffffffffffffff', '1000000000000', '5 x', '5x', '-5', '', '0x5', ' 5', '5;a\0' }) do
+for _, size in ipairs({ 'ffffffffffffffff', '1000000000000' }) do
+	refused(chunk(size), 413, ('chunk size %q, past max_body: 413'):format(size))
+end
+for _, size in ipairs({ '5 x', '5x', '-5', '', '0x5', ' 5', '5;a\0' }) do
 	refused(chunk(size), 400, ('chunk size %q: 400'):format(size))
 end
 refused(body('Transfer-Encoding: chunked') .. '5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n', 400,
 	'a bare CR in a trailer: 400')
 refused(body('X-A: a\rb'), 400, 'a bare CR in a field value: 400')
 refused(body('X-A: a\r\n b'), 400, 'obs-fold: 400')
-refused(post .. ' X-A: a\r\n\r\n', 400, 'white space before the first field line: 400')
+refused('POST /x HTTP/1.1\r\n X-A: a\r\nHost: x\r\n\r\n', 400, 'white space before the first field line: 400')
 refused(body('Content-Length : 5'), 400, 'white space before the colon: 400')
 refused(body('Host\t: x'), 400, 'a tab before the colon: 400')
 refused(body('X-A: a\0b'), 400, 'a NUL in a field value: 400')
 refused(body('No colon'), 400, 'a field line without a colon: 400')
-refused(body(('X-A: a\r\n'):rep(100) .. 'X-B: b'), 400, 'more than 100 field lines: 400')
-refused('GET /a\rb HTTP/1.1\r\n\r\n', 400, 'a bare CR in the request line: 400')
+refused(body(('X-A: a\r\n'):rep(100) .. 'X-B: b'), 431, 'more than 100 field lines: 431')
+refused('GET /a\rb HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'a bare CR in the request line: 400')
+refused('GET / HTTP/1.1\r\n\r\n', 400, 'HTTP/1.1 without Host: 400')
+refused('POST /x HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello' .. GOOD, 400, 'lines ended by LF alone: 400')
 
 -- What RFC 9112 lets a server accept is accepted, and the next request follows.
 local function accepted(text, name)
@@ -122,14 +139,13 @@ accepted(body('Transfer-Encoding: , chunked ,') .. '0\r\n\r\n', 'empty elements 
 accepted(body('Content-Length: 200000') .. ('b'):rep(200000), 'a body larger than a piece')
 accepted(body('Transfer-Encoding: chunked') .. '30001\r\n' .. ('b'):rep(0x30001) .. '\r\n0\r\n\r\n',
 	'a chunk larger than a piece')
-accepted('POST /x HTTP/1.1\nContent-Length: 5\n\nhello', 'lines ended by LF alone')
 -- (a pattern that backtracks over them took seconds per 30 000 spaces)
-accepted(body('Connection: a' .. (' '):rep(60000) .. 'b\r\nContent-Length: 0' .. (' '):rep(60000)),
+accepted(body('Connection: a' .. (' '):rep(6000) .. 'b\r\nContent-Length: 0' .. (' '):rep(6000)),
 	'long runs of white space in values are read in linear time')
-refused(body('Content-Length: 5' .. (' '):rep(60000) .. '5'), 400,
+refused(body('Content-Length: 5' .. (' '):rep(6000) .. '5'), 400,
 	'long runs of white space in a bad Content-Length: 400 at once')
--- A line past lem.io's 64 KiB limit: the server answers and closes with the rest of the
--- line unread, so the kernel may reset the connection before the client reads the answer.
+-- A head past lem.http's 16 KiB limit: the server answers and closes with the rest unread,
+-- so the kernel may reset the connection before the client reads the answer.
 local function too_long(head, code, name)
 	local r = request(head)
 	local after = alive() and request(GOOD)
@@ -180,14 +196,14 @@ for _ = 1, 200 do
 	end
 end
 r = alive() and request(GOOD)
-t.ok(sent == 200 and r and r:find('^HTTP/1%.1 200 ') and not output():find('server.lua:'),
+t.ok(sent == 200 and r and r:find('^HTTP/1%.1 200 ') and not output():find('error'),
 	'200 random requests: the server still serves, and logged no error',
 	('sent %d; then: %q\nserver output:\n%s'):format(sent, tostring(r), output()))
 
 -- the spread over two loops
 local seen = { 0, 0 }
 for _ = 1, 200 do
-	local body = request('GET /loop HTTP/1.1\r\nConnection: close\r\n\r\n'):match('\r\n\r\n(%d+)\n$')
+	local body = request('GET /loop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'):match('\r\n\r\n(%d+)\n$')
 	local n = tonumber(body)
 	if n then seen[n] = (seen[n] or 0) + 1 end
 end

@@ -200,4 +200,17 @@ t.same(pack(l:close()), { n = 2, nil, 'closed' }, 'a second close returns nil, c
 local r = pack(io.tcp.connect('127.0.0.1', 1, 0.5))
 t.is(r[1], nil, 'connect to a closed port fails')
 
+do   -- buffered(): what a read took from the socket and returned not yet
+	local l, a, b = pair()
+	t.is(b:buffered(), 0, 'buffered: 0 on a new stream')
+	a:write('one\ntwo\nthree')
+	t.is(b:read(), 'one', 'a line read...')
+	t.is(b:buffered(), 9, '...leaves the rest of what came buffered')
+	t.is(b:read(3), 'two', 'more read from the buffer')
+	t.is(b:buffered(), 6, 'buffered: what is left')
+	a:close()
+	b:close()
+	l:close()
+end
+
 t.done()

@@ -93,6 +93,25 @@ local function nest(n) if n == 0 then return 'bottom' end local _, v = pcall(nes
 local okd, vd = pcall(nest, 20000)
 t.ok(okd and (vd == 'bottom' or tostring(vd):find('overflow')), 'pcall nested 20000 deep returns: ' .. tostring(vd))
 
+-- a pcall's helper coroutine, reused as a coroutine of its own that pcalls in turn, does
+-- not pass on a deeper C call level each time: 500 generations of coroutines that pcall,
+-- start the next and stay suspended
+local gens, parked, last = 0, {}, nil
+local function generation()
+	local ok, err = pcall(function() end)
+	if not ok then last = err return end
+	gens = gens + 1
+	if gens < 500 then utils.spawn(generation) end
+	local s = utils.sleeper()
+	parked[gens] = s
+	s:sleep()
+end
+utils.spawn(generation)
+local t0 = utils.now()
+while gens < 500 and not last and utils.now() - t0 < 5 do utils.sleeper():sleep(0.01) end
+t.is(gens, 500, '500 generations of pcalls from reused helpers', last)
+for _, s in pairs(parked) do s:wakeup() end
+
 -- finalizers that run at exit may pcall C functions
 local st, out = t.run(t.lem .. [[ -e 'local p = newproxy(true) getmetatable(p).__gc = function() print(pcall(print, "in gc")) end keep = p']])
 t.is(out, 'in gc\ntrue\n', 'pcall of a C function inside a finalizer at exit')

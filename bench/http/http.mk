@@ -1,5 +1,6 @@
 # http.mk: the HTTP benchmark (bench/http/run --help), included by the Makefile.
-#   make bench-http                      lem --loops 1 and 2, nginx, nginx + Lua; a table
+#   make bench-http                      lem --loops 1 and 2, nginx, nginx + Lua: tables of
+#                                        plain and pipelined requests, the client, idle memory
 #   make bench-http LUA=luajit           lem built against LuaJIT
 #   make bench-http BENCH_HTTP_FLAGS="-d 10 -n 7 -c 100"
 BENCH_HTTP_FLAGS ?=

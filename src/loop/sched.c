@@ -252,6 +252,11 @@ static void sched_recycle(lem_loop *loop, lua_State *T)
 #ifndef LEM_LUAJIT   /* LuaJIT's hook is one for all coroutines, not T's own */
 	if (lua_gethook(T))       /* a new coroutine has none: neither has a reused one */
 		lua_sethook(T, NULL, 0, 0);
+	/* Nor a C call level: a protected call's helper got its caller's (lem_sched_nested),
+	 * and a helper reused as a caller would pass on one more each time, until "C stack
+	 * overflow" (after some 200 generations of connections and their requests). The
+	 * spares' own thread never runs: its level is 0. */
+	lua_setlevel(loop->spares, T);
 #endif
 	loop->nspares++;
 	lua_pushthread(T);

@@ -98,8 +98,11 @@ static void http_pushframing(lua_State *T, const struct http_head *h)
 	lua_pushboolean(T, (h->flags & HTTP_EXPECT_CONTINUE) != 0);
 }
 
-/* parser:request(head) --> method, target, minor, body, length, keep_alive, expect,
- *                          headers, multi, head_len | false (incomplete) | nil, status, reason
+/* parser:request(head [, more]) --> method, target, minor, body, length, keep_alive,
+ *                          expect, headers, multi, head_len | false (incomplete)
+ *                          | nil, status, reason
+ * more: the rest of the head, parsed as if joined to head (a server reads a head's first
+ * byte apart): short heads are joined on the C stack, without a Lua string.
  * body: 'none', 'length' or 'chunked'. A length above 2^53 loses precision: callers bound
  * it far below.
  * parser:response(head) --> status, reason, minor, ...the same
@@ -108,11 +111,23 @@ static int http_parse(lua_State *T)
 {
 	struct http_parser *p = luaL_checkudata(T, 1, HTTP_PARSER_MT);
 	int response = lua_toboolean(T, lua_upvalueindex(1));
-	size_t len;
+	size_t len, more;
 	const char *buf = luaL_checklstring(T, 2, &len);
+	const char *rest = luaL_optlstring(T, 3, NULL, &more);
+	char joined[2048];
 	struct http_head h;
 	int n;
 
+	if (rest && len + more <= sizeof joined) {
+		memcpy(joined, buf, len);
+		memcpy(joined + len, rest, more);
+		buf = joined;
+		len += more;
+	} else if (rest) {
+		lua_settop(T, 3);
+		lua_concat(T, 2);
+		buf = lua_tolstring(T, 2, &len);
+	}
 	h.fields = p->fields;
 	n = response ? http_parse_response(buf, len, &h, &p->lim)
 	             : http_parse_request(buf, len, &h, &p->lim);

@@ -16,6 +16,7 @@ local now, timer, traceback = utils.now, utils.timer, debug.traceback
 local http = {}
 
 local PIECE = 65536          -- bodies are read this much at a time at most
+local PIPE_BYTES = 16384     -- answers held back for a pipeline: written past this
 local DRAIN_MAX = 262144     -- an unread request body up to this is read and dropped
 local LINGER_TIME = 1        -- at most this long (seconds), this much and
 local LINGER_BYTES = 1048576 -- read and dropped before an error close (linger)
@@ -91,6 +92,14 @@ local Headers = {
 	end,
 }
 
+-- Lower-case names of common fields, which answers set again and again.
+local LOWER = {}
+for _, name in ipairs({ 'content-type', 'Content-Type', 'cache-control', 'Cache-Control',
+		'location', 'Location', 'set-cookie', 'Set-Cookie', 'server', 'Server', 'date',
+		'Date', 'connection', 'Connection', 'content-length', 'Content-Length' }) do
+	LOWER[name] = lower(name)
+end
+
 -- A response's fields, set by any case of their names and kept in lower case.
 local OutHeaders = {
 	__index = function(h, k)
@@ -101,7 +110,7 @@ local OutHeaders = {
 		return nil
 	end,
 	__newindex = function(h, k, v)
-		rawset(h, type(k) == 'string' and lower(k) or k, v)
+		rawset(h, type(k) == 'string' and (LOWER[k] or lower(k)) or k, v)
 	end,
 }
 
@@ -137,7 +146,7 @@ end
 -- 'close'), what is left of a length (left) or the chunked decoder (dec), the bytes
 -- decoded (got) and read (raw) against max, and a deadline (set at the first read from
 -- timeout, or given), and a bound on each read (each). before() runs before the first
--- read (100-continue); fail(status, err) hears a failure that the peer caused.
+-- read (100-continue); fail(status, err, b) hears a failure that the peer caused.
 local function remaining(b)
 	local each = b.each              -- the client's read_timeout: each read's own bound
 	if not b.deadline then return each end
@@ -151,7 +160,7 @@ local function body_fail(b, err, status)
 	if b.fail then
 		if err == 'timeout' then status = 408
 		elseif err == 'line too long' then status = 400 end
-		b.fail(status, err)
+		b.fail(status, err, b)
 	end
 	return nil, err
 end
@@ -179,6 +188,9 @@ local function body_piece(b)
 		while true do
 			local want = b.dec:want()
 			local data, err
+			if b.got + want > b.max then   -- a chunk too large: no need to wait for it
+				return body_fail(b, 'body too large', 413)
+			end
 			if want > 0 then
 				want = want < PIECE and want or PIECE
 				data, err = s:read(want, remaining(b))
@@ -234,6 +246,9 @@ local function body_all(b)
 	return b.whole
 end
 
+-- The body of every request without one: shared, and never written to.
+local NO_BODY = { kind = 'none', done = true, whole = '' }
+
 local function new_body(s, kind, length, parser, max)
 	local b = { s = s, kind = kind, left = length, got = 0, raw = 0, max = max,
 		done = kind == 'none' }
@@ -261,21 +276,49 @@ function Request:peer() return self._conn.s:peer() end
 local Response = {}
 Response.__index = Response
 
+-- The server's watchdog of write_timeout: every write_timeout / 2 seconds while it has
+-- connections, it notes when it first saw a connection's write waiting (conn.since: true
+-- for a write not seen yet, false when none waits), and closes those that have waited
+-- write_timeout since: between write_timeout and 1.5 times that. A timer per write cost
+-- more than the rest of a small answer; this costs a look at each connection twice per
+-- write_timeout.
+local function watch(srv)
+	srv.watchdog = timer(srv.wt / 2, function()
+		local t = now()
+		for s, conn in pairs(srv.conns) do
+			local since = conn ~= true and conn.since
+			if since == true then
+				conn.since = t
+			elseif since and t - since >= srv.wt and not conn.dead then
+				conn.dead = true
+				s:close()
+			end
+		end
+		srv.watchdog = srv.nconns > 0 and watch(srv) or nil
+	end)
+	return srv.watchdog
+end
+
 -- Writes to the connection, closing it when the peer has not taken everything within
--- write_timeout. Returns true, or nil and a message once the connection is dead.
+-- write_timeout (at most half of it later: watch). Returns true, or nil and a message
+-- once the connection is dead.
+-- Answers held back (conn.out, see Response:send) go first, in the same write.
 local function conn_write(conn, ...)
 	if conn.dead then return nil, 'closed' end
-	local tm
-	if conn.wt then
-		tm = timer(conn.wt, function()
-			if not conn.dead then
-				conn.dead = true
-				conn.s:close()
-			end
-		end)
+	local srv = conn.srv
+	if srv.wt then
+		conn.since = true
+		if not srv.watchdog then watch(srv) end
 	end
-	local ok, err = conn.s:write(...)
-	if tm then tm:cancel() end
+	local ok, err
+	if conn.out then
+		local out = conn.out
+		conn.out = false
+		ok, err = conn.s:write(out, ...)
+	else
+		ok, err = conn.s:write(...)
+	end
+	conn.since = false
 	if not ok then conn.dead = true end
 	return ok, err
 end
@@ -316,6 +359,69 @@ local function check_status(status)
 	end
 end
 
+-- Names and values of response fields found valid, so that the fields a handler sends
+-- with every answer cost a lookup, not two pattern matches. Short strings only; a cache
+-- is emptied when full.
+local good_names, good_values, ngood = {}, {}, 0
+local function good(cache, str)
+	if #str > 256 then return end
+	if ngood >= 256 then good_names, good_values, ngood = {}, {}, 0 end
+	cache = cache == 'name' and good_names or good_values
+	cache[str], ngood = true, ngood + 1
+end
+
+-- Appends the field lines of h but the framing ones to t (from t[n + 1]) as add_fields
+-- does; returns the new n, and whether h has Server, Date, and a Connection that says
+-- close.
+local function field_lines(t, n, h)
+	local server, dt, close = false, false, false
+	for k, v in pairs(h) do
+		if k == 'server' then server = true
+		elseif k == 'date' then dt = true
+		elseif k == 'connection' and v and lower(tostring(v)):find('close', 1, true) then
+			close = true
+		end
+		if v ~= false and not FRAMING[k] then
+			if not good_names[k] then
+				if type(k) ~= 'string' or not k:find(TOKEN) then
+					error('invalid header name ' .. format('%q', tostring(k)), 3)
+				end
+				good('name', k)
+			end
+			local multiple = type(v) == 'table'
+			for i = 1, multiple and #v or 1 do
+				local s = multiple and v[i] or v
+				if type(s) ~= 'string' then s = tostring(s) end
+				if not good_values[s] then
+					if s:find(BADVALUE) then error('invalid value for header ' .. k, 3) end
+					good('value', s)
+				end
+				t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ': ', s, '\r\n'
+				n = n + 4
+			end
+		end
+	end
+	return n, server, dt, close
+end
+
+-- The pieces of a head, joined at once: a head allocates its string only.
+local scratch = {}
+local lengths, nlengths = {}, 0     -- Content-Length lines by length, a bounded cache
+
+-- The status line, Server and Date of an answer by status, for a server that adds both:
+-- made again when date() changes.
+local function top(srv, status)
+	local d = date()
+	if srv.tops_date ~= d then srv.tops, srv.tops_date = {}, d end
+	local line = srv.tops[status]
+	if not line then
+		line = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') ..
+			'\r\nServer: ' .. srv.name .. '\r\nDate: ' .. d .. '\r\n'
+		srv.tops[status] = line
+	end
+	return line
+end
+
 -- The head of an answer framed by `framing`: a number (Content-Length), 'chunked', or
 -- nil (no body, or one the connection's end delimits).
 local function head(res, status, framing)
@@ -326,22 +432,28 @@ local function head(res, status, framing)
 	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
 		conn.close = true
 	end
-	local c = rawget(h, 'connection')
-	if c and lower(tostring(c)):find('close', 1, true) then conn.close = true end
-	local t = { 'HTTP/1.1 ', status, ' ', REASONS[status] or 'Unknown', '\r\n' }
-	local n = 5
-	if rawget(h, 'server') == nil then
-		t[6], t[7], t[8] = 'Server: ', conn.srv.name, '\r\n'
-		n = 8
+	local t, n, srv = scratch, 1, conn.srv
+	local server, dt, close = false, false, false
+	if next(h) ~= nil then
+		n, server, dt, close = field_lines(t, n, h)
+		if close then conn.close = true end
 	end
-	if rawget(h, 'date') == nil then
-		t[n + 1], t[n + 2], t[n + 3] = 'Date: ', date(), '\r\n'
-		n = n + 3
+	if not server and not dt then
+		t[1] = top(srv, status)
+	else
+		t[1] = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') .. '\r\n' ..
+			(not server and 'Server: ' .. srv.name .. '\r\n' or '') ..
+			(not dt and 'Date: ' .. date() .. '\r\n' or '')
 	end
-	n = add_fields(t, n, h, FRAMING)
 	if type(framing) == 'number' then
-		t[n + 1], t[n + 2], t[n + 3] = 'Content-Length: ', framing, '\r\n'
-		n = n + 3
+		local line = lengths[framing]           -- a number in a string costs a sprintf
+		if not line then
+			line = 'Content-Length: ' .. framing .. '\r\n'
+			if nlengths >= 256 then lengths, nlengths = {}, 0 end
+			lengths[framing], nlengths = line, nlengths + 1
+		end
+		t[n + 1] = line
+		n = n + 1
 	elseif framing == 'chunked' then
 		t[n + 1] = 'Transfer-Encoding: chunked\r\n'
 		n = n + 1
@@ -354,23 +466,33 @@ local function head(res, status, framing)
 		n = n + 1
 	end
 	t[n + 1] = '\r\n'
-	return concat(t)
+	return concat(t, '', 1, n + 1)
 end
 
 -- res:send(status [, body]) --> true | nil, message
 function Response:send(status, body)
-	check_status(status)
+	if not (REASONS[status] and status >= 200) then check_status(status) end
 	if body == nil then body = '' end
-	if type(body) ~= 'string' and type(body) ~= 'number' then
-		error('bad body (string expected, got ' .. type(body) .. ')', 2)
+	if type(body) ~= 'string' then
+		if type(body) ~= 'number' then
+			error('bad body (string expected, got ' .. type(body) .. ')', 2)
+		end
+		body = tostring(body)
 	end
-	body = tostring(body)
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
 	local nobody = NOBODY[status]
 	local h = head(self, status, not nobody and #body or nil)
-	if nobody or self._req.method == 'HEAD' then return conn_write(self._conn, h) end
-	return conn_write(self._conn, h, body)
+	if nobody or self._req.method == 'HEAD' then body = '' end
+	local conn = self._conn
+	-- The client's next request is here already (a pipeline): a small answer waits to go
+	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
+	if conn.pipelined and #body <= PIPE_BYTES and not conn.dead then
+		local out = conn.out
+		conn.out = out and out .. h .. body or h .. body
+		return true
+	end
+	return conn_write(conn, h, body)
 end
 
 -- res:start(status) --> true | nil, message: the head; the body follows with write.
@@ -415,9 +537,11 @@ function Response:write(...)
 	return conn_write(self._conn, data)
 end
 
--- res:flush() --> true: every write goes to the kernel already.
+-- res:flush() --> true | nil, message: answers held back for a pipeline go out now.
 function Response:flush()
-	if self._conn.dead then return nil, 'closed' end
+	local conn = self._conn
+	if conn.dead then return nil, 'closed' end
+	if conn.out then return conn_write(conn) end
 	return true
 end
 
@@ -483,53 +607,73 @@ function Response:upgrade(protocol, headers)
 	return conn.s
 end
 
+-- Paths and queries of the targets seen last (clients ask for the same ones again): a
+-- bounded cache, emptied when full.
+local paths, queries, ntargets = {}, {}, 0
+
 local function split_target(target)
-	local path = target
+	local path = paths[target]
+	if path then return path, queries[target] or nil end
+	path = target
 	if target:find('^%a[%w+.-]*://') then            -- absolute-form
 		path = target:match('^%a[%w+.-]*://[^/?]*(.*)$')
 		if path == '' then path = '/' end
 	end
 	local q = path:find('?', 1, true)
-	if q then return path:sub(1, q - 1), path:sub(q + 1) end
-	return path, nil
+	local query = q and path:sub(q + 1)
+	if q then path = path:sub(1, q - 1) end
+	if #target <= 256 then
+		if ntargets >= 256 then paths, queries, ntargets = {}, {}, 0 end
+		paths[target], queries[target], ntargets = path, query or false, ntargets + 1
+	end
+	return path, query
 end
 
--- Serves the requests of one connection, in order, until it is to be closed.
-local function serve(srv, s)
+-- A shared server function for a body's failure (new_body's fail): the connection ends,
+-- and the client hears status if the handler has not answered yet.
+local function body_failed(status, _, b)
+	local conn, res = b.conn, b.res
+	conn.close = true
+	if status and not res._state then
+		res._state = 'done'
+		error_answer(conn, status)
+	end
+end
+
+-- The connection whose request serve_one serves and the request's first byte: its
+-- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
+-- reads them at once.
+local serving, serving_lead
+
+-- Serves one request of a connection whose first byte was read. Runs in a
+-- protected call, so in a coroutine that lem lends for it (PUC Lua): the connection's
+-- own coroutine keeps a small stack while it waits for the next request. The handler
+-- runs while conn.res is set. Returns true when the connection may carry another request.
+local function serve_one()
+	local conn, lead = serving, serving_lead
+	serving, serving_lead = nil, nil
+	local srv, s = conn.srv, conn.s
 	local o, P, handler = srv.o, srv.parser, srv.handler
-	local conn = { s = s, srv = srv, wt = o.write_timeout }
-	s:limit(o.max_header_bytes)
-	local first = true
-	srv.conns[s] = conn
-	while not conn.dead do
-		-- The head, whole: its first byte may take header_timeout on a new connection,
-		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
-		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
-		local data, err, lead
-		if srv.draining then return end
-		conn.idle = true
-		lead, err = s:read(1, first and o.header_timeout or o.idle_timeout)
-		conn.idle = false
-		if not lead then
-			if err == 'timeout' and first then error_answer(conn, 408) end
-			return
-		end
-		if srv.draining then conn.close = true end
-		first = false
+	if srv.draining then conn.close = true end
+	local data, err = s:read('*u', CRLF2, conn.out and 0 or o.header_timeout)
+	if not data and conn.out and err == 'timeout' then
+		conn_write(conn)      -- answers held back wait for no head that is not whole here
 		data, err = s:read('*u', CRLF2, o.header_timeout)
-		if not data then
-			if err == 'line too long' then
-				-- it stays buffered: the parser tells a long target (414) from a long head
-				local _, status = P:request(lead .. (s:read(o.max_header_bytes + 4, 0) or ''))
-				error_answer(conn, status or 431)
-				return linger(conn)
-			elseif err == 'timeout' then
-				error_answer(conn, 408)
-			end
-			return
+	end
+	if not data then
+		if err == 'line too long' then
+			-- it stays buffered: the parser tells a long target (414) from a long head
+			local _, status = P:request(lead .. (s:read(o.max_header_bytes + 4, 0) or ''))
+			error_answer(conn, status or 431)
+			return linger(conn)
+		elseif err == 'timeout' then
+			error_answer(conn, 408)
 		end
+		return
+	end
+	local method, target, minor, kind, length, keep, expect, h, m, len = P:request(lead, data)
+	if not method or len ~= #data + 1 then
 		local text = lead .. data
-		local method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
 		-- a head of empty lines only: those may precede a request line
 		while method == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
 			data = s:read('*u', CRLF2, o.header_timeout)
@@ -541,60 +685,119 @@ local function serve(srv, s)
 			error_answer(conn, method == nil and target or 400)   -- target: the status
 			return linger(conn)
 		end
-		if kind == 'length' and length > o.max_body then
-			error_answer(conn, 413)
-			return linger(conn)
-		end
-		if m then multi[h] = m end
-		local path, query = split_target(target)
-		local b = new_body(s, kind, length, P, o.max_body)
-		local req = setmetatable({ method = method, target = target, path = path,
-			query = query, version = minor == 1 and '1.1' or '1.0',
-			headers = setmetatable(h, Headers), _conn = conn, _body = b }, Request)
-		local res = setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
-			_req = req }, Response)
-		b.conn, b.timeout = conn, o.body_timeout
-		b.fail = function(status)
-			conn.close = true
-			if status and not res._state then
-				res._state = 'done'
-				error_answer(conn, status)
-			end
-		end
+	end
+	if kind == 'length' and length > o.max_body then
+		error_answer(conn, 413)
+		return linger(conn)
+	end
+	if m then multi[h] = m end
+	local path, query = split_target(target)
+	local b = kind == 'none' and NO_BODY or new_body(s, kind, length, P, o.max_body)
+	local req = setmetatable({ method = method, target = target, path = path,
+		query = query, version = minor == 1 and '1.1' or '1.0',
+		headers = setmetatable(h, Headers), _conn = conn, _body = b }, Request)
+	local res = setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
+		_req = req }, Response)
+	if b ~= NO_BODY then
+		b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
 		if expect then
 			b.before = function()
 				if not res._state then conn_write(conn, 'HTTP/1.1 100 Continue\r\n\r\n') end
 			end
 		end
-		conn.close = not keep
-		local ok, e = xpcall(function() return handler(req, res) end, traceback)
-		if conn.upgraded then
-			if not ok then o.log('handler error: ' .. tostring(e)) end
-			return 'upgraded'
+	end
+	conn.close = not keep or conn.close
+	-- more is buffered after a request without a body: the next one, pipelined (but an
+	-- Upgrade, whose handler may take the stream: what was held back goes out first)
+	conn.pipelined = kind == 'none' and s:buffered() > 0 and not rawget(h, 'upgrade')
+	if conn.out and not conn.pipelined then conn_write(conn) end
+	conn.res = res
+	handler(req, res)                    -- an error ends the connection (serve)
+	conn.res = false
+	if conn.upgraded then return end     -- the handler has the stream now
+	if not res._state then
+		res:send(200)                    -- as Go does for a handler that sent nothing
+	elseif res._state == 'head' then
+		res:finish()
+	end
+	if conn.dead then return end
+	if not b.done and not conn.close then
+		-- drop the unread body: a little of it, or the connection goes
+		b.before, b.fail = nil, nil
+		if b.kind == 'chunked' then b.max = math.min(b.max, b.got + DRAIN_MAX) end
+		while body_piece(b) do end
+		if b.err then conn.close = true end
+	end
+	if conn.close then
+		if conn.out then conn_write(conn) end
+		if not b.done or b.err then linger(conn) end
+		return
+	end
+	if conn.out then
+		-- held back for the next request's answers (serve gives them its conn)
+		if not (conn.pipelined and #conn.out < PIPE_BYTES) then conn_write(conn) end
+	end
+	return true
+end
+
+-- What a failed request leaves to do: err came from the handler (then the client gets
+-- 500 if nothing was sent yet) or from lem.http itself. The connection ends.
+local function failed(conn, err)
+	local o, res = conn.srv.o, conn.res
+	if not res then return o.log('connection error: ' .. tostring(err)) end
+	o.log('handler error: ' .. tostring(err))
+	if conn.upgraded then return end     -- the stream is the handler's
+	conn.close = true
+	if not res._state then
+		res._state = 'done'
+		pcall(error_answer, conn, 500)
+	end
+	local b = res._req._body
+	if not b.done or b.err then pcall(linger, conn) end
+end
+
+-- Serves the requests of one connection, in order, until it is to be closed: the
+-- coroutine that the listener started for it. An idle connection waits here, in the read
+-- of a request's first byte, with nothing but this frame on its stack and its stream,
+-- whose buffer is released while it is empty (lem.io): about 2 KiB in all. Its entry in
+-- srv.conns is true then; a request's state (conn) is made when its first byte comes.
+-- Few locals: this frame, xpcall's and a C function's 20 slots fit in the 40 slots a
+-- coroutine starts with in PUC Lua 5.1, which would double them for good otherwise.
+local function serve(srv, s)
+	srv.nconns = srv.nconns + 1
+	s:limit(srv.o.max_header_bytes)
+	local first, conn = true, nil
+	while not srv.draining do
+		-- The head's first byte may take header_timeout on a new connection,
+		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
+		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
+		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
+		srv.conns[s] = true
+		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
+		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
+			out = conn and conn.out or false, pipelined = false }   -- out: held back
+		srv.conns[s] = conn
+		if not lead then
+			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
+			break
 		end
-		if not ok then
-			o.log('handler error: ' .. tostring(e))
-			conn.close = true
-			if not res._state then
-				res._state = 'done'
-				error_answer(conn, 500)
-			end
-		elseif not res._state then
-			res:send(200)                    -- as Go does for a handler that sent nothing
-		elseif res._state == 'head' then
-			res:finish()
+		first = false
+		serving, serving_lead = conn, lead
+		lead, err = xpcall(serve_one, traceback)   -- ok, and true to go on | the error
+		if not lead then
+			failed(conn, err)
+			break
 		end
-		if conn.dead then return end
-		if not b.done and not conn.close then
-			-- drop the unread body: a little of it, or the connection goes
-			b.before, b.fail = nil, nil
-			if b.kind == 'chunked' then b.max = math.min(b.max, b.got + DRAIN_MAX) end
-			while body_piece(b) do end
-			if b.err then conn.close = true end
-		end
-		if conn.close then
-			if not b.done or b.err then linger(conn) end
-			return
+		if not err then break end
+	end
+	if conn and conn.out then pcall(conn_write, conn) end   -- a pipeline cut short
+	srv.conns[s], srv.nconns = nil, srv.nconns - 1
+	if not (conn and conn.upgraded) then s:close() end
+	if srv.nconns == 0 then
+		if srv.drain_timer then srv.drain_timer:cancel() end
+		if srv.watchdog then
+			srv.watchdog:cancel()
+			srv.watchdog = nil
 		end
 	end
 end
@@ -637,7 +840,7 @@ function Server:shutdown(timeout)
 	self.draining = true
 	self.listener:close()
 	for s, conn in pairs(self.conns) do
-		if conn.idle then s:close() else conn.close = true end
+		if conn == true then s:close() else conn.close = true end   -- true: idle
 	end
 	if timeout and next(self.conns) then
 		self.drain_timer = timer(timeout, function()
@@ -653,15 +856,8 @@ local function start(listener, handler, opts)
 		name = o.server or 'lem',
 		parser = C.parser{ max_head = o.max_header_bytes, max_fields = o.max_headers,
 			max_target = o.max_target } }, Server)
-	srv.conns = setmetatable({}, { __mode = 'k' })
-	local function connection(s)
-		local ok, err = xpcall(function() return serve(srv, s) end, traceback)
-		if not ok then o.log('connection error: ' .. tostring(err)) end
-		srv.conns[s] = nil
-		if err ~= 'upgraded' then s:close() end
-		if srv.drain_timer and next(srv.conns) == nil then srv.drain_timer:cancel() end
-	end
-	utils.spawn(function() listener:autospawn(connection) end)
+	srv.conns, srv.nconns, srv.wt = setmetatable({}, { __mode = 'k' }), 0, o.write_timeout
+	utils.spawn(function() listener:autospawn(function(s) return serve(srv, s) end) end)
 	-- the process's shutdown drains the server (a wait that keeps no loop running)
 	utils.spawn(function()
 		if signal.wait('shutdown') and not srv.draining then srv:shutdown() end

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netdb.h>
 #include "io.h"
@@ -283,6 +284,16 @@ static int io_stats(lua_State *T)
 	return 1;
 }
 
+/* The state goes with its Lua state (lua_close): the spare read buffer with it. */
+static int io_state_gc(lua_State *L)
+{
+	struct io_state *st = lua_touserdata(L, 1);
+
+	free(st->spare);
+	st->spare = NULL;
+	return 0;
+}
+
 /* [-0, +0, m] lem.io's state in L's loop, made on first use, with its signal hook. */
 static void io_open_state(lua_State *L)
 {
@@ -294,6 +305,10 @@ static void io_open_state(lua_State *L)
 	lua_pushlightuserdata(L, (void *)&io_state_key);
 	st = lua_newuserdata(L, sizeof *st);
 	memset(st, 0, sizeof *st);
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, io_state_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
 	st->loop = lem_loop_of(L);
 	lua_rawset(L, LUA_REGISTRYINDEX);          /* first: the hook outlives no state */
 	if ((r = lem_signal_hook_add(st->loop, io_signal_hook, st)) < 0 ||

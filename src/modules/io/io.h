@@ -44,6 +44,8 @@ struct io_state {
 	int waits;                /* callers suspended now (io_suspend) */
 	int shutdown;             /* the shutdown began: listeners accept no more */
 	int streams;              /* open streams, but the standard ones (utils.stats) */
+	char *spare;              /* a first-size read buffer that a waiting stream gave
+	                             back, for the next stream that reads (stream.c) */
 };
 
 /* A caller suspended on an object (a reader, a writer, an accept, a connect): its waiter,
