@@ -51,7 +51,11 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS += -Iinclude $(LUA_CFLAGS) $(HIREDIS_CFLAGS)
 LDFLAGS  += -Wl,-E
-LDLIBS   += $(LUA_LIBS) -lev -lpthread -lm -ldl
+# lem.io's TLS (src/modules/io/tls.c) on OpenSSL 3; expanded late, as LUA_CFLAGS is.
+SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS   = $(or $(shell pkg-config --libs openssl 2>/dev/null),-lssl -lcrypto)
+CPPFLAGS += $(SSL_CFLAGS)
+LDLIBS   += $(LUA_LIBS) $(SSL_LIBS) -lev -lpthread -lm -ldl
 # lem.postgres (src/modules/postgres) on libpq; expanded late, as LUA_CFLAGS is.
 PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
 PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
@@ -203,8 +207,8 @@ test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
-DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql curl
+DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev libssl-dev
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg redis-server postgresql curl openssl
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif
