@@ -70,7 +70,8 @@ struct iovec;
 
 /* How a stream moves its bytes when not by read() and write() on its descriptor (TLS).
  * recv and send return the bytes moved, 0 at EOF (recv), or -errno; -EAGAIN: wait for
- * the stream's watcher (r for recv, w for send), whose events they may have changed. */
+ * the stream's watcher (r for recv, w for send), whose events they may have changed.
+ * recv sets s->drained when nothing more can come before the watcher says so. */
 struct io_transport {
 	ssize_t (*recv)(struct io_stream *s, char *buf, size_t len);
 	ssize_t (*send)(struct io_stream *s, const struct iovec *iov, int cnt);

@@ -44,7 +44,8 @@ static size_t stream_need(const struct io_stream *s)
 
 /* ---- the transport ----
  * A stream moves its bytes with read() and write(), or through its transport (TLS). Both
- * return the bytes moved or -errno, -EAGAIN when the watcher must wait. */
+ * return the bytes moved or -errno, -EAGAIN when the watcher must wait; recv sets drained
+ * when the source is likely empty. */
 
 static ssize_t stream_recv(struct io_stream *s, char *buf, size_t len)
 {
@@ -57,6 +58,10 @@ static ssize_t stream_recv(struct io_stream *s, char *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	/* A short read emptied the socket (as far as we can tell): the next read waits for
+	 * the watcher instead of trying a read() that would say EAGAIN. If data came
+	 * meanwhile, the (level-triggered) poll reports it at once. */
+	s->drained = (size_t)n < len;
 	return n;
 }
 
@@ -109,10 +114,6 @@ static ssize_t stream_fill(struct io_stream *s)
 	n = stream_recv(s, s->buf + s->end, room);
 	if (n > 0) {
 		s->end += n;
-		/* A short read emptied the socket (as far as we can tell): the next read waits
-		 * for the watcher instead of trying a read() that would say EAGAIN. If data came
-		 * meanwhile, the (level-triggered) poll reports it at once. */
-		s->drained = (size_t)n < room;
 		return n;
 	}
 	if (n == 0) {

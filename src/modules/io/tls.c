@@ -51,6 +51,18 @@ struct io_tls {
 
 /* ---- errors ---- */
 
+/* OpenSSL's error code as ours: a system error's errno, else IO_ETLS + its library (6
+ * bits), whether its reason is common to all libraries, and its reason (12 bits). */
+static int tls_code(unsigned long code)
+{
+	if (ERR_SYSTEM_ERROR(code))
+		return ERR_GET_REASON(code) ? -(int)ERR_GET_REASON(code) : -EIO;
+	if (code == 0)
+		return -IO_ETLS;                       /* "TLS failure" */
+	return -(IO_ETLS + (int)((ERR_GET_LIB(code) & 63) << 13 | ERR_COMMON_ERROR(code) << 12 |
+	                         (ERR_GET_REASON(code) & 4095)));
+}
+
 /* What failed in OpenSSL after a call that returned r, as an error < 0: -EAGAIN, w set
  * to wait for the socket as OpenSSL asks; 0 for the peer's close. Leaves OpenSSL's
  * error queue (thread-local) empty. */
@@ -95,11 +107,7 @@ static int tls_error(struct io_tls *t, int r, ev_io *w)
 	    ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
 	    (v = SSL_get_verify_result(t->ssl)) != X509_V_OK && v > 0 && v < 4096)
 		return -(IO_EVERIFY + (int)v);
-	if (ERR_SYSTEM_ERROR(code))
-		return ERR_GET_REASON(code) ? -(int)ERR_GET_REASON(code) : -EIO;
-	if (code == 0)
-		return -(IO_ETLS);                    /* "TLS failure" */
-	return -(IO_ETLS + (int)((ERR_GET_LIB(code) & 63) << 12 | (ERR_GET_REASON(code) & 4095)));
+	return tls_code(code);
 }
 
 const char *io_tls_strerror(int err, char buf[128])
@@ -109,7 +117,8 @@ const char *io_tls_strerror(int err, char buf[128])
 	if (-err >= IO_ETLS) {
 		int x = -err - IO_ETLS;
 
-		why = x ? ERR_reason_error_string(ERR_PACK(x >> 12, 0, x & 4095)) : NULL;
+		why = x ? ERR_reason_error_string(ERR_PACK(x >> 13, 0, (x & 4095) |
+		                                           (x & 4096 ? ERR_RFLAG_COMMON : 0))) : NULL;
 		snprintf(buf, 128, "%s", why ? why : "TLS failure");
 	} else {
 		snprintf(buf, 128, "certificate verify failed: %s",
@@ -134,8 +143,8 @@ static void tls_kick(struct io_stream *s, ev_io *w, int cross)
 		ev_feed_event(lem_ev(s->loop), w, cross);
 }
 
-/* Fills buf as far as OpenSSL has data: a return shorter than len means the socket is
- * (likely) empty, as for read(). A failure behind data waits for the next call. */
+/* Fills buf as far as OpenSSL has data. A failure or the peer's close behind data waits
+ * for the next call, which comes at once (not drained). */
 static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 {
 	struct io_tls *t = s->tpdata;
@@ -167,6 +176,7 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 			return err;
 		break;
 	}
+	s->drained = n < len && !t->eof && !t->err;
 	tls_handshake_done(t);
 	tls_kick(s, &s->w, EV_READ);
 	return (ssize_t)n;
@@ -494,13 +504,16 @@ static int tls_load_system_ca(struct io_tls_ctx *c)
 static int tls_ctx_error(lua_State *T, const char *what, int err)
 {
 	char buf[128];
-	unsigned long code = ERR_peek_last_error();
+	unsigned long code, last = 0, sys = 0;
 
-	ERR_clear_error();
-	if (err == -IO_ETLS && code) {
-		err = ERR_SYSTEM_ERROR(code) ? -(int)ERR_GET_REASON(code)
-		    : -(IO_ETLS + (int)((ERR_GET_LIB(code) & 63) << 12 | (ERR_GET_REASON(code) & 4095)));
+	/* The system's reason (a file not found) if there is one, else OpenSSL's last. */
+	while ((code = ERR_get_error())) {
+		last = code;
+		if (ERR_SYSTEM_ERROR(code) && !sys)
+			sys = code;
 	}
+	if (err == -IO_ETLS)
+		err = tls_code(sys ? sys : last);
 	lua_pushnil(T);
 	lua_pushfstring(T, "%s: %s", what, io_strerror(err, buf));
 	return 2;
