@@ -262,18 +262,20 @@ stall:close()
 for _, x in ipairs(held) do x:close() end
 
 -- ---- interop with the openssl command and curl ----
+-- Runs cmd in the background; returns its pid and wait(secs), which polls until it ended
+-- (a file it leaves then: a zombie may outlive it) and returns its output.
 local function shell_bg(cmd)
-	local out, pidf = dir .. '/cmd.out', dir .. '/cmd.pid'
-	os.execute('(' .. cmd .. ') > ' .. out .. ' 2>&1 & echo $! > ' .. pidf)
+	local out, pidf, donef = dir .. '/cmd.out', dir .. '/cmd.pid', dir .. '/cmd.done'
+	os.remove(donef)
+	os.execute('{ (' .. cmd .. ') > ' .. out .. ' 2>&1; touch ' .. donef .. '; } & echo $! > ' .. pidf)
 	local f = assert(open(pidf))
 	local pid = f:read('*l')
 	f:close()
-	local function wait(secs)             -- until the command exits; its output
+	local function wait(secs)
 		local t1 = utils.now()
-		while os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0 and utils.now() - t1 < secs do
+		while not open(donef) and utils.now() - t1 < secs do
 			sleep(0.02)
 		end
-		os.execute('kill ' .. pid .. ' 2>/dev/null')
 		local o = open(out)
 		local text = o and o:read('*a') or ''
 		if o then o:close() end
@@ -305,8 +307,8 @@ t.like(r, 'echo hi s_client\nbye\n', 'openssl s_client talks to lem\'s server, v
 -- openssl s_server as the server of lem's client
 local sport = t.free_port()
 local spid
-spid, wait = shell_bg(('exec openssl s_server -accept 127.0.0.1:%d -cert %s -key %s -www -tls1_2')
-	:format(sport, c.server, c.key))
+spid, wait = shell_bg(('openssl s_server -accept 127.0.0.1:%d -cert %s -key %s -www -tls1_2 & echo $! > %s/s_server.pid; wait')
+	:format(sport, c.server, c.key, dir))
 for _ = 1, 250 do                            -- until it listens
 	local probe = io.tcp.connect('127.0.0.1', sport, 1)
 	if probe then probe:close() break end
@@ -324,7 +326,7 @@ end
 s, err = io.tls.connect('localhost', sport, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 5 })
 t.is(s, nil, "min_version '1.3' refuses a server that stops at 1.2")
 t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
-os.execute('kill ' .. spid)
+os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
 wait(5)
 
 -- ---- nothing left behind ----
