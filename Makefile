@@ -176,7 +176,7 @@ test-asan:
 
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
 TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua \
-              tests/redis.lua tests/signal.lua tests/shutdown.lua
+              tests/redis.lua tests/signal.lua tests/shutdown.lua tests/tls-loops.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
@@ -187,7 +187,7 @@ test-luajit:
 	$(MAKE) test LUA=luajit
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua \
-                    tests/redis.lua tests/postgres.lua
+                    tests/redis.lua tests/postgres.lua tests/tls.lua
 test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
