@@ -557,8 +557,9 @@ local function options(opts)
 	if opts ~= nil then
 		if type(opts) ~= 'table' then error('bad options (table expected)', 3) end
 		for k, v in pairs(opts) do
-			if DEFAULTS[k] == nil then error('unknown option ' .. tostring(k), 3) end
-			if type(v) ~= type(DEFAULTS[k]) and v ~= false then
+			-- tls: a context of lem.io's, whose type no default shows
+			if DEFAULTS[k] == nil and k ~= 'tls' then error('unknown option ' .. tostring(k), 3) end
+			if type(v) ~= type(DEFAULTS[k]) and v ~= false and k ~= 'tls' then
 				error('bad option ' .. k .. ' (' .. type(DEFAULTS[k]) .. ' expected)', 3)
 			end
 			o[k] = v or nil               -- false: no timeout
@@ -619,7 +620,8 @@ end
 function http.listen(host, port, handler, opts)
 	if type(handler) ~= 'function' then error('bad argument #3 to \'listen\' (function expected)', 2) end
 	local o = options(opts)
-	local l, err = lemio.tcp.listen(host, port)
+	local l, err
+	if o.tls then l, err = lemio.tls.listen(host, port, o.tls) else l, err = lemio.tcp.listen(host, port) end
 	if not l then return nil, err end
 	return start(l, handler, o)
 end
@@ -707,20 +709,22 @@ local REQ_FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
 	host = true }
 
 local function parse_url(url)
-	local host, port, path = url:match('^http://%[([%x:.]+)%]:?(%d*)(.*)$')
-	if not host then host, port, path = url:match('^http://([^/:?#]+):?(%d*)(.*)$') end
+	local scheme, host, port, path = url:match('^(https?)://%[([%x:.]+)%]:?(%d*)(.*)$')
+	if not host then scheme, host, port, path = url:match('^(https?)://([^/:?#]+):?(%d*)(.*)$') end
 	if not host then return nil end
 	if path == '' then path = '/' end
 	if not path:find('^/') then return nil end
 	path = path:gsub('#.*$', '')
-	port = tonumber(port) or 80
+	local default = scheme == 'https' and 443 or 80
+	port = tonumber(port) or default
 	local authority = (host:find(':') and '[' .. host .. ']' or host) ..
-		(port ~= 80 and ':' .. port or '')
-	return host, port, path, authority
+		(port ~= default and ':' .. port or '')
+	return host, port, path, authority, scheme == 'https'
 end
 
-local function attempt(t, method, host, port, path, authority, deadline, fresh)
-	local key = host .. ':' .. port
+local function attempt(t, method, host, port, path, authority, deadline, fresh, tls)
+	-- a TLS connection is reused only for requests that verify as it was verified
+	local key = (tls and 'https:' .. tostring(t.tls or '') .. ':' or '') .. host .. ':' .. port
 	local left = function()
 		if not deadline then return nil end
 		local r = deadline - now()
@@ -730,7 +734,11 @@ local function attempt(t, method, host, port, path, authority, deadline, fresh)
 	local reused = s and true
 	if not s then
 		local err
-		s, err = lemio.tcp.connect(host, port, left())
+		if tls then   -- verified against t.tls's CAs, or the system's
+			s, err = lemio.tls.connect(host, port, { timeout = left(), context = t.tls })
+		else
+			s, err = lemio.tcp.connect(host, port, left())
+		end
 		if not s then return nil, err end
 	end
 	s:limit(65536)
@@ -786,22 +794,24 @@ local function attempt(t, method, host, port, path, authority, deadline, fresh)
 	return r
 end
 
--- http.request{ method, url, headers, body, timeout, max_body } | http.request(url)
+-- http.request{ method, url, headers, body, timeout, max_body, tls } | http.request(url)
 --   --> response | nil, message
+-- An https:// url is fetched over TLS, verified against the CAs of tls (a context of
+-- lem.io's) or, without one, the system's.
 function http.request(t)
 	if type(t) == 'string' then t = { url = t } end
 	if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
 	local method = t.method or 'GET'
 	if not tostring(method):find(TOKEN) then error('bad method', 2) end
-	local host, port, path, authority = parse_url(tostring(t.url))
-	if not host then error('bad url ' .. tostring(t.url) .. ' (http://host[:port]/path expected)', 2) end
+	local host, port, path, authority, tls = parse_url(tostring(t.url))
+	if not host then error('bad url ' .. tostring(t.url) .. ' (http[s]://host[:port]/path expected)', 2) end
 	local deadline = t.timeout and now() + t.timeout
-	local r, err, reused = attempt(t, method, host, port, path, authority, deadline, false)
+	local r, err, reused = attempt(t, method, host, port, path, authority, deadline, false, tls)
 	-- a pooled connection the server closed meanwhile: once more on a new one, when the
 	-- request may be repeated
 	if not r and reused and err == 'closed' and IDEMPOTENT[method]
 			and type(t.body) ~= 'function' then
-		r, err = attempt(t, method, host, port, path, authority, deadline, true)
+		r, err = attempt(t, method, host, port, path, authority, deadline, true, tls)
 	end
 	return r, err
 end
