@@ -520,13 +520,13 @@ static int tls_ctx_error(lua_State *T, const char *what, int err)
 }
 
 /* io.tls.context{ cert =, key =, ca =, verify =, alpn =, min_version =,
- *                 handshake_timeout = } --> context | nil, message
+ *                 handshake_timeout =, resumption = } --> context | nil, message
  * Reads every file now: nothing blocks later. */
 static int tls_context(lua_State *T)
 {
 	const char *cert, *key, *ca, *minv;
 	struct io_tls_ctx *c, **p;
-	int min = TLS1_2_VERSION, err;
+	int min = TLS1_2_VERSION, resume, err;
 
 	luaL_checktype(T, 1, LUA_TTABLE);
 	cert = tls_optstring(T, "cert");
@@ -560,6 +560,8 @@ static int tls_context(lua_State *T)
 			luaL_argerror(T, 1, "handshake_timeout must be a number");
 		c->hs_timeout = lua_tonumber(T, -1);
 	}
+	lua_getfield(T, 1, "resumption");
+	resume = lua_isnil(T, -1) || lua_toboolean(T, -1);
 	lua_getfield(T, 1, "alpn");
 	if (!lua_isnil(T, -1)) {
 		if (lua_type(T, -1) != LUA_TTABLE)
@@ -607,6 +609,11 @@ static int tls_context(lua_State *T)
 		return tls_ctx_error(T, "system CAs", err);
 	if (c->alpn_len)
 		SSL_CTX_set_alpn_select_cb(c->ctx, tls_alpn_select, c);
+	if (!resume) {               /* every handshake a full one: no cache, no tickets */
+		SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_options(c->ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(c->ctx, 0);
+	}
 	return 1;                                  /* return the context */
 }
 
