@@ -184,6 +184,15 @@ wait_errors(1)
 t.is(server_errors[1], 'timeout', 'a client silent in the handshake: the server\'s read times out')
 t.near(utils.now() - t0, 0.2, 0.15, '... after handshake_timeout')
 plain:close()
+-- ... which does not end a connection idle after its handshake
+s, err = io.tls.connect('localhost', hp, { context = cctx, timeout = 5 })
+t.ok(s, 'a client of the server with handshake_timeout 0.2', err)
+if s then
+	sleep(0.4)
+	s:write('late\n')
+	t.is(s:read('*l', 5), 'echo late', '... that writes 0.4 s after its handshake is answered')
+	s:close()
+end
 hl:close()
 
 -- ... and a server that stalls: the connect's timeout

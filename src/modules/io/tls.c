@@ -172,8 +172,10 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 			t->eof = 1;
 		else if (err != -EAGAIN)
 			t->err = err;
-		if (n == 0)
+		if (n == 0) {
+			tls_handshake_done(t);   /* it may have ended without data yet */
 			return err;
+		}
 		break;
 	}
 	s->drained = n < len && !t->eof && !t->err;
@@ -252,6 +254,8 @@ static void tls_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	lua_State *L = lem_state(s->loop);
 
 	(void)ev; (void)revents;
+	if (!t->hs.w.co && SSL_is_init_finished(t->ssl))
+		return;                    /* done, and nobody has read or written since */
 	t->err = -ETIMEDOUT;
 	if (t->hs.w.co) {
 		io_wake_error(s->loop, &t->hs, L, -ETIMEDOUT);
