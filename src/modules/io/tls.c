@@ -1,11 +1,14 @@
 /* tls.c: lem.io's TLS on OpenSSL 3: contexts (io.tls.context), the transport a stream
  * speaks once it is TLS, io.tls.listen, io.tls.connect and stream:tls().
  *
- * What is shared: OpenSSL's own process-wide state (its library context, providers,
- * error strings), which it guards itself. Everything else belongs to one loop: a context
- * is a Lua object of the loop that made it (a message cannot carry it to another loop),
- * and its streams and listeners count their references to it without atomics. OpenSSL 3.0
- * takes locks when threads share an SSL_CTX, so each loop makes its own. */
+ * What is shared: what OpenSSL keeps for the whole process (its initialisation, error
+ * strings, the default library context that lem leaves unused), which it guards itself.
+ * Everything else belongs to one loop. Each loop has its own library context (struct
+ * tls_lib: providers, the caches of fetched algorithms, the locks around them), since
+ * OpenSSL 3.0 takes those locks on every handshake and threads that share them contend.
+ * A context is a Lua object of the loop that made it (a message cannot carry it to
+ * another loop); its streams and listeners count their references to it, and contexts
+ * theirs to the library context, without atomics: one loop's thread only. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -25,10 +28,18 @@
 #define TLS_GATHER 16384             /* send: small pieces go out as one record this big */
 #define TLS_ALPN_MAX 255             /* the longest ALPN list, in its wire format */
 
+/* A loop's OpenSSL library context, freed with the last context made in it (the loop's
+ * state keeps one reference until it closes). */
+struct tls_lib {
+	OSSL_LIB_CTX *lib;
+	int refs;
+};
+
 /* A context: an SSL_CTX and what lem does with it. Referred to by its Lua object, by
  * listeners and by streams; freed with the last reference. One loop's only. */
 struct io_tls_ctx {
 	SSL_CTX *ctx;
+	struct tls_lib *lib;
 	int refs;
 	unsigned char verify;         /* check the peer's certificate */
 	unsigned char verify_set;     /* verify was given: a server asks for clients' */
@@ -411,11 +422,64 @@ struct io_tls_ctx *io_tls_ctx_ref(struct io_tls_ctx *c)
 	return c;
 }
 
+static void tls_lib_free(struct tls_lib *b)
+{
+	if (--b->refs > 0)
+		return;
+	OSSL_LIB_CTX_free(b->lib);
+	free(b);
+}
+
+static int tls_lib_gc(lua_State *T)
+{
+	struct tls_lib **p = lua_touserdata(T, 1);
+
+	if (*p) {
+		tls_lib_free(*p);
+		*p = NULL;
+	}
+	return 0;
+}
+
+static const char tls_lib_key = 0;     /* registry: this loop's struct tls_lib */
+
+/* [-0, +0, m] This loop's library context, made on first use; NULL if OpenSSL could not. */
+static struct tls_lib *tls_lib(lua_State *T)
+{
+	struct tls_lib **p, *b;
+
+	lua_pushlightuserdata(T, (void *)&tls_lib_key);
+	lua_rawget(T, LUA_REGISTRYINDEX);
+	p = lua_touserdata(T, -1);
+	lua_pop(T, 1);
+	if (p)
+		return *p;
+	lua_pushlightuserdata(T, (void *)&tls_lib_key);
+	p = lua_newuserdata(T, sizeof *p);
+	*p = NULL;
+	lua_newtable(T);
+	lua_pushcfunction(T, tls_lib_gc);
+	lua_setfield(T, -2, "__gc");
+	lua_setmetatable(T, -2);
+	lua_rawset(T, LUA_REGISTRYINDEX);
+	if (!(b = malloc(sizeof *b)))
+		return NULL;
+	if (!(b->lib = OSSL_LIB_CTX_new())) {
+		free(b);
+		return NULL;
+	}
+	b->refs = 1;
+	*p = b;
+	return b;
+}
+
 void io_tls_ctx_free(struct io_tls_ctx *c)
 {
 	if (--c->refs > 0)
 		return;
 	SSL_CTX_free(c->ctx);
+	if (c->lib)
+		tls_lib_free(c->lib);
 	free(c);
 }
 
@@ -473,7 +537,7 @@ static int tls_load_ca(struct io_tls_ctx *c, const char *path)
 	if (stat(path, &st) != 0)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
-		return X509_STORE_load_file(store, path) == 1 ? 0 : -IO_ETLS;
+		return X509_STORE_load_file_ex(store, path, c->lib->lib, NULL) == 1 ? 0 : -IO_ETLS;
 	if (!(d = opendir(path)))
 		return -errno;
 	while ((e = readdir(d))) {
@@ -483,7 +547,7 @@ static int tls_load_ca(struct io_tls_ctx *c, const char *path)
 		    snprintf(file, sizeof file, "%s/%s", path, e->d_name) >= (int)sizeof file ||
 		    stat(file, &st) != 0 || !S_ISREG(st.st_mode))
 			continue;
-		loaded += X509_STORE_load_file(store, file) == 1;
+		loaded += X509_STORE_load_file_ex(store, file, c->lib->lib, NULL) == 1;
 	}
 	closedir(d);
 	ERR_clear_error();                         /* of files that were no certificates */
@@ -530,6 +594,7 @@ static int tls_context(lua_State *T)
 {
 	const char *cert, *key, *ca, *minv;
 	struct io_tls_ctx *c, **p;
+	struct tls_lib *lib;
 	int min = TLS1_2_VERSION, resume, err;
 
 	luaL_checktype(T, 1, LUA_TTABLE);
@@ -589,7 +654,11 @@ static int tls_context(lua_State *T)
 	}
 	lua_settop(T, 2);
 	ERR_clear_error();
-	if (!(c->ctx = SSL_CTX_new(TLS_method())))
+	if (!(lib = tls_lib(T)))
+		return tls_ctx_error(T, "context", -IO_ETLS);
+	c->lib = lib;
+	lib->refs++;
+	if (!(c->ctx = SSL_CTX_new_ex(lib->lib, NULL, TLS_method())))
 		return tls_ctx_error(T, "context", -IO_ETLS);
 	SSL_CTX_set_min_proto_version(c->ctx, min);
 	/* Partial writes and a moving buffer: as write() does. Idle connections give their
