@@ -338,6 +338,73 @@ t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
 os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
 wait(5)
 
+-- ---- out of memory ----
+-- failalloc (tests/lib/failalloc.c), preloaded into a child lem, makes allocations above
+-- a size fail: OpenSSL's among them. Connects and writes then fail with nil, message (or a
+-- memory error pcall catches); nothing aborts, and TLS works again once memory is back.
+local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+shim = shim and shim .. '/modules/failalloc.so'
+local oom = t.file(dir, 'oom.lua', [[
+local fa = require 'failalloc'
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+fa.above(65536)
+local vm_uses_malloc = not pcall(string.rep, 'y', 1048576)
+fa.above(nil)
+if not vm_uses_malloc then print('skip') return end   -- LuaJIT's own allocator
+local d = arg[1]
+local sctx = assert(io.tls.context{ cert = d .. '/server.pem', key = d .. '/server.key' })
+local cctx = assert(io.tls.context{ ca = d .. '/ca.pem' })
+local l = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local port = l:port()
+utils.spawn(function()
+	l:autospawn(function(s)
+		pcall(function()
+			while true do
+				local x = s:read('*l', 5)
+				if not x then break end
+				s:write(x, '\n')
+			end
+		end)
+		pcall(s.close, s)
+	end)
+end)
+local answered, failed = 0, 0
+for _, limit in ipairs { 2048, 4096, 8192, 20000, 1e6 } do
+	for _ = 1, 4 do
+		fa.above(limit)
+		local ok, line = pcall(function()
+			local s, e = io.tls.connect('localhost', port, { context = cctx, timeout = 2 })
+			if not s then return nil, e end
+			s:write(('x'):rep(30000), '\n')
+			local r = s:read('*l', 2)
+			s:close()
+			return r
+		end)
+		fa.above(nil)
+		if ok and line then answered = answered + 1 else failed = failed + 1 end
+	end
+end
+local s = assert(io.tls.connect('localhost', port, { context = cctx, timeout = 2 }))
+s:write('after\n')
+local after = s:read('*l', 2)
+s:close()
+l:close()
+print(answered > 0, failed > 0, fa.failures() > 0, after)
+]])
+if (os.getenv('LEM_SANITIZER') or '') ~= '' or not shim then
+	t.skip('out of memory in OpenSSL: nil, message, no abort', 'sanitizers replace the allocator')
+else
+	local st, out, e = t.run('LD_PRELOAD=' .. shim .. ' ' .. t.lem .. ' ' .. oom .. ' ' .. dir)
+	if out:match('^skip\n') then
+		t.skip('out of memory in OpenSSL: nil, message, no abort', 'the VM does not allocate through malloc')
+	else
+		t.is(out, 'true\ttrue\ttrue\tafter\n', 'out of memory in OpenSSL and lem: some connections fail, '
+			.. 'none aborts, and TLS works once memory is back' .. (e ~= '' and ': ' .. e or ''))
+		t.is(st, 0, '... and lem exits 0')
+	end
+end
+
 -- ---- nothing left behind ----
 l:close()
 for _ = 1, 3 do collectgarbage() sleep(0.01) end
