@@ -87,6 +87,24 @@ local big = s:read(1048576, 5)
 t.is(big and #big, 1048576, 'a 1 MiB answer arrives whole')
 t.is(big, string.rep('0123456789abcdef', 65536), '... intact')
 t.is(select(2, s:read('*l', 0.05)), 'timeout', 'a read times out as on a plain stream')
+-- a writer and a reader at once on one stream: 4 MB each way, more than the sockets hold
+local line1k = string.rep('y', 999)
+local wrote
+utils.spawn(function()
+	local okw = true
+	for i = 1, 4000 do okw = okw and s:write(i, line1k, '\n') end
+	wrote = okw
+end)
+utils.yield()                                 -- the writer starts, and suspends in a write
+t.is(select(2, s:write('x')), 'busy', 'a second writer: busy')
+local got = 0
+for i = 1, 4000 do
+	local l1 = s:read('*l', 5)
+	if l1 ~= 'echo ' .. i .. line1k then break end
+	got = got + 1
+end
+t.is(got, 4000, 'a coroutine reads 4000 echoed lines while another writes them')
+t.is(wrote, true, '... and the writer finished')
 t.ok(s:peer() == '127.0.0.1', 'peer() answers')
 s:write('close\n')
 t.is(s:read('*l', 5), 'bye', 'the line before the close')
