@@ -28,24 +28,24 @@ local port = server:port()
 local cctx = assert(lemio.tls.context{ ca = c.ca })
 
 local base = 'https://localhost:' .. port
-local r, err = http.request{ url = base .. '/a', tls = cctx, timeout = 5 }
+local r, err = http.request{ url = base .. '/a', tls = cctx, timeout = 20 }
 t.ok(r, 'http.request fetches an https:// URL', err)
 t.is(r and r.status, 200, '... 200')
 t.is(r and r:body(), 'hello over https /a', '... and its body')
-r = http.request{ url = base .. '/b', tls = cctx, timeout = 5 }
+r = http.request{ url = base .. '/b', tls = cctx, timeout = 20 }
 t.is(r and r:body(), 'hello over https /b', 'a second request')
 local n = 0
 for _ in pairs(peers) do n = n + 1 end
 t.is(n, 1, '... on the same kept-alive TLS connection')
-r = http.request{ method = 'POST', url = base .. '/p', body = string.rep('x', 200000), tls = cctx, timeout = 5 }
+r = http.request{ method = 'POST', url = base .. '/p', body = string.rep('x', 200000), tls = cctx, timeout = 20 }
 t.is(r and r:body(), 'got 200000', 'a POST body of 200 kB')
 
-r, err = http.request{ url = base .. '/', timeout = 5 }
+r, err = http.request{ url = base .. '/', timeout = 20 }
 t.is(r, nil, 'without the test CA: verification fails')
 t.like(err, 'certificate verify failed: unable to get local issuer certificate', '... and says why')
-r, err = http.request{ url = 'https://127.0.0.1:' .. port .. '/ip', tls = cctx, timeout = 5 }
+r, err = http.request{ url = 'https://127.0.0.1:' .. port .. '/ip', tls = cctx, timeout = 20 }
 t.is(r and r:body(), 'hello over https /ip', 'an address URL, checked against the IP names')
-r, err = http.request{ url = 'http://127.0.0.1:' .. port .. '/', timeout = 5 }
+r, err = http.request{ url = 'http://127.0.0.1:' .. port .. '/', timeout = 20 }
 t.is(r, nil, 'plain http to the https server: nil, ' .. tostring(err))
 
 -- curl against lem's https server

@@ -35,7 +35,7 @@ t.is(select(2, output():gsub('listening', '')), 2, 'both loops listen on one por
 local cctx = assert(io.tls.context{ ca = c.ca })
 local seen, answered = {}, 0
 for i = 1, 40 do
-	local s = io.tls.connect('localhost', port, { context = cctx, timeout = 10 })
+	local s = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
 	if s then
 		s:write('hello ', i, '\n')
 		local line = s:read('*l', 10)
@@ -51,7 +51,7 @@ t.ok(seen['1'] and seen['2'], 'by both loops')
 local done, right = 0, 0
 for k = 1, 8 do
 	utils.spawn(function()
-		local s = io.tls.connect('localhost', port, { context = cctx, timeout = 10 })
+		local s = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
 		local good = s ~= nil
 		for i = 1, 50 do
 			if not good then break end
@@ -69,6 +69,6 @@ local t0 = utils.now()
 while done < 8 and utils.now() - t0 < 60 do sl:sleep(0.02) end
 t.is(right, 8, 'eight keep-alive clients at once get every answer in order')
 
-local s = io.tls.connect('localhost', port, { context = cctx, timeout = 10 })
+local s = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
 if s then s:write('stop\n') s:close() end
 t.done()

@@ -66,7 +66,7 @@ local port = l:port()
 utils.spawn(function() l:autospawn(echo) end)
 
 local s
-s, err = io.tls.connect('localhost', port, { context = cctx, timeout = 5 })
+s, err = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
 t.ok(s, 'connect to localhost, verified against the CA', err)
 local info = s:tls()
 t.is(info.version, 'TLSv1.3', 'tls(): the protocol version')
@@ -114,18 +114,18 @@ t.is(s:close(), true, 'close')
 t.is(select(2, s:close()), 'closed', 'close twice: closed')
 
 -- the default context: the system's CAs know nothing of the test CA
-s, err = io.tls.connect('localhost', port, { timeout = 5 })
+s, err = io.tls.connect('localhost', port, { timeout = 20 })
 t.is(s, nil, 'default context: an unknown CA fails')
 t.like(err, '^certificate verify failed: unable to get local issuer certificate', '... naming the reason')
-s, err = io.tls.connect('127.0.0.1', port, { context = cctx, timeout = 5 })
+s, err = io.tls.connect('127.0.0.1', port, { context = cctx, timeout = 20 })
 t.ok(s, 'an address is checked against the IP names of the certificate', err)
 if s then s:close() end
-s, err = io.tls.connect('127.0.0.1', port, { context = cctx, name = 'other.example', timeout = 5 })
+s, err = io.tls.connect('127.0.0.1', port, { context = cctx, name = 'other.example', timeout = 20 })
 t.like(err, 'certificate verify failed: hostname mismatch', 'another name: hostname mismatch')
-s, err = io.tls.connect('127.0.0.1', port, { context = cadirctx, timeout = 5 })
+s, err = io.tls.connect('127.0.0.1', port, { context = cadirctx, timeout = 20 })
 t.ok(s, 'a context whose CAs came from a directory verifies', err)
 if s then s:close() end
-s, err = io.tls.connect('127.0.0.1', port, { context = io.tls.context{ verify = false }, timeout = 5 })
+s, err = io.tls.connect('127.0.0.1', port, { context = io.tls.context{ verify = false }, timeout = 20 })
 t.ok(s and s:tls().verified == false, 'verify = false: connects, tls().verified is false', err)
 if s then s:close() end
 local plain = assert(io.tcp.connect('127.0.0.1', port, 5))
@@ -147,7 +147,7 @@ local bad = {
 }
 for _, b in ipairs(bad) do
 	local lis, p = serve(b[1], b[2])
-	s, err = io.tls.connect('localhost', p, { context = cctx, timeout = 5 })
+	s, err = io.tls.connect('localhost', p, { context = cctx, timeout = 20 })
 	t.is(s, nil, b[4] .. ': nil')
 	t.like(err, 'certificate verify failed: ' .. b[3], b[4] .. ': ' .. b[3])
 	lis:close()
@@ -156,14 +156,14 @@ end
 -- client certificates: verify = true on the server's context asks for them
 local vl, vp = serve(c.server, c.key, { verify = true, ca = c.ca })
 local withcert = assert(io.tls.context{ ca = c.ca, cert = c.client, key = c.client_key })
-s, err = io.tls.connect('localhost', vp, { context = withcert, timeout = 5 })
+s, err = io.tls.connect('localhost', vp, { context = withcert, timeout = 20 })
 t.ok(s, 'a client certificate the server verifies', err)
 if s then
 	s:write('hi\n')
 	t.is(s:read('*l', 5), 'echo hi', '... and the connection works')
 	s:close()
 end
-s = io.tls.connect('localhost', vp, { context = cctx, timeout = 5 })
+s = io.tls.connect('localhost', vp, { context = cctx, timeout = 20 })
 local r = s and s:write('hi\n') and s:read('*l', 5)
 t.is(r, nil, 'no client certificate: the server refuses (TLS 1.3 tells at the first read)')
 if s then s:close() end
@@ -171,7 +171,7 @@ vl:close()
 
 -- min_version: a 1.3-only client and a server that stops at 1.2 (the openssl command
 -- is the server below); here: a 1.3 context still talks to lem's server
-s, err = io.tls.connect('localhost', port, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 5 })
+s, err = io.tls.connect('localhost', port, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 20 })
 t.ok(s and s:tls().version == 'TLSv1.3', "min_version '1.3' connects to a 1.3 server", err)
 if s then s:close() end
 
@@ -203,7 +203,7 @@ t.is(server_errors[1], 'timeout', 'a client silent in the handshake: the server\
 t.near(utils.now() - t0, 0.2, 0.15, '... after handshake_timeout')
 plain:close()
 -- ... which does not end a connection idle after its handshake
-s, err = io.tls.connect('localhost', hp, { context = cctx, timeout = 5 })
+s, err = io.tls.connect('localhost', hp, { context = cctx, timeout = 20 })
 t.ok(s, 'a client of the server with handshake_timeout 0.2', err)
 if s then
 	sleep(0.4)
@@ -225,7 +225,7 @@ t.near(utils.now() - t0, 0.2, 0.15, '... after its timeout')
 -- a reset during the handshake: a server that closes with the client hello unread
 local resetter = assert(io.tcp.listen('127.0.0.1', 0))
 utils.spawn(function() resetter:autospawn(function(x) sleep(0.05) x:close() end) end)
-s, err = io.tls.connect('127.0.0.1', resetter:port(), { context = cctx, timeout = 5 })
+s, err = io.tls.connect('127.0.0.1', resetter:port(), { context = cctx, timeout = 20 })
 t.is(s, nil, 'a reset in the handshake: nil')
 t.ok(err == 'connection reset by peer' or err == 'closed', '... and a message: ' .. tostring(err))
 resetter:close()
@@ -270,7 +270,7 @@ utils.spawn(function()
 	end)
 end)
 server_errors = {}
-s, err = io.tls.connect('localhost', proxy:port(), { context = cctx, timeout = 5 })
+s, err = io.tls.connect('localhost', proxy:port(), { context = cctx, timeout = 20 })
 t.ok(s, 'a connection through the proxy', err)
 if s then
 	s:write('first\n')
@@ -341,7 +341,7 @@ for _ = 1, 250 do                            -- until it listens
 	if probe then probe:close() break end
 	sleep(0.02)
 end
-s, err = io.tls.connect('localhost', sport, { context = cctx, timeout = 5 })
+s, err = io.tls.connect('localhost', sport, { context = cctx, timeout = 20 })
 t.ok(s, 'lem\'s client connects to openssl s_server', err)
 if s then
 	t.is(s:tls().version, 'TLSv1.2', '... over TLS 1.2, as the server wants')
@@ -350,7 +350,7 @@ if s then
 	t.like(r, '^HTTP/1%.0 200 ok', '... and reads its answer', err)
 	s:close()
 end
-s, err = io.tls.connect('localhost', sport, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 5 })
+s, err = io.tls.connect('localhost', sport, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 20 })
 t.is(s, nil, "min_version '1.3' refuses a server that stops at 1.2")
 t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
 os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
