@@ -87,6 +87,12 @@ local big = s:read(1048576, 5)
 t.is(big and #big, 1048576, 'a 1 MiB answer arrives whole')
 t.is(big, string.rep('0123456789abcdef', 65536), '... intact')
 t.is(select(2, s:read('*l', 0.05)), 'timeout', 'a read times out as on a plain stream')
+local first
+utils.spawn(function() first = select(2, s:read('*l', 0.2)) end)   -- nothing comes: it waits
+utils.yield()
+t.is(select(2, s:read('*l', 5)), 'busy', 'a second reader: busy')
+sleep(0.3)
+t.is(first, 'timeout', '... while the first waits, until its timeout')
 -- a writer and a reader at once on one stream: 4 MB each way, more than the sockets hold
 local line1k = string.rep('y', 999)
 local wrote
@@ -95,8 +101,6 @@ utils.spawn(function()
 	for i = 1, 4000 do okw = okw and s:write(i, line1k, '\n') end
 	wrote = okw
 end)
-utils.yield()                                 -- the writer starts, and suspends in a write
-t.is(select(2, s:write('x')), 'busy', 'a second writer: busy')
 local got = 0
 for i = 1, 4000 do
 	local l1 = s:read('*l', 5)
