@@ -136,6 +136,21 @@ local plain = assert(io.tcp.connect('127.0.0.1', port, 5))
 t.is(plain:tls(), nil, 'a plain stream\'s tls() is nil')
 plain:close()
 
+-- accept hands out TLS streams too
+local al = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local accepted
+utils.spawn(function()
+	local x = al:accept(20)
+	accepted = x and x:read('*l', 20)
+	if x then x:write('accepted\n') x:close() end
+end)
+s, err = io.tls.connect('localhost', al:port(), { context = cctx, timeout = 20 })
+if s then s:write('via accept\n') end
+t.is(s and s:read('*l', 20), 'accepted', 'listener:accept() returns a TLS stream')
+t.is(accepted, 'via accept', '... which reads what the client sent')
+if s then s:close() end
+al:close()
+
 -- certificates that fail
 local function serve(cert, key, extra)
 	local opts = { cert = cert, key = key }
