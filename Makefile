@@ -51,7 +51,11 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu99 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing
 CPPFLAGS += -Iinclude $(LUA_CFLAGS) $(HIREDIS_CFLAGS)
 LDFLAGS  += -Wl,-E
-LDLIBS   += $(LUA_LIBS) -lev -lpthread -lm -ldl
+# lem.io's TLS (src/modules/io/tls.c) on OpenSSL 3; expanded late, as LUA_CFLAGS is.
+SSL_CFLAGS = $(shell pkg-config --cflags openssl 2>/dev/null)
+SSL_LIBS   = $(or $(shell pkg-config --libs openssl 2>/dev/null),-lssl -lcrypto)
+CPPFLAGS += $(SSL_CFLAGS)
+LDLIBS   += $(LUA_LIBS) $(SSL_LIBS) -lev -lpthread -lm -ldl
 # lem.postgres (src/modules/postgres) on libpq; expanded late, as LUA_CFLAGS is.
 PQ_CFLAGS = $(shell pkg-config --cflags libpq 2>/dev/null)
 PQ_LIBS   = $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq)
@@ -184,7 +188,7 @@ test-asan:
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
 TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua \
               tests/redis.lua tests/postgres.lua tests/cluster.lua tests/signal.lua tests/shutdown.lua \
-              tests/stats.lua tests/probe.lua
+              tests/stats.lua tests/probe.lua tests/tls-loops.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
@@ -195,7 +199,7 @@ test-luajit:
 	$(MAKE) test LUA=luajit
 
 VALGRIND_SCRIPTS ?= tests/utils.lua tests/sleeper.lua tests/timer.lua tests/pcall.lua tests/io-stream.lua \
-                    tests/redis.lua tests/postgres.lua tests/cluster.lua
+                    tests/redis.lua tests/postgres.lua tests/cluster.lua tests/tls.lua
 test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 	@for t in $(VALGRIND_SCRIPTS); do \
 	  echo "valgrind $$t"; \
@@ -215,8 +219,8 @@ test-valgrind: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS)
 
 # Debian packages. Building needs the first list; tests, the LuaJIT build and the checks
 # the second. Missing ones are installed (as root) before anything is built or tested.
-DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev
-DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg lua-cjson redis-server postgresql curl python3
+DEB_BUILD := gcc make libc6-dev pkg-config liblua5.1-0-dev libev-dev libhiredis-dev libpq-dev libssl-dev
+DEB_TEST  := perl lua5.1 libluajit2-5.1-dev luajit2 valgrind lua-lpeg lua-cjson redis-server postgresql curl python3 openssl
 ifeq ($(LUA),luajit)
 DEB_BUILD += libluajit2-5.1-dev
 endif

@@ -814,8 +814,9 @@ local function options(opts)
 	if opts ~= nil then
 		if type(opts) ~= 'table' then error('bad options (table expected)', 3) end
 		for k, v in pairs(opts) do
-			if DEFAULTS[k] == nil then error('unknown option ' .. tostring(k), 3) end
-			if type(v) ~= type(DEFAULTS[k]) and v ~= false then
+			-- tls: a context of lem.io's, whose type no default shows
+			if DEFAULTS[k] == nil and k ~= 'tls' then error('unknown option ' .. tostring(k), 3) end
+			if type(v) ~= type(DEFAULTS[k]) and v ~= false and k ~= 'tls' then
 				error('bad option ' .. k .. ' (' .. type(DEFAULTS[k]) .. ' expected)', 3)
 			end
 			o[k] = v or nil               -- false: no timeout
@@ -869,7 +870,8 @@ end
 function http.listen(host, port, handler, opts)
 	if type(handler) ~= 'function' then error('bad argument #3 to \'listen\' (function expected)', 2) end
 	local o = options(opts)
-	local l, err = lemio.tcp.listen(host, port)
+	local l, err
+	if o.tls then l, err = lemio.tls.listen(host, port, o.tls) else l, err = lemio.tcp.listen(host, port) end
 	if not l then return nil, err end
 	return start(l, handler, o)
 end
@@ -936,7 +938,7 @@ end
 -- A connection: an idle one (unless fresh), a new one while fewer than max are open,
 -- or the first of those to come while the caller waits (until the deadline).
 -- --> stream, reused | nil, message
-local function pool_acquire(p, host, port, max, o, deadline, fresh)
+local function pool_acquire(p, host, port, max, o, deadline, fresh, tls)
 	if fresh and p.open >= max and #p.idle > 0 then
 		table.remove(p.idle, 1):close()
 		p.open = p.open - 1
@@ -947,7 +949,12 @@ local function pool_acquire(p, host, port, max, o, deadline, fresh)
 		if p.open < max then
 			p.open = p.open + 1
 			local err
-			s, err = lemio.tcp.connect(host, port, shorter(o.connect_timeout, left(deadline)))
+			local secs = shorter(o.connect_timeout, left(deadline))
+			if tls then   -- verified against o.tls's CAs, or the system's
+				s, err = lemio.tls.connect(host, port, { timeout = secs, context = o.tls })
+			else
+				s, err = lemio.tcp.connect(host, port, secs)
+			end
 			if not s then
 				p.open = p.open - 1
 				pool_wake(p)
@@ -1061,16 +1068,17 @@ local REQ_FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
 	host = true }
 
 local function parse_url(url)
-	local host, port, path = url:match('^http://%[([%x:.]+)%]:?(%d*)(.*)$')
-	if not host then host, port, path = url:match('^http://([^/:?#]+):?(%d*)(.*)$') end
+	local scheme, host, port, path = url:match('^(https?)://%[([%x:.]+)%]:?(%d*)(.*)$')
+	if not host then scheme, host, port, path = url:match('^(https?)://([^/:?#]+):?(%d*)(.*)$') end
 	if not host then return nil end
 	if path == '' then path = '/' end
 	if not path:find('^/') then return nil end
 	path = path:gsub('#.*$', '')
-	port = tonumber(port) or 80
+	local default = scheme == 'https' and 443 or 80
+	port = tonumber(port) or default
 	local authority = (host:find(':') and '[' .. host .. ']' or host) ..
-		(port ~= 80 and ':' .. port or '')
-	return host, port, path, authority
+		(port ~= default and ':' .. port or '')
+	return host, port, path, authority, scheme == 'https'
 end
 
 -- Writes the request on s. --> true | nil, message [, true: an error the body function
@@ -1101,11 +1109,12 @@ local function send_request(s, o, method, path, authority, deadline)
 end
 
 -- One exchange. --> response | nil, message, reused (the connection came from the pool)
-local function attempt(o, method, host, port, path, authority, deadline, fresh)
-	local key = host .. ':' .. port
+local function attempt(o, method, host, port, path, authority, deadline, fresh, tls)
+	-- a TLS connection is reused only for requests that verify as it was verified
+	local key = (tls and 'https:' .. tostring(o.tls or '') .. ':' or '') .. host .. ':' .. port
 	local p = pool_of(key)
 	local s, reused = pool_acquire(p, host, port, o.max_per_host or http.max_per_host, o,
-		deadline, fresh)
+		deadline, fresh, tls)
 	if not s then return nil, reused end
 	s:limit(65536)
 	local ok, err, raised = send_request(s, o, method, path, authority, deadline)
@@ -1187,11 +1196,13 @@ end
 
 local OPTIONS = { method = 'string', url = 'string', headers = 'table', timeout = 'number',
 	connect_timeout = 'number', read_timeout = 'number', max_body = 'number',
-	redirects = 'number', max_per_host = 'number' }
+	redirects = 'number', max_per_host = 'number', tls = 'userdata' }
 local CLIENT_DEFAULTS = { connect_timeout = 10, read_timeout = 30, redirects = 0 }
 
 -- http.request{ method, url, headers, body, timeout, connect_timeout, read_timeout,
---   max_body, redirects, max_per_host } | http.request(url) --> response | nil, message
+--   max_body, redirects, max_per_host, tls } | http.request(url) --> response | nil, message
+-- An https:// url is fetched over TLS, verified against the CAs of tls (a context of
+-- lem.io's) or, without one, the system's.
 function http.request(t)
 	if type(t) == 'string' then t = { url = t } end
 	if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
@@ -1215,14 +1226,14 @@ function http.request(t)
 		local method = o.method or 'GET'
 		if not method:find(TOKEN) then error('bad method', 2) end
 		local url = tostring(o.url)
-		local host, port, path, authority = parse_url(url)
-		if not host then error('bad url ' .. url .. ' (http://host[:port]/path expected)', 2) end
-		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false)
+		local host, port, path, authority, tls = parse_url(url)
+		if not host then error('bad url ' .. url .. ' (http[s]://host[:port]/path expected)', 2) end
+		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false, tls)
 		-- a pooled connection the server closed meanwhile: once more on a new one, when
 		-- the request may be repeated
 		if not r and reused and err == 'closed' and IDEMPOTENT[method]
 				and type(o.body) ~= 'function' then
-			r, err = attempt(o, method, host, port, path, authority, deadline, true)
+			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls)
 		end
 		if not r then return nil, err end
 		r.url = url

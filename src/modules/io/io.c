@@ -1,4 +1,4 @@
-/* io.c: lem.io, non-blocking TCP and Unix streams: the module table, error messages and
+/* io.c: lem.io, non-blocking TCP, TLS and Unix streams: the module table, error messages and
  * the bookkeeping of suspended callers shared by streams, listeners and connects. */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -43,7 +43,9 @@ const char *io_strerror(int err, char buf[128])
 	case IO_ETOOLONG:
 		return "too long";
 	}
-	if (-err > IO_EAI) {
+	if (-err >= IO_EVERIFY) {
+		return io_tls_strerror(err, buf);
+	} else if (-err > IO_EAI) {
 		snprintf(buf, 128, "%s", gai_strerror(IO_EAI + err));
 	} else {
 		msg = strerror_r(-err, buf, 128);
@@ -396,6 +398,7 @@ int luaopen_lem_io(lua_State *L)
 	lua_newtable(L);
 	luaL_register(L, NULL, unx);
 	lua_setfield(L, -2, "unix");
+	io_tls_open(L);
 	io_std_open(L);
 	lua_pushcfunction(L, io_stats);
 	lua_setfield(L, -2, "stats");

@@ -1,6 +1,6 @@
 /* io.h: lem.io's files: the module, errors and suspended callers (io.c), streams
  * (stream.c), listeners (listener.c), connects (connect.c), addresses and name lookups
- * (socket.c). */
+ * (socket.c), TLS (tls.c). */
 #ifndef LEM_IO_H
 #define LEM_IO_H
 
@@ -13,6 +13,7 @@
 
 #define IO_STREAM_MT   "lem.io.stream"
 #define IO_LISTENER_MT "lem.io.listener"
+#define IO_TLS_CTX_MT  "lem.io.tls.context"
 
 /* The upvalue of every method: its class's metatable (io_class). */
 #define IO_METATABLE lua_upvalueindex(1)
@@ -23,8 +24,10 @@
 enum io_kind { IO_TCP, IO_UNIX, IO_STD };
 
 /* Errors are negative inside lem.io: -errno, or one of these negated. Past every errno:
- * lem.io's own failures, and getaddrinfo's codes (io_eai). */
-enum { IO_ELINE = 4096, IO_ETOOLONG, IO_EAI = 8192 };
+ * lem.io's own failures, getaddrinfo's codes (io_eai), a certificate that failed
+ * verification (IO_EVERIFY + X509_V_ERR_*) and OpenSSL's errors (IO_ETLS + its library
+ * and reason, tls.c). */
+enum { IO_ELINE = 4096, IO_ETOOLONG, IO_EAI = 8192, IO_EVERIFY = 12288, IO_ETLS = 16384 };
 
 #define IO_DELIM_MAX 8     /* the longest delimiter of a '*u' read */
 
@@ -64,6 +67,19 @@ struct io_wait {
 };
 
 struct io_connect;
+struct io_tls_ctx;
+struct io_stream;
+struct iovec;
+
+/* How a stream moves its bytes when not by read() and write() on its descriptor (TLS).
+ * recv and send return the bytes moved, 0 at EOF (recv), or -errno; -EAGAIN: wait for
+ * the stream's watcher (r for recv, w for send), whose events they may have changed.
+ * recv sets s->drained when nothing more can come before the watcher says so. */
+struct io_transport {
+	ssize_t (*recv)(struct io_stream *s, char *buf, size_t len);
+	ssize_t (*send)(struct io_stream *s, const struct iovec *iov, int cnt);
+	void (*shut)(struct io_stream *s, lua_State *from);   /* before the close */
+};
 
 /* A stream: one descriptor, a read buffer, at most one reader and one writer at a time.
  * The watchers are embedded (no allocation per operation); r comes first so that its
@@ -100,6 +116,8 @@ struct io_stream {
 	size_t wlen;
 
 	struct io_connect *conn;  /* io.tcp.connect in progress (connect.c), else NULL */
+	const struct io_transport *tp;   /* NULL: read() and write() */
+	void *tpdata;             /* the transport's state (struct io_tls) */
 	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
 	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
 	union io_addr peer;       /* the peer, remembered at accept or connect */
@@ -118,6 +136,7 @@ struct io_listener {
 	struct io_wait caller;    /* accept, autospawn, or io.tcp.listen looking a name up */
 	char *path;               /* IO_UNIX: the socket file, removed at close */
 	int backlog;
+	struct io_tls_ctx *tls;   /* io.tls.listen: each client's stream speaks TLS */
 	struct io_listener *next, **pprev;   /* in st->listeners while open; pprev NULL once
 	                                        out */
 };
@@ -154,6 +173,7 @@ void io_std_open(lua_State *L);               /* sets io.stdin, io.stdout, io.st
 
 /* listener.c */
 int io_listen_tcp(lua_State *T);              /* io.tcp.listen */
+int io_listen_tcp_ctx(lua_State *T, struct io_tls_ctx *ctx);   /* and io.tls.listen */
 int io_listen_unix(lua_State *T);             /* io.unix.listen */
 void io_listener_open(lua_State *L);
 void io_listener_shutdown(struct io_state *st, lua_State *from);   /* closes them all */
@@ -162,6 +182,14 @@ void io_listener_shutdown(struct io_state *st, lua_State *from);   /* closes the
 int io_connect_tcp(lua_State *T);             /* io.tcp.connect */
 int io_connect_unix(lua_State *T);            /* io.unix.connect */
 void io_connect_free(struct io_stream *s);    /* drops s->conn, waking nobody */
+
+/* tls.c */
+void io_tls_open(lua_State *L);              /* io.tls on the module table on top of L */
+int io_tls_listen(lua_State *T);             /* io.tls.listen */
+int io_tls_accepted(struct io_stream *s, struct io_tls_ctx *c);   /* 0 or -ENOMEM */
+struct io_tls_ctx *io_tls_ctx_ref(struct io_tls_ctx *c);   /* takes a reference */
+void io_tls_ctx_free(struct io_tls_ctx *c);   /* drops one */
+const char *io_tls_strerror(int err, char buf[128]);   /* IO_EVERIFY, IO_ETLS */
 
 /* socket.c: addresses and name lookups */
 struct addrinfo;

@@ -119,8 +119,9 @@ static void listener_resolved(lua_State *L, void *obj, struct io_lookup *r)
 }
 
 /* io.tcp.listen(host, port [, backlog]) --> listener | nil, message
- * host '*': every address, IPv4 and IPv6. */
-int io_listen_tcp(lua_State *T)
+ * host '*': every address, IPv4 and IPv6. With ctx (io.tls.listen), every client
+ * accepted speaks TLS. */
+int io_listen_tcp_ctx(lua_State *T, struct io_tls_ctx *ctx)
 {
 	const char *host = luaL_checkstring(T, 1);
 	int port = io_checkport(T, 2);
@@ -133,6 +134,8 @@ int io_listen_tcp(lua_State *T)
 		luaL_argerror(T, 3, "backlog must be positive");
 	lua_settop(T, 3);
 	l = listener_new(T, IO_TCP, backlog);   /* 4 */
+	if (ctx)
+		l->tls = io_tls_ctx_ref(ctx);
 	if (strcmp(host, "*") == 0) {
 		err = listener_bind_any(l, port);
 	} else if ((err = io_numeric_addr(host, port, 1, &res)) == 0) {
@@ -149,6 +152,11 @@ int io_listen_tcp(lua_State *T)
 	if (err)
 		return io_error(T, err);             /* return nil, message */
 	return 1;                                /* return the listener */
+}
+
+int io_listen_tcp(lua_State *T)
+{
+	return io_listen_tcp_ctx(T, NULL);
 }
 
 /* io.unix.listen(path [, backlog]) --> listener | nil, message
@@ -217,6 +225,8 @@ static int listener_push_stream(lua_State *S, void *ud)
 	c->fd = -1;
 	memcpy(&s->peer, &c->addr, c->len);
 	s->peerlen = c->len;
+	if (c->l->tls && io_tls_accepted(s, c->l->tls) < 0)
+		luaL_error(S, "not enough memory");   /* the stream closes at its __gc */
 	return 1;
 }
 
@@ -321,6 +331,10 @@ static void listener_shut(void *self, lua_State *from)
 	if (l->fd >= 0) {
 		close(l->fd);
 		l->fd = -1;
+	}
+	if (l->tls) {
+		io_tls_ctx_free(l->tls);
+		l->tls = NULL;
 	}
 	if (l->path) {
 		unlink(l->path);

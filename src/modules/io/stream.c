@@ -42,6 +42,43 @@ static size_t stream_need(const struct io_stream *s)
 	return s->rcount;
 }
 
+/* ---- the transport ----
+ * A stream moves its bytes with read() and write(), or through its transport (TLS). Both
+ * return the bytes moved or -errno, -EAGAIN when the watcher must wait; recv sets drained
+ * when the source is likely empty. */
+
+static ssize_t stream_recv(struct io_stream *s, char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (s->tp)
+		return s->tp->recv(s, buf, len);
+	do
+		n = read(s->fd, buf, len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	/* A short read emptied the socket (as far as we can tell): the next read waits for
+	 * the watcher instead of trying a read() that would say EAGAIN. If data came
+	 * meanwhile, the (level-triggered) poll reports it at once. */
+	s->drained = (size_t)n < len;
+	return n;
+}
+
+static ssize_t stream_send(struct io_stream *s, const struct iovec *iov, int cnt)
+{
+	ssize_t n;
+
+	if (s->tp)
+		return s->tp->send(s, iov, cnt);
+	do
+		n = cnt == 1 ? write(s->fd, iov[0].iov_base, iov[0].iov_len) : writev(s->fd, iov, cnt);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	return n;
+}
+
 /* One read() into the buffer. Returns the bytes read, 0 at EOF or a negative errno
  * (-ENOMEM: the buffer could not grow; the data stays); sets eof, err and drained.
  * Called only while stream_take wants more, so that there is room below read_need. */
@@ -77,26 +114,20 @@ static ssize_t stream_fill(struct io_stream *s)
 		}
 		room = s->cap - s->end;
 	}
-	do
-		n = read(s->fd, s->buf + s->end, room);
-	while (n < 0 && errno == EINTR);
+	n = stream_recv(s, s->buf + s->end, room);
 	if (n > 0) {
 		s->end += n;
-		/* A short read emptied the socket (as far as we can tell): the next read waits
-		 * for the watcher instead of trying a read() that would say EAGAIN. If data came
-		 * meanwhile, the (level-triggered) poll reports it at once. */
-		s->drained = (size_t)n < room;
 		return n;
 	}
 	if (n == 0) {
 		s->eof = 1;
 		return 0;
 	}
-	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+	if (n == -EAGAIN) {
 		s->drained = 1;
 		return -EAGAIN;
 	}
-	s->err = -errno;
+	s->err = (int)n;
 	return s->err;
 }
 
@@ -289,14 +320,13 @@ static void stream_writable(struct ev_loop *ev, ev_io *w, int revents)
 
 	(void)revents;
 	while (s->wlen > 0) {
-		ssize_t n = write(s->fd, s->wp, s->wlen);
+		struct iovec iov = { (void *)s->wp, s->wlen };
+		ssize_t n = stream_send(s, &iov, 1);
 
+		if (n == -EAGAIN)
+			return;        /* the kernel's buffer is full again: wait on */
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;    /* the kernel's buffer is full again: wait on */
-			err = -errno;
+			err = (int)n;
 			break;
 		}
 		s->wp += n;
@@ -383,6 +413,8 @@ void io_stream_shut(void *self, lua_State *from)
 	io_wait_free(loop, &s->writer, from);
 	s->wp = NULL;
 	s->wlen = 0;
+	if (s->tp)
+		s->tp->shut(s, from);                  /* before the close: it may say goodbye */
 	if (s->fd >= 0) {
 		if (s->kind != IO_STD) {
 			close(s->fd);
@@ -527,15 +559,11 @@ static int stream_write(lua_State *T)
 		}
 		if (cnt == 0)
 			break;
-		n = cnt == 1 ? write(s->fd, iov[0].iov_base, iov[0].iov_len)
-		             : writev(s->fd, iov, cnt);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			return io_error(T, -errno);        /* return nil, message */
-		}
+		n = stream_send(s, iov, cnt);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0)
+			return io_error(T, (int)n);        /* return nil, message */
 		while (i <= top) {                     /* step past what went out */
 			lua_tolstring(T, i, &len);
 			if ((size_t)n < len - off) {

@@ -1,0 +1,449 @@
+-- lem.io's TLS: contexts, io.tls.listen and io.tls.connect, the stream's read formats and
+-- writes over TLS, stream:tls(), verification failures, broken peers, and interop with
+-- curl and the openssl command (both as client and as server). Certificates are made
+-- here with the openssl command.
+local t = require 'tap'
+local open = io.open
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+local certs = require 'certs'
+
+local sleeper = utils.sleeper()
+local function sleep(s) sleeper:sleep(s) end
+
+local dir = t.tmpdir()
+local ok, c = pcall(certs.make, dir)
+if not t.ok(ok, 'the openssl command makes the test certificates', tostring(c)) then
+	return t.done()
+end
+
+local base = t.nfds()
+
+-- ---- contexts ----
+local nilctx, err = io.tls.context{ cert = dir .. '/nothing.pem' }
+t.is(nilctx, nil, 'a missing certificate file: nil')
+t.like(err, 'nothing%.pem: .*no such file', '... and a message naming the file and why')
+nilctx, err = io.tls.context{ cert = c.server, key = c.expired_key }
+t.is(nilctx, nil, 'a key that is not the certificate\'s: nil')
+t.like(err, 'expired%.key: .*key values mismatch', '... and OpenSSL\'s reason')
+nilctx, err = io.tls.context{ ca = dir .. '/nothing' }
+t.like(err, 'nothing: no such file', 'a missing CA file: nil, message')
+t.error(function() io.tls.context{ min_version = '1.0' } end, "min_version must be '1%.2' or '1%.3'",
+	'min_version is checked')
+t.error(function() io.tls.context{ alpn = 'h2' } end, 'alpn must be a list', 'alpn is checked')
+t.error(function() io.tls.context() end, 'bad argument #1', 'context wants a table')
+t.error(function() io.tls.listen('127.0.0.1', 0, io.tls.context{ verify = false }) end,
+	'without a certificate', 'a listener wants a context with a certificate')
+local cadir = dir .. '/cas'
+os.execute('mkdir ' .. cadir .. ' && cp ' .. c.ca .. ' ' .. cadir .. '/ && cp ' .. c.server .. ' ' .. cadir .. '/')
+t.ok(io.tls.context{ ca = cadir }, 'a CA directory is read at once')
+
+local sctx = assert(io.tls.context{ cert = c.server, key = c.key, alpn = { 'x-lem', 'http/1.1' } })
+local cctx = assert(io.tls.context{ ca = c.ca, alpn = { 'h2', 'http/1.1' } })
+local cadirctx = assert(io.tls.context{ ca = cadir })
+
+-- ---- an echo server ----
+local server_errors = {}
+local function echo(s)
+	while true do
+		local line, rerr = s:read('*l')
+		if not line then server_errors[#server_errors + 1] = rerr break end
+		if line == 'all' then
+			s:write(('%d bytes\n'):format(#assert(s:read(1048576))))
+		elseif line == 'big' then
+			s:write(string.rep('0123456789abcdef', 65536))
+		elseif line == 'close' then
+			s:write('bye\n', 'and all the rest')
+			break
+		else
+			s:write('echo ', line, '\n')
+		end
+	end
+	s:close()
+end
+local l = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local port = l:port()
+utils.spawn(function() l:autospawn(echo) end)
+
+local s
+s, err = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
+t.ok(s, 'connect to localhost, verified against the CA', err)
+local info = s:tls()
+t.is(info.version, 'TLSv1.3', 'tls(): the protocol version')
+t.like(info.cipher, '^TLS_', 'tls(): the cipher')
+t.is(info.alpn, 'http/1.1', 'tls(): the protocol ALPN chose (the server\'s first the client offers)')
+t.like(info.subject, 'CN=localhost', 'tls(): the peer certificate\'s subject')
+t.is(info.verified, true, 'tls(): verified')
+t.is(s:write('hello', ' ', 'world\n'), true, 'write several pieces')
+t.is(s:read('*l', 5), 'echo hello world', 'read a line')
+s:write('one\ntwo\n')
+t.is(s:read('*u', '\n', 5), 'echo one\n', "read '*u'")
+t.is(s:read(4, 5), 'echo', 'read a count')
+t.is(s:read('*l', 5), ' two', '... and the rest of the line')
+s:write('all\n', string.rep('z', 1048576))
+t.is(s:read('*l', 5), '1048576 bytes', 'a 1 MiB write arrives whole')
+s:write('big\n')
+local big = s:read(1048576, 5)
+t.is(big and #big, 1048576, 'a 1 MiB answer arrives whole')
+t.is(big, string.rep('0123456789abcdef', 65536), '... intact')
+t.is(select(2, s:read('*l', 0.05)), 'timeout', 'a read times out as on a plain stream')
+local first
+utils.spawn(function() first = select(2, s:read('*l', 0.2)) end)   -- nothing comes: it waits
+utils.yield()
+t.is(select(2, s:read('*l', 5)), 'busy', 'a second reader: busy')
+sleep(0.3)
+t.is(first, 'timeout', '... while the first waits, until its timeout')
+-- a writer and a reader at once on one stream: 4 MB each way, more than the sockets hold
+local line1k = string.rep('y', 999)
+local wrote
+utils.spawn(function()
+	local okw = true
+	for i = 1, 4000 do okw = okw and s:write(i, line1k, '\n') end
+	wrote = okw
+end)
+local got = 0
+for i = 1, 4000 do
+	local l1 = s:read('*l', 5)
+	if l1 ~= 'echo ' .. i .. line1k then break end
+	got = got + 1
+end
+t.is(got, 4000, 'a coroutine reads 4000 echoed lines while another writes them')
+t.is(wrote, true, '... and the writer finished')
+t.ok(s:peer() == '127.0.0.1', 'peer() answers')
+s:write('close\n')
+t.is(s:read('*l', 5), 'bye', 'the line before the close')
+t.is(s:read('*a', 5), 'and all the rest', "'*a' reads until the peer's close")
+t.is(select(2, s:read('*l', 5)), 'closed', 'then closed')
+t.is(s:close(), true, 'close')
+t.is(select(2, s:close()), 'closed', 'close twice: closed')
+
+-- the default context: the system's CAs know nothing of the test CA
+s, err = io.tls.connect('localhost', port, { timeout = 20 })
+t.is(s, nil, 'default context: an unknown CA fails')
+t.like(err, '^certificate verify failed: unable to get local issuer certificate', '... naming the reason')
+s, err = io.tls.connect('127.0.0.1', port, { context = cctx, timeout = 20 })
+t.ok(s, 'an address is checked against the IP names of the certificate', err)
+if s then s:close() end
+s, err = io.tls.connect('127.0.0.1', port, { context = cctx, name = 'other.example', timeout = 20 })
+t.like(err, 'certificate verify failed: hostname mismatch', 'another name: hostname mismatch')
+s, err = io.tls.connect('127.0.0.1', port, { context = cadirctx, timeout = 20 })
+t.ok(s, 'a context whose CAs came from a directory verifies', err)
+if s then s:close() end
+s, err = io.tls.connect('127.0.0.1', port, { context = io.tls.context{ verify = false }, timeout = 20 })
+t.ok(s and s:tls().verified == false, 'verify = false: connects, tls().verified is false', err)
+if s then s:close() end
+local plain = assert(io.tcp.connect('127.0.0.1', port, 5))
+t.is(plain:tls(), nil, 'a plain stream\'s tls() is nil')
+plain:close()
+
+-- accept hands out TLS streams too
+local al = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local accepted
+utils.spawn(function()
+	local x = al:accept(20)
+	accepted = x and x:read('*l', 20)
+	if x then x:write('accepted\n') x:close() end
+end)
+s, err = io.tls.connect('localhost', al:port(), { context = cctx, timeout = 20 })
+if s then s:write('via accept\n') end
+t.is(s and s:read('*l', 20), 'accepted', 'listener:accept() returns a TLS stream')
+t.is(accepted, 'via accept', '... which reads what the client sent')
+if s then s:close() end
+al:close()
+
+-- certificates that fail
+local function serve(cert, key, extra)
+	local opts = { cert = cert, key = key }
+	for k, v in pairs(extra or {}) do opts[k] = v end
+	local lis = assert(io.tls.listen('127.0.0.1', 0, assert(io.tls.context(opts))))
+	utils.spawn(function() lis:autospawn(echo) end)
+	return lis, lis:port()
+end
+local bad = {
+	{ c.expired, c.expired_key, 'certificate has expired', 'an expired certificate' },
+	{ c.wronghost, c.wronghost_key, 'hostname mismatch', 'a certificate for another host' },
+	{ c.strange, c.strange_key, 'unable to get local issuer certificate', 'a certificate of an unknown CA' },
+}
+for _, b in ipairs(bad) do
+	local lis, p = serve(b[1], b[2])
+	s, err = io.tls.connect('localhost', p, { context = cctx, timeout = 20 })
+	t.is(s, nil, b[4] .. ': nil')
+	t.like(err, 'certificate verify failed: ' .. b[3], b[4] .. ': ' .. b[3])
+	lis:close()
+end
+
+-- client certificates: verify = true on the server's context asks for them
+local vl, vp = serve(c.server, c.key, { verify = true, ca = c.ca })
+local withcert = assert(io.tls.context{ ca = c.ca, cert = c.client, key = c.client_key })
+s, err = io.tls.connect('localhost', vp, { context = withcert, timeout = 20 })
+t.ok(s, 'a client certificate the server verifies', err)
+if s then
+	s:write('hi\n')
+	t.is(s:read('*l', 5), 'echo hi', '... and the connection works')
+	s:close()
+end
+s = io.tls.connect('localhost', vp, { context = cctx, timeout = 20 })
+local r = s and s:write('hi\n') and s:read('*l', 5)
+t.is(r, nil, 'no client certificate: the server refuses (TLS 1.3 tells at the first read)')
+if s then s:close() end
+vl:close()
+
+-- min_version: a 1.3-only client and a server that stops at 1.2 (the openssl command
+-- is the server below); here: a 1.3 context still talks to lem's server
+s, err = io.tls.connect('localhost', port, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 20 })
+t.ok(s and s:tls().version == 'TLSv1.3', "min_version '1.3' connects to a 1.3 server", err)
+if s then s:close() end
+
+-- ---- broken peers ----
+local function wait_errors(n)
+	for _ = 1, 200 do
+		if #server_errors >= n then break end
+		sleep(0.01)
+	end
+end
+
+-- plaintext to a TLS port
+server_errors = {}
+plain = assert(io.tcp.connect('127.0.0.1', port, 5))
+plain:write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+local answer = plain:read('*a', 5)
+plain:close()
+wait_errors(1)
+t.like(server_errors[1], 'http request', 'plaintext HTTP to a TLS port: the server\'s read says so')
+t.ok(not answer or not answer:find('HTTP/1'), '... and the client gets no HTTP answer')
+
+-- a peer that stalls in the handshake: the server's handshake_timeout
+local hl, hp = serve(c.server, c.key, { handshake_timeout = 0.2 })
+server_errors = {}
+plain = assert(io.tcp.connect('127.0.0.1', hp, 5))
+local t0 = utils.now()
+wait_errors(1)
+t.is(server_errors[1], 'timeout', 'a client silent in the handshake: the server\'s read times out')
+t.near(utils.now() - t0, 0.2, 0.15, '... after handshake_timeout')
+plain:close()
+-- ... which does not end a connection idle after its handshake
+s, err = io.tls.connect('localhost', hp, { context = cctx, timeout = 20 })
+t.ok(s, 'a client of the server with handshake_timeout 0.2', err)
+if s then
+	sleep(0.4)
+	s:write('late\n')
+	t.is(s:read('*l', 5), 'echo late', '... that writes 0.4 s after its handshake is answered')
+	s:close()
+end
+hl:close()
+
+-- ... and a server that stalls: the connect's timeout
+local stall = assert(io.tcp.listen('127.0.0.1', 0))
+local held = {}
+utils.spawn(function() stall:autospawn(function(x) held[#held + 1] = x end) end)
+t0 = utils.now()
+s, err = io.tls.connect('127.0.0.1', stall:port(), { context = cctx, timeout = 0.2 })
+t.is(err, 'timeout', 'a server silent in the handshake: connect returns nil, timeout')
+t.near(utils.now() - t0, 0.2, 0.15, '... after its timeout')
+
+-- a reset during the handshake: a server that closes with the client hello unread
+local resetter = assert(io.tcp.listen('127.0.0.1', 0))
+utils.spawn(function() resetter:autospawn(function(x) sleep(0.05) x:close() end) end)
+s, err = io.tls.connect('127.0.0.1', resetter:port(), { context = cctx, timeout = 20 })
+t.is(s, nil, 'a reset in the handshake: nil')
+t.ok(err == 'connection reset by peer' or err == 'closed', '... and a message: ' .. tostring(err))
+resetter:close()
+
+-- a client that resets mid-handshake: the server's read says so, nothing is left behind
+server_errors = {}
+plain = assert(io.tcp.connect('127.0.0.1', port, 5))
+plain:write('\22\3\1\2\0\1\0\1\252\3\3')      -- the start of a client hello
+sleep(0.05)
+plain:close()
+wait_errors(1)
+t.ok(server_errors[1] ~= nil, 'a client gone mid-handshake: the server\'s read ends: '
+	.. tostring(server_errors[1]))
+
+-- garbage mid-stream: a proxy between a lem client and a lem server, passing TLS records
+-- (a 5-byte header, its length in bytes 4 and 5), replaces one by bytes that are none
+local proxy = assert(io.tcp.listen('127.0.0.1', 0))
+local inject = false
+local function record(x)
+	local head = x:read(5)
+	if not head or #head < 5 then return nil end
+	local body = x:read(head:byte(4) * 256 + head:byte(5))
+	return body and head .. body
+end
+utils.spawn(function()
+	proxy:autospawn(function(a)
+		local b = assert(io.tcp.connect('127.0.0.1', port, 5))
+		utils.spawn(function()
+			while true do
+				local d = record(b)
+				if not d or not a:write(d) then break end
+			end
+			a:close()
+		end)
+		while true do
+			local d = record(a)
+			if not d then break end
+			if inject then d = d:sub(1, 5) .. ('x'):rep(#d - 5) end
+			if not b:write(d) then break end
+		end
+		b:close()
+	end)
+end)
+server_errors = {}
+s, err = io.tls.connect('localhost', proxy:port(), { context = cctx, timeout = 20 })
+t.ok(s, 'a connection through the proxy', err)
+if s then
+	s:write('first\n')
+	t.is(s:read('*l', 5), 'echo first', 'the proxy passes records through')
+	inject = true
+	s:write('second\n')
+	wait_errors(1)
+	t.ok(server_errors[1] and server_errors[1] ~= 'closed' and server_errors[1] ~= 'timeout',
+		'garbage mid-stream: the server\'s read fails with OpenSSL\'s reason: ' .. tostring(server_errors[1]))
+	r, err = s:read('*l', 5)
+	t.is(r, nil, '... and the client\'s read ends: ' .. tostring(err))
+	s:close()
+end
+proxy:close()
+stall:close()
+for _, x in ipairs(held) do x:close() end
+
+-- ---- interop with the openssl command and curl ----
+-- Runs cmd in the background; returns its pid and wait(secs), which polls until it ended
+-- (a file it leaves then: a zombie may outlive it) and returns its output.
+local function shell_bg(cmd)
+	local out, pidf, donef = dir .. '/cmd.out', dir .. '/cmd.pid', dir .. '/cmd.done'
+	os.remove(donef)
+	os.execute('{ (' .. cmd .. ') > ' .. out .. ' 2>&1; touch ' .. donef .. '; } & echo $! > ' .. pidf)
+	local f = assert(open(pidf))
+	local pid = f:read('*l')
+	f:close()
+	local function wait(secs)
+		local t1 = utils.now()
+		while not open(donef) and utils.now() - t1 < secs do
+			sleep(0.02)
+		end
+		local o = open(out)
+		local text = o and o:read('*a') or ''
+		if o then o:close() end
+		return text
+	end
+	return pid, wait
+end
+
+-- a tiny HTTPS answer for curl
+local hsl = assert(io.tls.listen('127.0.0.1', 0, sctx))
+utils.spawn(function()
+	hsl:autospawn(function(x)
+		repeat local line = x:read('*l', 5) until not line or line == ''
+		x:write('HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nhello tls')
+		x:close()
+	end)
+end)
+local _, wait = shell_bg(('curl -sS --cacert %s https://localhost:%d/'):format(c.ca, hsl:port()))
+t.is(wait(10), 'hello tls', 'curl --cacert fetches from lem\'s TLS server, verifying it')
+_, wait = shell_bg(('curl -sS https://localhost:%d/'):format(hsl:port()))
+t.like(wait(10), 'certificate', 'curl without the CA refuses lem\'s server')
+hsl:close()
+
+_, wait = shell_bg(('printf "hi s_client\\nclose\\n" | openssl s_client -connect 127.0.0.1:%d -CAfile %s '
+	.. '-verify_return_error -verify_hostname localhost -quiet -ign_eof'):format(port, c.ca))
+r = wait(10)
+t.like(r, 'echo hi s_client\nbye\n', 'openssl s_client talks to lem\'s server, verifying it')
+
+-- openssl s_server as the server of lem's client
+local sport = t.free_port()
+local spid
+spid, wait = shell_bg(('openssl s_server -accept 127.0.0.1:%d -cert %s -key %s -www -tls1_2 & echo $! > %s/s_server.pid; wait')
+	:format(sport, c.server, c.key, dir))
+for _ = 1, 250 do                            -- until it listens
+	local probe = io.tcp.connect('127.0.0.1', sport, 1)
+	if probe then probe:close() break end
+	sleep(0.02)
+end
+s, err = io.tls.connect('localhost', sport, { context = cctx, timeout = 20 })
+t.ok(s, 'lem\'s client connects to openssl s_server', err)
+if s then
+	t.is(s:tls().version, 'TLSv1.2', '... over TLS 1.2, as the server wants')
+	s:write('GET / HTTP/1.0\r\n\r\n')
+	r, err = s:read('*a', 5)
+	t.like(r, '^HTTP/1%.0 200 ok', '... and reads its answer', err)
+	s:close()
+end
+s, err = io.tls.connect('localhost', sport, { context = io.tls.context{ ca = c.ca, min_version = '1.3' }, timeout = 20 })
+t.is(s, nil, "min_version '1.3' refuses a server that stops at 1.2")
+t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
+os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
+wait(5)
+
+-- ---- out of memory ----
+-- failalloc (tests/lib/failalloc.c), preloaded into a child lem, makes allocations above
+-- a size fail: OpenSSL's among them. Connects and writes then fail with nil, message (or a
+-- memory error pcall catches); nothing aborts, and TLS works again once memory is back.
+local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+shim = shim and shim .. '/modules/failalloc.so'
+local oom = t.file(dir, 'oom.lua', [[
+local fa = require 'failalloc'
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+fa.above(65536)
+local vm_uses_malloc = not pcall(string.rep, 'y', 1048576)
+fa.above(nil)
+if not vm_uses_malloc then print('skip') return end   -- LuaJIT's own allocator
+local d = arg[1]
+local sctx = assert(io.tls.context{ cert = d .. '/server.pem', key = d .. '/server.key' })
+local cctx = assert(io.tls.context{ ca = d .. '/ca.pem' })
+local l = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local port = l:port()
+utils.spawn(function()
+	l:autospawn(function(s)
+		pcall(function()
+			while true do
+				local x = s:read('*l', 5)
+				if not x then break end
+				s:write(x, '\n')
+			end
+		end)
+		pcall(s.close, s)
+	end)
+end)
+local answered, failed = 0, 0
+for _, limit in ipairs { 2048, 4096, 8192, 20000, 1e6 } do
+	for _ = 1, 4 do
+		fa.above(limit)
+		local ok, line = pcall(function()
+			local s, e = io.tls.connect('localhost', port, { context = cctx, timeout = 2 })
+			if not s then return nil, e end
+			s:write(('x'):rep(30000), '\n')
+			local r = s:read('*l', 2)
+			s:close()
+			return r
+		end)
+		fa.above(nil)
+		if ok and line then answered = answered + 1 else failed = failed + 1 end
+	end
+end
+local s = assert(io.tls.connect('localhost', port, { context = cctx, timeout = 2 }))
+s:write('after\n')
+local after = s:read('*l', 2)
+s:close()
+l:close()
+print(answered > 0, failed > 0, fa.failures() > 0, after)
+]])
+if (os.getenv('LEM_SANITIZER') or '') ~= '' or not shim then
+	t.skip('out of memory in OpenSSL: nil, message, no abort', 'sanitizers replace the allocator')
+else
+	local st, out, e = t.run('LD_PRELOAD=' .. shim .. ' ' .. t.lem .. ' ' .. oom .. ' ' .. dir)
+	if out:match('^skip\n') then
+		t.skip('out of memory in OpenSSL: nil, message, no abort', 'the VM does not allocate through malloc')
+	else
+		t.is(out, 'true\ttrue\ttrue\tafter\n', 'out of memory in OpenSSL and lem: some connections fail, '
+			.. 'none aborts, and TLS works once memory is back' .. (e ~= '' and ': ' .. e or ''))
+		t.is(st, 0, '... and lem exits 0')
+	end
+end
+
+-- ---- nothing left behind ----
+l:close()
+for _ = 1, 3 do collectgarbage() sleep(0.01) end
+t.is(t.nfds(), base, 'every descriptor is closed again')
+t.done()
