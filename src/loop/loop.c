@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/timerfd.h>
 #include <lualib.h>
@@ -159,6 +160,10 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_getglobal(H, "debug");
 	lua_getfield(H, -1, "traceback");
 	lua_remove(H, -2);
+	lua_getglobal(H, "xpcall");
+	lua_pushcfunction(H, lem_loop_onerror);
+	lua_pushnil(H);
+	lua_pushnil(H);
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -270,6 +275,70 @@ void lem_exit(lem_loop *loop, int status)
 	lem_loop_stop(loop, status);
 }
 
+/* ---- tracebacks ----
+ * The traceback of an uncaught error is best taken where the error was raised: LuaJIT
+ * unwinds a coroutine's frames that lie above a C function (table.sort's comparator, a
+ * required chunk) as the error crosses it, and forgets the current line of the frame that
+ * raised it; both builds unwind the frames that a protected call of lem's own (require)
+ * catches before it raises the error again. So those places keep the traceback of the
+ * error they saw, with its value, and the report uses it when that value is the one that
+ * ended the coroutine. PUC Lua keeps a failed coroutine's frames otherwise: its traceback
+ * is taken afterwards. */
+
+/* [-0, +0, m] The error value is on top of T, which runs the handler that calls this
+ * (level 0 of T): keeps it with T's traceback from `level` on, for the report, as the
+ * error of loop->running. */
+void lem_loop_keep_traceback(lua_State *T, int level)
+{
+	lem_loop *loop = lem_current;
+	lua_State *H = loop->H;
+
+	lua_checkstack(T, 4);
+#ifdef LEM_LUAJIT
+	luaL_traceback(T, T, NULL, level);
+#else
+	lua_pushcfunction(T, lem_pcall_traceback);
+	lua_pushliteral(T, "");
+	lua_pushinteger(T, level + 1);          /* + the traceback function's own frame */
+	lua_call(T, 2, 1);
+	lua_pushstring(T, lua_tostring(T, -1) + 1);   /* without the message's newline */
+	lua_remove(T, -2);
+#endif
+	lua_pushvalue(T, -2);
+	lua_xmove(T, H, 2);
+	lua_replace(H, LEM_ERRVAL);
+	lua_replace(H, LEM_ERRTB);
+	loop->err_co = loop->running;
+}
+
+#ifdef LEM_LUAJIT
+/* The handler of the xpcall that runs each coroutine's body (sched.c): keeps the
+ * traceback but for its last frame, the xpcall. Returns the error value as it came. */
+int lem_loop_onerror(lua_State *T)
+{
+	lem_loop *loop = lem_current;
+	const char *tb, *end;
+
+	lua_settop(T, 1);
+	lem_loop_keep_traceback(T, 1);
+	lua_pushvalue(loop->H, LEM_ERRTB);
+	lua_xmove(loop->H, T, 1);
+	tb = lua_tostring(T, -1);
+	if ((end = strrchr(tb, '\n')) != NULL) {
+		lua_pushlstring(T, tb, (size_t)(end - tb));
+		lua_xmove(T, loop->H, 1);
+		lua_replace(loop->H, LEM_ERRTB);
+	}
+	lua_settop(T, 1);
+	return 1;
+}
+#else
+int lem_loop_onerror(lua_State *T)
+{
+	return 1;
+}
+#endif
+
 /* The message of an error value: strings and numbers as they are, else __tostring, else
  * its type. Runs protected: a __tostring may fail too. */
 static int describe(lua_State *L)
@@ -284,26 +353,43 @@ static int describe(lua_State *L)
  * The error value is on top of T's stack. */
 void lem_loop_fail(lem_loop *loop, lua_State *T)
 {
-	lua_State *L = loop->L;
-	int top = lua_gettop(L);
+	lua_State *L = loop->L, *H = loop->H;
+	int top = lua_gettop(L), kept;
 	const char *msg;
 
 	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
 		return;
-	lua_pushvalue(loop->H, LEM_TRACEBACK);
-	lua_xmove(loop->H, L, 1);
-	lua_pushthread(T);
-	lua_xmove(T, L, 1);
 	lua_pushcfunction(L, describe);
 	lua_xmove(T, L, 1);   /* the error value */
+	lua_pushvalue(H, LEM_ERRVAL);
+	lua_xmove(H, L, 1);
+	kept = loop->err_co == T && lua_rawequal(L, -1, -2);
+	lua_pop(L, 1);
+	loop->err_co = NULL;
 	if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
 		lua_pop(L, 1);
 		lua_pushliteral(L, "(error object cannot be described)");
 	}
-	lua_pushvalue(L, -1);
-	lua_insert(L, -4);    /* the message, kept in case the traceback fails */
-	if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1))
-		lua_pushvalue(L, -2);
+	if (kept) {               /* L: message */
+		lua_pushliteral(L, "\n");
+		lua_pushvalue(H, LEM_ERRTB);
+		lua_xmove(H, L, 1);
+		lua_concat(L, 3);
+	} else {
+		lua_pushvalue(H, LEM_TRACEBACK);
+		lua_xmove(H, L, 1);
+		lua_pushthread(T);
+		lua_xmove(T, L, 1);
+		lua_pushvalue(L, -3);  /* L: message, traceback, T, message */
+		if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1))
+			lua_pop(L, 1);     /* the message alone */
+		else
+			lua_remove(L, -2);
+	}
+	lua_pushnil(H);
+	lua_replace(H, LEM_ERRVAL);   /* nothing kept alive for nothing */
+	lua_pushnil(H);
+	lua_replace(H, LEM_ERRTB);
 	msg = lua_tostring(L, -1);
 	fprintf(stderr, "%s: %s\n", loop->progname, msg);
 	fflush(stderr);

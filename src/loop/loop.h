@@ -15,7 +15,11 @@ enum {
 	LEM_SCRATCH,    /* a thread that never runs Lua, for lem_protect */
 	LEM_PROTECT,    /* the C function lem_protect calls */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_NSLOTS = LEM_TRACEBACK
+	LEM_XPCALL,     /* LuaJIT: xpcall, which runs each coroutine's body (sched.c) */
+	LEM_ONERROR,    /* LuaJIT: its handler, lem_loop_onerror */
+	LEM_ERRVAL,     /* an error value whose traceback was taken where it was raised, */
+	LEM_ERRTB,      /* and that traceback (loop->err_co: the coroutine) */
+	LEM_NSLOTS = LEM_ERRTB
 };
 
 /* What a runqueue entry resumes. */
@@ -114,6 +118,8 @@ struct lem_loop {
 	/* Per-loop state of other subsystems, made on first use, freed in lem_loop_free. */
 	struct lem_jobs *jobs;    /* thread pool: this loop's completion queue (runtime/pool.c) */
 	void (*jobs_free)(lem_loop *loop);  /* set with jobs: lem_loop_free calls it first */
+
+	lua_State *err_co;        /* the coroutine of LEM_ERRVAL and LEM_ERRTB, or NULL */
 };
 
 /* The one fatal path, for what no Lua call can carry (an allocation in a libev callback
@@ -131,6 +137,8 @@ void lem_loop_before_poll(lem_loop *loop);
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
 void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thread */
+int lem_loop_onerror(lua_State *T);     /* LuaJIT: the handler of a coroutine's body */
+void lem_loop_keep_traceback(lua_State *T, int level);   /* [-0, +0] err on top of T */
 
 /* sched.c (and lem.h's coroutine calls) */
 void lem_sched_init(lem_loop *loop);
@@ -151,5 +159,6 @@ void lem_stdlib_open(lua_State *L);
 void lem_pcall_open(lua_State *L);
 void lem_pcall_enter(lua_State *T, lua_State *co, int xp);   /* around each resume of co */
 void lem_pcall_leave(lua_State *T, lua_State *co);
+int lem_pcall_traceback(lua_State *L);   /* PUC: debug.traceback across the helpers */
 
 #endif

@@ -126,6 +126,26 @@ static int body_yielded(lua_State *co)
 }
 #endif
 
+#ifdef LEM_LUAJIT
+/* LuaJIT runs a new coroutine's body f(...) as xpcall(f, lem_loop_onerror, ...): an error
+ * handler sees the frames that unwinding loses (loop.c). T: f, nargs arguments. */
+static int body_wrap(lem_loop *loop, lua_State *T, int nargs)
+{
+	lua_State *H = loop->H;
+
+	if (nargs > LUA_MINSTACK - 4)
+		lua_checkstack(T, 2);
+	lua_pushvalue(H, LEM_XPCALL);
+	lua_xmove(H, T, 1);
+	lua_insert(T, -nargs - 2);
+	lua_pushvalue(H, LEM_ONERROR);
+	lua_xmove(H, T, 1);
+	if (nargs)
+		lua_insert(T, -nargs - 1);
+	return nargs + 2;
+}
+#endif
+
 /* A new entry at the tail of the runqueue; the caller puts its value (T, or the queued
  * function) on top of the returned segment's anchoring stack. */
 static inline __attribute__((always_inline))
@@ -292,6 +312,9 @@ static void run_one(lem_loop *loop)
 			made = 1;
 		}
 		loop->cbody = lua_iscfunction(T, -nargs - 1);
+#ifdef LEM_LUAJIT
+		nargs = body_wrap(loop, T, nargs);
+#endif
 	}
 	loop->running = loop->yielder = loop->inner = T;
 	if (stop_asked(loop)) {
@@ -313,6 +336,11 @@ static void run_one(lem_loop *loop)
 			lua_settop(T, 0);
 			rq_requeue(loop, T, 0);
 		}
+#ifdef LEM_LUAJIT
+	} else if (status == 0 && !lua_toboolean(T, 1)) {   /* xpcall's false, error */
+		lua_settop(T, 2);
+		lem_loop_fail(loop, T);
+#endif
 	} else if (status == 0) {
 		if (T == loop->step)
 			loop->step_done(loop);

@@ -34,6 +34,56 @@ static int lem_print(lua_State *L)
 	return 0;
 }
 
+#ifdef LEM_LUAJIT
+/* Whether the deepest frame of T is the xpcall that runs the body of a coroutine of lem's
+ * (sched.c): a frame of lem's, which tracebacks do not show. */
+static int body_frame(lua_State *L, lua_State *T)
+{
+	lua_Debug ar;
+	int lo = 0, hi = 1, r;
+
+	if (!lua_getstack(T, 0, &ar))
+		return 0;
+	while (lua_getstack(T, hi, &ar))
+		lo = hi, hi *= 2;
+	while (hi - lo > 1) {          /* lo exists, hi does not */
+		int mid = lo + (hi - lo) / 2;
+		if (lua_getstack(T, mid, &ar))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	lua_getstack(T, lo, &ar);
+	lua_getinfo(T, "f", &ar);
+	lua_pushvalue(lem_current->H, LEM_XPCALL);
+	lua_xmove(lem_current->H, T, 1);
+	r = lua_rawequal(T, -1, -2);
+	lua_pop(T, 2);
+	return r;
+}
+
+/* debug.traceback([thread,] [message [, level]]), as LuaJIT's, without the frame of
+ * lem's body xpcall at the bottom. */
+static int traceback(lua_State *L)
+{
+	int arg = lua_isthread(L, 1);
+	lua_State *T = arg ? lua_tothread(L, 1) : L;
+	const char *msg = lua_tostring(L, arg + 1), *tb, *end;
+
+	if (msg == NULL && lua_gettop(L) > arg) {
+		lua_pushvalue(L, arg + 1);     /* a message that is not a string is returned */
+		return 1;
+	}
+	luaL_traceback(L, T, msg, luaL_optint(L, arg + 2, T == L ? 1 : 0));
+	if (body_frame(L, T)) {
+		tb = lua_tostring(L, -1);
+		if ((end = strrchr(tb, '\n')) != NULL && strstr(tb, "stack traceback:") < end)
+			lua_pushlstring(L, tb, (size_t)(end - tb));
+	}
+	return 1;
+}
+#endif
+
 #ifndef LEM_LUAJIT
 static void setfield(lua_State *L, const char *key, int value)
 {
@@ -94,7 +144,12 @@ static int os_date(lua_State *L)
 void lem_stdlib_open(lua_State *L)
 {
 	lua_register(L, "print", lem_print);
-#ifndef LEM_LUAJIT
+#ifdef LEM_LUAJIT
+	lua_getglobal(L, "debug");
+	lua_pushcfunction(L, traceback);
+	lua_setfield(L, -2, "traceback");
+	lua_pop(L, 1);
+#else
 	lua_getglobal(L, "os");
 	lua_pushcfunction(L, os_date);
 	lua_setfield(L, -2, "date");
