@@ -285,6 +285,50 @@ void lem_exit(lem_loop *loop, int status)
  * ended the coroutine. PUC Lua keeps a failed coroutine's frames otherwise: its traceback
  * is taken afterwards. */
 
+#ifdef LEM_LUAJIT
+/* Whether the deepest frame of T is the xpcall that runs the body of a coroutine of lem's
+ * (sched.c): a frame of lem's, which tracebacks do not show. */
+static int body_frame(lua_State *T)
+{
+	lua_Debug ar;
+	int lo = 0, hi = 1, r;
+
+	if (!lua_getstack(T, 0, &ar))
+		return 0;
+	while (lua_getstack(T, hi, &ar))
+		lo = hi, hi *= 2;
+	while (hi - lo > 1) {          /* lo exists, hi does not */
+		int mid = lo + (hi - lo) / 2;
+		if (lua_getstack(T, mid, &ar))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	lua_getstack(T, lo, &ar);
+	lua_getinfo(T, "f", &ar);
+	lua_pushvalue(lem_current->H, LEM_XPCALL);
+	lua_xmove(lem_current->H, T, 1);
+	r = lua_rawequal(T, -1, -2);
+	lua_pop(T, 2);
+	return r;
+}
+
+/* [-0, +1, m] luaL_traceback, without the frame of lem's body xpcall at the bottom. */
+void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level)
+{
+	const char *tb, *end;
+
+	luaL_traceback(L, T, msg, level);
+	if (body_frame(T)) {
+		tb = lua_tostring(L, -1);
+		if ((end = strrchr(tb, '\n')) != NULL && strstr(tb, "stack traceback:") < end) {
+			lua_pushlstring(L, tb, (size_t)(end - tb));
+			lua_remove(L, -2);
+		}
+	}
+}
+#endif
+
 /* [-0, +0, m] The error value is on top of T, which runs the handler that calls this
  * (level 0 of T): keeps it with T's traceback from `level` on, for the report, as the
  * error of loop->running. */
@@ -295,7 +339,7 @@ void lem_loop_keep_traceback(lua_State *T, int level)
 
 	lua_checkstack(T, 4);
 #ifdef LEM_LUAJIT
-	luaL_traceback(T, T, NULL, level);
+	lem_loop_traceback(T, T, NULL, level);
 #else
 	lua_pushcfunction(T, lem_pcall_traceback);
 	lua_pushliteral(T, "");
@@ -313,23 +357,20 @@ void lem_loop_keep_traceback(lua_State *T, int level)
 
 #ifdef LEM_LUAJIT
 /* The handler of the xpcall that runs each coroutine's body (sched.c): keeps the
- * traceback but for its last frame, the xpcall. Returns the error value as it came. */
+ * traceback. Returns the error value as it came. */
 int lem_loop_onerror(lua_State *T)
 {
 	lem_loop *loop = lem_current;
-	const char *tb, *end;
 
 	lua_settop(T, 1);
-	lem_loop_keep_traceback(T, 1);
-	lua_pushvalue(loop->H, LEM_ERRTB);
+	lua_pushvalue(loop->H, LEM_ERRVAL);
 	lua_xmove(loop->H, T, 1);
-	tb = lua_tostring(T, -1);
-	if ((end = strrchr(tb, '\n')) != NULL) {
-		lua_pushlstring(T, tb, (size_t)(end - tb));
-		lua_xmove(T, loop->H, 1);
-		lua_replace(loop->H, LEM_ERRTB);
+	if (loop->err_co == loop->running && lua_rawequal(T, 1, 2)) {
+		lua_settop(T, 1);     /* kept already, deeper, by require (stdlib.c) */
+		return 1;
 	}
 	lua_settop(T, 1);
+	lem_loop_keep_traceback(T, 1);
 	return 1;
 }
 #else

@@ -138,6 +138,7 @@ void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
 void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thread */
 int lem_loop_onerror(lua_State *T);     /* LuaJIT: the handler of a coroutine's body */
+void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level);  /* LuaJIT */
 void lem_loop_keep_traceback(lua_State *T, int level);   /* [-0, +0] err on top of T */
 
 /* sched.c (and lem.h's coroutine calls) */

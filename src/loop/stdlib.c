@@ -34,52 +34,109 @@ static int lem_print(lua_State *L)
 	return 0;
 }
 
-#ifdef LEM_LUAJIT
-/* Whether the deepest frame of T is the xpcall that runs the body of a coroutine of lem's
- * (sched.c): a frame of lem's, which tracebacks do not show. */
-static int body_frame(lua_State *L, lua_State *T)
-{
-	lua_Debug ar;
-	int lo = 0, hi = 1, r;
+/* ---- require ----
+ * As Lua 5.1's, with two differences. A module whose main chunk fails leaves nothing in
+ * package.loaded (5.1 leaves its "loading" mark there, and every later require of it
+ * fails with "loop or previous error"). And a chunk that tries to suspend learns where
+ * and why it cannot: require runs it from C, a boundary no coroutine yields across. The
+ * chunk runs in a protected call whose handler keeps the traceback for the report (loop.c:
+ * the error raised again from here would show none of the chunk's frames). */
+static const char loading;      /* package.loaded[name] while name's chunk runs */
 
-	if (!lua_getstack(T, 0, &ar))
-		return 0;
-	while (lua_getstack(T, hi, &ar))
-		lo = hi, hi *= 2;
-	while (hi - lo > 1) {          /* lo exists, hi does not */
-		int mid = lo + (hi - lo) / 2;
-		if (lua_getstack(T, mid, &ar))
-			lo = mid;
-		else
-			hi = mid;
+static int require_onerror(lua_State *L)
+{
+	const char *m = lua_tostring(L, 1);
+	lua_Debug ar;
+
+	if (m && (strcmp(m, "attempt to yield across metamethod/C-call boundary") == 0 ||
+	          strcmp(m, "attempt to yield across C-call boundary") == 0)) {
+		for (int level = 1; lua_getstack(L, level, &ar); level++) {
+			lua_getinfo(L, "Sl", &ar);
+			if (ar.currentline > 0) {
+				lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+				break;
+			}
+		}
+		lua_pushliteral(L, "cannot suspend in a module's main chunk: require runs it "
+		                   "from C (suspend in a function the module returns, or spawn one)");
+		lua_concat(L, lua_gettop(L) - 1);
+		lua_replace(L, 1);
 	}
-	lua_getstack(T, lo, &ar);
-	lua_getinfo(T, "f", &ar);
-	lua_pushvalue(lem_current->H, LEM_XPCALL);
-	lua_xmove(lem_current->H, T, 1);
-	r = lua_rawequal(T, -1, -2);
-	lua_pop(T, 2);
-	return r;
+	lua_settop(L, 1);
+	lem_loop_keep_traceback(L, 1);
+	return 1;
 }
 
+/* require(name) --> the module */
+static int require(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	int i;
+
+	lua_settop(L, 1);
+	lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");     /* 2: package.loaded */
+	lua_getfield(L, 2, name);
+	if (lua_touserdata(L, -1) == &loading)
+		return luaL_error(L, "loop or previous error loading module " LUA_QS, name);
+	if (lua_toboolean(L, -1))
+		return 1;
+	lua_getfield(L, 2, "package");
+	lua_getfield(L, -1, "loaders");                    /* 5 */
+	if (!lua_istable(L, -1))
+		return luaL_error(L, LUA_QL("package.loaders") " must be a table");
+	lua_pushliteral(L, "");                            /* 6: what the loaders said */
+	for (i = 1; ; i++) {
+		lua_rawgeti(L, 5, i);
+		if (lua_isnil(L, -1))
+			return luaL_error(L, "module " LUA_QS " not found:%s", name, lua_tostring(L, 6));
+		lua_pushstring(L, name);
+		lua_call(L, 1, 1);
+		if (lua_isfunction(L, -1))
+			break;
+		if (lua_isstring(L, -1))
+			lua_concat(L, 2);
+		else
+			lua_pop(L, 1);
+	}
+	lua_pushcfunction(L, require_onerror);
+	lua_insert(L, -2);                                 /* 7: handler, 8: the chunk */
+	lua_pushlightuserdata(L, (void *)&loading);
+	lua_setfield(L, 2, name);
+	lua_pushstring(L, name);
+	if (lua_pcall(L, 1, 1, 7) != 0) {
+		lua_getfield(L, 2, name);
+		if (lua_touserdata(L, -1) == &loading) {
+			lua_pushnil(L);
+			lua_setfield(L, 2, name);
+		}
+		lua_pop(L, 1);
+		return lua_error(L);
+	}
+	if (!lua_isnil(L, -1))
+		lua_setfield(L, 2, name);
+	lua_getfield(L, 2, name);
+	if (lua_touserdata(L, -1) == &loading) {           /* the chunk gave no value */
+		lua_pushboolean(L, 1);
+		lua_pushvalue(L, -1);
+		lua_setfield(L, 2, name);
+	}
+	return 1;
+}
+
+#ifdef LEM_LUAJIT
 /* debug.traceback([thread,] [message [, level]]), as LuaJIT's, without the frame of
  * lem's body xpcall at the bottom. */
 static int traceback(lua_State *L)
 {
 	int arg = lua_isthread(L, 1);
 	lua_State *T = arg ? lua_tothread(L, 1) : L;
-	const char *msg = lua_tostring(L, arg + 1), *tb, *end;
+	const char *msg = lua_tostring(L, arg + 1);
 
 	if (msg == NULL && lua_gettop(L) > arg) {
 		lua_pushvalue(L, arg + 1);     /* a message that is not a string is returned */
 		return 1;
 	}
-	luaL_traceback(L, T, msg, luaL_optint(L, arg + 2, T == L ? 1 : 0));
-	if (body_frame(L, T)) {
-		tb = lua_tostring(L, -1);
-		if ((end = strrchr(tb, '\n')) != NULL && strstr(tb, "stack traceback:") < end)
-			lua_pushlstring(L, tb, (size_t)(end - tb));
-	}
+	lem_loop_traceback(L, T, msg, luaL_optint(L, arg + 2, T == L ? 1 : 0));
 	return 1;
 }
 #endif
@@ -144,6 +201,7 @@ static int os_date(lua_State *L)
 void lem_stdlib_open(lua_State *L)
 {
 	lua_register(L, "print", lem_print);
+	lua_register(L, "require", require);
 #ifdef LEM_LUAJIT
 	lua_getglobal(L, "debug");
 	lua_pushcfunction(L, traceback);
