@@ -1,0 +1,150 @@
+-- The traceback of an uncaught error: the same frames as the plain interpreter of the
+-- same VM shows (lua5.1 for the PUC build, luajit for the LuaJIT build) for the same
+-- script; and require's errors in a module's main chunk.
+local t = require 'tap'
+
+local jit = rawget(_G, 'jit') ~= nil
+local plain = jit and 'luajit' or 'lua5.1'
+local dir = t.tmpdir()
+
+-- Each script runs from dir, as `<interpreter> <name>.lua`, so that the paths in the
+-- output are the same. lem's report starts with "lem:" where plain's starts with its name,
+-- and plain's main chunk has a C caller (its last line: "[C]: ?" or "[C]: at 0x..."), lem's
+-- none.
+local function clean(s, name)
+	s = s:gsub('^' .. name:gsub('%p', '%%%0') .. ':', 'lem:')
+	return (s:gsub('\n\t%[C%]: %?\n?$', '\n'):gsub('\n\t%[C%]: at 0x%x+\n?$', '\n'))
+end
+
+t.file(dir, 'boom.lua', [[
+local x = 1
+local function boom() error('in a module') end
+boom()
+return x
+]])
+t.file(dir, 'bad.lua', [[
+local t = nil
+return t.field
+]])
+
+local cases = {
+	{ 'a runtime error three calls deep', [[
+local function f() local x = nil; return x.y end
+local function g() f() end
+g()
+]] },
+	{ 'error() in a function', [[
+local function f() error('plain') end
+f()
+]] },
+	{ 'an error in a table.sort comparator shows the comparator and the caller', [[
+local function cmp(a, b) error('in cmp') end
+local function sorter() table.sort({ 3, 2, 1 }, cmp) end
+sorter()
+]] },
+	{ 'an error in string.gsub callback', [[
+local function each(s) return s .. nil end
+local function run() return (('abc'):gsub('.', each)) end
+run()
+]] },
+	{ 'an error in a required module shows its lines and the caller', [[
+package.path = './?.lua;' .. package.path
+local function load() return require 'boom' end
+load()
+]] },
+	{ 'a runtime error in a required module', [[
+package.path = './?.lua;' .. package.path
+require 'bad'
+]] },
+	{ 'an error after a pcall that failed', [[
+local function f() error('inner') end
+local ok = pcall(f)
+local function g() error('outer ' .. tostring(ok)) end
+g()
+]] },
+	{ 'an error in an xpcall handler is reported as xpcall does', [[
+local function h(m) return 'handled: ' .. m end
+local function f() error('x', 0) end
+local ok, m = xpcall(f, h)
+error(m, 0)
+]] },
+	{ 'debug.traceback inside pcall and xpcall bodies shows the frames outside', [[
+local function inner() print(debug.traceback('here')) end
+local function outer() pcall(inner) end
+outer()
+print(select(2, xpcall(function() error('x') end, debug.traceback)))
+print(pcall(debug.traceback))
+local function deep() pcall(function() pcall(function() print(debug.traceback()) end) end) end
+deep()
+local function f() local ok, tb = pcall(debug.traceback, 'msg', 1) print(tb) end
+f()
+]] },
+	{ 'an error in a comparator inside a pcall body', [[
+local function cmp() error('cmp in pcall') end
+local function run() table.sort({ 2, 1 }, cmp) end
+print(select(2, xpcall(run, debug.traceback)))
+local function body() local ok, e = pcall(run) error(e, 0) end
+body()
+]] },
+}
+
+local have = t.run(plain .. ' -v') == 0
+for i, c in ipairs(cases) do
+	if not have then
+		t.skip(c[1], 'no ' .. plain .. ' to compare with')
+	else
+		local name = 'case' .. i .. '.lua'
+		t.file(dir, name, c[2])
+		local cd = 'cd ' .. dir .. ' && '
+		local _, pout, perr = t.run(cd .. plain .. ' ' .. name)
+		local st, out, err = t.run(cd .. t.lem .. ' ' .. name)
+		-- in printed tracebacks, every main chunk's caller goes
+		local want = pout:gsub('\n\t%[C%]: %?\n', '\n'):gsub('\n\t%[C%]: at 0x%x+\n', '\n') ..
+		             clean(perr, plain)
+		local got = out .. err
+		t.ok(got == want and perr ~= '' == (st == 1), c[1],
+		     plain .. ':\n' .. pout .. perr .. '\nlem (status ' .. tostring(st) .. '):\n' .. out .. err)
+	end
+end
+
+-- A module whose main chunk suspends: lem-only.
+t.file(dir, 'waits.lua', [[
+local utils = require 'lem.utils'
+utils.yield()
+return {}
+]])
+package.path = dir .. '/?.lua;' .. package.path
+local ok, e = pcall(require, 'waits')
+t.ok(not ok, 'a module that suspends in its main chunk fails to load')
+t.like(e, '^' .. dir:gsub('%p', '%%%0') .. "/waits%.lua:2: cannot suspend in a module's main chunk: require runs it from C",
+       'the error says where and why')
+t.is(package.loaded.waits, nil, 'and leaves nothing in package.loaded')
+ok, e = pcall(require, 'waits')
+t.like(e, 'waits%.lua:2: cannot suspend', 'a second require tries again (no "loop or previous error")')
+ok, e = pcall(require, 'boom')
+t.ok(not ok and e:find('in a module', 1, true), 'a module that raises: ' .. tostring(e))
+t.is(package.loaded.boom, nil, 'leaves nothing in package.loaded either')
+t.is(require('tap'), t, 'require returns a loaded module')
+t.is(require('string'), string, 'and the standard ones')
+t.file(dir, 'noval.lua', 'x_loaded = (x_loaded or 0) + 1\n')
+t.is(require('noval'), true, 'a chunk that returns nothing: true')
+require 'noval'
+t.is(x_loaded, 1, 'loaded once')
+t.file(dir, 'selfreq.lua', 'return require "selfreq"\n')
+ok, e = pcall(require, 'selfreq')
+t.like(e, "loop or previous error loading module 'selfreq'", 'a module requiring itself: ' .. tostring(e))
+t.like(select(2, pcall(require, 'no.such.module')), "module 'no.such.module' not found:", 'a missing module')
+
+-- Where plain Lua prints no traceback, lem does: an error value that is not a string.
+local st, out, err = t.run(t.lem .. [[ -e "local function f() error({}) end f()"]])
+t.like(err, "^lem: %(error object is a table value%)\nstack traceback:\n\t%[C%]: in function 'error'\n\t%(command line%):1: in function 'f'",
+       'a table as error: its type and the traceback: ' .. err)
+st, out, err = t.run(t.lem .. [[ -e "error(setmetatable({}, { __tostring = function() return 'described' end }))"]])
+t.like(err, "^lem: described\nstack traceback:\n\t%[C%]: in function 'error'", 'a value with __tostring: ' .. err)
+
+st, out, err = t.run('cd ' .. dir .. ' && ' .. t.lem .. [[ -e "package.path = './?.lua;' .. package.path; local function load() require 'waits' end load()"]])
+t.is(st, 1, 'uncaught: status 1')
+t.like(err, "^lem: %./waits%.lua:2: cannot suspend in a module's main chunk.-\nstack traceback:\n.-\t%./waits%.lua:2: in main chunk\n\t%[C%]: in function 'require'\n\t%(command line%):1: in function 'load'",
+       'uncaught: the traceback shows the module and its caller: ' .. err)
+
+t.done()
