@@ -126,6 +126,10 @@ void lem_loop_before_poll(lem_loop *loop)
 		loop->tfd_armed = loop->tfd_want;
 }
 
+#ifdef LEM_LUAJIT
+static void body_new(lua_State *H);
+#endif
+
 static void spin_cb(struct ev_loop *ev, ev_idle *w, int revents)
 {
 	(void)w; (void)revents;
@@ -160,8 +164,12 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_getglobal(H, "debug");
 	lua_getfield(H, -1, "traceback");
 	lua_remove(H, -2);
-	lua_getglobal(H, "xpcall");
-	lua_pushcfunction(H, lem_loop_onerror);
+#ifdef LEM_LUAJIT
+	body_new(H);
+#else
+	lua_pushnil(H);
+	lua_pushnil(H);
+#endif
 	lua_pushnil(H);
 	lua_pushnil(H);
 
@@ -286,8 +294,54 @@ void lem_exit(lem_loop *loop, int status)
  * is taken afterwards. */
 
 #ifdef LEM_LUAJIT
-/* Whether the deepest frame of T is the xpcall that runs the body of a coroutine of lem's
- * (sched.c): a frame of lem's, which tracebacks do not show. */
+/* The functions that run a coroutine's body f(...) in the LuaJIT build, with and without
+ * arguments: under xpcall, whose handler sees the frames that unwinding loses. f is called
+ * from a Lua function, not from xpcall itself, and for want of arguments from one that
+ * takes no varargs: LuaJIT compiles no trace that returns into a pcall frame nor one
+ * through a vararg function, and spawned functions would be interpreted (half as many
+ * spawns per second of an empty function). assert(f) makes f show no name. They are
+ * loaded without line information; the handler removes the position "[lem body]:0: " that
+ * an error then gets from error(message, 2) in a body or from a C function run as one:
+ * plain Lua gives it none there, the caller being C. */
+#define BODY_WHERE "[lem body]:0: "
+static const char body_src[] =
+	"local xpcall, onerror, assert = ...\n"
+	"local function call(f, ...) assert(f)(...) end\n"
+	"local function call0(f) assert(f)() end\n"
+	"return function(f, ...)\n"
+	"  local ok, e = xpcall(call, onerror, f, ...)\n"
+	"  return ok, e\n"
+	"end, function(f)\n"
+	"  local ok, e = xpcall(call0, onerror, f)\n"
+	"  return ok, e\n"
+	"end\n";
+#define BODY_FRAMES 3     /* the body function, xpcall and call, at the bottom */
+
+/* [-0, +2, -] at start-up, on H: LEM_BODY and LEM_BODY0 */
+static void body_new(lua_State *H)
+{
+	size_t n;
+	const char *code;
+
+	lua_getglobal(H, "string");
+	lua_getfield(H, -1, "dump");
+	lua_remove(H, -2);
+	if (luaL_loadbuffer(H, body_src, sizeof body_src - 1, "=[lem body]") != 0)
+		lem_fatal("%s", lua_tostring(H, -1));
+	lua_pushboolean(H, 1);                 /* strip */
+	lua_call(H, 2, 1);
+	code = lua_tolstring(H, -1, &n);
+	if (luaL_loadbuffer(H, code, n, "=[lem body]") != 0)
+		lem_fatal("%s", lua_tostring(H, -1));
+	lua_remove(H, -2);
+	lua_getglobal(H, "xpcall");
+	lua_pushcfunction(H, lem_loop_onerror);
+	lua_getglobal(H, "assert");
+	lua_call(H, 3, 2);
+}
+
+/* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
+ * lem's, which tracebacks do not show. */
 static int body_frame(lua_State *T)
 {
 	lua_Debug ar;
@@ -306,10 +360,11 @@ static int body_frame(lua_State *T)
 	}
 	lua_getstack(T, lo, &ar);
 	lua_getinfo(T, "f", &ar);
-	lua_pushvalue(lem_current->H, LEM_XPCALL);
-	lua_xmove(lem_current->H, T, 1);
-	r = lua_rawequal(T, -1, -2);
-	lua_pop(T, 2);
+	lua_pushvalue(lem_current->H, LEM_BODY);
+	lua_pushvalue(lem_current->H, LEM_BODY0);
+	lua_xmove(lem_current->H, T, 2);
+	r = lua_rawequal(T, -1, -3) || lua_rawequal(T, -2, -3);
+	lua_pop(T, 3);
 	return r;
 }
 
@@ -321,10 +376,11 @@ void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level)
 	luaL_traceback(L, T, msg, level);
 	if (body_frame(T)) {
 		tb = lua_tostring(L, -1);
-		if ((end = strrchr(tb, '\n')) != NULL && strstr(tb, "stack traceback:") < end) {
-			lua_pushlstring(L, tb, (size_t)(end - tb));
-			lua_remove(L, -2);
-		}
+		end = tb + lua_objlen(L, -1);
+		for (int i = 0; i < BODY_FRAMES && end > tb && strstr(tb, "stack traceback:") < end; i++)
+			while (--end > tb && *end != '\n') {}
+		lua_pushlstring(L, tb, (size_t)(end - tb));
+		lua_remove(L, -2);
 	}
 }
 #endif
@@ -356,8 +412,8 @@ void lem_loop_keep_traceback(lua_State *T, int level)
 }
 
 #ifdef LEM_LUAJIT
-/* The handler of the xpcall that runs each coroutine's body (sched.c): keeps the
- * traceback. Returns the error value as it came. */
+/* The handler of the xpcall that runs each coroutine's body: keeps the traceback.
+ * Returns the error value as it came. */
 int lem_loop_onerror(lua_State *T)
 {
 	lem_loop *loop = lem_current;
@@ -370,6 +426,11 @@ int lem_loop_onerror(lua_State *T)
 		return 1;
 	}
 	lua_settop(T, 1);
+	if (lua_type(T, 1) == LUA_TSTRING &&
+	    strncmp(lua_tostring(T, 1), BODY_WHERE, sizeof BODY_WHERE - 1) == 0) {
+		lua_pushstring(T, lua_tostring(T, 1) + sizeof BODY_WHERE - 1);
+		lua_replace(T, 1);
+	}
 	lem_loop_keep_traceback(T, 1);
 	return 1;
 }

@@ -15,8 +15,8 @@ enum {
 	LEM_SCRATCH,    /* a thread that never runs Lua, for lem_protect */
 	LEM_PROTECT,    /* the C function lem_protect calls */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_XPCALL,     /* LuaJIT: xpcall, which runs each coroutine's body (sched.c) */
-	LEM_ONERROR,    /* LuaJIT: its handler, lem_loop_onerror */
+	LEM_BODY,       /* LuaJIT: the function that runs each coroutine's body (loop.c), */
+	LEM_BODY0,      /* and the one for bodies without arguments */
 	LEM_ERRVAL,     /* an error value whose traceback was taken where it was raised, */
 	LEM_ERRTB,      /* and that traceback (loop->err_co: the coroutine) */
 	LEM_NSLOTS = LEM_ERRTB

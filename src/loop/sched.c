@@ -127,22 +127,16 @@ static int body_yielded(lua_State *co)
 #endif
 
 #ifdef LEM_LUAJIT
-/* LuaJIT runs a new coroutine's body f(...) as xpcall(f, lem_loop_onerror, ...): an error
- * handler sees the frames that unwinding loses (loop.c). T: f, nargs arguments. */
+/* LuaJIT runs a new coroutine's body f(...) as xpcall(f, handler, ...), whose handler sees
+ * the frames that unwinding loses (loop.c). T: f, nargs arguments. */
 static int body_wrap(lem_loop *loop, lua_State *T, int nargs)
 {
-	lua_State *H = loop->H;
-
-	if (nargs > LUA_MINSTACK - 4)
-		lua_checkstack(T, 2);
-	lua_pushvalue(H, LEM_XPCALL);
-	lua_xmove(H, T, 1);
+	if (nargs > LUA_MINSTACK - 2)
+		lua_checkstack(T, 1);
+	lua_pushvalue(loop->H, nargs ? LEM_BODY : LEM_BODY0);
+	lua_xmove(loop->H, T, 1);
 	lua_insert(T, -nargs - 2);
-	lua_pushvalue(H, LEM_ONERROR);
-	lua_xmove(H, T, 1);
-	if (nargs)
-		lua_insert(T, -nargs - 1);
-	return nargs + 2;
+	return nargs + 1;
 }
 #endif
 
