@@ -172,6 +172,7 @@ lem_loop *lem_loop_new(const char *progname)
 #endif
 	lua_pushnil(H);
 	lua_pushnil(H);
+	lem_site_open(H);
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -299,15 +300,15 @@ void lem_exit(lem_loop *loop, int status)
  * from a Lua function, not from xpcall itself, and for want of arguments from one that
  * takes no varargs: LuaJIT compiles no trace that returns into a pcall frame nor one
  * through a vararg function, and spawned functions would be interpreted (half as many
- * spawns per second of an empty function). assert(f) makes f show no name. They are
- * loaded without line information; the handler removes the position "[lem body]:0: " that
+ * spawns per second of an empty function). They are loaded without debug information,
+ * so that f shows no name (it would be the local 'f'), and without lines: the handler removes the position "[lem body]:0: " that
  * an error then gets from error(message, 2) in a body or from a C function run as one:
  * plain Lua gives it none there, the caller being C. */
 #define BODY_WHERE "[lem body]:0: "
 static const char body_src[] =
-	"local xpcall, onerror, assert = ...\n"
-	"local function call(f, ...) assert(f)(...) end\n"
-	"local function call0(f) assert(f)() end\n"
+	"local xpcall, onerror = ...\n"
+	"local function call(f, ...) f(...) end\n"
+	"local function call0(f) f() end\n"
 	"return function(f, ...)\n"
 	"  local ok, e = xpcall(call, onerror, f, ...)\n"
 	"  return ok, e\n"
@@ -336,8 +337,7 @@ static void body_new(lua_State *H)
 	lua_remove(H, -2);
 	lua_getglobal(H, "xpcall");
 	lua_pushcfunction(H, lem_loop_onerror);
-	lua_getglobal(H, "assert");
-	lua_call(H, 3, 2);
+	lua_call(H, 2, 2);
 }
 
 /* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
@@ -487,6 +487,11 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 			lua_pop(L, 1);     /* the message alone */
 		else
 			lua_remove(L, -2);
+	}
+	if (lem_site_describe(loop, T, L)) {
+		lua_pushliteral(L, "\n");
+		lua_insert(L, -2);
+		lua_concat(L, 3);
 	}
 	lua_pushnil(H);
 	lua_replace(H, LEM_ERRVAL);   /* nothing kept alive for nothing */

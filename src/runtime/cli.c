@@ -39,6 +39,8 @@ static void usage(FILE *f, const char *prog)
 		"  --shutdown-timeout S\n"
 		"                 seconds the loops have to end after SIGTERM, SIGINT or\n"
 		"                 utils.shutdown before lem stops them (0 to %.0f; default %d)\n"
+		"  --debug        an uncaught error's report shows the traceback of the place\n"
+		"                 where its coroutine was spawned, and so on up the chain\n"
 		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH.\n",
 		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT);
 }
@@ -168,6 +170,10 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 		}
 		if (strcmp(a, "--pin") == 0) {
 			cli->pin = 1;
+			continue;
+		}
+		if (strcmp(a, "--debug") == 0) {
+			cli->debug = 1;
 			continue;
 		}
 		return bad(prog, "unrecognized option '%s'", a);

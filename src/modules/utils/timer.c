@@ -1,19 +1,21 @@
 /* timer.c: lem.utils's timers: a function run in a coroutine of its own, later.
- * A pending timer costs its userdata and two anchor slots (itself and its function); the
- * coroutine is made only when it fires. */
+ * A pending timer costs its userdata and three anchor slots (itself, its function and
+ * where it was made, for the report of an error); the coroutine is made only when it
+ * fires. */
 #include "utils.h"
 
 struct timer {
 	ev_timer w;
 	struct utils *u;          /* u->loop: its loop; u->waits counts it while pending */
-	int self, func;           /* anchor slots while pending */
+	int self, func, site;     /* anchor slots while pending */
 };
 
 static void timer_release(struct timer *t)
 {
 	lem_unanchor(t->u->loop, t->self);
 	lem_unanchor(t->u->loop, t->func);
-	t->self = t->func = 0;
+	lem_unanchor(t->u->loop, t->site);
+	t->self = t->func = t->site = 0;
 	t->u->waits--;
 }
 
@@ -23,9 +25,10 @@ static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 	lua_State *L = lem_state(t->u->loop);
 
 	(void)ev; (void)revents;
+	lem_anchor_push(t->u->loop, L, t->site);
 	lem_anchor_push(t->u->loop, L, t->func);
 	timer_release(t);
-	lem_spawn(t->u->loop, L, 0);
+	lem_spawn_at(t->u->loop, L, 0);
 }
 
 /* utils.timer(seconds, func) --> timer */
@@ -42,7 +45,7 @@ int timer_new(lua_State *T)
 	lua_settop(T, 2);
 	t = lua_newuserdata(T, sizeof *t);
 	t->u = u;
-	t->self = t->func = 0;
+	t->self = t->func = t->site = 0;
 	ev_timer_init(&t->w, timer_fire, delay, 0);
 	lua_pushvalue(T, UTILS_TIMER);
 	lua_setmetatable(T, -2);
@@ -55,6 +58,8 @@ int timer_new(lua_State *T)
 	t->self = lem_anchor(loop, T);
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
+	lem_site_push(T);
+	t->site = lem_anchor(loop, T);
 	u->waits++;
 	ev_timer_start(lem_ev(loop), &t->w);
 	lem_deadline(loop, ev_now(lem_ev(loop)) + delay);
