@@ -119,6 +119,10 @@ LEM_API void lem_site_push(lua_State *T);
 /* [-(nargs+2), +0, v] on `from`. As lem_spawn, for the function under the nargs values
  * on top of `from`, started at the site under the function (lem_site_push's value). */
 LEM_API void lem_spawn_at(lem_loop *loop, lua_State *from, int nargs);
+/* [-0, +0, -] Notes what the coroutine running T does, until it next suspends, for the
+ * report of an uncaught error that ends it: "lem: <message> (<note>)". note is a format
+ * with at most one %d, for arg, and lives as long as the loop (a literal). */
+LEM_API void lem_note(lua_State *T, const char *note, int arg);
 
 /* ---- anchors ----
  * A value that only a watcher refers to must be anchored, or the collector takes it. */

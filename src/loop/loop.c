@@ -472,6 +472,12 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 		lua_pop(L, 1);
 		lua_pushliteral(L, "(error object cannot be described)");
 	}
+	if (loop->note) {
+		lua_pushliteral(L, " (");
+		lua_pushfstring(L, loop->note, loop->note_arg);
+		lua_pushliteral(L, ")");
+		lua_concat(L, 4);
+	}
 	if (kept) {               /* L: message */
 		lua_pushliteral(L, "\n");
 		lua_pushvalue(H, LEM_ERRTB);

@@ -134,6 +134,8 @@ struct lem_loop {
 	int debug;                /* --debug: sites hold tracebacks (site.c) */
 	unsigned nsources;        /* chunk names in LEM_SOURCES */
 	struct { const void *fn; unsigned src; } site_cache[LEM_SITE_CACHE];
+	const char *note;         /* lem_note, for the run of the coroutine running now */
+	int note_arg;
 };
 
 /* The one fatal path, for what no Lua call can carry (an allocation in a libev callback

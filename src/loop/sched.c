@@ -328,6 +328,7 @@ static void run_one(lem_loop *loop)
 	loop->suspended = 0;
 	loop->site = e->site;
 	loop->site_co = T;
+	loop->note = NULL;
 	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = loop->inner = NULL;
 	if (status == LUA_YIELD) {

@@ -1,4 +1,5 @@
-/* site.c: where coroutines come from, for the report of an uncaught error.
+/* site.c: where coroutines come from and what they do, for the report of an uncaught
+ * error.
  *
  * lem_spawn records where the Lua code that called it was, and the report of an error
  * that ends the spawned coroutine says "spawned at file.lua:42". By default a site is a
@@ -12,7 +13,10 @@
  * A coroutine's site travels with it: in its runqueue entry while it is queued to start
  * or after a yield, in loop->site while it runs, and from its first suspension in
  * LEM_SITES, a table with weak keys (coroutine -> site). Most coroutines end without
- * suspending and never reach the table. */
+ * suspending and never reach the table.
+ *
+ * What a coroutine does (lem_note: "handling a message from loop 3") holds for the run in
+ * which a module said it, until the coroutine suspends. */
 #include <string.h>
 #include "loop.h"
 
@@ -183,6 +187,15 @@ void lem_site_keep(lem_loop *loop, lua_State *T)
 	lua_pop(T, 1);
 	lem_site_drop(loop, site);
 	loop->site = LEM_SITE_KEPT;
+}
+
+void lem_note(lua_State *T, const char *note, int arg)
+{
+	lem_loop *loop = lem_current;
+
+	(void)T;
+	loop->note = note;
+	loop->note_arg = arg;
 }
 
 /* [-0, +(0|1), m] Pushes on L the description of where co was started ("spawned at ..."),
