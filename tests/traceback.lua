@@ -147,4 +147,137 @@ t.is(st, 1, 'uncaught: status 1')
 t.like(err, "^lem: %./waits%.lua:2: cannot suspend in a module's main chunk.-\nstack traceback:\n.-\t%./waits%.lua:2: in main chunk\n\t%[C%]: in function 'require'\n\t%(command line%):1: in function 'load'",
        'uncaught: the traceback shows the module and its caller: ' .. err)
 
+-- Spawned coroutines and timers: lem's report against plain Lua running the same function
+-- in a coroutine under xpcall with a traceback handler (harness.lua, whose frames go),
+-- and the line that says where the coroutine was spawned.
+t.file(dir, 'harness.lua', [[
+local function spawn(f, ...)
+	local args, n = { ... }, select('#', ...)
+	local co = coroutine.create(function()
+		xpcall(function() select(1, f)(unpack(args, 1, n)) end, function(m)   -- f: no name
+			io.stderr:write('lem: ', debug.traceback(m, 2), '\n')
+			os.exit(1)
+		end)
+	end)
+	assert(coroutine.resume(co))
+end
+return spawn, function(_, f) spawn(f) end, function() end, function() end
+]])
+local prelude = {
+	lem = "local u = require 'lem.utils' local spawn, timer, sleep, yield = u.spawn, u.timer, function() u.sleeper():sleep(0.001) end, u.yield\n",
+	plain = "local spawn, timer, sleep, yield = dofile('harness.lua')\n",
+}
+local function harnessless(s)
+	return (s:gsub('\n\tharness%.lua:[^\n]*', ''):gsub("\n\t%[C%]: in function 'xpcall'", ''))
+end
+
+local spawned = {
+	{ 'an error in a spawned function, calls deep', [[
+local function deep() error('deep down') end
+local function work(n) deep() end
+spawn(work, 1) -- spawned
+]] },
+	{ 'a runtime error in a spawned function with arguments', [[
+local function work(a, b) return a.x + b end
+spawn(work, nil, 2) -- spawned
+]] },
+	{ 'nested spawns: the innermost site', [[
+local function inner() local t = {} return t.a.b end
+local function outer() spawn(inner) end -- spawned
+spawn(outer)
+]] },
+	{ 'an error in a timer', [[
+local function later() error('too late') end
+timer(0.001, later) -- spawned
+]] },
+	{ 'a sort comparator in a spawned function', [[
+local function work() table.sort({ 3, 1, 2 }, function(a, b) return a.x < b end) end
+spawn(work) -- spawned
+]] },
+	{ 'an error after a suspension', [[
+local function fails() error('after sleeping') end
+local function work() sleep() fails() end
+spawn(work) -- spawned
+]] },
+	{ 'an error after a yield', [[
+local function work() yield() local x = nil; x() end
+spawn(work) -- spawned
+]] },
+	{ 'an error after a failed pcall in a spawned function', [[
+local function work() pcall(error, 'caught') error('uncaught') end
+spawn(work) -- spawned
+]] },
+}
+for i, c in ipairs(spawned) do
+	if not have then
+		t.skip(c[1], 'no ' .. plain .. ' to compare with')
+	else
+		local line = 1
+		for l in c[2]:gmatch('[^\n]*\n') do
+			line = line + 1
+			if l:find('-- spawned', 1, true) then break end
+		end
+		local name = 'spawn' .. i .. '.lua'
+		local cd = 'cd ' .. dir .. ' && '
+		t.file(dir, name, prelude.plain .. c[2])
+		local _, _, perr = t.run(cd .. plain .. ' ' .. name)
+		t.file(dir, name, prelude.lem .. c[2])
+		local st, _, err = t.run(cd .. t.lem .. ' ' .. name)
+		local want = harnessless(perr) .. 'spawned at ' .. name .. ':' .. line .. '\n'
+		t.ok(st == 1 and err == want, c[1], 'want:\n' .. want .. '\nlem (status ' .. tostring(st) .. '):\n' .. err)
+	end
+end
+
+t.file(dir, 'chain.lua', [[
+local utils = require 'lem.utils'
+local function inner() error('in inner') end
+local function middle() utils.sleeper():sleep(0.001) utils.spawn(inner) end
+local function outer() utils.timer(0.001, middle) end
+utils.spawn(outer)
+]])
+st, out, err = t.run('cd ' .. dir .. ' && ' .. t.lem .. ' chain.lua')
+t.like(err, "^lem: chain%.lua:2: in inner\nstack traceback:\n.-\nspawned at chain%.lua:3\n$",
+       'by default, only the nearest site: ' .. err)
+st, out, err = t.run('cd ' .. dir .. ' && ' .. t.lem .. ' --debug chain.lua')
+t.is(err, [[
+lem: chain.lua:2: in inner
+stack traceback:
+	[C]: in function 'error'
+	chain.lua:2: in function <chain.lua:2>
+spawned at chain.lua:3
+stack traceback:
+	chain.lua:3: in function <chain.lua:3>
+spawned at chain.lua:4
+stack traceback:
+	chain.lua:4: in function <chain.lua:4>
+spawned at chain.lua:5
+stack traceback:
+	chain.lua:5: in main chunk
+]], '--debug: each site with its traceback, up the chain (a timer, a suspension between)')
+st, out, err = t.run(t.lem .. [[ -e "require('lem.utils').spawn(function() error('lvl2', 2) end)"]])
+t.like(err, '^lem: lvl2\n', 'error(m, 2) in a spawned function: no position, its caller is lem: ' .. err)
+st, out, err = t.run(t.lem .. [[ -e "local u = require('lem.utils') u.spawn(u.sleeper().sleep, 42)"]])
+t.like(err, "^lem: bad argument #1 to '%?' %(sleeper expected, got number%)\nstack traceback:\n\t%[C%]: [^\n]*\nspawned at %(command line%):1\n$",
+       'a C function spawned: ' .. err)
+
+-- An error while handling a message from another loop names that loop.
+t.file(dir, 'loops.lua', [[
+local loops = require 'lem.loops'
+if loops.id == 1 then loops.send(2, 'job') return end
+local from, job = loops.receive()
+error('cannot do ' .. job)
+]])
+st, out, err = t.run('cd ' .. dir .. ' && ' .. t.lem .. ' --loops 2 loops.lua')
+t.like(err, '^lem%[2%]: loops%.lua:4: cannot do job %(handling a message from loop 1%)\nstack traceback:\n',
+       'an error after receive names the sender: ' .. err)
+t.file(dir, 'loops2.lua', [[
+local loops, utils = require 'lem.loops', require 'lem.utils'
+if loops.id == 1 then loops.send(2, 'job') return end
+local from, job = loops.receive()
+utils.yield()
+error('later')
+]])
+st, out, err = t.run('cd ' .. dir .. ' && ' .. t.lem .. ' --loops 2 loops2.lua')
+t.like(err, '^lem%[2%]: loops2%.lua:5: later\n', 'not once the coroutine has suspended since: ' .. err)
+
 t.done()
