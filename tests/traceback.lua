@@ -260,6 +260,12 @@ st, out, err = t.run(t.lem .. [[ -e "local u = require('lem.utils') u.spawn(u.sl
 t.like(err, "^lem: bad argument #1 to '%?' %(sleeper expected, got number%)\nstack traceback:\n\t%[C%]: [^\n]*\nspawned at %(command line%):1\n$",
        'a C function spawned: ' .. err)
 
+st, out, err = t.run(t.lem .. [[ -e "local u = require('lem.utils')
+local function cmp(a, b) u.yield() end
+table.sort({ 1, 2, 3 }, cmp)"]])
+t.like(err, "^lem: %(command line%):2: cannot suspend across a C function: a table.sort comparator",
+       'suspending in a sort comparator says where and why: ' .. err)
+
 -- An error while handling a message from another loop names that loop.
 t.file(dir, 'loops.lua', [[
 local loops = require 'lem.loops'

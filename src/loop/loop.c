@@ -385,6 +385,35 @@ void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level)
 }
 #endif
 
+/* [-0, +0, m] When the error value on top of T is the VM's "attempt to yield across a
+ * C-call boundary", which says neither where nor why, replaces it with "<where>: cannot
+ * suspend <why>": where is the first frame of T from `level` on that has a line. */
+void lem_loop_yield_error(lua_State *T, int level, const char *why)
+{
+	const char *m = lua_tostring(T, -1);
+	int top = lua_gettop(T);
+	lua_Debug ar;
+
+	if (lua_type(T, -1) != LUA_TSTRING ||
+	    (strcmp(m, "attempt to yield across metamethod/C-call boundary") != 0 &&
+	     strcmp(m, "attempt to yield across C-call boundary") != 0))
+		return;
+	lua_checkstack(T, 3);
+	for (; lua_getstack(T, level, &ar); level++) {
+		lua_getinfo(T, "Sl", &ar);
+		if (ar.currentline > 0) {
+			lua_pushfstring(T, "%s:%d: ", ar.short_src, ar.currentline);
+			break;
+		}
+	}
+	lua_pushfstring(T, "cannot suspend %s", why);
+	lua_concat(T, lua_gettop(T) - top);
+	lua_replace(T, -2);
+}
+
+#define ACROSS_C "across a C function: a table.sort comparator, a string.gsub callback, " \
+                 "a metamethod or an iterator in PUC Lua"
+
 /* [-0, +0, m] The error value is on top of T, which runs the handler that calls this
  * (level 0 of T): keeps it with T's traceback from `level` on, for the report, as the
  * error of loop->running. */
@@ -426,6 +455,7 @@ int lem_loop_onerror(lua_State *T)
 		return 1;
 	}
 	lua_settop(T, 1);
+	lem_loop_yield_error(T, 1, ACROSS_C);
 	if (lua_type(T, 1) == LUA_TSTRING &&
 	    strncmp(lua_tostring(T, 1), BODY_WHERE, sizeof BODY_WHERE - 1) == 0) {
 		lua_pushstring(T, lua_tostring(T, 1) + sizeof BODY_WHERE - 1);
@@ -461,6 +491,9 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 
 	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
 		return;
+#ifndef LEM_LUAJIT
+	lem_loop_yield_error(T, 0, ACROSS_C);    /* PUC keeps T's frames: level 0 raised it */
+#endif
 	lua_pushcfunction(L, describe);
 	lua_xmove(T, L, 1);   /* the error value */
 	lua_pushvalue(H, LEM_ERRVAL);

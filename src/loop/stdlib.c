@@ -45,24 +45,9 @@ static const char loading;      /* package.loaded[name] while name's chunk runs 
 
 static int require_onerror(lua_State *L)
 {
-	const char *m = lua_tostring(L, 1);
-	lua_Debug ar;
-
-	if (m && (strcmp(m, "attempt to yield across metamethod/C-call boundary") == 0 ||
-	          strcmp(m, "attempt to yield across C-call boundary") == 0)) {
-		for (int level = 1; lua_getstack(L, level, &ar); level++) {
-			lua_getinfo(L, "Sl", &ar);
-			if (ar.currentline > 0) {
-				lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
-				break;
-			}
-		}
-		lua_pushliteral(L, "cannot suspend in a module's main chunk: require runs it "
-		                   "from C (suspend in a function the module returns, or spawn one)");
-		lua_concat(L, lua_gettop(L) - 1);
-		lua_replace(L, 1);
-	}
 	lua_settop(L, 1);
+	lem_loop_yield_error(L, 1, "in a module's main chunk: require runs it from C "
+	                     "(suspend in a function the module returns, or spawn one)");
 	lem_loop_keep_traceback(L, 1);
 	return 1;
 }
