@@ -342,7 +342,7 @@ static void body_new(lua_State *H)
 
 /* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
  * lem's, which tracebacks do not show. */
-static int body_frame(lua_State *T)
+static int body_frame(lua_State *L, lua_State *T)
 {
 	lua_Debug ar;
 	int lo = 0, hi = 1, r;
@@ -360,11 +360,13 @@ static int body_frame(lua_State *T)
 	}
 	lua_getstack(T, lo, &ar);
 	lua_getinfo(T, "f", &ar);
+	if (T != L)                   /* compared on L: T may be a suspended coroutine */
+		lua_xmove(T, L, 1);
 	lua_pushvalue(lem_current->H, LEM_BODY);
 	lua_pushvalue(lem_current->H, LEM_BODY0);
-	lua_xmove(lem_current->H, T, 2);
-	r = lua_rawequal(T, -1, -3) || lua_rawequal(T, -2, -3);
-	lua_pop(T, 3);
+	lua_xmove(lem_current->H, L, 2);
+	r = lua_rawequal(L, -1, -3) || lua_rawequal(L, -2, -3);
+	lua_pop(L, 3);
 	return r;
 }
 
@@ -374,7 +376,7 @@ void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level)
 	const char *tb, *end;
 
 	luaL_traceback(L, T, msg, level);
-	if (body_frame(T)) {
+	if (body_frame(L, T)) {
 		tb = lua_tostring(L, -1);
 		end = tb + lua_objlen(L, -1);
 		for (int i = 0; i < BODY_FRAMES && end > tb && strstr(tb, "stack traceback:") < end; i++)
@@ -462,11 +464,6 @@ int lem_loop_onerror(lua_State *T)
 		lua_replace(T, 1);
 	}
 	lem_loop_keep_traceback(T, 1);
-	return 1;
-}
-#else
-int lem_loop_onerror(lua_State *T)
-{
 	return 1;
 }
 #endif

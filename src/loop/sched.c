@@ -304,13 +304,17 @@ static void run_one(lem_loop *loop)
 		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
 			struct lem_rq_seg *seg = loop->rq_seg;
 			T = lem_sched_pushthread(loop);
+#ifdef LEM_LUAJIT
+			lua_pushvalue(loop->H, LEM_BODY0);    /* body_wrap's, put first */
+			lua_xmove(loop->H, T, 1);
+#endif
 			lua_pushvalue(seg->A, (int)seg->head);
 			lua_xmove(seg->A, T, 1);
 			made = 1;
 		}
 		loop->cbody = lua_iscfunction(T, -nargs - 1);
 #ifdef LEM_LUAJIT
-		nargs = body_wrap(loop, T, nargs);
+		nargs = made ? 1 : body_wrap(loop, T, nargs);
 #endif
 	}
 	loop->running = loop->yielder = loop->inner = T;
