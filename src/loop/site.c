@@ -22,7 +22,7 @@
 
 #define SITE_DEBUG  ((lem_site)1 << 62)    /* an anchor slot holding a traceback */
 #define LINE_BITS   24
-#define MAX_SOURCES (1 << 20)
+#define MAX_SOURCES (1 << 16)   /* chunk names kept; a site past them is none */
 
 /* [-0, +2, m] on H at start-up: LEM_SITES and LEM_SOURCES. */
 void lem_site_open(lua_State *H)
