@@ -266,6 +266,14 @@ table.sort({ 1, 2, 3 }, cmp)"]])
 t.like(err, "^lem: %(command line%):2: cannot suspend across a C function: a table.sort comparator",
        'suspending in a sort comparator says where and why: ' .. err)
 
+for _, where in ipairs { 'r(1)', "require('lem.utils').spawn(r, 1)" } do
+	st, out, err = t.run(t.lem .. ' -e "local function r(n) return 1 + r(n + 1) end ' .. where .. '"')
+	-- LuaJIT has not always room left to call the handler that takes the traceback
+	local ok = err:find("^lem: %(command line%):1: stack overflow\nstack traceback:\n\t%(command line%):1: in function 'r'\n") or
+	           jit and err:find('^lem: error in error handling %(the stack was full, most likely: a runaway recursion%)\n')
+	t.ok(st == 1 and ok, 'a stack overflow is reported: ' .. where .. ': ' .. err:sub(1, 200))
+end
+
 -- An error while handling a message from another loop names that loop.
 t.file(dir, 'loops.lua', [[
 local loops = require 'lem.loops'

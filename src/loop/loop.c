@@ -10,6 +10,7 @@
 #include "loop.h"
 #include "mailbox.h"
 
+
 lem_loop *lem_loop_of(lua_State *T)
 {
 	(void)T;
@@ -301,10 +302,13 @@ void lem_exit(lem_loop *loop, int status)
  * takes no varargs: LuaJIT compiles no trace that returns into a pcall frame nor one
  * through a vararg function, and spawned functions would be interpreted (half as many
  * spawns per second of an empty function). They are loaded without debug information,
- * so that f shows no name (it would be the local 'f'), and without lines: the handler removes the position "[lem body]:0: " that
- * an error then gets from error(message, 2) in a body or from a C function run as one:
- * plain Lua gives it none there, the caller being C. */
+ * so that f shows no name (it would be the local 'f'), and without lines: the handler
+ * removes the position "[lem body]:0: " that an error then gets from error(message, 2)
+ * in a body or from a C function run as one: plain Lua gives it none there, the caller
+ * being C. After a stack overflow, LuaJIT has not always room left to call the handler,
+ * and xpcall returns "error in error handling" (as it does in plain LuaJIT). */
 #define BODY_WHERE "[lem body]:0: "
+#define ERRERR "error in error handling"
 static const char body_src[] =
 	"local xpcall, onerror = ...\n"
 	"local function call(f, ...) f(...) end\n"
@@ -317,6 +321,7 @@ static const char body_src[] =
 	"  return ok, e\n"
 	"end\n";
 #define BODY_FRAMES 3     /* the body function, xpcall and call, at the bottom */
+#define ONERROR_LEVEL 1   /* the raiser, seen from lem_loop_onerror */
 
 /* [-0, +2, -] at start-up, on H: LEM_BODY and LEM_BODY0 */
 static void body_new(lua_State *H)
@@ -338,6 +343,7 @@ static void body_new(lua_State *H)
 	lua_getglobal(H, "xpcall");
 	lua_pushcfunction(H, lem_loop_onerror);
 	lua_call(H, 2, 2);
+
 }
 
 /* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
@@ -423,20 +429,25 @@ void lem_loop_keep_traceback(lua_State *T, int level)
 {
 	lem_loop *loop = lem_current;
 	lua_State *H = loop->H;
-
-	lua_checkstack(T, 4);
 #ifdef LEM_LUAJIT
-	lem_loop_traceback(T, T, NULL, level);
+	lua_State *S = loop->scratch;   /* T may have no room left: a stack overflow */
+
+	lua_xmove(T, S, 1);
+	lem_loop_traceback(S, T, NULL, level);
+	lua_pushvalue(S, -2);
+	lua_xmove(S, H, 2);
+	lua_xmove(S, T, 1);             /* the error value, back where it was */
 #else
+	lua_checkstack(T, 4);
 	lua_pushcfunction(T, lem_pcall_traceback);
 	lua_pushliteral(T, "");
 	lua_pushinteger(T, level + 1);          /* + the traceback function's own frame */
 	lua_call(T, 2, 1);
 	lua_pushstring(T, lua_tostring(T, -1) + 1);   /* without the message's newline */
 	lua_remove(T, -2);
-#endif
 	lua_pushvalue(T, -2);
 	lua_xmove(T, H, 2);
+#endif
 	lua_replace(H, LEM_ERRVAL);
 	lua_replace(H, LEM_ERRTB);
 	loop->err_co = loop->running;
@@ -449,21 +460,25 @@ int lem_loop_onerror(lua_State *T)
 {
 	lem_loop *loop = lem_current;
 
+	lua_State *S = loop->scratch;   /* compared there: T may have no room left */
+	int kept;
+
 	lua_settop(T, 1);
+	lua_pushvalue(T, 1);
+	lua_xmove(T, S, 1);
 	lua_pushvalue(loop->H, LEM_ERRVAL);
-	lua_xmove(loop->H, T, 1);
-	if (loop->err_co == loop->running && lua_rawequal(T, 1, 2)) {
-		lua_settop(T, 1);     /* kept already, deeper, by require (stdlib.c) */
+	lua_xmove(loop->H, S, 1);
+	kept = loop->err_co == loop->running && lua_rawequal(S, -1, -2);
+	lua_pop(S, 2);
+	if (kept)             /* kept already, deeper, by require (stdlib.c) */
 		return 1;
-	}
-	lua_settop(T, 1);
-	lem_loop_yield_error(T, 1, ACROSS_C);
+	lem_loop_yield_error(T, ONERROR_LEVEL, ACROSS_C);
 	if (lua_type(T, 1) == LUA_TSTRING &&
 	    strncmp(lua_tostring(T, 1), BODY_WHERE, sizeof BODY_WHERE - 1) == 0) {
 		lua_pushstring(T, lua_tostring(T, 1) + sizeof BODY_WHERE - 1);
 		lua_replace(T, 1);
 	}
-	lem_loop_keep_traceback(T, 1);
+	lem_loop_keep_traceback(T, ONERROR_LEVEL);
 	return 1;
 }
 #endif
@@ -490,6 +505,11 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 		return;
 #ifndef LEM_LUAJIT
 	lem_loop_yield_error(T, 0, ACROSS_C);    /* PUC keeps T's frames: level 0 raised it */
+#else
+	if (lua_type(T, -1) == LUA_TSTRING && strcmp(lua_tostring(T, -1), ERRERR) == 0) {
+		lua_pop(T, 1);                       /* the body's handler could not be called */
+		lua_pushliteral(T, ERRERR " (the stack was full, most likely: a runaway recursion)");
+	}
 #endif
 	lua_pushcfunction(L, describe);
 	lua_xmove(T, L, 1);   /* the error value */
