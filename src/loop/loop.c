@@ -343,7 +343,6 @@ static void body_new(lua_State *H)
 	lua_getglobal(H, "xpcall");
 	lua_pushcfunction(H, lem_loop_onerror);
 	lua_call(H, 2, 2);
-
 }
 
 /* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
@@ -459,7 +458,6 @@ void lem_loop_keep_traceback(lua_State *T, int level)
 int lem_loop_onerror(lua_State *T)
 {
 	lem_loop *loop = lem_current;
-
 	lua_State *S = loop->scratch;   /* compared there: T may have no room left */
 	int kept;
 
