@@ -187,6 +187,6 @@ void lem_stdlib_open(lua_State *L);
 void lem_pcall_open(lua_State *L);
 void lem_pcall_enter(lua_State *T, lua_State *co, int xp);   /* around each resume of co */
 void lem_pcall_leave(lua_State *T, lua_State *co);
-int lem_pcall_traceback(lua_State *L);   /* PUC: debug.traceback across the helpers */
+int lem_pcall_traceback(lua_State *L);   /* PUC: debug.traceback across protected calls */
 
 #endif

@@ -172,7 +172,7 @@ void lem_site_keep(lem_loop *loop, lua_State *T)
 	lem_site site = loop->site;
 
 	lua_checkstack(T, 4);
-	lua_checkstack(loop->running, 1);        /* T's caller, when T is a pcall's helper */
+	lua_checkstack(loop->running, 1);        /* T's caller, when T runs a pcall's body */
 	lua_pushvalue(loop->H, LEM_SITES);
 	lua_xmove(loop->H, T, 1);
 	lua_pushthread(loop->running);
