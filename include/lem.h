@@ -105,6 +105,25 @@ LEM_API int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int n
  * `from` a memory error, or when a coroutine's stack cannot take nargs + 1 values. */
 LEM_API void lem_spawn(lem_loop *loop, lua_State *from, int nargs);
 
+/* ---- where coroutines come from ----
+ * The report of an uncaught error says where its coroutine was started: "spawned at
+ * file.lua:42" (with lem --debug, that place's traceback too, and the site of the
+ * coroutine that spawned from there, and so on). lem_spawn records the place of the Lua
+ * code that called the lua_CFunction running on `from`. A module that spawns later, from
+ * a watcher's callback (a timer), takes the place when it is asked to, keeps it as any
+ * value, and hands it to lem_spawn_at. */
+
+/* [-0, +1, m] Pushes on T where the Lua function that called T's running lua_CFunction
+ * is: a value to keep (nil when that is not Lua code). */
+LEM_API void lem_site_push(lua_State *T);
+/* [-(nargs+2), +0, v] on `from`. As lem_spawn, for the function under the nargs values
+ * on top of `from`, started at the site under the function (lem_site_push's value). */
+LEM_API void lem_spawn_at(lem_loop *loop, lua_State *from, int nargs);
+/* [-0, +0, -] Notes what the coroutine running T does, until it next suspends, for the
+ * report of an uncaught error that ends it: "lem: <message> (<note>)". note is a format
+ * with at most one %d, for arg, and lives as long as the loop (a literal). */
+LEM_API void lem_note(lua_State *T, const char *note, int arg);
+
 /* ---- anchors ----
  * A value that only a watcher refers to must be anchored, or the collector takes it. */
 

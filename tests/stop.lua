@@ -97,7 +97,7 @@ while [ $i -lt $runs ]; do
 	wait $guard 2>/dev/null
 	fins=$(grep -c '^fin ' $dir/err)
 	boom=$(grep -c '^lem\[1\]: .*boom' $dir/err)
-	other=$(grep -v '^fin \|^lem\[1\]: .*boom\|^stack traceback:\|^	' $dir/err | head -1)
+	other=$(grep -v '^fin \|^lem\[1\]: .*boom\|^stack traceback:\|^spawned at \|^	' $dir/err | head -1)
 	echo "run $i status $st fins $fins boom $boom other $other"
 	i=$((i+1))
 done

@@ -3,11 +3,13 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/timerfd.h>
 #include <lualib.h>
 #include "loop.h"
 #include "mailbox.h"
+
 
 lem_loop *lem_loop_of(lua_State *T)
 {
@@ -125,6 +127,10 @@ void lem_loop_before_poll(lem_loop *loop)
 		loop->tfd_armed = loop->tfd_want;
 }
 
+#ifdef LEM_LUAJIT
+static void body_new(lua_State *H);
+#endif
+
 static void spin_cb(struct ev_loop *ev, ev_idle *w, int revents)
 {
 	(void)w; (void)revents;
@@ -159,6 +165,15 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_getglobal(H, "debug");
 	lua_getfield(H, -1, "traceback");
 	lua_remove(H, -2);
+#ifdef LEM_LUAJIT
+	body_new(H);
+#else
+	lua_pushnil(H);
+	lua_pushnil(H);
+#endif
+	lua_pushnil(H);
+	lua_pushnil(H);
+	lem_site_open(H);
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -274,6 +289,202 @@ void lem_exit(lem_loop *loop, int status)
 	lem_loop_stop(loop, status);
 }
 
+/* ---- tracebacks ----
+ * The traceback of an uncaught error is best taken where the error was raised: LuaJIT
+ * unwinds a coroutine's frames that lie above a C function (table.sort's comparator, a
+ * required chunk) as the error crosses it, and forgets the current line of the frame that
+ * raised it; both builds unwind the frames that a protected call of lem's own (require)
+ * catches before it raises the error again. So those places keep the traceback of the
+ * error they saw, with its value, and the report uses it when that value is the one that
+ * ended the coroutine. PUC Lua keeps a failed coroutine's frames otherwise: its traceback
+ * is taken afterwards. */
+
+#ifdef LEM_LUAJIT
+/* The functions that run a coroutine's body f(...) in the LuaJIT build, with and without
+ * arguments: under xpcall, whose handler sees the frames that unwinding loses. f is called
+ * from a Lua function, not from xpcall itself, and for want of arguments from one that
+ * takes no varargs: LuaJIT compiles no trace that returns into a pcall frame nor one
+ * through a vararg function, and spawned functions would be interpreted (half as many
+ * spawns per second of an empty function). They are loaded without debug information,
+ * so that f shows no name (it would be the local 'f'), and without lines: the handler
+ * removes the position "[lem body]:0: " that an error then gets from error(message, 2)
+ * in a body or from a C function run as one: plain Lua gives it none there, the caller
+ * being C. After a stack overflow, LuaJIT has not always room left to call the handler,
+ * and xpcall returns "error in error handling" (as it does in plain LuaJIT). */
+#define BODY_WHERE "[lem body]:0: "
+#define ERRERR "error in error handling"
+static const char body_src[] =
+	"local xpcall, onerror = ...\n"
+	"local function call(f, ...) f(...) end\n"
+	"local function call0(f) f() end\n"
+	"return function(f, ...)\n"
+	"  local ok, e = xpcall(call, onerror, f, ...)\n"
+	"  return ok, e\n"
+	"end, function(f)\n"
+	"  local ok, e = xpcall(call0, onerror, f)\n"
+	"  return ok, e\n"
+	"end\n";
+#define BODY_FRAMES 3     /* the body function, xpcall and call, at the bottom */
+#define ONERROR_LEVEL 1   /* the raiser, seen from lem_loop_onerror */
+
+/* [-0, +2, -] at start-up, on H: LEM_BODY and LEM_BODY0 */
+static void body_new(lua_State *H)
+{
+	size_t n;
+	const char *code;
+
+	lua_getglobal(H, "string");
+	lua_getfield(H, -1, "dump");
+	lua_remove(H, -2);
+	if (luaL_loadbuffer(H, body_src, sizeof body_src - 1, "=[lem body]") != 0)
+		lem_fatal("%s", lua_tostring(H, -1));
+	lua_pushboolean(H, 1);                 /* strip */
+	lua_call(H, 2, 1);
+	code = lua_tolstring(H, -1, &n);
+	if (luaL_loadbuffer(H, code, n, "=[lem body]") != 0)
+		lem_fatal("%s", lua_tostring(H, -1));
+	lua_remove(H, -2);
+	lua_getglobal(H, "xpcall");
+	lua_pushcfunction(H, lem_loop_onerror);
+	lua_call(H, 2, 2);
+}
+
+/* Whether the deepest frame of T is the function that runs a coroutine's body: frames of
+ * lem's, which tracebacks do not show. */
+static int body_frame(lua_State *L, lua_State *T)
+{
+	lua_Debug ar;
+	int lo = 0, hi = 1, r;
+
+	if (!lua_getstack(T, 0, &ar))
+		return 0;
+	while (lua_getstack(T, hi, &ar))
+		lo = hi, hi *= 2;
+	while (hi - lo > 1) {          /* lo exists, hi does not */
+		int mid = lo + (hi - lo) / 2;
+		if (lua_getstack(T, mid, &ar))
+			lo = mid;
+		else
+			hi = mid;
+	}
+	lua_getstack(T, lo, &ar);
+	lua_getinfo(T, "f", &ar);
+	if (T != L)                   /* compared on L: T may be a suspended coroutine */
+		lua_xmove(T, L, 1);
+	lua_pushvalue(lem_current->H, LEM_BODY);
+	lua_pushvalue(lem_current->H, LEM_BODY0);
+	lua_xmove(lem_current->H, L, 2);
+	r = lua_rawequal(L, -1, -3) || lua_rawequal(L, -2, -3);
+	lua_pop(L, 3);
+	return r;
+}
+
+/* [-0, +1, m] luaL_traceback, without the frame of lem's body xpcall at the bottom. */
+void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level)
+{
+	const char *tb, *end;
+
+	luaL_traceback(L, T, msg, level);
+	if (body_frame(L, T)) {
+		tb = lua_tostring(L, -1);
+		end = tb + lua_objlen(L, -1);
+		for (int i = 0; i < BODY_FRAMES && end > tb && strstr(tb, "stack traceback:") < end; i++)
+			while (--end > tb && *end != '\n') {}
+		lua_pushlstring(L, tb, (size_t)(end - tb));
+		lua_remove(L, -2);
+	}
+}
+#endif
+
+/* [-0, +0, m] When the error value on top of T is the VM's "attempt to yield across a
+ * C-call boundary", which says neither where nor why, replaces it with "<where>: cannot
+ * suspend <why>": where is the first frame of T from `level` on that has a line. */
+void lem_loop_yield_error(lua_State *T, int level, const char *why)
+{
+	const char *m = lua_tostring(T, -1);
+	int top = lua_gettop(T);
+	lua_Debug ar;
+
+	if (lua_type(T, -1) != LUA_TSTRING ||
+	    (strcmp(m, "attempt to yield across metamethod/C-call boundary") != 0 &&
+	     strcmp(m, "attempt to yield across C-call boundary") != 0))
+		return;
+	lua_checkstack(T, 3);
+	for (; lua_getstack(T, level, &ar); level++) {
+		lua_getinfo(T, "Sl", &ar);
+		if (ar.currentline > 0) {
+			lua_pushfstring(T, "%s:%d: ", ar.short_src, ar.currentline);
+			break;
+		}
+	}
+	lua_pushfstring(T, "cannot suspend %s", why);
+	lua_concat(T, lua_gettop(T) - top);
+	lua_replace(T, -2);
+}
+
+#define ACROSS_C "across a C function: a table.sort comparator, a string.gsub callback, " \
+                 "a metamethod or an iterator in PUC Lua"
+
+/* [-0, +0, m] The error value is on top of T, which runs the handler that calls this
+ * (level 0 of T): keeps it with T's traceback from `level` on, for the report, as the
+ * error of loop->running. */
+void lem_loop_keep_traceback(lua_State *T, int level)
+{
+	lem_loop *loop = lem_current;
+	lua_State *H = loop->H;
+#ifdef LEM_LUAJIT
+	lua_State *S = loop->scratch;   /* T may have no room left: a stack overflow */
+
+	lua_xmove(T, S, 1);
+	lem_loop_traceback(S, T, NULL, level);
+	lua_pushvalue(S, -2);
+	lua_xmove(S, H, 2);
+	lua_xmove(S, T, 1);             /* the error value, back where it was */
+#else
+	lua_checkstack(T, 4);
+	lua_pushcfunction(T, lem_pcall_traceback);
+	lua_pushliteral(T, "");
+	lua_pushinteger(T, level + 1);          /* + the traceback function's own frame */
+	lua_call(T, 2, 1);
+	lua_pushstring(T, lua_tostring(T, -1) + 1);   /* without the message's newline */
+	lua_remove(T, -2);
+	lua_pushvalue(T, -2);
+	lua_xmove(T, H, 2);
+#endif
+	lua_replace(H, LEM_ERRVAL);
+	lua_replace(H, LEM_ERRTB);
+	loop->err_co = loop->running;
+}
+
+#ifdef LEM_LUAJIT
+/* The handler of the xpcall that runs each coroutine's body: keeps the traceback.
+ * Returns the error value as it came. */
+int lem_loop_onerror(lua_State *T)
+{
+	lem_loop *loop = lem_current;
+	lua_State *S = loop->scratch;   /* compared there: T may have no room left */
+	int kept;
+
+	lua_settop(T, 1);
+	lua_pushvalue(T, 1);
+	lua_xmove(T, S, 1);
+	lua_pushvalue(loop->H, LEM_ERRVAL);
+	lua_xmove(loop->H, S, 1);
+	kept = loop->err_co == loop->running && lua_rawequal(S, -1, -2);
+	lua_pop(S, 2);
+	if (kept)             /* kept already, deeper, by require (stdlib.c) */
+		return 1;
+	lem_loop_yield_error(T, ONERROR_LEVEL, ACROSS_C);
+	if (lua_type(T, 1) == LUA_TSTRING &&
+	    strncmp(lua_tostring(T, 1), BODY_WHERE, sizeof BODY_WHERE - 1) == 0) {
+		lua_pushstring(T, lua_tostring(T, 1) + sizeof BODY_WHERE - 1);
+		lua_replace(T, 1);
+	}
+	lem_loop_keep_traceback(T, ONERROR_LEVEL);
+	return 1;
+}
+#endif
+
 /* The message of an error value: strings and numbers as they are, else __tostring, else
  * its type. Runs protected: a __tostring may fail too. */
 static int describe(lua_State *L)
@@ -288,26 +499,62 @@ static int describe(lua_State *L)
  * The error value is on top of T's stack. */
 void lem_loop_fail(lem_loop *loop, lua_State *T)
 {
-	lua_State *L = loop->L;
-	int top = lua_gettop(L);
+	lua_State *L = loop->L, *H = loop->H;
+	int top = lua_gettop(L), kept;
 	const char *msg;
 
 	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
 		return;
-	lua_pushvalue(loop->H, LEM_TRACEBACK);
-	lua_xmove(loop->H, L, 1);
-	lua_pushthread(T);
-	lua_xmove(T, L, 1);
+#ifndef LEM_LUAJIT
+	lem_loop_yield_error(T, 0, ACROSS_C);    /* PUC keeps T's frames: level 0 raised it */
+#else
+	if (lua_type(T, -1) == LUA_TSTRING && strcmp(lua_tostring(T, -1), ERRERR) == 0) {
+		lua_pop(T, 1);                       /* the body's handler could not be called */
+		lua_pushliteral(T, ERRERR " (the stack was full, most likely: a runaway recursion)");
+	}
+#endif
 	lua_pushcfunction(L, describe);
 	lua_xmove(T, L, 1);   /* the error value */
+	lua_pushvalue(H, LEM_ERRVAL);
+	lua_xmove(H, L, 1);
+	kept = loop->err_co == T && lua_rawequal(L, -1, -2);
+	lua_pop(L, 1);
+	loop->err_co = NULL;
 	if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
 		lua_pop(L, 1);
 		lua_pushliteral(L, "(error object cannot be described)");
 	}
-	lua_pushvalue(L, -1);
-	lua_insert(L, -4);    /* the message, kept in case the traceback fails */
-	if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1))
-		lua_pushvalue(L, -2);
+	if (loop->note) {
+		lua_pushliteral(L, " (");
+		lua_pushfstring(L, loop->note, loop->note_arg);
+		lua_pushliteral(L, ")");
+		lua_concat(L, 4);
+	}
+	if (kept) {               /* L: message */
+		lua_pushliteral(L, "\n");
+		lua_pushvalue(H, LEM_ERRTB);
+		lua_xmove(H, L, 1);
+		lua_concat(L, 3);
+	} else {
+		lua_pushvalue(H, LEM_TRACEBACK);
+		lua_xmove(H, L, 1);
+		lua_pushthread(T);
+		lua_xmove(T, L, 1);
+		lua_pushvalue(L, -3);  /* L: message, traceback, T, message */
+		if (lua_pcall(L, 2, 1, 0) != 0 || !lua_isstring(L, -1))
+			lua_pop(L, 1);     /* the message alone */
+		else
+			lua_remove(L, -2);
+	}
+	if (lem_site_describe(loop, T, L)) {
+		lua_pushliteral(L, "\n");
+		lua_insert(L, -2);
+		lua_concat(L, 3);
+	}
+	lua_pushnil(H);
+	lua_replace(H, LEM_ERRVAL);   /* nothing kept alive for nothing */
+	lua_pushnil(H);
+	lua_replace(H, LEM_ERRTB);
 	msg = lua_tostring(L, -1);
 	fprintf(stderr, "%s: %s\n", loop->progname, msg);
 	fflush(stderr);

@@ -15,8 +15,19 @@ enum {
 	LEM_SCRATCH,    /* a thread that never runs Lua, for lem_protect */
 	LEM_PROTECT,    /* the C function lem_protect calls */
 	LEM_TRACEBACK,  /* debug.traceback as it was at start-up */
-	LEM_NSLOTS = LEM_TRACEBACK
+	LEM_BODY,       /* LuaJIT: the function that runs each coroutine's body (loop.c), */
+	LEM_BODY0,      /* and the one for bodies without arguments */
+	LEM_ERRVAL,     /* an error value whose traceback was taken where it was raised, */
+	LEM_ERRTB,      /* and that traceback (loop->err_co: the coroutine) */
+	LEM_SITES,      /* table, weak keys: suspended coroutine -> where it was started */
+	LEM_SOURCES,    /* table: the chunk names of sites, by index, and back (site.c) */
+	LEM_NSLOTS = LEM_SOURCES
 };
+
+/* site.c: a coroutine's site is in LEM_SITES once it has suspended */
+typedef uintptr_t lem_site;
+#define LEM_SITE_KEPT (~(lem_site)0)
+#define LEM_SITE_CACHE 64
 
 /* What a runqueue entry resumes. */
 enum {
@@ -31,6 +42,7 @@ struct lem_rq_entry {
 	uintptr_t token;  /* LEM_RQ_WOKEN: the mark to find on top of T */
 	int nargs;
 	int kind;
+	lem_site site;    /* where T was started, or LEM_SITE_KEPT: see LEM_SITES (site.c) */
 };
 
 struct lem_rq_seg;
@@ -135,8 +147,17 @@ struct lem_loop {
 	long probe_since;         /* since when it runs, CLOCK_MONOTONIC ms (atomic) */
 	lua_Hook probe_saved;     /* the hook the probe's replaced, restored when it runs */
 	int probe_mask, probe_count;
-	int debug;                /* --debug: parked coroutines are listed (parked_slot) */
+	int debug;                /* --debug: parked coroutines are listed (parked_slot), and
+	                             sites hold tracebacks (site.c) */
 	int parked_slot;          /* anchor slot of a weak table: coroutines that suspended */
+	lua_State *err_co;        /* the coroutine of LEM_ERRVAL and LEM_ERRTB, or NULL */
+
+	lem_site site;            /* where the coroutine running now (or last) was started, */
+	lua_State *site_co;       /* that coroutine, */
+	unsigned nsources;        /* chunk names in LEM_SOURCES */
+	struct { const void *fn; unsigned src; } site_cache[LEM_SITE_CACHE];
+	const char *note;         /* lem_note, for the run of the coroutine running now */
+	int note_arg;
 };
 
 /* The one fatal path, for what no Lua call can carry (an allocation in a libev callback
@@ -154,12 +175,16 @@ void lem_loop_before_poll(lem_loop *loop);
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
 void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thread */
+int lem_loop_onerror(lua_State *T);     /* LuaJIT: the handler of a coroutine's body */
+void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level);  /* LuaJIT */
+void lem_loop_keep_traceback(lua_State *T, int level);   /* [-0, +0] err on top of T */
+void lem_loop_yield_error(lua_State *T, int level, const char *why);   /* [-0, +0] */
 
 /* sched.c (and lem.h's coroutine calls) */
 void lem_sched_init(lem_loop *loop);
 void lem_sched_free(lem_loop *loop);
 void lem_sched_start(lem_loop *loop, lua_State *T, int nargs);   /* [-0, +0] */
-void lem_sched_push_func(lem_loop *loop, lua_State *from);      /* [-1, +0] on from */
+void lem_sched_push_func(lem_loop *loop, lua_State *from, lem_site site);  /* [-1, +0] */
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
 int lem_sched_nested(lua_State *T);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
@@ -176,6 +201,15 @@ void lem_probe_arm(lem_loop *loop);      /* from the interrupt handler */
 void lem_probe_dump(lem_loop *loop);     /* from the event loop: nothing runs */
 void lem_probe_parked(lem_loop *loop, lua_State *T);   /* [-0, +0, m] --debug */
 long lem_probe_ms(void);                 /* CLOCK_MONOTONIC, ms */
+/* site.c (and lem.h's lem_site_push): where a coroutine was started, as a number: a chunk
+ * name's index and a line, or with --debug an anchor slot (0: nowhere) */
+void lem_site_open(lua_State *H);                   /* [-0, +2] LEM_SITES, LEM_SOURCES */
+lem_site lem_site_at(lem_loop *loop, lua_State *T); /* where T's C function was called */
+lem_site lem_site_of(lem_loop *loop, lua_State *T, int idx);   /* of lem_site_push's value */
+void lem_site_drop(lem_loop *loop, lem_site site);  /* one that will not be spawned */
+void lem_spawn_site(lem_loop *loop, lua_State *from, int nargs, lem_site site);
+void lem_site_keep(lem_loop *loop, lua_State *T);   /* before the running one suspends */
+int lem_site_describe(lem_loop *loop, lua_State *co, lua_State *L);   /* [-0, +(0|1)] */
 
 /* anchor.c (and lem.h's anchors): slots in LEM_ANCHORS */
 void lem_anchor_free(lem_loop *loop);
@@ -187,5 +221,6 @@ void lem_stdlib_open(lua_State *L);
 void lem_pcall_open(lua_State *L);
 void lem_pcall_enter(lua_State *T, lua_State *co, int xp);   /* around each resume of co */
 void lem_pcall_leave(lua_State *T, lua_State *co);
+int lem_pcall_traceback(lua_State *L);   /* PUC: debug.traceback across protected calls */
 
 #endif

@@ -349,7 +349,7 @@ static int wrapper_xp(lua_State *W, lua_Debug *ar)
 }
 
 /* debug.traceback([thread,] [message [, level]]) */
-static int db_traceback(lua_State *L)
+int lem_pcall_traceback(lua_State *L)
 {
 	enum { FIRST = 12, LAST = 10 };      /* levels shown before and after "..." */
 	int arg, level, top, shown = 0, kind;
@@ -576,7 +576,7 @@ void lem_pcall_open(lua_State *L)
 	lua_setfield(L, -2, "sethook");
 	lua_pushcfunction(L, db_gethook);
 	lua_setfield(L, -2, "gethook");
-	lua_pushcfunction(L, db_traceback);
+	lua_pushcfunction(L, lem_pcall_traceback);
 	lua_setfield(L, -2, "traceback");
 	replace(L, "getinfo", db_getinfo);
 	replace(L, "getlocal", db_getlocal);

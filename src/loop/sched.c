@@ -126,11 +126,25 @@ static int body_yielded(lua_State *co)
 }
 #endif
 
+#ifdef LEM_LUAJIT
+/* LuaJIT runs a new coroutine's body f(...) as xpcall(f, handler, ...), whose handler sees
+ * the frames that unwinding loses (loop.c). T: f, nargs arguments. */
+static int body_wrap(lem_loop *loop, lua_State *T, int nargs)
+{
+	if (nargs > LUA_MINSTACK - 2)
+		lua_checkstack(T, 1);
+	lua_pushvalue(loop->H, nargs ? LEM_BODY : LEM_BODY0);
+	lua_xmove(loop->H, T, 1);
+	lua_insert(T, -nargs - 2);
+	return nargs + 1;
+}
+#endif
+
 /* A new entry at the tail of the runqueue; the caller puts its value (T, or the queued
  * function) on top of the returned segment's anchoring stack. */
 static inline __attribute__((always_inline))
 struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, int kind, uintptr_t token,
-                             int nargs)
+                             int nargs, lem_site site)
 {
 	struct lem_rq_seg *seg = loop->rq_last;
 	struct lem_rq_entry *e;
@@ -146,16 +160,18 @@ struct lem_rq_seg *rq_append(lem_loop *loop, lua_State *T, int kind, uintptr_t t
 	e->kind = kind;
 	e->token = token;
 	e->nargs = nargs;
+	e->site = site;
 	return seg;
 }
 
-static void rq_push(lem_loop *loop, lua_State *T, int kind, uintptr_t token, int nargs)
+static void rq_push(lem_loop *loop, lua_State *T, int kind, uintptr_t token, int nargs,
+                    lem_site site)
 {
 	struct lem_rq_seg *seg;
 
 	if (loop->closing)  /* finalizers at lua_close: nothing runs any more */
 		return;
-	seg = rq_append(loop, T, kind, token, nargs);
+	seg = rq_append(loop, T, kind, token, nargs, site);
 	lua_pushthread(T);
 	lua_xmove(T, seg->A, 1);
 }
@@ -163,19 +179,20 @@ static void rq_push(lem_loop *loop, lua_State *T, int kind, uintptr_t token, int
 /* Queues the new coroutine T: a function and nargs arguments on its stack. */
 void lem_sched_start(lem_loop *loop, lua_State *T, int nargs)
 {
-	rq_push(loop, T, LEM_RQ_NEW, 0, nargs);
+	rq_push(loop, T, LEM_RQ_NEW, 0, nargs, 0);
 }
 
 /* Queues the function on top of `from` (popped) to run in a coroutine made when its turn
  * comes: a burst of timers or spawns then reuses the few coroutines that finish meanwhile
  * instead of making one each. */
-void lem_sched_push_func(lem_loop *loop, lua_State *from)
+void lem_sched_push_func(lem_loop *loop, lua_State *from, lem_site site)
 {
 	if (loop->closing) {
 		lua_pop(from, 1);
+		lem_site_drop(loop, site);
 		return;
 	}
-	lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0)->A, 1);
+	lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0, site)->A, 1);
 }
 
 /* Queues T, which the entry just taken runs and which has just yielded with nargs values,
@@ -188,10 +205,10 @@ static void rq_requeue(lem_loop *loop, lua_State *T, int nargs)
 
 	if (loop->closing || seg != loop->rq_last || seg->len == LEM_SEG ||
 	    seg->e[seg->head - 1].T != T) {      /* not run from a queued coroutine */
-		rq_push(loop, T, kind, 0, nargs);
+		rq_push(loop, T, kind, 0, nargs, loop->site);
 		return;
 	}
-	rq_append(loop, T, kind, 0, nargs);     /* in seg: it has room */
+	rq_append(loop, T, kind, 0, nargs, loop->site);     /* in seg: it has room */
 	lua_pushvalue(seg->A, (int)seg->head);
 }
 
@@ -293,11 +310,18 @@ static void run_one(lem_loop *loop)
 		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
 			struct lem_rq_seg *seg = loop->rq_seg;
 			T = lem_sched_pushthread(loop);
+#ifdef LEM_LUAJIT
+			lua_pushvalue(loop->H, LEM_BODY0);    /* body_wrap's, put first */
+			lua_xmove(loop->H, T, 1);
+#endif
 			lua_pushvalue(seg->A, (int)seg->head);
 			lua_xmove(seg->A, T, 1);
 			made = 1;
 		}
 		loop->cbody = lua_iscfunction(T, -nargs - 1);
+#ifdef LEM_LUAJIT
+		nargs = made ? 1 : body_wrap(loop, T, nargs);
+#endif
 	}
 	loop->running = loop->yielder = loop->inner = T;
 	if (stop_asked(loop)) {
@@ -314,6 +338,9 @@ static void run_one(lem_loop *loop)
 	loop->suspended = 0;
 	seq = loop->rseq + 1;
 	__atomic_store_n(&loop->rseq, seq, __ATOMIC_RELAXED);   /* odd: it runs (stats.c) */
+	loop->site = e->site;
+	loop->site_co = T;
+	loop->note = NULL;
 	status = lua_resume(T, nargs);
 	loop->running = loop->yielder = loop->inner = NULL;
 	__atomic_store_n(&loop->rseq, ++seq, __ATOMIC_RELAXED);
@@ -324,12 +351,20 @@ static void run_one(lem_loop *loop)
 			lua_settop(T, 0);
 			rq_requeue(loop, T, 0);
 		}
+#ifdef LEM_LUAJIT
+	} else if (status == 0 && !lua_toboolean(T, 1)) {   /* xpcall's false, error */
+		lua_settop(T, 2);
+		lem_loop_fail(loop, T);
+		lem_site_drop(loop, loop->site);
+#endif
 	} else if (status == 0) {
 		if (T == loop->step)
 			loop->step_done(loop);
 		sched_recycle(loop, T);
+		lem_site_drop(loop, loop->site);
 	} else {
 		lem_loop_fail(loop, T);
+		lem_site_drop(loop, loop->site);
 	}
 	loop->cbody = 0;
 	if (made)
@@ -402,6 +437,8 @@ int lem_suspend(lua_State *T, lem_waiter *w, int keep)
 
 	if (loop->cbody && T == loop->running)
 		token |= TOKEN_CBODY;
+	if (loop->site != LEM_SITE_KEPT)     /* its first suspension since it started */
+		lem_site_keep(loop, T);
 	lua_pushlightuserdata(T, (void *)token);
 	lua_yield(T, keep + 1);
 	loop->token += TOKEN_STEP;
@@ -431,7 +468,7 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 	lua_pushlightuserdata(co, (void *)(w->token | 1));   /* above the mark: one call less */
 	if (nargs > 0)
 		lua_xmove(from, co, nargs);
-	seg = rq_append(loop, co, LEM_RQ_WOKEN, w->token | 1, nargs);
+	seg = rq_append(loop, co, LEM_RQ_WOKEN, w->token | 1, nargs, LEM_SITE_KEPT);
 	lua_pushthread(co);
 	lua_xmove(co, seg->A, 1);
 	return 1;
@@ -439,22 +476,41 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 
 void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 {
+	lem_site site = from == loop->L ? 0 : lem_site_at(loop, from);
+
+	if (nargs == 0 && !loop->closing)      /* lem_sched_push_func, inlined */
+		lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0, site)->A, 1);
+	else
+		lem_spawn_site(loop, from, nargs, site);
+}
+
+void lem_spawn_at(lem_loop *loop, lua_State *from, int nargs)
+{
+	lem_site site = lem_site_of(loop, from, -nargs - 2);
+
+	lua_remove(from, -nargs - 2);
+	lem_spawn_site(loop, from, nargs, site);
+}
+
+void lem_spawn_site(lem_loop *loop, lua_State *from, int nargs, lem_site site)
+{
 	lua_State *co;
 
 	if (nargs == 0) {         /* its coroutine is made when it runs */
-		lem_sched_push_func(loop, from);
+		lem_sched_push_func(loop, from, site);
 		return;
 	}
 	co = lem_sched_pushthread(loop);
 	if (!lua_checkstack(co, nargs + 1)) {
 		lua_pop(loop->L, 1);
 		lua_pop(from, nargs + 1);
+		lem_site_drop(loop, site);
 		luaL_error(from, "too many arguments to spawn a coroutine with");
 	}
 	if (from == loop->L)      /* it went on top of the function and its arguments */
 		lua_insert(from, -nargs - 2);
 	lua_xmove(from, co, nargs + 1);
-	lem_sched_start(loop, co, nargs);
+	rq_push(loop, co, LEM_RQ_NEW, 0, nargs, site);
 	lua_pop(loop->L, 1);
 }
 

@@ -43,7 +43,9 @@ static void usage(FILE *f, const char *prog)
 		"  --warn-blocking MS\n"
 		"                 print where a coroutine runs MS milliseconds or more without\n"
 		"                 suspending, once each time (1 to %d; default off)\n"
-		"  --debug        SIGQUIT's dump lists every parked coroutine too\n"
+		"  --debug        an uncaught error's report shows the traceback of the place\n"
+		"                 where its coroutine was spawned, and so on up the chain;\n"
+		"                 SIGQUIT's dump lists every parked coroutine too\n"
 		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH,\n"
 		"LEM_WARN_BLOCKING (as --warn-blocking).\n",
 		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT,

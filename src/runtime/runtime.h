@@ -21,11 +21,11 @@ struct lem_cli {
 	int pin;          /* --pin: loop i on CPU i-1 */
 	unsigned mailbox; /* --mailbox: capacity of each mailbox */
 	double shutdown_timeout;   /* --shutdown-timeout: seconds from the shutdown to its deadline */
+	int debug;        /* --debug: each coroutine keeps the traceback of where it was started */
 	char *chunk;      /* the script's bytes, read once for every loop (start.c) */
 	size_t chunk_len;
 	char *chunkname;  /* "@script" or "=stdin" */
 	int warn_blocking;   /* --warn-blocking, LEM_WARN_BLOCKING: ms, or 0 (off) */
-	int debug;        /* --debug */
 };
 
 /* The built-in modules (src/modules/<name>/), which start.c puts in package.preload. */

@@ -138,6 +138,7 @@ int lem_start(lem_loop *loop, const struct lem_cli *cli)
 	const char *init = getenv("LUA_INIT");
 	int i;
 
+	loop->debug = cli->debug;
 	preload(L);
 	add_cpath(L);
 	set_arg(L, cli);

@@ -328,8 +328,6 @@ int lem_threads_run(const struct lem_cli *cli)
 		free(threads);
 		return 1;
 	}
-	for (i = 0; i < n; i++)
-		threads[i].loop->debug = cli->debug;
 	if (cli->warn_blocking)
 		watch = watch_new(threads, n, cli->warn_blocking);
 	for (i = 0; i < n; i++) {

@@ -113,7 +113,8 @@ static int loops_decode(lua_State *T)
 }
 
 /* [-0, +n, m] pushes the sender's id and the values of m on T, and frees m; if decoding
- * fails, frees m and raises its error in T. Pushing loops_decode from the upvalues costs
+ * fails, frees m and raises its error in T. An error that ends T before it suspends again
+ * names the sender. Pushing loops_decode from the upvalues costs
  * no allocation, where lua_pushcfunction would. */
 static int loops_push(lua_State *T, struct msg *m)
 {
@@ -122,6 +123,7 @@ static int loops_push(lua_State *T, struct msg *m)
 
 	st->received++;
 	st->bytes_received += m->len;
+	lem_note(T, "handling a message from loop %d", m->from);
 	lua_pushvalue(T, LOOPS_DECODE);
 	lua_pushlightuserdata(T, m);
 	status = lua_pcall(T, 1, LUA_MULTRET, 0);

@@ -1,19 +1,23 @@
 /* timer.c: lem.utils's timers: a function run in a coroutine of its own, later.
  * A pending timer costs its userdata and two anchor slots (itself and its function); the
- * coroutine is made only when it fires. */
+ * coroutine is made only when it fires. Where utils.timer was called, for the report of
+ * an error in the function, is a light userdata kept in the timer, or with lem --debug a
+ * string in a third slot. */
 #include "utils.h"
 
 struct timer {
 	ev_timer w;
 	struct utils *u;          /* u->loop: its loop; u->waits counts it while pending */
-	int self, func;           /* anchor slots while pending */
+	int self, func, site;     /* anchor slots while pending (site: --debug only) */
+	void *where;              /* lem_site_push's light userdata, or NULL */
 };
 
 static void timer_release(struct timer *t)
 {
 	lem_unanchor(t->u->loop, t->self);
 	lem_unanchor(t->u->loop, t->func);
-	t->self = t->func = 0;
+	lem_unanchor(t->u->loop, t->site);
+	t->self = t->func = t->site = 0;
 	t->u->waits--;
 	t->u->timers--;
 }
@@ -24,9 +28,13 @@ static void timer_fire(struct ev_loop *ev, ev_timer *w, int revents)
 	lua_State *L = lem_state(t->u->loop);
 
 	(void)ev; (void)revents;
+	if (t->site)
+		lem_anchor_push(t->u->loop, L, t->site);
+	else
+		lua_pushlightuserdata(L, t->where);   /* NULL: nowhere, as nil */
 	lem_anchor_push(t->u->loop, L, t->func);
 	timer_release(t);
-	lem_spawn(t->u->loop, L, 0);
+	lem_spawn_at(t->u->loop, L, 0);
 }
 
 /* utils.timer(seconds, func) --> timer */
@@ -41,9 +49,11 @@ int timer_new(lua_State *T)
 		luaL_argerror(T, 1, "delay is not a number");   /* NaN: it would never fire */
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
+	lem_site_push(T);                 /* 3: where this is, before what needs undoing */
 	t = lua_newuserdata(T, sizeof *t);
 	t->u = u;
-	t->self = t->func = 0;
+	t->self = t->func = t->site = 0;
+	t->where = NULL;
 	ev_timer_init(&t->w, timer_fire, delay, 0);
 	lua_pushvalue(T, UTILS_TIMER);
 	lua_setmetatable(T, -2);
@@ -56,6 +66,12 @@ int timer_new(lua_State *T)
 	t->self = lem_anchor(loop, T);
 	lua_pushvalue(T, 2);
 	t->func = lem_anchor(loop, T);
+	if (lua_type(T, 3) == LUA_TSTRING) {
+		lua_pushvalue(T, 3);
+		t->site = lem_anchor(loop, T);
+	} else {
+		t->where = lua_touserdata(T, 3);
+	}
 	u->waits++;
 	u->timers++;
 	ev_timer_start(lem_ev(loop), &t->w);
