@@ -116,4 +116,18 @@ for _, s in pairs(parked) do s:wakeup() end
 local st, out = t.run(t.lem .. [[ -e 'local p = newproxy(true) getmetatable(p).__gc = function() print(pcall(print, "in gc")) end keep = p']])
 t.is(out, 'in gc\ntrue\n', 'pcall of a C function inside a finalizer at exit')
 
+-- out of memory while a pcall makes its helper coroutine is an error of the caller's (here
+-- uncaught: the process says so and exits 1), not an abort. failalloc
+-- (tests/lib/failalloc.c) makes allocations above a size fail; LuaJIT allocates on its
+-- own, and sanitizers replace the allocator.
+local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+if jit or (os.getenv('LEM_SANITIZER') or '') ~= '' then
+	t.skip('out of memory in pcall: an error, no abort', 'allocations do not go through malloc here')
+else
+	local st2, out2, err2 = t.run('LD_PRELOAD=' .. shim .. '/modules/failalloc.so ' .. t.lem ..
+		[[ -e "local fa = require 'failalloc' fa.above(256) pcall(pcall, print) fa.above(nil) print('went on')"]])
+	t.ok(st2 == 1 and err2:find('not enough memory') and out2 == '',
+		'out of memory in pcall: an error, no abort', 'status ' .. tostring(st2) .. ': ' .. err2)
+end
+
 t.done()

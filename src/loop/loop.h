@@ -186,6 +186,7 @@ void lem_sched_free(lem_loop *loop);
 void lem_sched_start(lem_loop *loop, lua_State *T, int nargs);   /* [-0, +0] */
 void lem_sched_push_func(lem_loop *loop, lua_State *from, lem_site site);  /* [-1, +0] */
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
+lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on);   /* [-0, +1, m] */
 int lem_sched_nested(lua_State *T);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 

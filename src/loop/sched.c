@@ -249,14 +249,24 @@ static inline int stop_asked(lem_loop *loop)
 /* Finished coroutines wait for reuse on the stack of a coroutine of their own (P): taking
  * one and giving one back are each a lua_xmove. */
 
-/* [-0, +1, m] on loop->L: a coroutine with an empty stack, recycled when one is at hand. */
+/* [-0, +1, m] on on: a coroutine with an empty stack, recycled when one is at hand. */
+lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on)
+{
+	if (loop->nspares == 0 || loop->closing) {
+		lua_State *co = lua_newthread(on);
+		if (on != loop->L)   /* it took on's hook: L's, as if made there */
+			lua_sethook(co, lua_gethook(loop->L), lua_gethookmask(loop->L),
+			            lua_gethookcount(loop->L));
+		return co;
+	}
+	loop->nspares--;
+	lua_xmove(loop->spares, on, 1);
+	return lua_tothread(on, -1);
+}
+
 lua_State *lem_sched_pushthread(lem_loop *loop)
 {
-	if (loop->nspares == 0 || loop->closing)
-		return lua_newthread(loop->L);
-	loop->nspares--;
-	lua_xmove(loop->spares, loop->L, 1);
-	return lua_tothread(loop->L, -1);
+	return lem_sched_pushthread_on(loop, loop->L);
 }
 
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
@@ -521,7 +531,7 @@ void lem_spawn_site(lem_loop *loop, lua_State *from, int nargs, lem_site site)
 int lem_sched_nested(lua_State *T)
 {
 	lem_loop *loop = lem_current;
-	lua_State *L = loop->L, *co, *saved;
+	lua_State *co, *saved;
 	int n = lua_gettop(T), nargs, status;
 
 	if (lua_isnil(T, 2)) {
@@ -536,8 +546,9 @@ int lem_sched_nested(lua_State *T)
 			lua_concat(T, 2);
 			return lua_error(T);
 		}
-		co = lem_sched_pushthread(loop);
-		lua_xmove(L, T, 1);
+		/* made on T: out of memory is an error of T's, not a panic of L */
+		luaL_checkstack(T, 1, NULL);
+		co = lem_sched_pushthread_on(loop, T);
 		lua_replace(T, 2);
 		nargs = n - 3;
 		lua_checkstack(co, nargs + 2);
