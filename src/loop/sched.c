@@ -252,18 +252,47 @@ static inline int stop_asked(lem_loop *loop)
 /* [-0, +1, m] on loop->L: a coroutine with an empty stack, recycled when one is at hand. */
 lua_State *lem_sched_pushthread(lem_loop *loop)
 {
+	lua_State *T;
+
 	if (loop->nspares == 0 || loop->closing)
 		return lua_newthread(loop->L);
 	loop->nspares--;
 	lua_xmove(loop->spares, loop->L, 1);
+	T = lua_tothread(loop->L, -1);
+#ifdef LEM_LUAJIT
+	lua_settop(T, 0);        /* its body function (below) */
+#endif
+	return T;
+}
+
+#ifdef LEM_LUAJIT
+/* [-0, +1, m] on loop->L: a coroutine whose stack holds LEM_BODY0 alone. A spare keeps
+ * it from its last run (the body functions return it first): no push from H. */
+static lua_State *pushthread_body0(lem_loop *loop)
+{
+	lua_State *T;
+
+	if (loop->nspares == 0 || loop->closing) {
+		T = lua_newthread(loop->L);
+		lua_pushvalue(loop->H, LEM_BODY0);
+		lua_xmove(loop->H, T, 1);
+		return T;
+	}
+	loop->nspares--;
+	lua_xmove(loop->spares, loop->L, 1);
 	return lua_tothread(loop->L, -1);
 }
+#endif
 
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
  * in both VMs (status 0, no call frame): only its stack needs emptying. */
 static void sched_recycle(lem_loop *loop, lua_State *T)
 {
+#ifdef LEM_LUAJIT
+	lua_settop(T, 1);         /* LEM_BODY0, which the body returned first */
+#else
 	lua_settop(T, 0);
+#endif
 	if (loop->nspares >= LEM_SPARES_MAX || loop->closing)
 		return;
 #ifndef LEM_LUAJIT   /* LuaJIT's hook is one for all coroutines, not T's own */
@@ -309,10 +338,10 @@ static void run_one(lem_loop *loop)
 	default:                    /* LEM_RQ_NEW */
 		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
 			struct lem_rq_seg *seg = loop->rq_seg;
-			T = lem_sched_pushthread(loop);
 #ifdef LEM_LUAJIT
-			lua_pushvalue(loop->H, LEM_BODY0);    /* body_wrap's, put first */
-			lua_xmove(loop->H, T, 1);
+			T = pushthread_body0(loop);           /* body_wrap's, put first */
+#else
+			T = lem_sched_pushthread(loop);
 #endif
 			lua_pushvalue(seg->A, (int)seg->head);
 			lua_xmove(seg->A, T, 1);
@@ -352,8 +381,8 @@ static void run_one(lem_loop *loop)
 			rq_requeue(loop, T, 0);
 		}
 #ifdef LEM_LUAJIT
-	} else if (status == 0 && !lua_toboolean(T, 1)) {   /* xpcall's false, error */
-		lua_settop(T, 2);
+	} else if (status == 0 && !lua_toboolean(T, 2)) {   /* body0, xpcall's false, error */
+		lua_settop(T, 3);
 		lem_loop_fail(loop, T);
 		lem_site_drop(loop, loop->site);
 #endif

@@ -37,7 +37,8 @@ void lem_site_open(lua_State *H)
 
 /* The index of ar's chunk name in LEM_SOURCES (added if new), or 0 when there are too
  * many; the function at ar is on top of T, and anchored in the cache slot c. */
-static unsigned learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
+static __attribute__((noinline, cold))
+unsigned learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
 {
 	lua_State *H = loop->H;
 	unsigned id;
@@ -71,7 +72,8 @@ static unsigned learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
 
 /* --debug: "spawned at file:line", the traceback from there and the spawning coroutine's
  * own site, anchored. */
-static lem_site here_debug(lem_loop *loop, lua_State *T)
+static __attribute__((noinline, cold))
+lem_site here_debug(lem_loop *loop, lua_State *T)
 {
 	int top = lua_gettop(T), slot;
 
