@@ -288,9 +288,7 @@ static lua_State *pushthread_body0(lem_loop *loop)
  * in both VMs (status 0, no call frame): only its stack needs emptying. */
 static void sched_recycle(lem_loop *loop, lua_State *T)
 {
-#ifdef LEM_LUAJIT
-	lua_settop(T, 1);         /* LEM_BODY0, which the body returned first */
-#else
+#ifndef LEM_LUAJIT   /* LuaJIT's holds LEM_BODY0 alone, which the body returned */
 	lua_settop(T, 0);
 #endif
 	if (loop->nspares >= LEM_SPARES_MAX || loop->closing)
@@ -381,8 +379,7 @@ static void run_one(lem_loop *loop)
 			rq_requeue(loop, T, 0);
 		}
 #ifdef LEM_LUAJIT
-	} else if (status == 0 && !lua_toboolean(T, 2)) {   /* body0, xpcall's false, error */
-		lua_settop(T, 3);
+	} else if (status == 0 && lua_gettop(T) != 1) {   /* body0, xpcall's false, error */
 		lem_loop_fail(loop, T);
 		lem_site_drop(loop, loop->site);
 #endif
