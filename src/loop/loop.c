@@ -310,20 +310,27 @@ void lem_exit(lem_loop *loop, int status)
  * removes the position "[lem body]:0: " that an error then gets from error(message, 2)
  * in a body or from a C function run as one: plain Lua gives it none there, the caller
  * being C. After a stack overflow, LuaJIT has not always room left to call the handler,
- * and xpcall returns "error in error handling" (as it does in plain LuaJIT). */
+ * and xpcall returns "error in error handling" (as it does in plain LuaJIT). Both return
+ * the body function for bodies without arguments, alone, or with false and the error: it
+ * stays at the bottom of the finished coroutine's stack, and a reused coroutine starts
+ * with it (sched.c). */
 #define BODY_WHERE "[lem body]:0: "
 #define ERRERR "error in error handling"
 static const char body_src[] =
 	"local xpcall, onerror = ...\n"
 	"local function call(f, ...) f(...) end\n"
 	"local function call0(f) f() end\n"
+	"local body0\n"
+	"function body0(f)\n"
+	"  local ok, e = xpcall(call0, onerror, f)\n"
+	"  if ok then return body0 end\n"
+	"  return body0, ok, e\n"
+	"end\n"
 	"return function(f, ...)\n"
 	"  local ok, e = xpcall(call, onerror, f, ...)\n"
-	"  return ok, e\n"
-	"end, function(f)\n"
-	"  local ok, e = xpcall(call0, onerror, f)\n"
-	"  return ok, e\n"
-	"end\n";
+	"  if ok then return body0 end\n"
+	"  return body0, ok, e\n"
+	"end, body0\n";
 #define BODY_FRAMES 3     /* the body function, xpcall and call, at the bottom */
 #define ONERROR_LEVEL 1   /* the raiser, seen from lem_loop_onerror */
 

@@ -205,10 +205,49 @@ long lem_probe_ms(void);                 /* CLOCK_MONOTONIC, ms */
 /* site.c (and lem.h's lem_site_push): where a coroutine was started, as a number: a chunk
  * name's index and a line, or with --debug an anchor slot (0: nowhere) */
 void lem_site_open(lua_State *H);                   /* [-0, +2] LEM_SITES, LEM_SOURCES */
-lem_site lem_site_at(lem_loop *loop, lua_State *T); /* where T's C function was called */
 lem_site lem_site_of(lem_loop *loop, lua_State *T, int idx);   /* of lem_site_push's value */
-void lem_site_drop(lem_loop *loop, lem_site site);  /* one that will not be spawned */
 void lem_spawn_site(lem_loop *loop, lua_State *from, int nargs, lem_site site);
+lem_site lem_site_debug(lem_loop *loop, lua_State *T) __attribute__((cold));
+unsigned lem_site_learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
+	__attribute__((cold));
+#define LEM_SITE_DEBUG     ((lem_site)1 << 62)   /* an anchor slot holding a traceback */
+#define LEM_SITE_LINE_BITS 24
+
+/* Where T's C function was called: the hot path, at every spawn, inlined there. A
+ * lua_getstack and a lua_getinfo("fl") (the cheapest way the API has to learn the
+ * calling function and its line; its push of the function grows the stack if need be);
+ * the function's chunk name is looked up only when it is not one of the last seen. */
+static inline lem_site lem_site_at(lem_loop *loop, lua_State *T)
+{
+	lua_Debug ar;
+	const void *fn;
+	unsigned c, src;
+
+	if (__builtin_expect(loop->debug, 0))
+		return lem_site_debug(loop, T);
+	if (!lua_getstack(T, 1, &ar))
+		return 0;
+	lua_getinfo(T, "fl", &ar);
+	fn = lua_topointer(T, -1);
+	c = (unsigned)((uintptr_t)fn >> 5) % LEM_SITE_CACHE;
+	src = loop->site_cache[c].src;
+	if (ar.currentline <= 0)                  /* a C function */
+		src = 0;
+	else if (__builtin_expect(loop->site_cache[c].fn != fn, 0))
+		src = lem_site_learn(loop, T, &ar, c);
+	lua_pop(T, 1);
+	if (!src)
+		return 0;
+	return (lem_site)src << LEM_SITE_LINE_BITS |
+	       (ar.currentline & ((1 << LEM_SITE_LINE_BITS) - 1));
+}
+
+/* A site that will not be spawned, or whose coroutine has ended. */
+static inline void lem_site_drop(lem_loop *loop, lem_site site)
+{
+	if (__builtin_expect(site & LEM_SITE_DEBUG, 0) && site != LEM_SITE_KEPT)
+		lem_unanchor(loop, (int)(site & ~LEM_SITE_DEBUG));
+}
 void lem_site_keep(lem_loop *loop, lua_State *T);   /* before the running one suspends */
 int lem_site_describe(lem_loop *loop, lua_State *co, lua_State *L);   /* [-0, +(0|1)] */
 

@@ -252,8 +252,10 @@ static inline int stop_asked(lem_loop *loop)
 /* [-0, +1, m] on on: a coroutine with an empty stack, recycled when one is at hand. */
 lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on)
 {
+	lua_State *co;
+
 	if (loop->nspares == 0 || loop->closing) {
-		lua_State *co = lua_newthread(on);
+		co = lua_newthread(on);
 		if (on != loop->L)   /* it took on's hook: L's, as if made there */
 			lua_sethook(co, lua_gethook(loop->L), lua_gethookmask(loop->L),
 			            lua_gethookcount(loop->L));
@@ -261,7 +263,11 @@ lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on)
 	}
 	loop->nspares--;
 	lua_xmove(loop->spares, on, 1);
-	return lua_tothread(on, -1);
+	co = lua_tothread(on, -1);
+#ifdef LEM_LUAJIT
+	lua_settop(co, 0);        /* its body function (pushthread_body0) */
+#endif
+	return co;
 }
 
 lua_State *lem_sched_pushthread(lem_loop *loop)
@@ -269,11 +275,32 @@ lua_State *lem_sched_pushthread(lem_loop *loop)
 	return lem_sched_pushthread_on(loop, loop->L);
 }
 
+#ifdef LEM_LUAJIT
+/* [-0, +1, m] on loop->L: a coroutine whose stack holds LEM_BODY0 alone. A spare keeps
+ * it from its last run (the body functions return it first): no push from H. */
+static lua_State *pushthread_body0(lem_loop *loop)
+{
+	lua_State *T;
+
+	if (loop->nspares == 0 || loop->closing) {
+		T = lua_newthread(loop->L);
+		lua_pushvalue(loop->H, LEM_BODY0);
+		lua_xmove(loop->H, T, 1);
+		return T;
+	}
+	loop->nspares--;
+	lua_xmove(loop->spares, loop->L, 1);
+	return lua_tothread(loop->L, -1);
+}
+#endif
+
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
  * in both VMs (status 0, no call frame): only its stack needs emptying. */
 static void sched_recycle(lem_loop *loop, lua_State *T)
 {
+#ifndef LEM_LUAJIT   /* LuaJIT's holds LEM_BODY0 alone, which the body returned */
 	lua_settop(T, 0);
+#endif
 	if (loop->nspares >= LEM_SPARES_MAX || loop->closing)
 		return;
 #ifndef LEM_LUAJIT   /* LuaJIT's hook is one for all coroutines, not T's own */
@@ -319,10 +346,10 @@ static void run_one(lem_loop *loop)
 	default:                    /* LEM_RQ_NEW */
 		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
 			struct lem_rq_seg *seg = loop->rq_seg;
-			T = lem_sched_pushthread(loop);
 #ifdef LEM_LUAJIT
-			lua_pushvalue(loop->H, LEM_BODY0);    /* body_wrap's, put first */
-			lua_xmove(loop->H, T, 1);
+			T = pushthread_body0(loop);           /* body_wrap's, put first */
+#else
+			T = lem_sched_pushthread(loop);
 #endif
 			lua_pushvalue(seg->A, (int)seg->head);
 			lua_xmove(seg->A, T, 1);
@@ -362,8 +389,7 @@ static void run_one(lem_loop *loop)
 			rq_requeue(loop, T, 0);
 		}
 #ifdef LEM_LUAJIT
-	} else if (status == 0 && !lua_toboolean(T, 1)) {   /* xpcall's false, error */
-		lua_settop(T, 2);
+	} else if (status == 0 && lua_gettop(T) != 1) {   /* body0, xpcall's false, error */
 		lem_loop_fail(loop, T);
 		lem_site_drop(loop, loop->site);
 #endif

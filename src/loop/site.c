@@ -20,8 +20,8 @@
 #include <string.h>
 #include "loop.h"
 
-#define SITE_DEBUG  ((lem_site)1 << 62)    /* an anchor slot holding a traceback */
-#define LINE_BITS   24
+#define SITE_DEBUG  LEM_SITE_DEBUG
+#define LINE_BITS   LEM_SITE_LINE_BITS
 #define MAX_SOURCES (1 << 16)   /* chunk names kept; a site past them is none */
 
 /* [-0, +2, m] on H at start-up: LEM_SITES and LEM_SOURCES. */
@@ -36,12 +36,15 @@ void lem_site_open(lua_State *H)
 }
 
 /* The index of ar's chunk name in LEM_SOURCES (added if new), or 0 when there are too
- * many; the function at ar is on top of T, and anchored in the cache slot c. */
-static unsigned learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
+ * many or no room on T; the function at ar is on top of T, and anchored in the cache
+ * slot c. */
+unsigned lem_site_learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
 {
 	lua_State *H = loop->H;
 	unsigned id;
 
+	if (!lua_checkstack(T, 4))
+		return 0;
 	lua_pushvalue(T, -1);
 	lua_getinfo(T, ">S", ar);
 	lua_pushvalue(H, LEM_SOURCES);
@@ -71,7 +74,7 @@ static unsigned learn(lem_loop *loop, lua_State *T, lua_Debug *ar, unsigned c)
 
 /* --debug: "spawned at file:line", the traceback from there and the spawning coroutine's
  * own site, anchored. */
-static lem_site here_debug(lem_loop *loop, lua_State *T)
+lem_site lem_site_debug(lem_loop *loop, lua_State *T)
 {
 	int top = lua_gettop(T), slot;
 
@@ -105,32 +108,6 @@ static lem_site here_debug(lem_loop *loop, lua_State *T)
 	return slot ? SITE_DEBUG | (lem_site)slot : 0;
 }
 
-/* The hot path, at every spawn: lua_getstack and lua_getinfo("fl"), whose push of the
- * function grows the stack if need be. */
-lem_site lem_site_at(lem_loop *loop, lua_State *T)
-{
-	lua_Debug ar;
-	const void *fn;
-	unsigned c, src;
-
-	if (loop->debug)
-		return here_debug(loop, T);
-	if (!lua_getstack(T, 1, &ar))
-		return 0;
-	lua_getinfo(T, "fl", &ar);
-	fn = lua_topointer(T, -1);
-	c = (unsigned)((uintptr_t)fn >> 5) % LEM_SITE_CACHE;
-	src = loop->site_cache[c].src;
-	if (ar.currentline <= 0)                  /* a C function */
-		src = 0;
-	else if (loop->site_cache[c].fn != fn)
-		src = lua_checkstack(T, 4) ? learn(loop, T, &ar, c) : 0;
-	lua_pop(T, 1);
-	if (!src)
-		return 0;
-	return (lem_site)src << LINE_BITS | (ar.currentline & ((1 << LINE_BITS) - 1));
-}
-
 void lem_site_push(lua_State *T)
 {
 	lem_loop *loop = lem_current;
@@ -157,12 +134,6 @@ lem_site lem_site_of(lem_loop *loop, lua_State *T, int idx)
 	lua_pushvalue(T, idx);
 	slot = lem_anchor(loop, T);
 	return slot ? SITE_DEBUG | (lem_site)slot : 0;
-}
-
-void lem_site_drop(lem_loop *loop, lem_site site)
-{
-	if (site & SITE_DEBUG && site != LEM_SITE_KEPT)
-		lem_unanchor(loop, (int)(site & ~SITE_DEBUG));
 }
 
 /* [-0, +0, m] on T: the running coroutine is about to suspend: its site (loop->site) goes
