@@ -7,11 +7,8 @@ local http = require 'lem.http'
 local utils = require 'lem.utils'
 local certs = require 'certs'
 
-local dir = t.tmpdir()
-local ok, c = pcall(certs.make, dir)
-if not t.ok(ok, 'the openssl command makes the test certificates', tostring(c)) then
-	return t.done()
-end
+local dir, c = certs.for_test(t)
+if not dir then return t.done() end
 
 local sctx = assert(lemio.tls.context{ cert = c.server, key = c.key })
 local peers = {}

@@ -5,11 +5,8 @@ local io = require 'lem.io'
 local utils = require 'lem.utils'
 local certs = require 'certs'
 
-local dir = t.tmpdir()
-local ok, c = pcall(certs.make, dir)
-if not t.ok(ok, 'the openssl command makes the test certificates', tostring(c)) then
-	return t.done()
-end
+local dir, c = certs.for_test(t)
+if not dir then return t.done() end
 local port = t.free_port()
 local script = t.file(dir, 'server.lua', ([[
 local tls = require('lem.io').tls

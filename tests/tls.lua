@@ -11,11 +11,8 @@ local certs = require 'certs'
 local sleeper = utils.sleeper()
 local function sleep(s) sleeper:sleep(s) end
 
-local dir = t.tmpdir()
-local ok, c = pcall(certs.make, dir)
-if not t.ok(ok, 'the openssl command makes the test certificates', tostring(c)) then
-	return t.done()
-end
+local dir, c = certs.for_test(t)
+if not dir then return t.done() end
 
 local base = t.nfds()
 

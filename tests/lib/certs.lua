@@ -46,4 +46,12 @@ function certs.make(dir)
 	return c
 end
 
+-- A test's folder with its certificates: dir, paths | nil (a failed test says why).
+function certs.for_test(t)
+	local dir = t.tmpdir()
+	local ok, c = pcall(certs.make, dir)
+	if not t.ok(ok, 'the openssl command makes the test certificates', tostring(c)) then return nil end
+	return dir, c
+end
+
 return certs
