@@ -114,9 +114,15 @@ static void pg_end(struct pg_req *r, int (*push)(lua_State *S, void *ud), void *
 	n = lem_protect(c->loop, L, push, ud);
 	lem_wake(loop, &r->w, L, n < 0 ? 2 : n);   /* a stale one pops them */
 	pg_clear(r);
-	lem_unanchor(loop, r->slot);
+	if (r->spare) {                         /* keeps its slot for its next caller */
+		lua_pushnil(L);
+		lem_anchor_set(loop, L, r->slot);
+	} else {
+		lem_unanchor(loop, r->slot);
+		r->slot = 0;
+	}
 	lem_unanchor(loop, r->self);
-	r->slot = r->self = 0;
+	r->self = 0;
 	r->queued = 0;
 }
 
@@ -469,7 +475,7 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 {
 	size_t size = sizeof(struct pg_req) + nq * sizeof(struct pg_query);
 	struct pg_req *r = NULL;
-	int k, spare = -1;
+	int k, spare = -1, slot = 0;
 
 	for (k = 0; k < 2; k++) {
 		struct pg_req *s = c->spare[k];
@@ -482,7 +488,7 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 	}
 	if (r) {
 		lem_anchor_push(c->loop, T, c->spare_slot[k]);
-		pg_req_free(r);
+		slot = r->slot;
 	} else {
 		r = lua_newuserdata(T, size + extra);
 		memset(r, 0, size);
@@ -493,25 +499,32 @@ static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind k
 			luaL_getmetatable(T, PG_REQ_MT);
 		}
 		lua_setmetatable(T, -2);
-		if (spare >= 0) {
+		if (spare >= 0 && kind != PG_CONNECT) {   /* (whose self must go with it) */
 			lua_pushvalue(T, -1);
 			if (c->spare_slot[spare])
 				lem_anchor_set(c->loop, T, c->spare_slot[spare]);
 			else
 				c->spare_slot[spare] = lem_anchor(c->loop, T);
-			if (c->spare_slot[spare])   /* (0 while the loop closes) */
+			if (c->spare_slot[spare]) {   /* (0 while the loop closes) */
 				c->spare[spare] = r;
+				r->spare = 1;
+			}
 		}
 	}
 	extra = r->size > size + extra ? r->size : size + extra;   /* (a spare's room) */
+	k = r->spare;
 	memset(r, 0, size);
 	r->size = extra;
+	r->spare = k;
 	r->c = c;
 	r->loop = c->loop;
 	r->kind = kind;
 	r->nq = nq;
-	lua_pushnil(T);
-	r->slot = lem_anchor(c->loop, T);       /* set to the caller once it waits */
+	if (!slot) {
+		lua_pushnil(T);
+		slot = lem_anchor(c->loop, T);
+	}
+	r->slot = slot;                         /* set to the caller once it waits */
 	return r;
 }
 

@@ -70,6 +70,7 @@ struct pg_req {
 	int nq;                     /* queries: one, or a pipeline's */
 	int at;                     /* a pipeline's query whose results come now */
 	int queued;                 /* from its caller's suspension to pg_end */
+	int spare;                  /* its connection keeps it (pg_req_new) */
 	size_t size;                /* of the userdata */
 	struct pg_query q[];
 };
