@@ -710,7 +710,9 @@ static int pg_pipeline(lua_State *T)
 
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
-	lua_newtable(T);                        /* p: the statements */
+	/* p: the statements, as many as the last pipeline's: growing it was a tenth of
+	 * recording them */
+	lua_createtable(T, c->recorded, 0);
 	lua_pushvalue(T, lua_upvalueindex(3));  /* its methods */
 	lua_setmetatable(T, 3);
 	lua_pushvalue(T, 2);
@@ -718,6 +720,7 @@ static int pg_pipeline(lua_State *T)
 	lua_call(T, 1, 0);
 	rec = lua_gettop(T) + 1;
 	end = (int)lua_objlen(T, 3);
+	c->recorded = end < 4096 ? end : 4096;
 	for (at = 1; at <= end; at += n + 3, nq++) {
 		n = pg_recorded(T, at, end, &run);
 		len += value_size(T, rec + 1, rec + n) + lua_objlen(T, rec) + 1 + sizeof(void *);

@@ -52,6 +52,7 @@ struct pg_conn {
 	struct pg_req *spare[2];    /* requests kept for the next ones (pg_req_new) */
 	int spare_slot[2];          /* anchor them; 0 when none */
 	int names;                  /* anchors the strings results reuse (value_rows) */
+	int recorded;               /* the length of its last pipeline's record */
 };
 
 /* A request: a userdata the waiting coroutine keeps on its stack (so that the
