@@ -5,7 +5,8 @@
  * Callers queue their requests in the connection's FIFO: the head is on the wire, and
  * when its last result comes the callback wakes its caller and sends the next. Each
  * waiting caller keeps its request userdata (and the connection) on its stack and is
- * anchored: the collector takes a request only when its caller is gone or done. */
+ * anchored: the collector takes a request only when its caller is gone or done, and
+ * the connection keeps its last two for its next callers (pg_req_new). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -56,7 +56,8 @@ struct pg_conn {
 };
 
 /* A request: a userdata the waiting coroutine keeps on its stack (so that the
- * collector takes it if its suspension raised), queued in its connection. */
+ * collector takes it if its suspension raised), queued in its connection, which may
+ * keep it for a next caller once it ended (spare). */
 struct pg_req {
 	ev_timer timer;             /* first: the callback gets the request by a cast */
 	lem_waiter w;
