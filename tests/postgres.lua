@@ -110,6 +110,20 @@ t.is(r.j, math.huge, 'infinity parameter')
 t.error(function() db:query('select $1', {}) end, 'table cannot be a parameter', 'a table parameter raises')
 t.error(function() db:query('select $1', print) end, 'function cannot be a parameter', 'a function parameter raises')
 t.error(function() db:query() end, "bad argument #1 to 'query'", 'query without sql')
+-- a connection reuses its last result's strings and its ended requests
+rows = db:query('select $1::int4 as x, -7::int8 as y', 1)
+t.ok(rows and rows[1].x == 1 and rows[1].y == -7, 'two columns, a negative int8')
+rows = db:query('select 2 as y, 3 as x')
+t.ok(rows and rows[1].y == 2 and rows[1].x == 3 and rows[1][1] == nil, 'other names in the same places')
+rows = db:query('select length($1::text) as n', string.rep('x', 100000))
+t.is(rows and rows[1].n, 100000, 'a request larger than the kept ones')
+rows = db:query('select $1::int8 as n, 123456789012345678::int8 as m', -999999999999999)
+t.is(rows and rows[1].n, -999999999999999, 'a 15-digit integer')
+t.is(rows and rows[1].m, 123456789012345678, 'an 18-digit one (rounded to a double)')
+local ok, e = pcall(coroutine.wrap(function() return db:query('select 1') end))
+t.ok(not ok and tostring(e):match('suspend'), 'a query where its caller cannot wait raises', e)
+for i = 1, 3 do rows = db:query('select $1::int4 as z', i) end
+t.is(rows and rows[1].z, 3, 'the request of that caller serves the next ones')
 
 -- binary strings: bytea comes back as its bytes; postgres.binary sends bytes as they are
 local bytes = {}

@@ -5,7 +5,8 @@
  * Callers queue their requests in the connection's FIFO: the head is on the wire, and
  * when its last result comes the callback wakes its caller and sends the next. Each
  * waiting caller keeps its request userdata (and the connection) on its stack and is
- * anchored: the collector takes a request only when its caller is gone or done. */
+ * anchored: the collector takes a request only when its caller is gone or done, and
+ * the connection keeps its last two for its next callers (pg_req_new). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +28,16 @@ static int pg_push_string(lua_State *S, void *s)
 static int pg_push_result(lua_State *S, void *req)
 {
 	struct pg_req *r = req;
+	int names = 0, n;
 
-	if (r->kind == PG_PIPELINE)
-		return value_pipeline(S, r);
-	return value_result(S, r->q[0].res);
+	if (r->c->names) {                      /* below the values: moved over at the end */
+		lem_anchor_push(r->c->loop, S, r->c->names);
+		names = lua_gettop(S);
+	}
+	n = r->kind == PG_PIPELINE ? value_pipeline(S, r, names) : value_result(S, r->q[0].res, names);
+	if (names)
+		lua_remove(S, names);
+	return n;
 }
 
 
@@ -108,9 +115,16 @@ static void pg_end(struct pg_req *r, int (*push)(lua_State *S, void *ud), void *
 	n = lem_protect(c->loop, L, push, ud);
 	lem_wake(loop, &r->w, L, n < 0 ? 2 : n);   /* a stale one pops them */
 	pg_clear(r);
-	lem_unanchor(loop, r->slot);
+	if (r->spare) {                         /* keeps its slot for its next caller */
+		lua_pushnil(L);
+		lem_anchor_set(loop, L, r->slot);
+	} else {
+		lem_unanchor(loop, r->slot);
+		r->slot = 0;
+	}
 	lem_unanchor(loop, r->self);
-	r->slot = r->self = 0;
+	r->self = 0;
+	r->queued = 0;
 }
 
 /* Takes the head off the FIFO. */
@@ -441,39 +455,84 @@ static struct pg_conn *pg_check(lua_State *T)
 	return c;
 }
 
-/* [-0, +1, m] A new request for nq statements needing extra bytes, with a slot taken. */
+/* What a request leaves behind: its timer, results and anchors (a request that ended
+ * left none; one whose caller raised before it waited, its slot). */
+static void pg_req_free(struct pg_req *r)
+{
+	/* (r->loop, not r->c's: the connection may have gone first) */
+	ev_timer_stop(lem_ev(r->loop), &r->timer);
+	pg_clear(r);
+	lem_unanchor(r->loop, r->slot);
+	lem_unanchor(r->loop, r->self);
+	r->slot = r->self = 0;
+}
+
+/* [-0, +1, m] A new request for nq statements needing extra bytes, with a slot taken.
+ * A connection keeps its last two requests (one per caller of a pair) and hands them
+ * out again when they ended and are big enough: a new userdata and its finalizer for
+ * each query were a sixth of its cost, most of it in the collector. */
 static struct pg_req *pg_req_new(lua_State *T, struct pg_conn *c, enum pg_kind kind,
                                  int nq, size_t extra)
 {
 	size_t size = sizeof(struct pg_req) + nq * sizeof(struct pg_query);
-	struct pg_req *r = lua_newuserdata(T, size + extra);
+	struct pg_req *r = NULL;
+	int k, spare = -1, slot = 0;
 
+	for (k = 0; k < 2; k++) {
+		struct pg_req *s = c->spare[k];
+		if (s && !s->queued && s->size >= size + extra) {
+			r = s;
+			break;
+		}
+		if (spare < 0 && (!s || !s->queued))
+			spare = k;                  /* a place for a new one */
+	}
+	if (r) {
+		lem_anchor_push(c->loop, T, c->spare_slot[k]);
+		slot = r->slot;
+	} else {
+		r = lua_newuserdata(T, size + extra);
+		memset(r, 0, size);
+		r->loop = c->loop;
+		lua_pushvalue(T, lua_upvalueindex(1));
+		if (lua_isnil(T, -1)) {
+			lua_pop(T, 1);
+			luaL_getmetatable(T, PG_REQ_MT);
+		}
+		lua_setmetatable(T, -2);
+		if (spare >= 0 && kind != PG_CONNECT) {   /* (whose self must go with it) */
+			lua_pushvalue(T, -1);
+			if (c->spare_slot[spare])
+				lem_anchor_set(c->loop, T, c->spare_slot[spare]);
+			else
+				c->spare_slot[spare] = lem_anchor(c->loop, T);
+			if (c->spare_slot[spare]) {   /* (0 while the loop closes) */
+				c->spare[spare] = r;
+				r->spare = 1;
+			}
+		}
+	}
+	extra = r->size > size + extra ? r->size : size + extra;   /* (a spare's room) */
+	k = r->spare;
 	memset(r, 0, size);
+	r->size = extra;
+	r->spare = k;
 	r->c = c;
 	r->loop = c->loop;
 	r->kind = kind;
 	r->nq = nq;
-	lua_pushvalue(T, lua_upvalueindex(1));
-	if (lua_isnil(T, -1)) {
-		lua_pop(T, 1);
-		luaL_getmetatable(T, PG_REQ_MT);
+	if (!slot) {
+		lua_pushnil(T);
+		slot = lem_anchor(c->loop, T);
 	}
-	lua_setmetatable(T, -2);
-	lua_pushnil(T);
-	r->slot = lem_anchor(c->loop, T);       /* set to the caller once it waits */
+	r->slot = slot;                         /* set to the caller once it waits */
 	return r;
 }
 
 /* The collector takes a request whose caller is done (or never waited). */
 static int pg_req_gc(lua_State *T)
 {
-	struct pg_req *r = lua_touserdata(T, 1);
-
-	/* (r->loop, not r->c's: the connection may have gone first) */
-	ev_timer_stop(lem_ev(r->loop), &r->timer);
-	pg_clear(r);
-	lem_unanchor(r->loop, r->slot);
-	lem_unanchor(r->loop, r->self);
+	pg_req_free(lua_touserdata(T, 1));
 	return 0;
 }
 
@@ -487,6 +546,7 @@ static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number
 	lua_pushvalue(T, 1);
 	lua_insert(T, -2);                      /* T: ..., conn, req */
 	ret = lem_suspend(T, &r->w, 2);
+	r->queued = 1;
 	lua_pushthread(r->w.co);
 	lua_xmove(r->w.co, T, 1);
 	lem_anchor_set(c->loop, T, r->slot);
@@ -651,7 +711,9 @@ static int pg_pipeline(lua_State *T)
 
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
-	lua_newtable(T);                        /* p: the statements */
+	/* p: the statements, as many as the last pipeline's: growing it was a tenth of
+	 * recording them */
+	lua_createtable(T, c->recorded, 0);
 	lua_pushvalue(T, lua_upvalueindex(3));  /* its methods */
 	lua_setmetatable(T, 3);
 	lua_pushvalue(T, 2);
@@ -659,6 +721,7 @@ static int pg_pipeline(lua_State *T)
 	lua_call(T, 1, 0);
 	rec = lua_gettop(T) + 1;
 	end = (int)lua_objlen(T, 3);
+	c->recorded = end < 4096 ? end : 4096;
 	for (at = 1; at <= end; at += n + 3, nq++) {
 		n = pg_recorded(T, at, end, &run);
 		len += value_size(T, rec + 1, rec + n) + lua_objlen(T, rec) + 1 + sizeof(void *);
@@ -750,7 +813,16 @@ static int pg_close(lua_State *T)
 
 static int pg_gc(lua_State *T)
 {
-	pg_shut(lua_touserdata(T, 1), 0);
+	struct pg_conn *c = lua_touserdata(T, 1);
+
+	pg_shut(c, 0);
+	for (int k = 0; k < 2; k++) {
+		lem_unanchor(c->loop, c->spare_slot[k]);
+		c->spare[k] = NULL;
+		c->spare_slot[k] = 0;
+	}
+	lem_unanchor(c->loop, c->names);
+	c->names = 0;
 	return 0;
 }
 
@@ -780,6 +852,8 @@ static int pg_connect(lua_State *T)
 	luaL_getmetatable(T, PG_CONN_MT);
 	lua_setmetatable(T, -2);
 	lua_replace(T, 1);                      /* T: c, which pg_wait keeps */
+	lua_newtable(T);
+	c->names = lem_anchor(c->loop, T);
 	r = pg_req_new(T, c, PG_CONNECT, 0, len + 1);
 	lua_pushvalue(T, 1);
 	r->self = lem_anchor(c->loop, T);

@@ -49,10 +49,15 @@ struct pg_conn {
 	struct pg_req *head, *tail; /* the FIFO */
 	struct pg_req *listener;    /* a coroutine in notification(), or NULL */
 	struct lookup *lookup;   /* the host name lookup of a connect, or NULL */
+	struct pg_req *spare[2];    /* requests kept for the next ones (pg_req_new) */
+	int spare_slot[2];          /* anchor them; 0 when none */
+	int names;                  /* anchors the strings results reuse (value_rows) */
+	int recorded;               /* the length of its last pipeline's record */
 };
 
 /* A request: a userdata the waiting coroutine keeps on its stack (so that the
- * collector takes it if its suspension raised), queued in its connection. */
+ * collector takes it if its suspension raised), queued in its connection, which may
+ * keep it for a next caller once it ended (spare). */
 struct pg_req {
 	ev_timer timer;             /* first: the callback gets the request by a cast */
 	lem_waiter w;
@@ -66,6 +71,9 @@ struct pg_req {
 	int failed;                 /* could not be sent: ends with libpq's message */
 	int nq;                     /* queries: one, or a pipeline's */
 	int at;                     /* a pipeline's query whose results come now */
+	int queued;                 /* from its caller's suspension to pg_end */
+	int spare;                  /* its connection keeps it (pg_req_new) */
+	size_t size;                /* of the userdata */
 	struct pg_query q[];
 };
 
@@ -83,9 +91,9 @@ void pg_connect_start(struct pg_conn *c, const char *conninfo, const char *hosta
 #define PG_NULL_VALUE NULL          /* postgres.null: a light userdata */
 size_t value_size(lua_State *T, int from, int to);
 char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem);
-int value_result(lua_State *S, const PGresult *r);
+int value_result(lua_State *S, const PGresult *r, int names);
 int value_error(lua_State *S, const PGresult *r);
-int value_pipeline(lua_State *S, struct pg_req *req);
+int value_pipeline(lua_State *S, struct pg_req *req, int names);
 int value_is_binary(lua_State *T, int idx);
 int value_binary(lua_State *T);
 

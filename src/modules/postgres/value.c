@@ -199,6 +199,14 @@ static void value_push(lua_State *S, const PGresult *res, int r, int j, Oid type
 	case PG_INT4OID:
 	case PG_INT8OID:
 	case PG_OIDOID:
+		if (len > 0 && len < 16) {        /* exact in a double: by hand, strtod cost more */
+			lua_Number x = 0;
+			for (int i = s[0] == '-'; i < len; i++)
+				x = x * 10 + (s[i] - '0');
+			lua_pushnumber(S, s[0] == '-' ? -x : x);
+			break;
+		}
+		/* fall through */
 	case PG_FLOAT4OID:
 	case PG_FLOAT8OID:
 	case PG_NUMERICOID:
@@ -215,26 +223,46 @@ static void value_push(lua_State *S, const PGresult *res, int r, int j, Oid type
 	}
 }
 
-/* [-0, +1, m] The rows of res: an array of tables, column name -> value. */
-static void value_rows(lua_State *S, const PGresult *res)
+#define VALUE_NAMES 64                  /* strings a connection keeps for its results */
+
+/* [-0, +1, m] s, as the string at k of the table at names (0: none) when it is the same:
+ * a query's column names and status are most often its last one's, and making their
+ * strings anew (hashing them) cost more than the rest of a row of one value. */
+static void value_name(lua_State *S, int names, int k, const char *s)
 {
-	int nrows = PQntuples(res), ncols = PQnfields(res), names;
+	if (!names || k > VALUE_NAMES) {
+		lua_pushstring(S, s);
+		return;
+	}
+	lua_rawgeti(S, names, k);
+	if (lua_type(S, -1) == LUA_TSTRING && strcmp(lua_tostring(S, -1), s) == 0)
+		return;
+	lua_pop(S, 1);
+	lua_pushstring(S, s);
+	lua_pushvalue(S, -1);
+	lua_rawseti(S, names, k);
+}
+
+/* [-0, +1, m] The rows of res: an array of tables, column name -> value. */
+static void value_rows(lua_State *S, const PGresult *res, int names)
+{
+	int nrows = PQntuples(res), ncols = PQnfields(res), first;
 
 	luaL_checkstack(S, ncols + 4, "too many columns");
 	lua_createtable(S, nrows, 0);
-	names = lua_gettop(S) + 1;
+	first = lua_gettop(S) + 1;
 	for (int j = 0; j < ncols; j++)
-		lua_pushstring(S, PQfname(res, j));
+		value_name(S, names, j + 2, PQfname(res, j));
 	for (int r = 0; r < nrows; r++) {
 		lua_createtable(S, 0, ncols);
 		for (int j = 0; j < ncols; j++) {
-			lua_pushvalue(S, names + j);
+			lua_pushvalue(S, first + j);
 			value_push(S, res, r, j, PQftype(res, j));
 			lua_rawset(S, -3);
 		}
-		lua_rawseti(S, names - 1, r + 1);
+		lua_rawseti(S, first - 1, r + 1);
 	}
-	lua_settop(S, names - 1);
+	lua_settop(S, first - 1);
 }
 
 /* [-0, +3, m] nil, the error's message, its SQLSTATE (nil when the client failed) */
@@ -257,13 +285,14 @@ int value_error(lua_State *S, const PGresult *r)
 }
 
 /* [-0, +2|+3, m] What db:query returns for r: rows and the command's status, the number
- * of rows a command affected and its status, or nil, message, SQLSTATE. */
-int value_result(lua_State *S, const PGresult *r)
+ * of rows a command affected and its status, or nil, message, SQLSTATE. names: the
+ * index of the connection's table of strings to reuse, or 0. */
+int value_result(lua_State *S, const PGresult *r, int names)
 {
 	switch (r ? PQresultStatus(r) : PGRES_FATAL_ERROR) {
 	case PGRES_TUPLES_OK:
 	case PGRES_SINGLE_TUPLE:
-		value_rows(S, r);
+		value_rows(S, r, names);
 		break;
 	case PGRES_COMMAND_OK:
 	case PGRES_EMPTY_QUERY:
@@ -272,13 +301,13 @@ int value_result(lua_State *S, const PGresult *r)
 	default:
 		return value_error(S, r);
 	}
-	lua_pushstring(S, PQcmdStatus((PGresult *)r));
+	value_name(S, names, 1, PQcmdStatus((PGresult *)r));
 	return 2;
 }
 
 /* [-0, +1|+4, m] A pipeline's results: an array of what each query's value_result
  * returns first; or, when one failed, nil, message, SQLSTATE and the query's index. */
-int value_pipeline(lua_State *S, struct pg_req *req)
+int value_pipeline(lua_State *S, struct pg_req *req, int names)
 {
 	for (int i = 0; i < req->nq; i++) {
 		ExecStatusType st = req->q[i].res ? PQresultStatus(req->q[i].res) : PGRES_FATAL_ERROR;
@@ -291,9 +320,9 @@ int value_pipeline(lua_State *S, struct pg_req *req)
 	lua_createtable(S, req->nq, 0);
 	for (int i = 0; i < req->nq; i++) {
 		if (PQresultStatus(req->q[i].res) == PGRES_TUPLES_OK)
-			value_rows(S, req->q[i].res);    /* without the status value_result adds */
+			value_rows(S, req->q[i].res, names);   /* without value_result's status */
 		else {
-			value_result(S, req->q[i].res);
+			value_result(S, req->q[i].res, names);
 			lua_pop(S, 1);
 		}
 		lua_rawseti(S, -2, i + 1);
