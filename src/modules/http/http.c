@@ -1,5 +1,6 @@
 /* http.c: lem.http's C half: the parser's bindings, handed to the Lua half (http.lua,
  * built into the binary as http_lua.h), which serves connections and makes requests. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -234,6 +235,189 @@ static int http_chunked_want(lua_State *T)
 	return 1;
 }
 
+/* ---- answers ---- */
+
+/* tchar of RFC 9110 5.6.2: the octets of a field name. */
+static int http_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether s (len bytes) says "close" in any case (a Connection option). */
+static int http_says_close(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 5 <= len; i++)
+		if (!strncasecmp(s + i, "close", 5))
+			return 1;
+	return 0;
+}
+
+/* An answer's head being made: in a C array, or in a userdata at stack index slot once it
+ * outgrows that. */
+struct http_out {
+	char *p;
+	size_t len, cap;
+	int slot;
+};
+
+/* [-0, +0, m] Appends len bytes at s to o. */
+static void http_put(lua_State *T, struct http_out *o, const char *s, size_t len)
+{
+	if (o->cap - o->len < len) {
+		size_t cap = o->cap * 2 > o->len + len ? o->cap * 2 : o->len + len;
+		char *p = lua_newuserdata(T, cap);
+
+		memcpy(p, o->p, o->len);
+		lua_replace(T, o->slot);          /* the old one becomes garbage */
+		o->p = p;
+		o->cap = cap;
+	}
+	memcpy(o->p + o->len, s, len);
+	o->len += len;
+}
+
+/* [-1, +0, m] Adds "name: value\r\n" for the value at the top of T (popped: a string or a
+ * number, anything else through tostring) to o; returns 0, or -1 for a value that would
+ * break the head. */
+static int http_addfield(lua_State *T, struct http_out *o, const char *name, size_t nlen)
+{
+	size_t len;
+	const char *v;
+
+	if (lua_type(T, -1) != LUA_TSTRING && lua_type(T, -1) != LUA_TNUMBER) {
+		lua_getglobal(T, "tostring");
+		lua_insert(T, -2);
+		lua_call(T, 1, 1);
+	}
+	v = lua_tolstring(T, -1, &len);
+	for (size_t i = 0; v && i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if ((c < 32 && c != '\t') || c == 127)
+			v = NULL;
+	}
+	if (v) {
+		http_put(T, o, name, nlen);
+		http_put(T, o, ": ", 2);
+		http_put(T, o, v, len);
+		http_put(T, o, "\r\n", 2);
+	}
+	lua_pop(T, 1);
+	return v ? 0 : -1;
+}
+
+/* answer(h, status, reason, server, date, framing, connection [, body])
+ *   --> head .. body, h asked to close | nil, message
+ * The head of an answer: the status line; Server and Date unless h has them (false
+ * leaves one out); h's fields but the framing ones (a value may be a list: one line
+ * each; false leaves the field out); Content-Length (framing a number) or
+ * Transfer-Encoding: chunked (framing 'chunked'); Connection: close when connection is
+ * 'close' or h's Connection says close, else Connection: connection if given. A name
+ * or value that would break the head is refused: header injection is a bug to fix. */
+static int http_answer(lua_State *T)
+{
+	int status = (int)luaL_checkinteger(T, 2);
+	size_t rlen, slen, dlen, clen = 0, nlen, blen = 0;
+	const char *reason = luaL_checklstring(T, 3, &rlen);
+	const char *server = luaL_checklstring(T, 4, &slen);
+	const char *date = luaL_checklstring(T, 5, &dlen);
+	const char *conn = luaL_optlstring(T, 7, NULL, &clen);
+	const char *body = luaL_optlstring(T, 8, NULL, &blen);
+	int has_server = 0, has_date = 0, close = 0;
+	char small[1024], line[64];
+	struct http_out o = { small, 0, sizeof small, 9 };
+	const char *k = NULL;
+
+	luaL_checktype(T, 1, LUA_TTABLE);
+	lua_settop(T, 9);                          /* 9: the head's userdata, once needed */
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {   /* the special ones first */
+		if (lua_type(T, -2) != LUA_TSTRING)
+			continue;
+		k = lua_tolstring(T, -2, &nlen);
+		if (nlen == 6 && !memcmp(k, "server", 6))
+			has_server = 1;
+		else if (nlen == 4 && !memcmp(k, "date", 4))
+			has_date = 1;
+		else if (nlen == 10 && !memcmp(k, "connection", 10) &&
+		         lua_type(T, -1) == LUA_TSTRING) {
+			size_t vlen;
+			const char *v = lua_tolstring(T, -1, &vlen);
+			close = close || http_says_close(v, vlen);
+		}
+	}
+	http_put(T, &o, line, (size_t)snprintf(line, sizeof line, "HTTP/1.1 %d ", status));
+	http_put(T, &o, reason, rlen);
+	http_put(T, &o, "\r\n", 2);
+	if (!has_server) {
+		http_put(T, &o, "Server: ", 8);
+		http_put(T, &o, server, slen);
+		http_put(T, &o, "\r\n", 2);
+	}
+	if (!has_date) {
+		http_put(T, &o, "Date: ", 6);
+		http_put(T, &o, date, dlen);
+		http_put(T, &o, "\r\n", 2);
+	}
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
+		int bad;
+
+		k = lua_type(T, -2) == LUA_TSTRING ? lua_tolstring(T, -2, &nlen) : NULL;
+		if (lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1))
+			continue;
+		bad = !k || nlen == 0;
+		for (size_t i = 0; !bad && i < nlen; i++)
+			bad = !http_tchar((unsigned char)k[i]);
+		if (bad) {
+			lua_getglobal(T, "tostring");
+			lua_pushvalue(T, -3);
+			lua_call(T, 1, 1);
+			lua_pushfstring(T, "invalid header name \"%s\"", lua_tostring(T, -1));
+			goto fail;
+		}
+		if ((nlen == 14 && !memcmp(k, "content-length", 14)) ||
+		    (nlen == 17 && !memcmp(k, "transfer-encoding", 17)) ||
+		    (nlen == 10 && !memcmp(k, "connection", 10)))
+			continue;
+		if (lua_type(T, -1) == LUA_TTABLE) {
+			int n = (int)lua_objlen(T, -1);
+			for (int i = 1; i <= n; i++) {
+				lua_rawgeti(T, -1, i);
+				if (http_addfield(T, &o, k, nlen) < 0)
+					goto badvalue;
+			}
+		} else {
+			lua_pushvalue(T, -1);
+			if (http_addfield(T, &o, k, nlen) < 0)
+				goto badvalue;
+		}
+	}
+	if (lua_type(T, 6) == LUA_TNUMBER)
+		http_put(T, &o, line, (size_t)snprintf(line, sizeof line,
+		         "Content-Length: %.0f\r\n", (double)lua_tonumber(T, 6)));
+	else if (lua_type(T, 6) == LUA_TSTRING)
+		http_put(T, &o, "Transfer-Encoding: chunked\r\n", 28);
+	if (close || (conn && clen == 5 && !memcmp(conn, "close", 5))) {
+		close = 1;
+		http_put(T, &o, "Connection: close\r\n", 19);
+	} else if (conn) {
+		http_put(T, &o, "Connection: ", 12);
+		http_put(T, &o, conn, clen);
+		http_put(T, &o, "\r\n", 2);
+	}
+	http_put(T, &o, "\r\n", 2);
+	if (body)
+		http_put(T, &o, body, blen);
+	lua_pushlstring(T, o.p, o.len);
+	lua_pushboolean(T, close);
+	return 2;
+badvalue:
+	lua_pushfstring(T, "invalid value for header %s", k);
+fail:
+	lua_pushnil(T);
+	lua_insert(T, -2);
+	return 2;
+}
+
 /* A metatable whose __index is the table of methods (leaves that table on the stack). */
 static void http_class(lua_State *L, const char *name, const luaL_Reg *methods)
 {
@@ -252,7 +436,8 @@ int luaopen_lem_http(lua_State *L)
 		{ "decode", http_chunked_feed }, { "want", http_chunked_want }, { NULL, NULL }
 	};
 	static const luaL_Reg c_half[] = {
-		{ "parser", http_parser_new }, { "chunked", http_chunked_new }, { NULL, NULL }
+		{ "parser", http_parser_new }, { "chunked", http_chunked_new },
+		{ "answer", http_answer }, { NULL, NULL }
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);

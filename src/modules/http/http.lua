@@ -350,8 +350,6 @@ local function error_answer(conn, status)
 end
 
 local NOBODY = { [204] = true, [304] = true }
-local FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
-	connection = true }
 
 local function check_status(status)
 	if type(status) ~= 'number' or status < 200 or status > 599 or status % 1 ~= 0 then
@@ -359,114 +357,24 @@ local function check_status(status)
 	end
 end
 
--- Names and values of response fields found valid, so that the fields a handler sends
--- with every answer cost a lookup, not two pattern matches. Short strings only; a cache
--- is emptied when full.
-local good_names, good_values, ngood = {}, {}, 0
-local function good(cache, str)
-	if #str > 256 then return end
-	if ngood >= 256 then good_names, good_values, ngood = {}, {}, 0 end
-	cache = cache == 'name' and good_names or good_values
-	cache[str], ngood = true, ngood + 1
-end
-
--- Appends the field lines of h but the framing ones to t (from t[n + 1]) as add_fields
--- does; returns the new n, and whether h has Server, Date, and a Connection that says
--- close.
-local function field_lines(t, n, h)
-	local server, dt, close = false, false, false
-	for k, v in pairs(h) do
-		if k == 'server' then server = true
-		elseif k == 'date' then dt = true
-		elseif k == 'connection' and v and lower(tostring(v)):find('close', 1, true) then
-			close = true
-		end
-		if v ~= false and not FRAMING[k] then
-			if not good_names[k] then
-				if type(k) ~= 'string' or not k:find(TOKEN) then
-					error('invalid header name ' .. format('%q', tostring(k)), 3)
-				end
-				good('name', k)
-			end
-			local multiple = type(v) == 'table'
-			for i = 1, multiple and #v or 1 do
-				local s = multiple and v[i] or v
-				if type(s) ~= 'string' then s = tostring(s) end
-				if not good_values[s] then
-					if s:find(BADVALUE) then error('invalid value for header ' .. k, 3) end
-					good('value', s)
-				end
-				t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ': ', s, '\r\n'
-				n = n + 4
-			end
-		end
-	end
-	return n, server, dt, close
-end
-
--- The pieces of a head, joined at once: a head allocates its string only.
-local scratch = {}
-local lengths, nlengths = {}, 0     -- Content-Length lines by length, a bounded cache
-
--- The status line, Server and Date of an answer by status, for a server that adds both:
--- made again when date() changes.
-local function top(srv, status)
-	local d = date()
-	if srv.tops_date ~= d then srv.tops, srv.tops_date = {}, d end
-	local line = srv.tops[status]
-	if not line then
-		line = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') ..
-			'\r\nServer: ' .. srv.name .. '\r\nDate: ' .. d .. '\r\n'
-		srv.tops[status] = line
-	end
-	return line
-end
-
 -- The head of an answer framed by `framing`: a number (Content-Length), 'chunked', or
--- nil (no body, or one the connection's end delimits).
-local function head(res, status, framing)
-	local conn, req, h = res._conn, res._req, res.headers
+-- nil (no body, or one the connection's end delimits), made in one C call (C.answer),
+-- with body after it if given.
+local answer = C.answer
+local function head(res, status, framing, body)
+	local conn, req = res._conn, res._req
 	local b = req._body
 	-- A body left unread that the client may not send (100-continue not sent) or that is
 	-- too long to drop: the connection cannot carry another request.
 	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
 		conn.close = true
 	end
-	local t, n, srv = scratch, 1, conn.srv
-	local server, dt, close = false, false, false
-	if next(h) ~= nil then
-		n, server, dt, close = field_lines(t, n, h)
-		if close then conn.close = true end
-	end
-	if not server and not dt then
-		t[1] = top(srv, status)
-	else
-		t[1] = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') .. '\r\n' ..
-			(not server and 'Server: ' .. srv.name .. '\r\n' or '') ..
-			(not dt and 'Date: ' .. date() .. '\r\n' or '')
-	end
-	if type(framing) == 'number' then
-		local line = lengths[framing]           -- a number in a string costs a sprintf
-		if not line then
-			line = 'Content-Length: ' .. framing .. '\r\n'
-			if nlengths >= 256 then lengths, nlengths = {}, 0 end
-			lengths[framing], nlengths = line, nlengths + 1
-		end
-		t[n + 1] = line
-		n = n + 1
-	elseif framing == 'chunked' then
-		t[n + 1] = 'Transfer-Encoding: chunked\r\n'
-		n = n + 1
-	end
-	if conn.close then
-		t[n + 1] = 'Connection: close\r\n'
-		n = n + 1
-	elseif req.version == '1.0' then
-		t[n + 1] = 'Connection: keep-alive\r\n'
-		n = n + 1
-	end
-	t[n + 1] = '\r\n'
-	return concat(t, '', 1, n + 1)
+	local s, close = answer(res.headers, status, REASONS[status] or 'Unknown', conn.srv.name,
+		date(), framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil,
+		body)
+	if not s then error(close, 3) end
+	if close then conn.close = true end
+	return s
 end
 
 -- res:send(status [, body]) --> true | nil, message
@@ -482,16 +390,20 @@ function Response:send(status, body)
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
 	local nobody = NOBODY[status]
-	local h = head(self, status, not nobody and #body or nil)
+	local len = #body
 	if nobody or self._req.method == 'HEAD' then body = '' end
+	local small = #body <= PIPE_BYTES
+	-- a small body goes in the head's string: one string, one write
+	local h = head(self, status, not nobody and len or nil, small and body or nil)
 	local conn = self._conn
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
-	if conn.pipelined and #body <= PIPE_BYTES and not conn.dead then
+	if conn.pipelined and small and not conn.dead then
 		local out = conn.out
-		conn.out = out and out .. h .. body or h .. body
+		conn.out = out and out .. h or h
 		return true
 	end
+	if small then return conn_write(conn, h) end
 	return conn_write(conn, h, body)
 end
 
