@@ -1,6 +1,6 @@
 /* http.c: lem.http's C half: the parser's bindings, handed to the Lua half (http.lua,
  * built into the binary as http_lua.h), which serves connections and makes requests. */
-#include <stdio.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -152,6 +152,145 @@ static int http_parse(lua_State *T)
 	return 10;
 }
 
+/* [-0, +2, m] The path and the query (nil without '?') of a request-target: an
+ * absolute-form target gives its path ('/' for none). */
+static void http_pushtarget(lua_State *T, const char *t, size_t len)
+{
+	size_t i = 0, q;
+
+	if (len && ((t[0] | 32) >= 'a' && (t[0] | 32) <= 'z')) {   /* scheme "://" ? */
+		for (i = 1; i < len && (isalnum((unsigned char)t[i]) || strchr("+.-", t[i])); i++)
+			;
+		if (len - i >= 3 && !memcmp(t + i, "://", 3)) {
+			for (i += 3; i < len && t[i] != '/' && t[i] != '?'; i++)
+				;
+		} else {
+			i = 0;
+		}
+	}
+	for (q = i; q < len && t[q] != '?'; q++)
+		;
+	if (i > 0 && q == i)
+		lua_pushliteral(T, "/");
+	else
+		lua_pushlstring(T, t + i, q - i);
+	if (q < len)
+		lua_pushlstring(T, t + q + 1, len - q - 1);
+	else
+		lua_pushnil(T);
+}
+
+/* http_serve's upvalues: the classes, the shared empty body, then the keys it sets. */
+enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K_TARGET,
+       K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, U_N = K_REQ };
+
+/* [-1, +0, m] t[key] = the value at the top, key one of http_serve's upvalues: an interned
+ * key costs no hashing. */
+static void http_setkey(lua_State *T, int t, int key)
+{
+	lua_pushvalue(T, lua_upvalueindex(key));
+	lua_insert(T, -2);
+	lua_rawset(T, t);
+}
+
+/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, multi,
+ *                                     head_len | false (incomplete) | nil, status, reason
+ * A server's request as parser:request(lead, data) parses it, made at once: req (method,
+ * target, path, query, version, headers, _conn = conn, _body = the shared body without
+ * bytes when there is none) and res (headers, _conn, _req), with their metatables.
+ * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body. */
+static int http_serve(lua_State *T)
+{
+	struct http_parser *p = luaL_checkudata(T, 1, HTTP_PARSER_MT);
+	size_t len, more;
+	const char *buf = luaL_checklstring(T, 2, &len);
+	const char *rest = luaL_checklstring(T, 3, &more);
+	char joined[2048];
+	struct http_head h;
+	int n;
+
+	lua_settop(T, 4);
+	if (len + more <= sizeof joined) {
+		memcpy(joined, buf, len);
+		memcpy(joined + len, rest, more);
+		buf = joined;
+		len += more;
+	} else {
+		lua_pushvalue(T, 2);
+		lua_pushvalue(T, 3);
+		lua_concat(T, 2);
+		lua_replace(T, 2);
+		buf = lua_tolstring(T, 2, &len);
+	}
+	h.fields = p->fields;
+	n = http_parse_request(buf, len, &h, &p->lim);
+	if (n < 0)
+		return http_fail(T, n);
+	if (n == 0) {
+		lua_pushboolean(T, 0);
+		return 1;
+	}
+	lua_createtable(T, 0, 8);                                  /* 5: req */
+	lua_pushlstring(T, buf + h.method, h.method_len);
+	http_setkey(T, 5, K_METHOD);
+	lua_pushlstring(T, buf + h.target, h.target_len);
+	http_pushtarget(T, buf + h.target, h.target_len);
+	if (lua_isnil(T, -1))
+		lua_pop(T, 1);
+	else
+		http_setkey(T, 5, K_QUERY);
+	http_setkey(T, 5, K_PATH);
+	http_setkey(T, 5, K_TARGET);
+	if (h.minor == 1)
+		lua_pushliteral(T, "1.1");
+	else
+		lua_pushliteral(T, "1.0");
+	http_setkey(T, 5, K_VERSION);
+	lua_pushvalue(T, 4);
+	http_setkey(T, 5, K_CONN);
+	if (h.body == HTTP_BODY_NONE) {
+		lua_pushvalue(T, lua_upvalueindex(U_NOBODY));
+		http_setkey(T, 5, K_BODY);
+	}
+	http_pushfields(T, buf, &h);                               /* 6: headers, 7: multi */
+	lua_pushvalue(T, lua_upvalueindex(U_HEADERS));
+	lua_setmetatable(T, 6);
+	lua_pushvalue(T, 6);
+	http_setkey(T, 5, K_HEADERS);
+	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
+	lua_setmetatable(T, 5);
+	lua_createtable(T, 0, 3);                                  /* 8: res */
+	lua_createtable(T, 0, 0);
+	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
+	lua_setmetatable(T, -2);
+	http_setkey(T, 8, K_HEADERS);
+	lua_pushvalue(T, 4);
+	http_setkey(T, 8, K_CONN);
+	lua_pushvalue(T, 5);
+	http_setkey(T, 8, K_REQ);
+	lua_pushvalue(T, lua_upvalueindex(U_RESPONSE));
+	lua_setmetatable(T, 8);
+	lua_pushvalue(T, 5);
+	lua_pushvalue(T, 8);
+	http_pushframing(T, &h);
+	lua_pushvalue(T, 7);
+	lua_pushinteger(T, n);
+	return 8;
+}
+
+/* server(Request, Headers, Response, OutHeaders, empty_body) --> serve (above) */
+static int http_server(lua_State *T)
+{
+	static const char *const keys[] = { "method", "target", "path", "query", "version",
+	                                    "_conn", "_body", "headers", "_req" };
+
+	lua_settop(T, U_NOBODY);
+	for (int i = 0; i < U_N - U_NOBODY; i++)
+		lua_pushstring(T, keys[i]);
+	lua_pushcclosure(T, http_serve, U_N);
+	return 1;
+}
+
 /* A limit from the options table at idx (a number >= 1, below 2^31), or def. */
 static uint32_t http_optlimit(lua_State *T, int idx, const char *name, uint32_t def)
 {
@@ -277,6 +416,17 @@ static void http_put(lua_State *T, struct http_out *o, const char *s, size_t len
 	o->len += len;
 }
 
+/* [-0, +0, m] Appends n in decimal to o (snprintf costs a thousand instructions). */
+static void http_putnum(lua_State *T, struct http_out *o, uint64_t n)
+{
+	char d[24], *p = d + sizeof d;
+
+	do
+		*--p = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	http_put(T, o, p, (size_t)(d + sizeof d - p));
+}
+
 /* [-1, +0, m] Adds "name: value\r\n" for the value at the top of T (popped: a string or a
  * number, anything else through tostring) to o; returns 0, or -1 for a value that would
  * break the head. */
@@ -324,7 +474,7 @@ static int http_answer(lua_State *T)
 	const char *conn = luaL_optlstring(T, 7, NULL, &clen);
 	const char *body = luaL_optlstring(T, 8, NULL, &blen);
 	int has_server = 0, has_date = 0, close = 0;
-	char small[1024], line[64];
+	char small[1024];
 	struct http_out o = { small, 0, sizeof small, 9 };
 	const char *k = NULL;
 
@@ -345,7 +495,9 @@ static int http_answer(lua_State *T)
 			close = close || http_says_close(v, vlen);
 		}
 	}
-	http_put(T, &o, line, (size_t)snprintf(line, sizeof line, "HTTP/1.1 %d ", status));
+	http_put(T, &o, "HTTP/1.1 ", 9);
+	http_putnum(T, &o, (uint64_t)status);
+	http_put(T, &o, " ", 1);
 	http_put(T, &o, reason, rlen);
 	http_put(T, &o, "\r\n", 2);
 	if (!has_server) {
@@ -392,8 +544,11 @@ static int http_answer(lua_State *T)
 		}
 	}
 	if (lua_type(T, 6) == LUA_TNUMBER)
-		http_put(T, &o, line, (size_t)snprintf(line, sizeof line,
-		         "Content-Length: %.0f\r\n", (double)lua_tonumber(T, 6)));
+	{
+		http_put(T, &o, "Content-Length: ", 16);
+		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 6));
+		http_put(T, &o, "\r\n", 2);
+	}
 	else if (lua_type(T, 6) == LUA_TSTRING)
 		http_put(T, &o, "Transfer-Encoding: chunked\r\n", 28);
 	if (close || (conn && clen == 5 && !memcmp(conn, "close", 5))) {
@@ -437,7 +592,7 @@ int luaopen_lem_http(lua_State *L)
 	};
 	static const luaL_Reg c_half[] = {
 		{ "parser", http_parser_new }, { "chunked", http_chunked_new },
-		{ "answer", http_answer }, { NULL, NULL }
+		{ "answer", http_answer }, { "server", http_server }, { NULL, NULL }
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);

@@ -519,28 +519,6 @@ function Response:upgrade(protocol, headers)
 	return conn.s
 end
 
--- Paths and queries of the targets seen last (clients ask for the same ones again): a
--- bounded cache, emptied when full.
-local paths, queries, ntargets = {}, {}, 0
-
-local function split_target(target)
-	local path = paths[target]
-	if path then return path, queries[target] or nil end
-	path = target
-	if target:find('^%a[%w+.-]*://') then            -- absolute-form
-		path = target:match('^%a[%w+.-]*://[^/?]*(.*)$')
-		if path == '' then path = '/' end
-	end
-	local q = path:find('?', 1, true)
-	local query = q and path:sub(q + 1)
-	if q then path = path:sub(1, q - 1) end
-	if #target <= 256 then
-		if ntargets >= 256 then paths, queries, ntargets = {}, {}, 0 end
-		paths[target], queries[target], ntargets = path, query or false, ntargets + 1
-	end
-	return path, query
-end
-
 -- A shared server function for a body's failure (new_body's fail): the connection ends,
 -- and the client hears status if the handler has not answered yet.
 local function body_failed(status, _, b)
@@ -551,6 +529,10 @@ local function body_failed(status, _, b)
 		error_answer(conn, status)
 	end
 end
+
+-- A request's req and res, made with their tables in one C call (C.server) from the head
+-- lead .. data.
+local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 
 -- The connection whose request serve_one serves and the request's first byte: its
 -- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
@@ -583,18 +565,18 @@ local function serve_one()
 		end
 		return
 	end
-	local method, target, minor, kind, length, keep, expect, h, m, len = P:request(lead, data)
-	if not method or len ~= #data + 1 then
+	local req, res, kind, length, keep, expect, m, len = serve_req(P, lead, data, conn)
+	if not req or len ~= #data + 1 then
 		local text = lead .. data
 		-- a head of empty lines only: those may precede a request line
-		while method == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
+		while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
 			data = s:read('*u', CRLF2, o.header_timeout)
 			if not data then return end
 			text = text .. data
-			method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
+			req, res, kind, length, keep, expect, m, len = serve_req(P, text, '', conn)
 		end
-		if not method or len ~= #text then
-			error_answer(conn, method == nil and target or 400)   -- target: the status
+		if not req or len ~= #text then
+			error_answer(conn, req == nil and res or 400)   -- res: the status
 			return linger(conn)
 		end
 	end
@@ -602,14 +584,13 @@ local function serve_one()
 		error_answer(conn, 413)
 		return linger(conn)
 	end
+	local h = req.headers
 	if m then multi[h] = m end
-	local path, query = split_target(target)
-	local b = kind == 'none' and NO_BODY or new_body(s, kind, length, P, o.max_body)
-	local req = setmetatable({ method = method, target = target, path = path,
-		query = query, version = minor == 1 and '1.1' or '1.0',
-		headers = setmetatable(h, Headers), _conn = conn, _body = b }, Request)
-	local res = setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
-		_req = req }, Response)
+	local b = NO_BODY
+	if kind ~= 'none' then
+		b = new_body(s, kind, length, P, o.max_body)
+		req._body = b
+	end
 	if b ~= NO_BODY then
 		b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
 		if expect then
