@@ -184,14 +184,8 @@ static void http_pushtarget(lua_State *T, const char *t, size_t len)
 enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K_TARGET,
        K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, U_N = K_REQ };
 
-/* [-1, +0, m] t[key] = the value at the top, key one of http_serve's upvalues: an interned
- * key costs no hashing. */
-static void http_setkey(lua_State *T, int t, int key)
-{
-	lua_pushvalue(T, lua_upvalueindex(key));
-	lua_insert(T, -2);
-	lua_rawset(T, t);
-}
+/* Pushes one of http_serve's keys: interned once, they cost no hashing. */
+#define KEY(k) lua_pushvalue(T, lua_upvalueindex(k))
 
 /* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, multi,
  *                                     head_len | false (incomplete) | nil, status, reason
@@ -201,7 +195,7 @@ static void http_setkey(lua_State *T, int t, int key)
  * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body. */
 static int http_serve(lua_State *T)
 {
-	struct http_parser *p = luaL_checkudata(T, 1, HTTP_PARSER_MT);
+	struct http_parser *p = lua_touserdata(T, 1);   /* http.lua's own: no check */
 	size_t len, more;
 	const char *buf = luaL_checklstring(T, 2, &len);
 	const char *rest = luaL_checklstring(T, 3, &more);
@@ -231,43 +225,56 @@ static int http_serve(lua_State *T)
 		return 1;
 	}
 	lua_createtable(T, 0, 8);                                  /* 5: req */
+	KEY(K_METHOD);
 	lua_pushlstring(T, buf + h.method, h.method_len);
-	http_setkey(T, 5, K_METHOD);
+	lua_rawset(T, 5);
+	KEY(K_TARGET);
 	lua_pushlstring(T, buf + h.target, h.target_len);
-	http_pushtarget(T, buf + h.target, h.target_len);
-	if (lua_isnil(T, -1))
+	KEY(K_PATH);
+	http_pushtarget(T, buf + h.target, h.target_len);         /* path, query */
+	if (lua_isnil(T, -1)) {
 		lua_pop(T, 1);
-	else
-		http_setkey(T, 5, K_QUERY);
-	http_setkey(T, 5, K_PATH);
-	http_setkey(T, 5, K_TARGET);
+	} else {
+		KEY(K_QUERY);
+		lua_insert(T, -2);
+		lua_rawset(T, 5);
+	}
+	lua_rawset(T, 5);
+	lua_rawset(T, 5);
+	KEY(K_VERSION);
 	if (h.minor == 1)
 		lua_pushliteral(T, "1.1");
 	else
 		lua_pushliteral(T, "1.0");
-	http_setkey(T, 5, K_VERSION);
+	lua_rawset(T, 5);
+	KEY(K_CONN);
 	lua_pushvalue(T, 4);
-	http_setkey(T, 5, K_CONN);
+	lua_rawset(T, 5);
 	if (h.body == HTTP_BODY_NONE) {
+		KEY(K_BODY);
 		lua_pushvalue(T, lua_upvalueindex(U_NOBODY));
-		http_setkey(T, 5, K_BODY);
+		lua_rawset(T, 5);
 	}
 	http_pushfields(T, buf, &h);                               /* 6: headers, 7: multi */
 	lua_pushvalue(T, lua_upvalueindex(U_HEADERS));
 	lua_setmetatable(T, 6);
+	KEY(K_HEADERS);
 	lua_pushvalue(T, 6);
-	http_setkey(T, 5, K_HEADERS);
+	lua_rawset(T, 5);
 	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
 	lua_setmetatable(T, 5);
 	lua_createtable(T, 0, 3);                                  /* 8: res */
+	KEY(K_HEADERS);
 	lua_createtable(T, 0, 0);
 	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
 	lua_setmetatable(T, -2);
-	http_setkey(T, 8, K_HEADERS);
+	lua_rawset(T, 8);
+	KEY(K_CONN);
 	lua_pushvalue(T, 4);
-	http_setkey(T, 8, K_CONN);
+	lua_rawset(T, 8);
+	KEY(K_REQ);
 	lua_pushvalue(T, 5);
-	http_setkey(T, 8, K_REQ);
+	lua_rawset(T, 8);
 	lua_pushvalue(T, lua_upvalueindex(U_RESPONSE));
 	lua_setmetatable(T, 8);
 	lua_pushvalue(T, 5);

@@ -110,7 +110,9 @@ local OutHeaders = {
 		return nil
 	end,
 	__newindex = function(h, k, v)
-		rawset(h, type(k) == 'string' and (LOWER[k] or lower(k)) or k, v)
+		local l = LOWER[k]              -- no type(): a common name is a string
+		if l then return rawset(h, l, v) end
+		rawset(h, type(k) == 'string' and lower(k) or k, v)
 	end,
 }
 
