@@ -191,7 +191,9 @@ enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K
  *                                     head_len | false (incomplete) | nil, status, reason
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
  * target, path, query, version, headers, _conn = conn, _body = the shared body without
- * bytes when there is none) and res (headers, _conn, _req), with their metatables.
+ * bytes when there is none) and res, which is conn (the request's state in the
+ * connection, a table made for each request) given headers, _conn = conn and _req = req:
+ * one table fewer. With their metatables.
  * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body. */
 static int http_serve(lua_State *T)
 {
@@ -263,22 +265,21 @@ static int http_serve(lua_State *T)
 	lua_rawset(T, 5);
 	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
 	lua_setmetatable(T, 5);
-	lua_createtable(T, 0, 3);                                  /* 8: res */
-	KEY(K_HEADERS);
+	KEY(K_HEADERS);                                            /* res: conn itself */
 	lua_createtable(T, 0, 0);
 	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
 	lua_setmetatable(T, -2);
-	lua_rawset(T, 8);
+	lua_rawset(T, 4);
 	KEY(K_CONN);
 	lua_pushvalue(T, 4);
-	lua_rawset(T, 8);
+	lua_rawset(T, 4);
 	KEY(K_REQ);
 	lua_pushvalue(T, 5);
-	lua_rawset(T, 8);
+	lua_rawset(T, 4);
 	lua_pushvalue(T, lua_upvalueindex(U_RESPONSE));
-	lua_setmetatable(T, 8);
+	lua_setmetatable(T, 4);
 	lua_pushvalue(T, 5);
-	lua_pushvalue(T, 8);
+	lua_pushvalue(T, 4);
 	http_pushframing(T, &h);
 	lua_pushvalue(T, 7);
 	lua_pushinteger(T, n);

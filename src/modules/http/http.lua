@@ -669,8 +669,11 @@ local function serve(srv, s)
 		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
 		srv.conns[s] = true
 		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
+		-- out: held back. conn is the request's res too (C.server): its fields are there
+		-- from the start, so that the table is made once at its size
 		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
-			out = conn and conn.out or false, pipelined = false }   -- out: held back
+			out = conn and conn.out or false, pipelined = false, headers = false,
+			_conn = false, _req = false }
 		srv.conns[s] = conn
 		if not lead then
 			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
