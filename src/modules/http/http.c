@@ -182,19 +182,21 @@ static void http_pushtarget(lua_State *T, const char *t, size_t len)
 
 /* http_serve's upvalues: the classes, the shared empty body, then the keys it sets. */
 enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K_TARGET,
-       K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, U_N = K_REQ };
+       K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, K_LEAD, K_DATA,
+       U_N = K_DATA };
 
 /* Pushes one of http_serve's keys: interned once, they cost no hashing. */
 #define KEY(k) lua_pushvalue(T, lua_upvalueindex(k))
 
-/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, multi,
+/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
  *                                     head_len | false (incomplete) | nil, status, reason
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
- * target, path, query, version, headers, _conn = conn, _body = the shared body without
- * bytes when there is none) and res, which is conn (the request's state in the
- * connection, a table made for each request) given headers, _conn = conn and _req = req:
- * one table fewer. With their metatables.
- * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body. */
+ * target, path, query, version, _conn = conn, _body = the shared body without bytes when
+ * there is none, and _lead and _data: the head, parsed again into req.headers only if a
+ * handler asks for them) and res, which is conn (the request's state in the connection,
+ * a table made for each request) given headers, _conn = conn and _req = req: one table
+ * fewer. With their metatables. upgrade: the head has an Upgrade field.
+ * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body, the keys. */
 static int http_serve(lua_State *T)
 {
 	struct http_parser *p = lua_touserdata(T, 1);   /* http.lua's own: no check */
@@ -203,6 +205,7 @@ static int http_serve(lua_State *T)
 	const char *rest = luaL_checklstring(T, 3, &more);
 	char joined[2048];
 	struct http_head h;
+	uint32_t i;
 	int n;
 
 	lua_settop(T, 4);
@@ -216,6 +219,8 @@ static int http_serve(lua_State *T)
 		lua_pushvalue(T, 3);
 		lua_concat(T, 2);
 		lua_replace(T, 2);
+		lua_pushliteral(T, "");
+		lua_replace(T, 3);                                  /* lead, data: the head, '' */
 		buf = lua_tolstring(T, 2, &len);
 	}
 	h.fields = p->fields;
@@ -257,11 +262,11 @@ static int http_serve(lua_State *T)
 		lua_pushvalue(T, lua_upvalueindex(U_NOBODY));
 		lua_rawset(T, 5);
 	}
-	http_pushfields(T, buf, &h);                               /* 6: headers, 7: multi */
-	lua_pushvalue(T, lua_upvalueindex(U_HEADERS));
-	lua_setmetatable(T, 6);
-	KEY(K_HEADERS);
-	lua_pushvalue(T, 6);
+	KEY(K_LEAD);                         /* the head, for req.headers when it is asked for */
+	lua_pushvalue(T, 2);
+	lua_rawset(T, 5);
+	KEY(K_DATA);
+	lua_pushvalue(T, 3);
 	lua_rawset(T, 5);
 	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
 	lua_setmetatable(T, 5);
@@ -281,7 +286,10 @@ static int http_serve(lua_State *T)
 	lua_pushvalue(T, 5);
 	lua_pushvalue(T, 4);
 	http_pushframing(T, &h);
-	lua_pushvalue(T, 7);
+	for (i = 0; i < h.nfields; i++)
+		if (h.fields[i].name_len == 7 && !strncasecmp(buf + h.fields[i].name, "upgrade", 7))
+			break;
+	lua_pushboolean(T, i < h.nfields);
 	lua_pushinteger(T, n);
 	return 8;
 }
@@ -290,7 +298,7 @@ static int http_serve(lua_State *T)
 static int http_server(lua_State *T)
 {
 	static const char *const keys[] = { "method", "target", "path", "query", "version",
-	                                    "_conn", "_body", "headers", "_req" };
+	                                    "_conn", "_body", "headers", "_req", "_lead", "_data" };
 
 	lua_settop(T, U_NOBODY);
 	for (int i = 0; i < U_N - U_NOBODY; i++)

@@ -271,7 +271,16 @@ end
 ---------------------------------------------------------------- the server
 
 local Request = {}
-Request.__index = Request
+-- req.headers is made when first asked for (many handlers never look): from the head,
+-- parsed again, which costs less than the table of fields that a request would make.
+Request.__index = function(req, k)
+	if k ~= 'headers' then return Request[k] end
+	local _, _, _, _, _, _, _, h, m = req._conn.srv.parser:request(req._lead, req._data)
+	setmetatable(h, Headers)
+	if m then multi[h] = m end
+	rawset(req, 'headers', h)
+	return h
+end
 body_methods(Request)
 function Request:peer() return self._conn.s:peer() end
 
@@ -567,7 +576,7 @@ local function serve_one()
 		end
 		return
 	end
-	local req, res, kind, length, keep, expect, m, len = serve_req(P, lead, data, conn)
+	local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
 	if not req or len ~= #data + 1 then
 		local text = lead .. data
 		-- a head of empty lines only: those may precede a request line
@@ -575,7 +584,7 @@ local function serve_one()
 			data = s:read('*u', CRLF2, o.header_timeout)
 			if not data then return end
 			text = text .. data
-			req, res, kind, length, keep, expect, m, len = serve_req(P, text, '', conn)
+			req, res, kind, length, keep, expect, upgrade, len = serve_req(P, text, '', conn)
 		end
 		if not req or len ~= #text then
 			error_answer(conn, req == nil and res or 400)   -- res: the status
@@ -586,8 +595,6 @@ local function serve_one()
 		error_answer(conn, 413)
 		return linger(conn)
 	end
-	local h = req.headers
-	if m then multi[h] = m end
 	local b = NO_BODY
 	if kind ~= 'none' then
 		b = new_body(s, kind, length, P, o.max_body)
@@ -604,7 +611,7 @@ local function serve_one()
 	conn.close = not keep or conn.close
 	-- more is buffered after a request without a body: the next one, pipelined (but an
 	-- Upgrade, whose handler may take the stream: what was held back goes out first)
-	conn.pipelined = kind == 'none' and s:buffered() > 0 and not rawget(h, 'upgrade')
+	conn.pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
 	if conn.out and not conn.pipelined then conn_write(conn) end
 	conn.res = res
 	handler(req, res)                    -- an error ends the connection (serve)
