@@ -1,9 +1,11 @@
 /* http.c: lem.http's C half: the parser's bindings, handed to the Lua half (http.lua,
  * built into the binary as http_lua.h), which serves connections and makes requests. */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include "lem.h"
 #include "parser.h"
 #include <http_lua.h>   /* made from http.lua in the build folder: http_lua[] */
@@ -416,18 +418,23 @@ struct http_out {
 	int slot;
 };
 
-/* [-0, +0, m] Appends len bytes at s to o. */
-static void http_put(lua_State *T, struct http_out *o, const char *s, size_t len)
+/* [-0, +0, m] Makes room for len more bytes in o. */
+static void http_grow(lua_State *T, struct http_out *o, size_t len)
 {
-	if (o->cap - o->len < len) {
-		size_t cap = o->cap * 2 > o->len + len ? o->cap * 2 : o->len + len;
-		char *p = lua_newuserdata(T, cap);
+	size_t cap = o->cap * 2 > o->len + len ? o->cap * 2 : o->len + len;
+	char *p = lua_newuserdata(T, cap);
 
-		memcpy(p, o->p, o->len);
-		lua_replace(T, o->slot);          /* the old one becomes garbage */
-		o->p = p;
-		o->cap = cap;
-	}
+	memcpy(p, o->p, o->len);
+	lua_replace(T, o->slot);          /* the old one becomes garbage */
+	o->p = p;
+	o->cap = cap;
+}
+
+/* [-0, +0, m] Appends len bytes at s to o. */
+static inline void http_put(lua_State *T, struct http_out *o, const char *s, size_t len)
+{
+	if (o->cap - o->len < len)
+		http_grow(T, o, len);
 	memcpy(o->p + o->len, s, len);
 	o->len += len;
 }
@@ -472,30 +479,58 @@ static int http_addfield(lua_State *T, struct http_out *o, const char *name, siz
 	return v ? 0 : -1;
 }
 
-/* answer(h, status, reason, server, date, framing, connection [, body])
+/* The Date of answers, made again when the second changes: the loop's own (an upvalue of
+ * answer, as every loop has its Lua state). */
+struct http_clock {
+	time_t t;
+	char s[48];                               /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+};
+
+static const char *http_date(struct http_clock *c)
+{
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != c->t && gmtime_r(&now, &tm)) {
+		c->t = now;
+		memcpy(c->s, days + 3 * tm.tm_wday, 3);
+		memcpy(c->s + 3, ", ", 2);
+		c->s[5] = (char)('0' + tm.tm_mday / 10);
+		c->s[6] = (char)('0' + tm.tm_mday % 10);
+		c->s[7] = ' ';
+		memcpy(c->s + 8, months + 3 * tm.tm_mon, 3);
+		snprintf(c->s + 11, sizeof c->s - 11, " %04d %02d:%02d:%02d GMT",
+		         tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	}
+	return c->s;
+}
+
+/* answer(h, status, reason, server, framing, connection [, body])
  *   --> head .. body, h asked to close | nil, message
- * The head of an answer: the status line; Server and Date unless h has them (false
- * leaves one out); h's fields but the framing ones (a value may be a list: one line
- * each; false leaves the field out); Content-Length (framing a number) or
+ * The head of an answer: the status line; Server and Date (made once a second) unless h
+ * has them (false leaves one out); h's fields but the framing ones (a value may be a
+ * list: one line each; false leaves the field out); Content-Length (framing a number) or
  * Transfer-Encoding: chunked (framing 'chunked'); Connection: close when connection is
  * 'close' or h's Connection says close, else Connection: connection if given. A name
- * or value that would break the head is refused: header injection is a bug to fix. */
+ * or value that would break the head is refused: header injection is a bug to fix.
+ * Upvalue 1: the loop's clock. */
 static int http_answer(lua_State *T)
 {
 	int status = (int)luaL_checkinteger(T, 2);
-	size_t rlen, slen, dlen, clen = 0, nlen, blen = 0;
+	size_t rlen, slen, clen = 0, nlen, blen = 0;
 	const char *reason = luaL_checklstring(T, 3, &rlen);
 	const char *server = luaL_checklstring(T, 4, &slen);
-	const char *date = luaL_checklstring(T, 5, &dlen);
-	const char *conn = luaL_optlstring(T, 7, NULL, &clen);
-	const char *body = luaL_optlstring(T, 8, NULL, &blen);
+	const char *conn = luaL_optlstring(T, 6, NULL, &clen);
+	const char *body = luaL_optlstring(T, 7, NULL, &blen);
 	int has_server = 0, has_date = 0, close = 0;
 	char small[1024];
-	struct http_out o = { small, 0, sizeof small, 9 };
+	struct http_out o = { small, 0, sizeof small, 8 };
 	const char *k = NULL;
 
 	luaL_checktype(T, 1, LUA_TTABLE);
-	lua_settop(T, 9);                          /* 9: the head's userdata, once needed */
+	lua_settop(T, 8);                          /* 8: the head's userdata, once needed */
 	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {   /* the special ones first */
 		if (lua_type(T, -2) != LUA_TSTRING)
 			continue;
@@ -523,7 +558,7 @@ static int http_answer(lua_State *T)
 	}
 	if (!has_date) {
 		http_put(T, &o, "Date: ", 6);
-		http_put(T, &o, date, dlen);
+		http_put(T, &o, http_date(lua_touserdata(T, lua_upvalueindex(1))), 29);
 		http_put(T, &o, "\r\n", 2);
 	}
 	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
@@ -559,14 +594,13 @@ static int http_answer(lua_State *T)
 				goto badvalue;
 		}
 	}
-	if (lua_type(T, 6) == LUA_TNUMBER)
-	{
+	if (lua_type(T, 5) == LUA_TNUMBER) {
 		http_put(T, &o, "Content-Length: ", 16);
-		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 6));
+		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 5));
 		http_put(T, &o, "\r\n", 2);
-	}
-	else if (lua_type(T, 6) == LUA_TSTRING)
+	} else if (lua_type(T, 5) == LUA_TSTRING) {
 		http_put(T, &o, "Transfer-Encoding: chunked\r\n", 28);
+	}
 	if (close || (conn && clen == 5 && !memcmp(conn, "close", 5))) {
 		close = 1;
 		http_put(T, &o, "Connection: close\r\n", 19);
@@ -608,7 +642,7 @@ int luaopen_lem_http(lua_State *L)
 	};
 	static const luaL_Reg c_half[] = {
 		{ "parser", http_parser_new }, { "chunked", http_chunked_new },
-		{ "answer", http_answer }, { "server", http_server }, { NULL, NULL }
+		{ "server", http_server }, { NULL, NULL }
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);
@@ -624,6 +658,9 @@ int luaopen_lem_http(lua_State *L)
 		return lua_error(L);
 	lua_newtable(L);
 	luaL_register(L, NULL, c_half);
+	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
+	lua_pushcclosure(L, http_answer, 1);
+	lua_setfield(L, -2, "answer");
 	lua_call(L, 1, 1);                /* http.lua returns the module */
 	return 1;
 }

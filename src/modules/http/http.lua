@@ -369,10 +369,10 @@ local function check_status(status)
 end
 
 -- The head of an answer framed by `framing`: a number (Content-Length), 'chunked', or
--- nil (no body, or one the connection's end delimits), made in one C call (C.answer),
--- with body after it if given.
+-- nil (no body, or one the connection's end delimits), made in one C call (C.answer, which
+-- adds Server and Date), with body after it if given. level: for errors, the caller's.
 local answer = C.answer
-local function head(res, status, framing, body)
+local function head(res, status, framing, body, level)
 	local conn, req = res._conn, res._req
 	local b = req._body
 	-- A body left unread that the client may not send (100-continue not sent) or that is
@@ -381,9 +381,8 @@ local function head(res, status, framing, body)
 		conn.close = true
 	end
 	local s, close = answer(res.headers, status, REASONS[status] or 'Unknown', conn.srv.name,
-		date(), framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil,
-		body)
-	if not s then error(close, 3) end
+		framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
+	if not s then error(close, level) end
 	if close then conn.close = true end
 	return s
 end
@@ -400,12 +399,11 @@ function Response:send(status, body)
 	end
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
-	local nobody = NOBODY[status]
-	local len = #body
+	local nobody, len = NOBODY[status], #body
 	if nobody or self._req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
 	-- a small body goes in the head's string: one string, one write
-	local h = head(self, status, not nobody and len or nil, small and body or nil)
+	local h = head(self, status, not nobody and len or nil, small and body or nil, 3)
 	local conn = self._conn
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
@@ -442,7 +440,7 @@ function Response:start(status)
 	end
 	if req.method == 'HEAD' then mode = 'none' end
 	self._state, self._mode = 'head', mode
-	return conn_write(self._conn, head(self, status, framing))
+	return conn_write(self._conn, head(self, status, framing, nil, 3))
 end
 
 -- res:write(...) --> true | nil, message
