@@ -392,6 +392,34 @@ static int http_chunked_want(lua_State *T)
 	return 1;
 }
 
+/* setlower(t, k, v): t[k] = v, raw, with a string k in lower case (a response's
+ * fields: OutHeaders' __newindex). */
+static int http_setlower(lua_State *T)
+{
+	size_t len;
+	const char *k;
+
+	lua_settop(T, 3);
+	if (lua_type(T, 2) == LUA_TSTRING) {
+		k = lua_tolstring(T, 2, &len);
+		for (size_t i = 0; i < len; i++) {
+			if (k[i] >= 'A' && k[i] <= 'Z') {
+				luaL_Buffer b;
+
+				luaL_buffinit(T, &b);
+				for (i = 0; i < len; i++)
+					luaL_addchar(&b, (char)(k[i] >= 'A' && k[i] <= 'Z' ?
+					                        k[i] + 32 : k[i]));
+				luaL_pushresult(&b);
+				lua_replace(T, 2);
+				break;
+			}
+		}
+	}
+	lua_rawset(T, 1);
+	return 0;
+}
+
 /* ---- answers ---- */
 
 /* tchar of RFC 9110 5.6.2: the octets of a field name. */
@@ -642,7 +670,7 @@ int luaopen_lem_http(lua_State *L)
 	};
 	static const luaL_Reg c_half[] = {
 		{ "parser", http_parser_new }, { "chunked", http_chunked_new },
-		{ "server", http_server }, { NULL, NULL }
+		{ "server", http_server }, { "setlower", http_setlower }, { NULL, NULL }
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);

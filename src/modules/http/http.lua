@@ -92,14 +92,6 @@ local Headers = {
 	end,
 }
 
--- Lower-case names of common fields, which answers set again and again.
-local LOWER = {}
-for _, name in ipairs({ 'content-type', 'Content-Type', 'cache-control', 'Cache-Control',
-		'location', 'Location', 'set-cookie', 'Set-Cookie', 'server', 'Server', 'date',
-		'Date', 'connection', 'Connection', 'content-length', 'Content-Length' }) do
-	LOWER[name] = lower(name)
-end
-
 -- A response's fields, set by any case of their names and kept in lower case.
 local OutHeaders = {
 	__index = function(h, k)
@@ -109,11 +101,7 @@ local OutHeaders = {
 		end
 		return nil
 	end,
-	__newindex = function(h, k, v)
-		local l = LOWER[k]              -- no type(): a common name is a string
-		if l then return rawset(h, l, v) end
-		rawset(h, type(k) == 'string' and lower(k) or k, v)
-	end,
+	__newindex = C.setlower,
 }
 
 local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
