@@ -1,5 +1,7 @@
-/* http.c: lem.http's C half: the parser's bindings, handed to the Lua half (http.lua,
- * built into the binary as http_lua.h), which serves connections and makes requests. */
+/* http.c: lem.http's C half: the parser's bindings, and the server's request path (a
+ * request's tables made from its head, an answer's head made in one string), handed to
+ * the Lua half (http.lua, built into the binary as http_lua.h), which serves connections
+ * and makes requests. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
