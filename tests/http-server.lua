@@ -34,6 +34,11 @@ local handler = function(req, res)
 	elseif p == '/headers' then
 		res:send(200, table.concat(req.headers:all('X-M'), '|') .. ';' ..
 			tostring(req.headers['X-ONE']) .. ';' .. tostring(req.headers.nothing))
+	elseif p == '/late' then                   -- req.headers asked for after the body
+		local body = req:body()
+		local h = req.headers
+		res:send(200, body .. ';' .. tostring(h['x-pad'] and #h['x-pad']) .. ';' ..
+			tostring(h == req.headers) .. ';' .. tostring(req.headers['X-One']))
 	elseif p == '/error' then
 		error('boom')
 	elseif p == '/sleep' then
@@ -126,6 +131,11 @@ t.is(r:body(), 'one,two,three', 'chunked response decoded by the client')
 
 r = assert(http.request{ url = base .. '/headers', headers = { ['X-M'] = { 'a', 'b', 'c' }, ['x-one'] = 1 } })
 t.is(r:body(), 'a|b|c;1;nil', 'headers:all, any case, a missing field')
+
+-- a head longer than the parser's 2 KiB of C stack, its fields made when asked for
+r = assert(http.request{ url = base .. '/late', method = 'POST', body = 'b',
+	headers = { ['X-Pad'] = string.rep('p', 3000), ['x-one'] = 1 } })
+t.is(r:body(), 'b;3000;true;1', 'req.headers made when asked for, after the body, once')
 
 r = assert(http.request(base .. '/nothing'))
 t.is(r.status, 200, 'a handler that sends nothing: 200')

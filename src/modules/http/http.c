@@ -1,8 +1,13 @@
-/* http.c: lem.http's C half: the parser's bindings, handed to the Lua half (http.lua,
- * built into the binary as http_lua.h), which serves connections and makes requests. */
+/* http.c: lem.http's C half: the parser's bindings, and the server's request path (a
+ * request's tables made from its head, an answer's head made in one string), handed to
+ * the Lua half (http.lua, built into the binary as http_lua.h), which serves connections
+ * and makes requests. */
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include "lem.h"
 #include "parser.h"
 #include <http_lua.h>   /* made from http.lua in the build folder: http_lua[] */
@@ -151,6 +156,161 @@ static int http_parse(lua_State *T)
 	return 10;
 }
 
+/* [-0, +2, m] The path and the query (nil without '?') of a request-target: an
+ * absolute-form target gives its path ('/' for none). */
+static void http_pushtarget(lua_State *T, const char *t, size_t len)
+{
+	size_t i = 0, q;
+
+	if (len && ((t[0] | 32) >= 'a' && (t[0] | 32) <= 'z')) {   /* scheme "://" ? */
+		for (i = 1; i < len && (isalnum((unsigned char)t[i]) || strchr("+.-", t[i])); i++)
+			;
+		if (len - i >= 3 && !memcmp(t + i, "://", 3)) {
+			for (i += 3; i < len && t[i] != '/' && t[i] != '?'; i++)
+				;
+		} else {
+			i = 0;
+		}
+	}
+	for (q = i; q < len && t[q] != '?'; q++)
+		;
+	if (i > 0 && q == i)
+		lua_pushliteral(T, "/");
+	else
+		lua_pushlstring(T, t + i, q - i);
+	if (q < len)
+		lua_pushlstring(T, t + q + 1, len - q - 1);
+	else
+		lua_pushnil(T);
+}
+
+/* http_serve's upvalues: the classes, the shared empty body, then the keys it sets. */
+enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K_TARGET,
+       K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, K_LEAD, K_DATA,
+       U_N = K_DATA };
+
+/* Pushes one of http_serve's keys: interned once, they cost no hashing. */
+#define KEY(k) lua_pushvalue(T, lua_upvalueindex(k))
+
+/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
+ *                                     head_len | false (incomplete) | nil, status, reason
+ * A server's request as parser:request(lead, data) parses it, made at once: req (method,
+ * target, path, query, version, _conn = conn, _body = the shared body without bytes when
+ * there is none, and _lead and _data: the head, parsed again into req.headers only if a
+ * handler asks for them) and res, which is conn (the request's state in the connection,
+ * a table made for each request) given headers, _conn = conn and _req = req: one table
+ * fewer. With their metatables. upgrade: the head has an Upgrade field.
+ * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body, the keys. */
+static int http_serve(lua_State *T)
+{
+	struct http_parser *p = lua_touserdata(T, 1);   /* http.lua's own: no check */
+	size_t len, more;
+	const char *buf = luaL_checklstring(T, 2, &len);
+	const char *rest = luaL_checklstring(T, 3, &more);
+	char joined[2048];
+	struct http_head h;
+	uint32_t i;
+	int n;
+
+	lua_settop(T, 4);
+	if (len + more <= sizeof joined) {
+		memcpy(joined, buf, len);
+		memcpy(joined + len, rest, more);
+		buf = joined;
+		len += more;
+	} else {
+		lua_pushvalue(T, 2);
+		lua_pushvalue(T, 3);
+		lua_concat(T, 2);
+		lua_replace(T, 2);
+		lua_pushliteral(T, "");
+		lua_replace(T, 3);                                  /* lead, data: the head, '' */
+		buf = lua_tolstring(T, 2, &len);
+	}
+	h.fields = p->fields;
+	n = http_parse_request(buf, len, &h, &p->lim);
+	if (n < 0)
+		return http_fail(T, n);
+	if (n == 0) {
+		lua_pushboolean(T, 0);
+		return 1;
+	}
+	lua_createtable(T, 0, 8);                                  /* 5: req */
+	KEY(K_METHOD);
+	lua_pushlstring(T, buf + h.method, h.method_len);
+	lua_rawset(T, 5);
+	KEY(K_TARGET);
+	lua_pushlstring(T, buf + h.target, h.target_len);
+	KEY(K_PATH);
+	http_pushtarget(T, buf + h.target, h.target_len);         /* path, query */
+	if (lua_isnil(T, -1)) {
+		lua_pop(T, 1);
+	} else {
+		KEY(K_QUERY);
+		lua_insert(T, -2);
+		lua_rawset(T, 5);
+	}
+	lua_rawset(T, 5);
+	lua_rawset(T, 5);
+	KEY(K_VERSION);
+	if (h.minor == 1)
+		lua_pushliteral(T, "1.1");
+	else
+		lua_pushliteral(T, "1.0");
+	lua_rawset(T, 5);
+	KEY(K_CONN);
+	lua_pushvalue(T, 4);
+	lua_rawset(T, 5);
+	if (h.body == HTTP_BODY_NONE) {
+		KEY(K_BODY);
+		lua_pushvalue(T, lua_upvalueindex(U_NOBODY));
+		lua_rawset(T, 5);
+	}
+	KEY(K_LEAD);                         /* the head, for req.headers when it is asked for */
+	lua_pushvalue(T, 2);
+	lua_rawset(T, 5);
+	KEY(K_DATA);
+	lua_pushvalue(T, 3);
+	lua_rawset(T, 5);
+	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
+	lua_setmetatable(T, 5);
+	KEY(K_HEADERS);                                            /* res: conn itself */
+	lua_createtable(T, 0, 0);
+	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
+	lua_setmetatable(T, -2);
+	lua_rawset(T, 4);
+	KEY(K_CONN);
+	lua_pushvalue(T, 4);
+	lua_rawset(T, 4);
+	KEY(K_REQ);
+	lua_pushvalue(T, 5);
+	lua_rawset(T, 4);
+	lua_pushvalue(T, lua_upvalueindex(U_RESPONSE));
+	lua_setmetatable(T, 4);
+	lua_pushvalue(T, 5);
+	lua_pushvalue(T, 4);
+	http_pushframing(T, &h);
+	for (i = 0; i < h.nfields; i++)
+		if (h.fields[i].name_len == 7 && !strncasecmp(buf + h.fields[i].name, "upgrade", 7))
+			break;
+	lua_pushboolean(T, i < h.nfields);
+	lua_pushinteger(T, n);
+	return 8;
+}
+
+/* server(Request, Headers, Response, OutHeaders, empty_body) --> serve (above) */
+static int http_server(lua_State *T)
+{
+	static const char *const keys[] = { "method", "target", "path", "query", "version",
+	                                    "_conn", "_body", "headers", "_req", "_lead", "_data" };
+
+	lua_settop(T, U_NOBODY);
+	for (int i = 0; i < U_N - U_NOBODY; i++)
+		lua_pushstring(T, keys[i]);
+	lua_pushcclosure(T, http_serve, U_N);
+	return 1;
+}
+
 /* A limit from the options table at idx (a number >= 1, below 2^31), or def. */
 static uint32_t http_optlimit(lua_State *T, int idx, const char *name, uint32_t def)
 {
@@ -234,6 +394,265 @@ static int http_chunked_want(lua_State *T)
 	return 1;
 }
 
+/* setlower(t, k, v): t[k] = v, raw, with a string k in lower case (a response's
+ * fields: OutHeaders' __newindex). */
+static int http_setlower(lua_State *T)
+{
+	size_t len;
+	const char *k;
+
+	lua_settop(T, 3);
+	if (lua_type(T, 2) == LUA_TSTRING) {
+		k = lua_tolstring(T, 2, &len);
+		for (size_t i = 0; i < len; i++) {
+			if (k[i] >= 'A' && k[i] <= 'Z') {
+				luaL_Buffer b;
+
+				luaL_buffinit(T, &b);
+				for (i = 0; i < len; i++)
+					luaL_addchar(&b, (char)(k[i] >= 'A' && k[i] <= 'Z' ?
+					                        k[i] + 32 : k[i]));
+				luaL_pushresult(&b);
+				lua_replace(T, 2);
+				break;
+			}
+		}
+	}
+	lua_rawset(T, 1);
+	return 0;
+}
+
+/* ---- answers ---- */
+
+/* tchar of RFC 9110 5.6.2: the octets of a field name. */
+static int http_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether s (len bytes) says "close" in any case (a Connection option). */
+static int http_says_close(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 5 <= len; i++)
+		if (!strncasecmp(s + i, "close", 5))
+			return 1;
+	return 0;
+}
+
+/* An answer's head being made: in a C array, or in a userdata at stack index slot once it
+ * outgrows that. */
+struct http_out {
+	char *p;
+	size_t len, cap;
+	int slot;
+};
+
+/* [-0, +0, m] Makes room for len more bytes in o. */
+static void http_grow(lua_State *T, struct http_out *o, size_t len)
+{
+	size_t cap = o->cap * 2 > o->len + len ? o->cap * 2 : o->len + len;
+	char *p = lua_newuserdata(T, cap);
+
+	memcpy(p, o->p, o->len);
+	lua_replace(T, o->slot);          /* the old one becomes garbage */
+	o->p = p;
+	o->cap = cap;
+}
+
+/* [-0, +0, m] Appends len bytes at s to o. */
+static inline void http_put(lua_State *T, struct http_out *o, const char *s, size_t len)
+{
+	if (o->cap - o->len < len)
+		http_grow(T, o, len);
+	memcpy(o->p + o->len, s, len);
+	o->len += len;
+}
+
+/* [-0, +0, m] Appends n in decimal to o (snprintf costs a thousand instructions). */
+static void http_putnum(lua_State *T, struct http_out *o, uint64_t n)
+{
+	char d[24], *p = d + sizeof d;
+
+	do
+		*--p = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	http_put(T, o, p, (size_t)(d + sizeof d - p));
+}
+
+/* [-1, +0, m] Adds "name: value\r\n" for the value at the top of T (popped: a string or a
+ * number, anything else through tostring) to o; returns 0, or -1 for a value that would
+ * break the head. */
+static int http_addfield(lua_State *T, struct http_out *o, const char *name, size_t nlen)
+{
+	size_t len;
+	const char *v;
+
+	if (lua_type(T, -1) != LUA_TSTRING && lua_type(T, -1) != LUA_TNUMBER) {
+		lua_getglobal(T, "tostring");
+		lua_insert(T, -2);
+		lua_call(T, 1, 1);
+	}
+	v = lua_tolstring(T, -1, &len);
+	for (size_t i = 0; v && i < len; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if ((c < 32 && c != '\t') || c == 127)
+			v = NULL;
+	}
+	if (v) {
+		http_put(T, o, name, nlen);
+		http_put(T, o, ": ", 2);
+		http_put(T, o, v, len);
+		http_put(T, o, "\r\n", 2);
+	}
+	lua_pop(T, 1);
+	return v ? 0 : -1;
+}
+
+/* The Date of answers, made again when the second changes: the loop's own (an upvalue of
+ * answer, as every loop has its Lua state). */
+struct http_clock {
+	time_t t;
+	char s[48];                               /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+};
+
+static const char *http_date(struct http_clock *c)
+{
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (now != c->t && gmtime_r(&now, &tm)) {
+		c->t = now;
+		memcpy(c->s, days + 3 * tm.tm_wday, 3);
+		memcpy(c->s + 3, ", ", 2);
+		c->s[5] = (char)('0' + tm.tm_mday / 10);
+		c->s[6] = (char)('0' + tm.tm_mday % 10);
+		c->s[7] = ' ';
+		memcpy(c->s + 8, months + 3 * tm.tm_mon, 3);
+		snprintf(c->s + 11, sizeof c->s - 11, " %04d %02d:%02d:%02d GMT",
+		         tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	}
+	return c->s;
+}
+
+/* answer(h, status, reason, server, framing, connection [, body])
+ *   --> head .. body, h asked to close | nil, message
+ * The head of an answer: the status line; Server and Date (made once a second) unless h
+ * has them (false leaves one out); h's fields but the framing ones (a value may be a
+ * list: one line each; false leaves the field out); Content-Length (framing a number) or
+ * Transfer-Encoding: chunked (framing 'chunked'); Connection: close when connection is
+ * 'close' or h's Connection says close, else Connection: connection if given. A name
+ * or value that would break the head is refused: header injection is a bug to fix.
+ * Upvalue 1: the loop's clock. */
+static int http_answer(lua_State *T)
+{
+	int status = (int)luaL_checkinteger(T, 2);
+	size_t rlen, slen, clen = 0, nlen, blen = 0;
+	const char *reason = luaL_checklstring(T, 3, &rlen);
+	const char *server = luaL_checklstring(T, 4, &slen);
+	const char *conn = luaL_optlstring(T, 6, NULL, &clen);
+	const char *body = luaL_optlstring(T, 7, NULL, &blen);
+	int has_server = 0, has_date = 0, close = 0;
+	char small[1024];
+	struct http_out o = { small, 0, sizeof small, 8 };
+	const char *k = NULL;
+
+	luaL_checktype(T, 1, LUA_TTABLE);
+	lua_settop(T, 8);                          /* 8: the head's userdata, once needed */
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {   /* the special ones first */
+		if (lua_type(T, -2) != LUA_TSTRING)
+			continue;
+		k = lua_tolstring(T, -2, &nlen);
+		if (nlen == 6 && !memcmp(k, "server", 6))
+			has_server = 1;
+		else if (nlen == 4 && !memcmp(k, "date", 4))
+			has_date = 1;
+		else if (nlen == 10 && !memcmp(k, "connection", 10) &&
+		         lua_type(T, -1) == LUA_TSTRING) {
+			size_t vlen;
+			const char *v = lua_tolstring(T, -1, &vlen);
+			close = close || http_says_close(v, vlen);
+		}
+	}
+	http_put(T, &o, "HTTP/1.1 ", 9);
+	http_putnum(T, &o, (uint64_t)status);
+	http_put(T, &o, " ", 1);
+	http_put(T, &o, reason, rlen);
+	http_put(T, &o, "\r\n", 2);
+	if (!has_server) {
+		http_put(T, &o, "Server: ", 8);
+		http_put(T, &o, server, slen);
+		http_put(T, &o, "\r\n", 2);
+	}
+	if (!has_date) {
+		http_put(T, &o, "Date: ", 6);
+		http_put(T, &o, http_date(lua_touserdata(T, lua_upvalueindex(1))), 29);
+		http_put(T, &o, "\r\n", 2);
+	}
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
+		int bad;
+
+		k = lua_type(T, -2) == LUA_TSTRING ? lua_tolstring(T, -2, &nlen) : NULL;
+		if (lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1))
+			continue;
+		bad = !k || nlen == 0;
+		for (size_t i = 0; !bad && i < nlen; i++)
+			bad = !http_tchar((unsigned char)k[i]);
+		if (bad) {
+			lua_getglobal(T, "tostring");
+			lua_pushvalue(T, -3);
+			lua_call(T, 1, 1);
+			lua_pushfstring(T, "invalid header name \"%s\"", lua_tostring(T, -1));
+			goto fail;
+		}
+		if ((nlen == 14 && !memcmp(k, "content-length", 14)) ||
+		    (nlen == 17 && !memcmp(k, "transfer-encoding", 17)) ||
+		    (nlen == 10 && !memcmp(k, "connection", 10)))
+			continue;
+		if (lua_type(T, -1) == LUA_TTABLE) {
+			int n = (int)lua_objlen(T, -1);
+			for (int i = 1; i <= n; i++) {
+				lua_rawgeti(T, -1, i);
+				if (http_addfield(T, &o, k, nlen) < 0)
+					goto badvalue;
+			}
+		} else {
+			lua_pushvalue(T, -1);
+			if (http_addfield(T, &o, k, nlen) < 0)
+				goto badvalue;
+		}
+	}
+	if (lua_type(T, 5) == LUA_TNUMBER) {
+		http_put(T, &o, "Content-Length: ", 16);
+		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 5));
+		http_put(T, &o, "\r\n", 2);
+	} else if (lua_type(T, 5) == LUA_TSTRING) {
+		http_put(T, &o, "Transfer-Encoding: chunked\r\n", 28);
+	}
+	if (close || (conn && clen == 5 && !memcmp(conn, "close", 5))) {
+		close = 1;
+		http_put(T, &o, "Connection: close\r\n", 19);
+	} else if (conn) {
+		http_put(T, &o, "Connection: ", 12);
+		http_put(T, &o, conn, clen);
+		http_put(T, &o, "\r\n", 2);
+	}
+	http_put(T, &o, "\r\n", 2);
+	if (body)
+		http_put(T, &o, body, blen);
+	lua_pushlstring(T, o.p, o.len);
+	lua_pushboolean(T, close);
+	return 2;
+badvalue:
+	lua_pushfstring(T, "invalid value for header %s", k);
+fail:
+	lua_pushnil(T);
+	lua_insert(T, -2);
+	return 2;
+}
+
 /* A metatable whose __index is the table of methods (leaves that table on the stack). */
 static void http_class(lua_State *L, const char *name, const luaL_Reg *methods)
 {
@@ -252,7 +671,8 @@ int luaopen_lem_http(lua_State *L)
 		{ "decode", http_chunked_feed }, { "want", http_chunked_want }, { NULL, NULL }
 	};
 	static const luaL_Reg c_half[] = {
-		{ "parser", http_parser_new }, { "chunked", http_chunked_new }, { NULL, NULL }
+		{ "parser", http_parser_new }, { "chunked", http_chunked_new },
+		{ "server", http_server }, { "setlower", http_setlower }, { NULL, NULL }
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);
@@ -268,6 +688,9 @@ int luaopen_lem_http(lua_State *L)
 		return lua_error(L);
 	lua_newtable(L);
 	luaL_register(L, NULL, c_half);
+	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
+	lua_pushcclosure(L, http_answer, 1);
+	lua_setfield(L, -2, "answer");
 	lua_call(L, 1, 1);                /* http.lua returns the module */
 	return 1;
 }

@@ -92,14 +92,6 @@ local Headers = {
 	end,
 }
 
--- Lower-case names of common fields, which answers set again and again.
-local LOWER = {}
-for _, name in ipairs({ 'content-type', 'Content-Type', 'cache-control', 'Cache-Control',
-		'location', 'Location', 'set-cookie', 'Set-Cookie', 'server', 'Server', 'date',
-		'Date', 'connection', 'Connection', 'content-length', 'Content-Length' }) do
-	LOWER[name] = lower(name)
-end
-
 -- A response's fields, set by any case of their names and kept in lower case.
 local OutHeaders = {
 	__index = function(h, k)
@@ -109,9 +101,7 @@ local OutHeaders = {
 		end
 		return nil
 	end,
-	__newindex = function(h, k, v)
-		rawset(h, type(k) == 'string' and (LOWER[k] or lower(k)) or k, v)
-	end,
+	__newindex = C.setlower,
 }
 
 local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
@@ -269,7 +259,16 @@ end
 ---------------------------------------------------------------- the server
 
 local Request = {}
-Request.__index = Request
+-- req.headers is made when first asked for (many handlers never look): from the head,
+-- parsed again, which costs less than the table of fields that a request would make.
+Request.__index = function(req, k)
+	if k ~= 'headers' then return Request[k] end
+	local _, _, _, _, _, _, _, h, m = req._conn.srv.parser:request(req._lead, req._data)
+	setmetatable(h, Headers)
+	if m then multi[h] = m end
+	rawset(req, 'headers', h)
+	return h
+end
 body_methods(Request)
 function Request:peer() return self._conn.s:peer() end
 
@@ -350,8 +349,6 @@ local function error_answer(conn, status)
 end
 
 local NOBODY = { [204] = true, [304] = true }
-local FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
-	connection = true }
 
 local function check_status(status)
 	if type(status) ~= 'number' or status < 200 or status > 599 or status % 1 ~= 0 then
@@ -359,114 +356,23 @@ local function check_status(status)
 	end
 end
 
--- Names and values of response fields found valid, so that the fields a handler sends
--- with every answer cost a lookup, not two pattern matches. Short strings only; a cache
--- is emptied when full.
-local good_names, good_values, ngood = {}, {}, 0
-local function good(cache, str)
-	if #str > 256 then return end
-	if ngood >= 256 then good_names, good_values, ngood = {}, {}, 0 end
-	cache = cache == 'name' and good_names or good_values
-	cache[str], ngood = true, ngood + 1
-end
-
--- Appends the field lines of h but the framing ones to t (from t[n + 1]) as add_fields
--- does; returns the new n, and whether h has Server, Date, and a Connection that says
--- close.
-local function field_lines(t, n, h)
-	local server, dt, close = false, false, false
-	for k, v in pairs(h) do
-		if k == 'server' then server = true
-		elseif k == 'date' then dt = true
-		elseif k == 'connection' and v and lower(tostring(v)):find('close', 1, true) then
-			close = true
-		end
-		if v ~= false and not FRAMING[k] then
-			if not good_names[k] then
-				if type(k) ~= 'string' or not k:find(TOKEN) then
-					error('invalid header name ' .. format('%q', tostring(k)), 3)
-				end
-				good('name', k)
-			end
-			local multiple = type(v) == 'table'
-			for i = 1, multiple and #v or 1 do
-				local s = multiple and v[i] or v
-				if type(s) ~= 'string' then s = tostring(s) end
-				if not good_values[s] then
-					if s:find(BADVALUE) then error('invalid value for header ' .. k, 3) end
-					good('value', s)
-				end
-				t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ': ', s, '\r\n'
-				n = n + 4
-			end
-		end
-	end
-	return n, server, dt, close
-end
-
--- The pieces of a head, joined at once: a head allocates its string only.
-local scratch = {}
-local lengths, nlengths = {}, 0     -- Content-Length lines by length, a bounded cache
-
--- The status line, Server and Date of an answer by status, for a server that adds both:
--- made again when date() changes.
-local function top(srv, status)
-	local d = date()
-	if srv.tops_date ~= d then srv.tops, srv.tops_date = {}, d end
-	local line = srv.tops[status]
-	if not line then
-		line = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') ..
-			'\r\nServer: ' .. srv.name .. '\r\nDate: ' .. d .. '\r\n'
-		srv.tops[status] = line
-	end
-	return line
-end
-
 -- The head of an answer framed by `framing`: a number (Content-Length), 'chunked', or
--- nil (no body, or one the connection's end delimits).
-local function head(res, status, framing)
-	local conn, req, h = res._conn, res._req, res.headers
+-- nil (no body, or one the connection's end delimits), made in one C call (C.answer, which
+-- adds Server and Date), with body after it if given. level: for errors, the caller's.
+local answer = C.answer
+local function head(res, status, framing, body, level)
+	local conn, req = res._conn, res._req
 	local b = req._body
 	-- A body left unread that the client may not send (100-continue not sent) or that is
 	-- too long to drop: the connection cannot carry another request.
 	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
 		conn.close = true
 	end
-	local t, n, srv = scratch, 1, conn.srv
-	local server, dt, close = false, false, false
-	if next(h) ~= nil then
-		n, server, dt, close = field_lines(t, n, h)
-		if close then conn.close = true end
-	end
-	if not server and not dt then
-		t[1] = top(srv, status)
-	else
-		t[1] = 'HTTP/1.1 ' .. status .. ' ' .. (REASONS[status] or 'Unknown') .. '\r\n' ..
-			(not server and 'Server: ' .. srv.name .. '\r\n' or '') ..
-			(not dt and 'Date: ' .. date() .. '\r\n' or '')
-	end
-	if type(framing) == 'number' then
-		local line = lengths[framing]           -- a number in a string costs a sprintf
-		if not line then
-			line = 'Content-Length: ' .. framing .. '\r\n'
-			if nlengths >= 256 then lengths, nlengths = {}, 0 end
-			lengths[framing], nlengths = line, nlengths + 1
-		end
-		t[n + 1] = line
-		n = n + 1
-	elseif framing == 'chunked' then
-		t[n + 1] = 'Transfer-Encoding: chunked\r\n'
-		n = n + 1
-	end
-	if conn.close then
-		t[n + 1] = 'Connection: close\r\n'
-		n = n + 1
-	elseif req.version == '1.0' then
-		t[n + 1] = 'Connection: keep-alive\r\n'
-		n = n + 1
-	end
-	t[n + 1] = '\r\n'
-	return concat(t, '', 1, n + 1)
+	local s, close = answer(res.headers, status, REASONS[status] or 'Unknown', conn.srv.name,
+		framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
+	if not s then error(close, level) end
+	if close then conn.close = true end
+	return s
 end
 
 -- res:send(status [, body]) --> true | nil, message
@@ -481,17 +387,20 @@ function Response:send(status, body)
 	end
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
-	local nobody = NOBODY[status]
-	local h = head(self, status, not nobody and #body or nil)
+	local nobody, len = NOBODY[status], #body
 	if nobody or self._req.method == 'HEAD' then body = '' end
+	local small = #body <= PIPE_BYTES
+	-- a small body goes in the head's string: one string, one write
+	local h = head(self, status, not nobody and len or nil, small and body or nil, 3)
 	local conn = self._conn
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
-	if conn.pipelined and #body <= PIPE_BYTES and not conn.dead then
+	if conn.pipelined and small and not conn.dead then
 		local out = conn.out
-		conn.out = out and out .. h .. body or h .. body
+		conn.out = out and out .. h or h
 		return true
 	end
+	if small then return conn_write(conn, h) end
 	return conn_write(conn, h, body)
 end
 
@@ -519,7 +428,7 @@ function Response:start(status)
 	end
 	if req.method == 'HEAD' then mode = 'none' end
 	self._state, self._mode = 'head', mode
-	return conn_write(self._conn, head(self, status, framing))
+	return conn_write(self._conn, head(self, status, framing, nil, 3))
 end
 
 -- res:write(...) --> true | nil, message
@@ -607,28 +516,6 @@ function Response:upgrade(protocol, headers)
 	return conn.s
 end
 
--- Paths and queries of the targets seen last (clients ask for the same ones again): a
--- bounded cache, emptied when full.
-local paths, queries, ntargets = {}, {}, 0
-
-local function split_target(target)
-	local path = paths[target]
-	if path then return path, queries[target] or nil end
-	path = target
-	if target:find('^%a[%w+.-]*://') then            -- absolute-form
-		path = target:match('^%a[%w+.-]*://[^/?]*(.*)$')
-		if path == '' then path = '/' end
-	end
-	local q = path:find('?', 1, true)
-	local query = q and path:sub(q + 1)
-	if q then path = path:sub(1, q - 1) end
-	if #target <= 256 then
-		if ntargets >= 256 then paths, queries, ntargets = {}, {}, 0 end
-		paths[target], queries[target], ntargets = path, query or false, ntargets + 1
-	end
-	return path, query
-end
-
 -- A shared server function for a body's failure (new_body's fail): the connection ends,
 -- and the client hears status if the handler has not answered yet.
 local function body_failed(status, _, b)
@@ -639,6 +526,10 @@ local function body_failed(status, _, b)
 		error_answer(conn, status)
 	end
 end
+
+-- A request's req and res, made with their tables in one C call (C.server) from the head
+-- lead .. data.
+local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 
 -- The connection whose request serve_one serves and the request's first byte: its
 -- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
@@ -671,18 +562,18 @@ local function serve_one()
 		end
 		return
 	end
-	local method, target, minor, kind, length, keep, expect, h, m, len = P:request(lead, data)
-	if not method or len ~= #data + 1 then
+	local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
+	if not req or len ~= #data + 1 then
 		local text = lead .. data
 		-- a head of empty lines only: those may precede a request line
-		while method == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
+		while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
 			data = s:read('*u', CRLF2, o.header_timeout)
 			if not data then return end
 			text = text .. data
-			method, target, minor, kind, length, keep, expect, h, m, len = P:request(text)
+			req, res, kind, length, keep, expect, upgrade, len = serve_req(P, text, '', conn)
 		end
-		if not method or len ~= #text then
-			error_answer(conn, method == nil and target or 400)   -- target: the status
+		if not req or len ~= #text then
+			error_answer(conn, req == nil and res or 400)   -- res: the status
 			return linger(conn)
 		end
 	end
@@ -690,14 +581,11 @@ local function serve_one()
 		error_answer(conn, 413)
 		return linger(conn)
 	end
-	if m then multi[h] = m end
-	local path, query = split_target(target)
-	local b = kind == 'none' and NO_BODY or new_body(s, kind, length, P, o.max_body)
-	local req = setmetatable({ method = method, target = target, path = path,
-		query = query, version = minor == 1 and '1.1' or '1.0',
-		headers = setmetatable(h, Headers), _conn = conn, _body = b }, Request)
-	local res = setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
-		_req = req }, Response)
+	local b = NO_BODY
+	if kind ~= 'none' then
+		b = new_body(s, kind, length, P, o.max_body)
+		req._body = b
+	end
 	if b ~= NO_BODY then
 		b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
 		if expect then
@@ -709,7 +597,7 @@ local function serve_one()
 	conn.close = not keep or conn.close
 	-- more is buffered after a request without a body: the next one, pipelined (but an
 	-- Upgrade, whose handler may take the stream: what was held back goes out first)
-	conn.pipelined = kind == 'none' and s:buffered() > 0 and not rawget(h, 'upgrade')
+	conn.pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
 	if conn.out and not conn.pipelined then conn_write(conn) end
 	conn.res = res
 	handler(req, res)                    -- an error ends the connection (serve)
@@ -774,8 +662,11 @@ local function serve(srv, s)
 		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
 		srv.conns[s] = true
 		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
+		-- out: held back. conn is the request's res too (C.server): its fields are there
+		-- from the start, so that the table is made once at its size
 		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
-			out = conn and conn.out or false, pipelined = false }   -- out: held back
+			out = conn and conn.out or false, pipelined = false, headers = false,
+			_conn = false, _req = false }
 		srv.conns[s] = conn
 		if not lead then
 			if err == 'timeout' and first then pcall(error_answer, conn, 408) end

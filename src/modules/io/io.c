@@ -286,13 +286,13 @@ static int io_stats(lua_State *T)
 	return 1;
 }
 
-/* The state goes with its Lua state (lua_close): the spare read buffer with it. */
+/* The state goes with its Lua state (lua_close): the spare read buffers with it. */
 static int io_state_gc(lua_State *L)
 {
 	struct io_state *st = lua_touserdata(L, 1);
 
-	free(st->spare);
-	st->spare = NULL;
+	while (st->nspare > 0)
+		free(st->spare[--st->nspare]);
 	return 0;
 }
 

@@ -41,14 +41,20 @@ union io_addr {
 
 /* lem.io's state in one loop, made once (io_state). */
 struct io_listener;
+/* Read buffers kept for reuse per loop: a server under load releases a connection's
+ * buffer at every wait for its next request and takes one again when it comes; with
+ * that many kept (64 KiB at most), malloc and free are not paid per request. */
+#define IO_SPARES 16
+
 struct io_state {
 	lem_loop *loop;
 	struct io_listener *listeners;   /* the open ones: the shutdown closes them */
 	int waits;                /* callers suspended now (io_suspend) */
 	int shutdown;             /* the shutdown began: listeners accept no more */
 	int streams;              /* open streams, but the standard ones (utils.stats) */
-	char *spare;              /* a first-size read buffer that a waiting stream gave
-	                             back, for the next stream that reads (stream.c) */
+	char *spare[IO_SPARES];   /* first-size read buffers that waiting streams gave
+	                             back, for the next streams that read (stream.c) */
+	int nspare;
 };
 
 /* A caller suspended on an object (a reader, a writer, an accept, a connect): its waiter,

@@ -104,9 +104,8 @@ static ssize_t stream_fill(struct io_stream *s)
 
 			if (cap > need)
 				cap = need > BUF_INIT ? need : BUF_INIT;
-			if (cap == BUF_INIT && s->st->spare) {   /* s->cap is 0: no data to keep */
-				p = s->st->spare;
-				s->st->spare = NULL;
+			if (cap == BUF_INIT && s->st->nspare) {  /* s->cap is 0: no data to keep */
+				p = s->st->spare[--s->st->nspare];
 			} else if (!(p = realloc(s->buf, cap)))
 				return -ENOMEM;
 			s->buf = p;
@@ -256,8 +255,8 @@ static void stream_consume(struct io_stream *s, int r)
  * malloc and a free of 4 KiB per request cost more than the rest of the read. */
 static void stream_release(struct io_stream *s)
 {
-	if (s->cap == BUF_INIT && !s->st->spare)
-		s->st->spare = s->buf;
+	if (s->cap == BUF_INIT && s->st->nspare < IO_SPARES)
+		s->st->spare[s->st->nspare++] = s->buf;
 	else
 		free(s->buf);
 	s->buf = NULL;
