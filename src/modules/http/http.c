@@ -275,7 +275,7 @@ static int http_serve(lua_State *T)
 	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
 	lua_setmetatable(T, 5);
 	KEY(K_HEADERS);                                            /* res: conn itself */
-	lua_createtable(T, 0, 0);
+	lua_createtable(T, 0, 1);                  /* room for the usual Content-Type */
 	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
 	lua_setmetatable(T, -2);
 	lua_rawset(T, 4);

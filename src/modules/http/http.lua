@@ -360,15 +360,15 @@ end
 -- nil (no body, or one the connection's end delimits), made in one C call (C.answer, which
 -- adds Server and Date), with body after it if given. level: for errors, the caller's.
 local answer = C.answer
-local function head(res, status, framing, body, level)
-	local conn, req = res._conn, res._req
+local function head(res, req, status, reason, framing, body, level)
+	local conn = res._conn
 	local b = req._body
 	-- A body left unread that the client may not send (100-continue not sent) or that is
 	-- too long to drop: the connection cannot carry another request.
 	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
 		conn.close = true
 	end
-	local s, close = answer(res.headers, status, REASONS[status] or 'Unknown', conn.srv.name,
+	local s, close = answer(res.headers, status, reason or 'Unknown', conn.srv.name,
 		framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
 	if not s then error(close, level) end
 	if close then conn.close = true end
@@ -377,21 +377,24 @@ end
 
 -- res:send(status [, body]) --> true | nil, message
 function Response:send(status, body)
-	if not (REASONS[status] and status >= 200) then check_status(status) end
-	if body == nil then body = '' end
+	local reason = REASONS[status]
+	if not (reason and status >= 200) then check_status(status) end
 	if type(body) ~= 'string' then
-		if type(body) ~= 'number' then
+		if body == nil then
+			body = ''
+		elseif type(body) == 'number' then
+			body = tostring(body)
+		else
 			error('bad body (string expected, got ' .. type(body) .. ')', 2)
 		end
-		body = tostring(body)
 	end
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
-	local nobody, len = NOBODY[status], #body
-	if nobody or self._req.method == 'HEAD' then body = '' end
+	local req, nobody, len = self._req, NOBODY[status], #body
+	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
 	-- a small body goes in the head's string: one string, one write
-	local h = head(self, status, not nobody and len or nil, small and body or nil, 3)
+	local h = head(self, req, status, reason, not nobody and len or nil, small and body or nil, 3)
 	local conn = self._conn
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
@@ -428,7 +431,7 @@ function Response:start(status)
 	end
 	if req.method == 'HEAD' then mode = 'none' end
 	self._state, self._mode = 'head', mode
-	return conn_write(self._conn, head(self, status, framing, nil, 3))
+	return conn_write(self._conn, head(self, req, status, REASONS[status], framing, nil, 3))
 end
 
 -- res:write(...) --> true | nil, message
@@ -602,11 +605,14 @@ local function serve_one()
 	conn.res = res
 	handler(req, res)                    -- an error ends the connection (serve)
 	conn.res = false
-	if conn.upgraded then return end     -- the handler has the stream now
-	if not res._state then
-		res:send(200)                    -- as Go does for a handler that sent nothing
-	elseif res._state == 'head' then
-		res:finish()
+	local state = res._state
+	if state ~= 'done' then
+		if conn.upgraded then return end -- the handler has the stream now
+		if not state then
+			res:send(200)                -- as Go does for a handler that sent nothing
+		elseif state == 'head' then
+			res:finish()
+		end
 	end
 	if conn.dead then return end
 	if not b.done and not conn.close then
