@@ -360,8 +360,7 @@ end
 -- nil (no body, or one the connection's end delimits), made in one C call (C.answer, which
 -- adds Server and Date), with body after it if given. level: for errors, the caller's.
 local answer = C.answer
-local function head(res, req, status, reason, framing, body, level)
-	local conn = res._conn
+local function head(res, conn, req, status, reason, framing, body, level)
 	local b = req._body
 	-- A body left unread that the client may not send (100-continue not sent) or that is
 	-- too long to drop: the connection cannot carry another request.
@@ -390,12 +389,12 @@ function Response:send(status, body)
 	end
 	if self._state then return nil, 'response already sent' end
 	self._state = 'done'
-	local req, nobody, len = self._req, NOBODY[status], #body
+	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
 	-- a small body goes in the head's string: one string, one write
-	local h = head(self, req, status, reason, not nobody and len or nil, small and body or nil, 3)
-	local conn = self._conn
+	local h = head(self, conn, req, status, reason, not nobody and len or nil,
+		small and body or nil, 3)
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
 	if conn.pipelined and small and not conn.dead then
@@ -431,7 +430,8 @@ function Response:start(status)
 	end
 	if req.method == 'HEAD' then mode = 'none' end
 	self._state, self._mode = 'head', mode
-	return conn_write(self._conn, head(self, req, status, REASONS[status], framing, nil, 3))
+	local conn = self._conn
+	return conn_write(conn, head(self, conn, req, status, REASONS[status], framing, nil, 3))
 end
 
 -- res:write(...) --> true | nil, message
@@ -588,8 +588,6 @@ local function serve_one()
 	if kind ~= 'none' then
 		b = new_body(s, kind, length, P, o.max_body)
 		req._body = b
-	end
-	if b ~= NO_BODY then
 		b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
 		if expect then
 			b.before = function()
