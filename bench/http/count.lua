@@ -8,7 +8,7 @@ local utils = require 'lem.utils'
 local port = assert(tonumber(arg[1]), 'usage: lem bench/http/count.lua port [n [conns]]')
 local n = tonumber(arg[2]) or 1000
 local conns = tonumber(arg[3]) or 50
-local REQ = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+local REQ = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: count\r\nAccept: */*\r\n\r\n'   -- as wrk's
 
 local running, errors = conns, 0
 for _ = 1, conns do
