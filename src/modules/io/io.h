@@ -100,6 +100,7 @@ struct io_stream {
 	unsigned char kind;       /* enum io_kind */
 	unsigned char eof;        /* the peer closed its end: read() returned 0 */
 	unsigned char drained;    /* the last read() was short: the socket is likely empty */
+	unsigned char peercap;    /* the bytes of peer allocated (io_stream_new) */
 	int err;                  /* -errno of a failed read(), reported once; or 0 */
 
 	struct io_wait reader;
@@ -126,7 +127,9 @@ struct io_stream {
 	void *tpdata;             /* the transport's state (struct io_tls) */
 	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
 	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
-	union io_addr peer;       /* the peer, remembered at accept or connect */
+	union io_addr peer;       /* the peer, remembered at accept or connect; only peercap
+	                             bytes of it exist: an idle TCP client's stream keeps 16
+	                             bytes, not the 110 of a Unix path */
 };
 
 /* A listening socket. In autospawn mode every accepted client starts a coroutine. */
@@ -171,7 +174,8 @@ void io_class(lua_State *L, const char *name, const char *label,
               void (*shut)(void *self, lua_State *from), size_t fd, const luaL_Reg *methods);
 
 /* stream.c */
-struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind);
+struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
+                               size_t peercap);   /* room for a peer of that length */
 void io_stream_ready(struct io_stream *s, int fd);   /* sets fd and the stream's watchers */
 void io_stream_shut(void *s, lua_State *from);   /* a struct io_stream */
 void io_stream_open(lua_State *L);
