@@ -102,9 +102,10 @@ struct io_stream {
 	unsigned char drained;    /* the last read() was short: the socket is likely empty */
 	unsigned char peercap;    /* the bytes of peer allocated (io_stream_new) */
 	int err;                  /* -errno of a failed read(), reported once; or 0 */
+	unsigned char rfmt;       /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
+	unsigned char dlen;       /* IO_UNTIL: the delimiter's length */
 
 	struct io_wait reader;
-	int rfmt;                 /* its format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
 	size_t rcount;            /* IO_COUNT: bytes wanted */
 	size_t take;              /* buffer start once the answer decided is consumed */
 	size_t tlen;              /* the answer's length, from start */
@@ -116,7 +117,6 @@ struct io_stream {
 	size_t scan;              /* IO_LINE: no '\n' in [start, scan); IO_UNTIL: no
 	                             delimiter starts there */
 	char delim[IO_DELIM_MAX]; /* IO_UNTIL: the delimiter, dlen bytes */
-	unsigned char dlen;
 
 	struct io_wait writer;    /* its value: the string being written */
 	const char *wp;           /* what is left of it */

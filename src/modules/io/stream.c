@@ -497,7 +497,7 @@ static int stream_read(lua_State *T)
 		memcpy(s->delim, delim, dlen);
 		s->dlen = (unsigned char)dlen;
 	}
-	s->rfmt = fmt;
+	s->rfmt = (unsigned char)fmt;
 	s->rcount = count;
 	for (int i = 0; ; i++) {
 		if ((r = stream_take(s)) != TAKE_MORE) {
