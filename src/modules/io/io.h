@@ -98,12 +98,13 @@ struct io_stream {
 	struct io_state *st;
 	int fd;                   /* -1 once closed, or until a connect gives it one */
 	unsigned char kind;       /* enum io_kind */
-	unsigned char eof;        /* the peer closed its end: read() returned 0 */
-	unsigned char drained;    /* the last read() was short: the socket is likely empty */
-	unsigned char peercap;    /* the bytes of peer allocated (io_stream_new) */
-	int err;                  /* -errno of a failed read(), reported once; or 0 */
-	unsigned char rfmt;       /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
+	unsigned char eof:1;      /* the peer closed its end: read() returned 0 */
+	unsigned char drained:1;  /* the last read() was short: the socket is likely empty */
+	unsigned char rfmt:2;     /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
 	unsigned char dlen;       /* IO_UNTIL: the delimiter's length */
+	unsigned char peerlen;    /* 0: peer unknown, ask the kernel */
+	int err;                  /* -errno of a failed read(), reported once; or 0 */
+	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
 
 	struct io_wait reader;
 	size_t rcount;            /* IO_COUNT: bytes wanted */
@@ -125,11 +126,9 @@ struct io_stream {
 	struct io_connect *conn;  /* io.tcp.connect in progress (connect.c), else NULL */
 	const struct io_transport *tp;   /* NULL: read() and write() */
 	void *tpdata;             /* the transport's state (struct io_tls) */
-	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
-	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
-	union io_addr peer;       /* the peer, remembered at accept or connect; only peercap
-	                             bytes of it exist: an idle TCP client's stream keeps 16
-	                             bytes, not the 110 of a Unix path */
+	union io_addr peer;       /* the peer, remembered at accept or connect; only the room
+	                             io_stream_new was given exists: an idle TCP client's
+	                             stream keeps 16 bytes, not the 110 of a Unix path */
 };
 
 /* A listening socket. In autospawn mode every accepted client starts a coroutine. */

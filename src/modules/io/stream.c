@@ -359,7 +359,6 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
 	struct io_stream *s = lua_newuserdata(T, size);
 
 	memset(s, 0, size);
-	s->peercap = (unsigned char)peercap;
 	s->loop = loop;
 	s->st = io_state(T);
 	s->kind = (unsigned char)kind;
