@@ -10,6 +10,8 @@
 #include <netinet/tcp.h>
 #include "io.h"
 
+#define CONNECT_PEER sizeof(struct sockaddr_in6)   /* a TCP stream's room for its peer */
+
 /* A TCP connect in progress, owned by its stream (s->conn) from io.tcp.connect until it
  * ends. Nobody else can use the stream meanwhile: it is handed out only at the end. */
 struct io_connect {
@@ -68,7 +70,7 @@ static int connect_next(struct io_stream *s, struct addrinfo **next, int err)
 		r = connect(fd, ai->ai_addr, ai->ai_addrlen);
 		if (r == 0 || errno == EINPROGRESS || errno == EINTR) {  /* EINTR: it goes on */
 			s->fd = fd;
-			s->peerlen = ai->ai_addrlen <= sizeof s->peer ? ai->ai_addrlen : 0;
+			s->peerlen = ai->ai_addrlen <= CONNECT_PEER ? ai->ai_addrlen : 0;
 			memcpy(&s->peer, ai->ai_addr, s->peerlen);
 			return r == 0 ? 0 : 1;
 		}
@@ -186,7 +188,7 @@ int io_connect_tcp(lua_State *T)
 	int err, r;
 
 	lua_settop(T, 3);
-	s = io_stream_new(T, loop, -1, IO_TCP);   /* 4: the stream */
+	s = io_stream_new(T, loop, -1, IO_TCP, CONNECT_PEER);   /* 4: the stream */
 	err = io_numeric_addr(host, port, 0, &res);
 	if (err != 0 && err != EAI_NONAME)
 		return io_error(T, io_eai(err, errno));
@@ -236,7 +238,7 @@ int io_connect_unix(lua_State *T)
 
 	io_checkunix(T, 1, &un);
 	io_opttimeout(T, 2);
-	s = io_stream_new(T, lem_loop_of(T), -1, IO_UNIX);   /* before the descriptor: no leak */
+	s = io_stream_new(T, lem_loop_of(T), -1, IO_UNIX, sizeof un);   /* before the descriptor: no leak */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return io_error(T, -errno);

@@ -98,12 +98,15 @@ struct io_stream {
 	struct io_state *st;
 	int fd;                   /* -1 once closed, or until a connect gives it one */
 	unsigned char kind;       /* enum io_kind */
-	unsigned char eof;        /* the peer closed its end: read() returned 0 */
-	unsigned char drained;    /* the last read() was short: the socket is likely empty */
+	unsigned char eof:1;      /* the peer closed its end: read() returned 0 */
+	unsigned char drained:1;  /* the last read() was short: the socket is likely empty */
+	unsigned char rfmt:2;     /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
+	unsigned char dlen;       /* IO_UNTIL: the delimiter's length */
+	unsigned char peerlen;    /* 0: peer unknown, ask the kernel */
 	int err;                  /* -errno of a failed read(), reported once; or 0 */
+	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
 
 	struct io_wait reader;
-	int rfmt;                 /* its format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
 	size_t rcount;            /* IO_COUNT: bytes wanted */
 	size_t take;              /* buffer start once the answer decided is consumed */
 	size_t tlen;              /* the answer's length, from start */
@@ -115,7 +118,6 @@ struct io_stream {
 	size_t scan;              /* IO_LINE: no '\n' in [start, scan); IO_UNTIL: no
 	                             delimiter starts there */
 	char delim[IO_DELIM_MAX]; /* IO_UNTIL: the delimiter, dlen bytes */
-	unsigned char dlen;
 
 	struct io_wait writer;    /* its value: the string being written */
 	const char *wp;           /* what is left of it */
@@ -124,9 +126,9 @@ struct io_stream {
 	struct io_connect *conn;  /* io.tcp.connect in progress (connect.c), else NULL */
 	const struct io_transport *tp;   /* NULL: read() and write() */
 	void *tpdata;             /* the transport's state (struct io_tls) */
-	int stdflags;             /* IO_STD: file status flags before lem.io, or -1 */
-	socklen_t peerlen;        /* 0: peer unknown, ask the kernel */
-	union io_addr peer;       /* the peer, remembered at accept or connect */
+	union io_addr peer;       /* the peer, remembered at accept or connect; only the room
+	                             io_stream_new was given exists: an idle TCP client's
+	                             stream keeps 16 bytes, not the 110 of a Unix path */
 };
 
 /* A listening socket. In autospawn mode every accepted client starts a coroutine. */
@@ -171,7 +173,8 @@ void io_class(lua_State *L, const char *name, const char *label,
               void (*shut)(void *self, lua_State *from), size_t fd, const luaL_Reg *methods);
 
 /* stream.c */
-struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind);
+struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
+                               size_t peercap);   /* room for a peer of that length */
 void io_stream_ready(struct io_stream *s, int fd);   /* sets fd and the stream's watchers */
 void io_stream_shut(void *s, lua_State *from);   /* a struct io_stream */
 void io_stream_open(lua_State *L);

@@ -220,7 +220,8 @@ static int listener_accept1(struct io_listener *l, struct listener_client *c)
 static int listener_push_stream(lua_State *S, void *ud)
 {
 	struct listener_client *c = ud;
-	struct io_stream *s = io_stream_new(S, c->l->loop, c->fd, c->l->kind);
+	struct io_stream *s = io_stream_new(S, c->l->loop, c->fd, c->l->kind,
+	                                    c->len);
 
 	c->fd = -1;
 	memcpy(&s->peer, &c->addr, c->len);

@@ -352,11 +352,13 @@ static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 /* ---- making and closing ---- */
 
 /* Pushes a new stream on T. fd may be -1 until a connect gives it one (io_stream_ready). */
-struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind)
+struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
+                               size_t peercap)
 {
-	struct io_stream *s = lua_newuserdata(T, sizeof *s);
+	size_t size = offsetof(struct io_stream, peer) + peercap;
+	struct io_stream *s = lua_newuserdata(T, size);
 
-	memset(s, 0, sizeof *s);
+	memset(s, 0, size);
 	s->loop = loop;
 	s->st = io_state(T);
 	s->kind = (unsigned char)kind;
@@ -494,7 +496,7 @@ static int stream_read(lua_State *T)
 		memcpy(s->delim, delim, dlen);
 		s->dlen = (unsigned char)dlen;
 	}
-	s->rfmt = fmt;
+	s->rfmt = (unsigned char)fmt;
 	s->rcount = count;
 	for (int i = 0; ; i++) {
 		if ((r = stream_take(s)) != TAKE_MORE) {
@@ -690,7 +692,7 @@ void io_std_open(lua_State *L)
 	static const char *const names[] = { "stdin", "stdout", "stderr" };
 
 	for (int fd = 0; fd < 3; fd++) {
-		io_stream_new(L, lem_loop_of(L), fd, IO_STD);
+		io_stream_new(L, lem_loop_of(L), fd, IO_STD, 0);
 		lua_setfield(L, -2, names[fd]);
 	}
 }
