@@ -57,9 +57,7 @@ for _ = 1, 500 do   -- the loop must go on serving while Python runs: poll
 	if f then status = tonumber(f:read('*a')) f:close() break end
 	utils.sleeper():sleep(0.02)
 end
-local f = io.open(out)
-local text = f and f:read('*a') or ''
-if f then f:close() end
+local text = t.slurp(out)
 t.is(status, 0, 'python3 ran its requests: exit 0', text)
 
 local peers = {}

@@ -50,14 +50,7 @@ l:close()
 local chat = (os.getenv('LEM_SOURCE') or '.') .. '/examples/chat.lua'
 local free = t.free_port()
 local dir = t.tmpdir()
-os.execute(t.lem .. ' ' .. chat .. ' ' .. free .. ' > ' .. dir .. '/out 2>&1 & echo $! > ' .. dir .. '/pid')
-local pid = assert(assert(_G.io.open(dir .. '/pid')):read('*l'))
-local function output()
-	local f = _G.io.open(dir .. '/out')
-	local s = f and f:read('*a') or ''
-	if f then f:close() end
-	return s
-end
+local pid, output = t.background(dir, chat .. ' ' .. free)
 local function alive()
 	return os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0
 end

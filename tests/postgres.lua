@@ -44,8 +44,7 @@ if ok then
 		lem, as .. bin .. '/pg_ctl -D ' .. data .. ' -m immediate stop'))
 end
 if not ok then
-	local f = _G.io.open(log)
-	t.ok(false, 'the server starts', why .. (f and f:read('*a') or ''))
+	t.ok(false, 'the server starts', why .. t.slurp(log))
 	t.done()
 	return
 end

@@ -91,12 +91,7 @@ local function dump(args, sargs)
 	local out = dir .. '/dump.out'
 	os.remove(out)
 	os.execute(('(%s --loops 4 %s %s %s; echo "status $?") > %s 2>&1 &'):format(lem, args, script, sargs, out))
-	local function output()
-		local f = io.open(out)
-		local s = f and f:read('*a') or ''
-		if f then f:close() end
-		return s
-	end
+	local function output() return t.slurp(out) end
 	local t0 = utils.now()
 	while count(output(), 'ready') < 4 and utils.now() - t0 < 10 do sleep(0.02) end
 	local pid = output():match('pid (%d+)')

@@ -319,10 +319,7 @@ local function shell_bg(cmd)
 		while not open(donef) and utils.now() - t1 < secs do
 			sleep(0.02)
 		end
-		local o = open(out)
-		local text = o and o:read('*a') or ''
-		if o then o:close() end
-		return text
+		return t.slurp(out)
 	end
 	return pid, wait
 end

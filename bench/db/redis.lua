@@ -14,9 +14,9 @@ local o = common.args('redis (lem)', { path = '', test = 'get', inflight = 16, n
 assert(o.test == 'get' or o.test == 'set', 'test=get or test=set')
 local r = assert(redis.connect(o.path, 5))
 -- redis-benchmark's very key and value without -r: its literal 'key:__rand_int__' and
--- 'xxx' (-d 3), so that both do the same work on the server
-local key, set = 'key:__rand_int__', o.test == 'set'
-assert(r:call('SET', key, 'xxx'))
+-- its default value, 3 bytes (-d 3) of 'x', so that both do the same work on the server
+local key, value, set = 'key:__rand_int__', ('x'):rep(3), o.test == 'set'
+assert(r:call('SET', key, value))
 
 local left, done = o.n, 0
 local finished = utils.sleeper()
@@ -24,7 +24,7 @@ local function client()
 	while left > 0 do
 		left = left - 1
 		local v, err
-		if set then v, err = r:call('SET', key, 'xxx') else v, err = r:call('GET', key) end
+		if set then v, err = r:call('SET', key, value) else v, err = r:call('GET', key) end
 		if not v then error(err) end
 	end
 	done = done + 1

@@ -134,12 +134,7 @@ function t.background(dir, args)
 	local f = assert(io.open(pidf))
 	local pid = f:read('*l')
 	f:close()
-	local function output()
-		local o = io.open(out)
-		local text = o and o:read('*a') or ''
-		if o then o:close() end
-		return text
-	end
+	local function output() return t.slurp(out) end
 	local function wait(pattern, n)
 		local t0 = utils.now()
 		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 10 do
@@ -169,6 +164,13 @@ function t.tmpdir()
 	assert(os.execute('mkdir -p ' .. dir) == 0, 'cannot make ' .. dir)
 	tmpdirs[#tmpdirs + 1] = dir
 	return dir
+end
+-- The whole of a file, or '' when it is not there (yet).
+function t.slurp(path)
+	local f = io.open(path, 'rb')
+	local text = f and f:read('*a') or ''
+	if f then f:close() end
+	return text
 end
 function t.file(dir, name, text, mode)
 	local path = dir .. '/' .. name
