@@ -70,6 +70,7 @@ if loops.id == 1 then
 end
 if signal and loops.id == 3 then
 	utils.spawn(function() print('got ' .. signal.wait('QUIT')) end)
+	utils.yield()   -- the waiter is in signal.wait before this loop says it is ready
 end
 io.stdout:write('ready ', loops.id, '\n')
 io.stdout:flush()
@@ -99,6 +100,7 @@ local function dump(args, sargs)
 	if pid then os.execute('kill -QUIT ' .. pid) end
 	t0 = utils.now()
 	while not output():find('status %d+') and utils.now() - t0 < 15 do sleep(0.05) end
+	if pid and not output():find('status %d+') then os.execute('kill -KILL ' .. pid) end
 	return output()
 end
 out = dump('', '')
@@ -107,11 +109,11 @@ t.is(count(out, 'end %d'), 4, '... every loop runs to its end')
 for k = 1, 4 do
 	t.is(count(out, 'lem%[' .. k .. '%]: dump: [^\n]*runnable %d+'), 1, ('loop %d prints its figures once'):format(k))
 end
-t.like(out, 'lem%[2%]: runs at [^\n]*dump%.lua:15; its\nstack traceback:\n', 'the loop that computes shows where it runs')
+t.like(out, 'lem%[2%]: runs at [^\n]*dump%.lua:16; its\nstack traceback:\n', 'the loop that computes shows where it runs')
 t.is(count(out, 'runs nothing'), 3, 'the others run nothing')
 t.is(count(out, 'parked in'), 0, 'without --debug, parked coroutines are not listed')
 out = dump('--debug', '')
-t.like(out, "lem%[1%]: parked in 'sleep'; its\nstack traceback:\n%s*%[C%]: in function 'sleep'\n%s*[^\n]*dump%.lua:12:",
+t.like(out, "lem%[1%]: parked in 'sleep'; its\nstack traceback:\n%s*%[C%]: in function 'sleep'\n%s*[^\n]*dump%.lua:13:",
 	'--debug: each parked coroutine with what it waits in and its traceback')
 t.like(out, "lem%[4%]: parked in 'receive'", '... a receive too')
 t.like(out, 'status 0', '... and the process goes on')

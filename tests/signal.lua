@@ -54,7 +54,7 @@ for i = 1, 5 do
 end
 utils.yield()
 kill('USR1')
-sleep(0.1)
+t.eventually(function() return #woke == 5 end)
 t.same(woke, { 'USR1', 'USR1', 'USR1', 'USR1', 'USR1' }, 'every coroutine waiting for USR1 wakes, with its name')
 
 -- one that arrives while none waits is kept for the next wait, once
@@ -72,7 +72,7 @@ utils.spawn(function() woke[1] = signal.wait('RTMIN+3') end)
 utils.spawn(function() woke[2] = signal.wait('RTMIN+3', 5) end)
 utils.yield()
 os.execute('kill -s RTMIN+3 ' .. pid .. ' 2>/dev/null || kill -$(( $(kill -l RTMIN) + 3 )) ' .. pid)
-sleep(0.1)
+t.eventually(function() return #woke == 2 end)
 t.same(woke, { 'RTMIN+3', 'RTMIN+3' }, 'RTMIN+3 wakes its waiters')
 
 -- ---- a burst: 1000 HUP, then one more once the waiters wait again ----
@@ -90,18 +90,21 @@ for i = 1, 3 do
 end
 utils.yield()
 os.execute('i=0; while [ $i -lt 1000 ]; do kill -HUP ' .. pid .. '; i=$((i+1)); done')
-sleep(0.2)
+t.eventually(function()
+	return counts[1] >= 1 and counts[2] >= 1 and counts[3] >= 1 and waiting[1] and waiting[2] and waiting[3]
+end)
+sleep(0.05)   -- the last of the burst's deliveries, if any, come in
 local after = { counts[1], counts[2], counts[3] }
 t.ok(after[1] >= 1 and after[2] >= 1 and after[3] >= 1,
 	('1000 HUP in a burst: every waiter wakes at least once (%d, %d, %d times)'):format(after[1], after[2], after[3]))
 t.ok(waiting[1] and waiting[2] and waiting[3], '... and waits again')
 kill('HUP')
-sleep(0.1)
+t.eventually(function() return counts[1] > after[1] and counts[2] > after[2] and counts[3] > after[3] end)
 t.ok(counts[1] > after[1] and counts[2] > after[2] and counts[3] > after[3],
 	'one HUP after the burst wakes every waiter again')
 -- ignore ends the waits of this loop: nil, 'closed'
 signal.ignore('HUP')
-sleep(0.01)
+t.eventually(function() return not (waiting[1] or waiting[2] or waiting[3]) end)
 t.ok(not waiting[1] and not waiting[2] and not waiting[3], 'signal.ignore ends the waits for it: nil, closed')
 kill('HUP')
 sleep(0.05)

@@ -181,6 +181,19 @@ function t.file(dir, name, text, mode)
 	return path
 end
 
+-- Polls cond every 10 ms until it returns true or timeout (5 s) passes; returns its last
+-- value. For what another thread or process makes true "soon": under load, soon varies.
+function t.eventually(cond, timeout)
+	local utils = require 'lem.utils'
+	local s, t0 = utils.sleeper(), utils.now()
+	local v = cond()
+	while not v and utils.now() - t0 < (timeout or 5) do
+		s:sleep(0.01)
+		v = cond()
+	end
+	return v
+end
+
 -- The lem binary under test (set by make test), quoted for the shell.
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
