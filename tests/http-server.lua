@@ -327,6 +327,32 @@ out = curl('--unix-socket ' .. path .. ' http://localhost/u')
 t.is(out, 'unix /u', 'http.listen_unix, with curl')
 us:close()
 
+---------------------------------------------------------------- idle keep-alive connections
+do   -- an idle connection keeps no coroutine: it waits in stream:idle until idle_timeout
+	local ks = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, req.path) end,
+		{ idle_timeout = 0.4 }))
+	local before = utils.stats()
+	local c = assert(io.tcp.connect('127.0.0.1', ks:port()))
+	local function get(p)
+		c:write('GET ' .. p .. ' HTTP/1.1\r\nHost: x\r\n\r\n')
+		local h = c:read('*u', '\r\n\r\n', 2)
+		return h and c:read(tonumber(h:match('Content%-Length: (%d+)')), 2)
+	end
+	t.is(get('/k1'), '/k1', 'a kept-alive connection: first answer')
+	t.ok(t.eventually(function() return utils.stats().idle_streams == before.idle_streams + 1 end, 2),
+		'then the connection is an idle stream')
+	local now = utils.stats()
+	t.is(now.parked_io, before.parked_io + 1, '... and no coroutine waits on it (the one more waiting is the new listener\'s)')
+	t.is(get('/k2'), '/k2', 'the next request on it is served')
+	local t0 = utils.now()
+	t.is(c:read('*a', 2), '', 'idle_timeout closes it')
+	t.near(utils.now() - t0, 0.4, 0.25, '... after idle_timeout')
+	t.ok(t.eventually(function() return utils.stats().idle_streams == before.idle_streams end, 2),
+		'... and the idle stream is gone')
+	c:close()
+	ks:close()
+end
+
 t.is(#logged, before + 1, 'nothing else logged')
 http.close_idle()
 server:close()

@@ -213,4 +213,60 @@ do   -- buffered(): what a read took from the socket and returned not yet
 	l:close()
 end
 
+do   -- idle(): the stream waits with no coroutine; the handler starts when data comes
+	local l, a, b = pair()
+	local calls, stats = {}, function() return utils.stats() end
+	local function handler(s, err)
+		calls[#calls + 1] = { s = s, err = err, co = coroutine.running(), line = not err and s:read() }
+	end
+	t.error(function() b:idle() end, "bad argument #1 to 'idle' %(function expected", 'idle needs a handler')
+	t.error(function() b:idle(handler, 'x') end, "bad argument #2 to 'idle'", 'a timeout is a number')
+	t.same(pack(b:idle(handler, 0)), { n = 2, nil, 'timeout' }, 'idle(h, 0) with nothing to read: nil, timeout')
+	t.is(b:idle(handler), true, 'idle: true')
+	t.is(stats().idle_streams, 1, 'utils.stats() counts the idle stream')
+	t.is(stats().parked_io, 0, '... and no coroutine waits for it')
+	t.same(pack(b:read('*l', 0.1)), { n = 2, nil, 'busy' }, 'a read while it is idle: nil, busy')
+	t.same(pack(b:idle(handler)), { n = 2, nil, 'busy' }, 'so is a second idle')
+	utils.sleeper():sleep(0.05)
+	t.is(#calls, 0, 'no handler before data comes')
+	a:write('one\ntwo\n')
+	t.eventually(function() return #calls == 1 end, 2)
+	local c = calls[1] or {}
+	t.ok(c.s == b and c.err == nil and c.line == 'one', 'data: handler(stream) runs and reads it')
+	t.ok(c.co and c.co ~= coroutine.running(), '... in a coroutine of its own')
+	t.is(stats().idle_streams, 0, '... and the stream is idle no more')
+	t.is(b:idle(handler), false, 'idle with data buffered: false, nothing waits')
+	t.is(b:read(), 'two', '... the caller reads it')
+	local t0 = utils.now()
+	t.is(b:idle(handler, 0.1), true, 'idle with a timeout')
+	t.eventually(function() return #calls == 2 end, 2)
+	c = calls[2] or {}
+	t.ok(c.s == b and c.err == 'timeout', 'nothing within the timeout: handler(stream, timeout)')
+	t.near(utils.now() - t0, 0.1, 0.08, '... after the timeout')
+	b:idle(handler)
+	b:close()
+	utils.sleeper():sleep(0.05)
+	t.ok(#calls == 2 and stats().idle_streams == 0, 'closing an idle stream drops its handler')
+	local _, a2, b2 = pair()
+	b2:idle(handler)
+	a2:close()
+	t.eventually(function() return #calls == 3 end, 2)
+	c = calls[3] or {}
+	t.ok(c.s == b2 and c.err == nil and c.line == nil, 'the peer closes: the handler runs, its read says closed')
+	b2:close()
+	local _, a3, b3 = pair()
+	b3:idle(handler)
+	b3 = nil
+	collectgarbage()
+	collectgarbage()
+	a3:write('kept\n')
+	t.eventually(function() return #calls == 4 end, 2)
+	c = calls[4] or {}
+	t.is(c.line, 'kept', 'an idle stream nothing else refers to is kept until its handler runs')
+	c.s:close()
+	a3:close()
+	a:close()
+	l:close()
+end
+
 t.done()

@@ -10,7 +10,7 @@ local function sleep(s) utils.sleeper():sleep(s) end
 
 local s = utils.stats()
 for _, k in ipairs { 'runnable', 'parked_sleep', 'timers', 'spares', 'resumes', 'iterations',
-                     'max_resume', 'memory', 'parked_io', 'streams', 'listeners' } do
+                     'max_resume', 'memory', 'parked_io', 'idle_streams', 'streams', 'listeners' } do
 	t.is(type(s[k]), 'number', k .. ' is a number')
 end
 t.is(type(s.max_resume_where), 'string', 'max_resume_where is a string')

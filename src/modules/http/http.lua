@@ -285,7 +285,7 @@ local function watch(srv)
 	srv.watchdog = timer(srv.wt / 2, function()
 		local t = now()
 		for s, conn in pairs(srv.conns) do
-			local since = conn ~= true and conn.since
+			local since = type(conn) == 'table' and conn.since
 			if since == true then
 				conn.since = t
 			elseif since and t - since >= srv.wt and not conn.dead then
@@ -648,23 +648,46 @@ local function failed(conn, err)
 	if not b.done or b.err then pcall(linger, conn) end
 end
 
--- Serves the requests of one connection, in order, until it is to be closed: the
--- coroutine that the listener started for it. An idle connection waits here, in the read
--- of a request's first byte, with nothing but this frame on its stack and its stream,
--- whose buffer is released while it is empty (lem.io): about 2 KiB in all. Its entry in
--- srv.conns is true then; a request's state (conn) is made when its first byte comes.
--- Few locals: this frame, xpcall's and a C function's 20 slots fit in the 40 slots a
--- coroutine starts with in PUC Lua 5.1, which would double them for good otherwise.
-local function serve(srv, s)
-	srv.nconns = srv.nconns + 1
-	s:limit(srv.o.max_header_bytes)
-	local first, conn = true, nil
+-- A connection is gone: its entry and count go, and with the last one the timers.
+local function gone(srv, s)
+	srv.conns[s], srv.nconns = nil, srv.nconns - 1
+	if srv.nconns == 0 then
+		if srv.drain_timer then srv.drain_timer:cancel() end
+		if srv.watchdog then
+			srv.watchdog:cancel()
+			srv.watchdog = nil
+		end
+	end
+end
+
+-- Serves the requests of one connection, in order, until it is to be closed: started by
+-- the listener for a new connection (idle nil), and again each time the connection was
+-- idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
+-- connection has no coroutine: it waits in s:idle, its entry in srv.conns 'idle', and
+-- costs its stream, whose buffer is released while it is empty (lem.io). While its first
+-- byte is awaited otherwise, the entry is true; a request's state (conn) is made when its
+-- first byte comes.
+local function serve(srv, s, idle)
+	if idle == nil then
+		srv.nconns = srv.nconns + 1
+		s:limit(srv.o.max_header_bytes)
+	elseif srv.conns[s] ~= 'idle' then
+		return                               -- closed while its start was queued
+	elseif idle == 'timeout' then
+		s:close()
+		return gone(srv, s)
+	end
+	local first, woke, conn = idle == nil, idle, nil
 	while not srv.draining do
 		-- The head's first byte may take header_timeout on a new connection,
 		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
 		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
 		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
-		srv.conns[s] = true
+		if not (first or woke or conn) then  -- false: the next request is buffered
+			srv.conns[s] = 'idle'
+			if s:idle(srv.wake, srv.o.idle_timeout) then return end
+		end
+		srv.conns[s], woke = true, nil
 		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
@@ -686,15 +709,8 @@ local function serve(srv, s)
 		if not err then break end
 	end
 	if conn and conn.out then pcall(conn_write, conn) end   -- a pipeline cut short
-	srv.conns[s], srv.nconns = nil, srv.nconns - 1
 	if not (conn and conn.upgraded) then s:close() end
-	if srv.nconns == 0 then
-		if srv.drain_timer then srv.drain_timer:cancel() end
-		if srv.watchdog then
-			srv.watchdog:cancel()
-			srv.watchdog = nil
-		end
-	end
+	gone(srv, s)
 end
 
 local DEFAULTS = {
@@ -736,11 +752,21 @@ function Server:shutdown(timeout)
 	self.draining = true
 	self.listener:close()
 	for s, conn in pairs(self.conns) do
-		if conn == true then s:close() else conn.close = true end   -- true: idle
+		if conn == 'idle' then         -- no coroutine: closed and counted here
+			s:close()
+			gone(self, s)
+		elseif conn == true then       -- waits for its first byte: its coroutine ends
+			s:close()
+		else
+			conn.close = true
+		end
 	end
 	if timeout and next(self.conns) then
 		self.drain_timer = timer(timeout, function()
-			for s in pairs(self.conns) do s:close() end
+			for s, conn in pairs(self.conns) do
+				s:close()
+				if conn == 'idle' then gone(self, s) end
+			end
 		end)
 	end
 	return true
@@ -753,6 +779,7 @@ local function start(listener, handler, opts)
 		parser = C.parser{ max_head = o.max_header_bytes, max_fields = o.max_headers,
 			max_target = o.max_target } }, Server)
 	srv.conns, srv.nconns, srv.wt = setmetatable({}, { __mode = 'k' }), 0, o.write_timeout
+	srv.wake = function(s, timedout) return serve(srv, s, timedout or true) end
 	utils.spawn(function() listener:autospawn(function(s) return serve(srv, s) end) end)
 	-- the process's shutdown drains the server (a wait that keeps no loop running)
 	utils.spawn(function()

@@ -254,7 +254,7 @@ static int io_signal_hook(lem_loop *loop, int event, void *ud)
 	struct io_state *st = ud;
 
 	if (event == LEM_DEADLINE)
-		return st->waits;
+		return st->waits + st->idle;
 	if (event == LEM_SHUTDOWN) {
 		st->shutdown = 1;
 		io_listener_shutdown(st, lem_state(loop));
@@ -273,6 +273,8 @@ static void io_stats_hook(lem_loop *loop, lua_State *T, void *ud)
 		n++;
 	lua_pushinteger(T, st->waits);
 	lua_setfield(T, -2, "parked_io");
+	lua_pushinteger(T, st->idle);
+	lua_setfield(T, -2, "idle_streams");
 	lua_pushinteger(T, st->streams);
 	lua_setfield(T, -2, "streams");
 	lua_pushinteger(T, n);

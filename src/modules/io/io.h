@@ -50,6 +50,7 @@ struct io_state {
 	lem_loop *loop;
 	struct io_listener *listeners;   /* the open ones: the shutdown closes them */
 	int waits;                /* callers suspended now (io_suspend) */
+	int idle;                 /* streams waiting in stream:idle, with no caller */
 	int shutdown;             /* the shutdown began: listeners accept no more */
 	int streams;              /* open streams, but the standard ones (utils.stats) */
 	char *spare[IO_SPARES];   /* first-size read buffers that waiting streams gave
@@ -101,6 +102,8 @@ struct io_stream {
 	unsigned char eof:1;      /* the peer closed its end: read() returned 0 */
 	unsigned char drained:1;  /* the last read() was short: the socket is likely empty */
 	unsigned char rfmt:2;     /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
+	unsigned char idle:1;     /* in stream:idle: the reader's slots hold the stream and
+	                             the handler, and no coroutine waits */
 	unsigned char dlen;       /* IO_UNTIL: the delimiter's length */
 	unsigned char peerlen;    /* 0: peer unknown, ask the kernel */
 	int err;                  /* -errno of a failed read(), reported once; or 0 */

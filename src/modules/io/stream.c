@@ -277,6 +277,45 @@ static int stream_push_answer(lua_State *S, void *ud)
 	return stream_push(S, a->s, a->r);
 }
 
+/* ---- idle streams (stream:idle) ---- */
+
+struct stream_idle_start {
+	struct io_stream *s;
+	int timedout;
+};
+
+static int stream_idle_spawn(lua_State *S, void *ud)
+{
+	struct stream_idle_start *a = ud;
+	struct io_stream *s = a->s;
+
+	lem_anchor_push(s->loop, S, s->reader.val_slot);   /* the handler */
+	lem_anchor_push(s->loop, S, s->reader.co_slot);    /* the stream */
+	if (a->timedout)
+		lua_pushliteral(S, "timeout");
+	lem_spawn(s->loop, S, 1 + a->timedout);
+	return 0;
+}
+
+/* The idle stream's peer sent something (or went), or its timeout passed: its handler
+ * starts. Without the memory to start it, the stream closes: nobody would read it. */
+static void stream_idle_end(struct io_stream *s, int timedout)
+{
+	struct stream_idle_start a = { s, timedout };
+	lem_loop *loop = s->loop;
+	lua_State *L = lem_state(loop);
+
+	s->idle = 0;
+	s->st->idle--;
+	s->drained = 0;                            /* the handler's read tries read() */
+	if (lem_protect(loop, L, stream_idle_spawn, &a) < 0) {
+		lua_pop(L, 2);
+		io_stream_shut(s, L);
+		return;
+	}
+	io_wait_end(loop, &s->reader);             /* stops the watchers, lets go of both */
+}
+
 static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 {
 	struct io_stream *s = (struct io_stream *)w;
@@ -285,6 +324,10 @@ static void stream_readable(struct ev_loop *ev, ev_io *w, int revents)
 	int n;
 
 	(void)revents;
+	if (s->idle) {
+		stream_idle_end(s, 0);
+		return;
+	}
 	s->drained = 0;
 	for (int i = 0; i < READS_MAX; i++) {
 		ssize_t f = stream_fill(s);
@@ -346,7 +389,10 @@ static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 	struct io_stream *s = io_container_of(w, struct io_stream, timer);
 
 	(void)ev; (void)revents;
-	io_wake_error(s->loop, &s->reader, lem_state(s->loop), -ETIMEDOUT);
+	if (s->idle)
+		stream_idle_end(s, 1);
+	else
+		io_wake_error(s->loop, &s->reader, lem_state(s->loop), -ETIMEDOUT);
 }
 
 /* ---- making and closing ---- */
@@ -410,6 +456,10 @@ void io_stream_shut(void *self, lua_State *from)
 
 	if (s->conn)
 		io_connect_free(s);
+	if (s->idle) {                             /* its handler never starts */
+		s->idle = 0;
+		s->st->idle--;
+	}
 	io_wait_free(loop, &s->reader, from);
 	io_wait_free(loop, &s->writer, from);
 	s->wp = NULL;
@@ -480,7 +530,7 @@ static int stream_read(lua_State *T)
 		targ = 4;
 	}
 	timeout = io_opttimeout(T, targ);
-	if (io_busy(loop, &s->reader))
+	if (s->idle || io_busy(loop, &s->reader))
 		return io_error(T, -EBUSY);            /* return nil, 'busy' */
 	if (fmt == IO_COUNT && count == 0) {
 		lua_pushliteral(T, "");
@@ -521,6 +571,56 @@ static int stream_read(lua_State *T)
 		ev_timer_start(lem_ev(loop), &s->timer);
 	}
 	return r;
+}
+
+/* stream:idle(handler [, timeout]) --> true | false | nil, 'timeout' | nil, 'busy'
+ * The stream waits for its peer with no coroutine: once something can be read (data, the
+ * peer's close or an error), handler(stream) starts in a coroutine of its own; after
+ * timeout seconds of nothing, handler(stream, 'timeout'). A server's idle keep-alive
+ * connection then costs its stream alone. Closing the stream meanwhile drops the handler.
+ * false: something is buffered already (or, on a TLS stream, may be inside OpenSSL):
+ * nothing waits, the caller reads it. */
+static int stream_idle(lua_State *T)
+{
+	struct io_stream *s = stream_check(T);
+	lem_loop *loop = s->loop;
+	lua_Number timeout;
+
+	luaL_checktype(T, 2, LUA_TFUNCTION);
+	timeout = io_opttimeout(T, 3);
+	if (s->idle || io_busy(loop, &s->reader))
+		return io_error(T, -EBUSY);            /* return nil, 'busy' */
+	if (s->start < s->end || s->eof || s->err || (s->tp && !s->drained)) {
+		lua_pushboolean(T, 0);
+		return 1;
+	}
+	if (timeout == 0)
+		return io_error(T, -ETIMEDOUT);        /* return nil, 'timeout' at once */
+	lua_settop(T, 2);
+	if (!s->reader.co_slot) {                  /* the reader's slots, kept until the close */
+		lua_pushnil(T);
+		s->reader.co_slot = lem_anchor(loop, T);
+	}
+	if (!s->reader.val_slot) {
+		lua_pushnil(T);
+		s->reader.val_slot = lem_anchor(loop, T);
+	}
+	if (!s->reader.co_slot || !s->reader.val_slot)
+		return io_error(T, -EPIPE);            /* the loop closes */
+	lem_anchor_set(loop, T, s->reader.val_slot);   /* the handler */
+	lua_pushvalue(T, 1);
+	lem_anchor_set(loop, T, s->reader.co_slot);    /* the stream */
+	if (s->start == s->end)
+		stream_release(s);
+	s->idle = 1;
+	s->st->idle++;
+	ev_io_start(lem_ev(loop), &s->r);
+	if (timeout > 0) {
+		ev_timer_set(&s->timer, timeout, 0);
+		ev_timer_start(lem_ev(loop), &s->timer);
+	}
+	lua_pushboolean(T, 1);
+	return 1;
 }
 
 /* stream:write(...) --> true | nil, 'closed' | nil, 'busy' | nil, message
@@ -680,6 +780,7 @@ void io_stream_open(lua_State *L)
 		{ "peer", stream_peer },
 		{ "limit", stream_limit },
 		{ "buffered", stream_buffered },
+		{ "idle", stream_idle },
 		{ NULL, NULL }
 	};
 
