@@ -539,10 +539,10 @@ local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 -- reads them at once.
 local serving, serving_lead
 
--- Serves one request of a connection whose first byte was read. Runs in a
--- protected call, so in a coroutine that lem lends for it (PUC Lua): the connection's
--- own coroutine keeps a small stack while it waits for the next request. The handler
--- runs while conn.res is set. Returns true when the connection may carry another request.
+-- Serves one request of a connection where something came: the first byte of a new
+-- connection's (lead), or what woke a kept-alive one (lead ''). Runs in a protected call
+-- (in PUC Lua, in a coroutine that lem lends for it). The handler runs while conn.res is
+-- set. Returns true when the connection may carry another request.
 local function serve_one()
 	local conn, lead = serving, serving_lead
 	serving, serving_lead = nil, nil
@@ -566,7 +566,7 @@ local function serve_one()
 		return
 	end
 	local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
-	if not req or len ~= #data + 1 then
+	if not req or len ~= #lead + #data then
 		local text = lead .. data
 		-- a head of empty lines only: those may precede a request line
 		while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
@@ -679,16 +679,21 @@ local function serve(srv, s, idle)
 	end
 	local first, woke, conn = idle == nil, idle, nil
 	while not srv.draining do
-		-- The head's first byte may take header_timeout on a new connection,
-		-- idle_timeout on a kept-alive one; the rest, header_timeout. Until that byte
-		-- is read the connection is idle: a drain closes it at once (Server:shutdown).
+		-- A new connection's first byte may take header_timeout, and until it comes the
+		-- connection is idle: a drain closes it at once (Server:shutdown). A kept-alive
+		-- one waits in s:idle up to idle_timeout; once something came (or was buffered
+		-- already), its head may take header_timeout.
 		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
 		if not (first or woke or conn) then  -- false: the next request is buffered
 			srv.conns[s] = 'idle'
 			if s:idle(srv.wake, srv.o.idle_timeout) then return end
 		end
-		srv.conns[s], woke = true, nil
-		local lead, err = s:read(1, first and srv.o.header_timeout or srv.o.idle_timeout)
+		local lead, err = ''
+		if first then
+			srv.conns[s] = true
+			lead, err = s:read(1, srv.o.header_timeout)
+		end
+		woke = nil
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
 		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
