@@ -12,7 +12,14 @@ local slept = {}
 local forever
 local handler = function(req, res)
 	local p = req.path
-	if p == '/echo' then
+	if p == '/fields' then                     -- what a handler sees in res: headers only
+		local keys = {}
+		for k in pairs(res) do
+			if not tostring(k):find('^_') then keys[#keys + 1] = tostring(k) end
+		end
+		table.sort(keys)
+		res:send(200, table.concat(keys, ','))
+	elseif p == '/echo' then
 		local body, err = req:body()
 		if not body then return end            -- the server answered already
 		res.headers['Content-Type'] = 'application/octet-stream'
@@ -102,7 +109,9 @@ local function curl(args)
 end
 
 ---------------------------------------------------------------- lem's client
-local r = assert(http.request(base .. '/a/b?x=1&y'))
+local r = assert(http.request(base .. '/fields'))
+t.is(r:body(), 'headers', 'res has no field of its own but headers (the rest begin with _)')
+r = assert(http.request(base .. '/a/b?x=1&y'))
 t.is(r.status, 200, 'GET: 200')
 t.is(r:body(), 'GET /a/b?x=1&y 1.1', 'GET: method, target and version')
 t.like(r.headers.date, '^%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT$', 'Date')

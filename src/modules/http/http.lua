@@ -162,7 +162,7 @@ local function body_piece(b)
 		b.before = nil
 		f()
 	end
-	if b.conn and b.conn.dead then return body_fail(b, 'closed') end
+	if b.conn and b.conn._dead then return body_fail(b, 'closed') end
 	if b.timeout and not b.deadline then b.deadline = now() + b.timeout end
 	local s, kind = b.s, b.kind
 	if kind == 'length' then
@@ -263,20 +263,20 @@ local Request = {}
 -- parsed again, which costs less than the table of fields that a request would make.
 Request.__index = function(req, k)
 	if k ~= 'headers' then return Request[k] end
-	local _, _, _, _, _, _, _, h, m = req._conn.srv.parser:request(req._lead, req._data)
+	local _, _, _, _, _, _, _, h, m = req._conn._srv.parser:request(req._lead, req._data)
 	setmetatable(h, Headers)
 	if m then multi[h] = m end
 	rawset(req, 'headers', h)
 	return h
 end
 body_methods(Request)
-function Request:peer() return self._conn.s:peer() end
+function Request:peer() return self._conn._s:peer() end
 
 local Response = {}
 Response.__index = Response
 
 -- The server's watchdog of write_timeout: every write_timeout / 2 seconds while it has
--- connections, it notes when it first saw a connection's write waiting (conn.since: true
+-- connections, it notes when it first saw a connection's write waiting (conn._since: true
 -- for a write not seen yet, false when none waits), and closes those that have waited
 -- write_timeout since: between write_timeout and 1.5 times that. A timer per write cost
 -- more than the rest of a small answer; this costs a look at each connection twice per
@@ -285,11 +285,11 @@ local function watch(srv)
 	srv.watchdog = timer(srv.wt / 2, function()
 		local t = now()
 		for s, conn in pairs(srv.conns) do
-			local since = type(conn) == 'table' and conn.since
+			local since = type(conn) == 'table' and conn._since
 			if since == true then
-				conn.since = t
-			elseif since and t - since >= srv.wt and not conn.dead then
-				conn.dead = true
+				conn._since = t
+			elseif since and t - since >= srv.wt and not conn._dead then
+				conn._dead = true
 				s:close()
 			end
 		end
@@ -301,24 +301,24 @@ end
 -- Writes to the connection, closing it when the peer has not taken everything within
 -- write_timeout (at most half of it later: watch). Returns true, or nil and a message
 -- once the connection is dead.
--- Answers held back (conn.out, see Response:send) go first, in the same write.
+-- Answers held back (conn._out, see Response:send) go first, in the same write.
 local function conn_write(conn, ...)
-	if conn.dead then return nil, 'closed' end
-	local srv = conn.srv
+	if conn._dead then return nil, 'closed' end
+	local srv = conn._srv
 	if srv.wt then
-		conn.since = true
+		conn._since = true
 		if not srv.watchdog then watch(srv) end
 	end
 	local ok, err
-	if conn.out then
-		local out = conn.out
-		conn.out = false
-		ok, err = conn.s:write(out, ...)
+	if conn._out then
+		local out = conn._out
+		conn._out = false
+		ok, err = conn._s:write(out, ...)
 	else
-		ok, err = conn.s:write(...)
+		ok, err = conn._s:write(...)
 	end
-	conn.since = false
-	if not ok then conn.dead = true end
+	conn._since = false
+	if not ok then conn._dead = true end
 	return ok, err
 end
 
@@ -328,8 +328,8 @@ end
 -- would wait for us, so this stops at the first quiet LINGER_QUIET, or after
 -- LINGER_TIME or LINGER_BYTES.
 local function linger(conn)
-	if conn.dead then return end
-	local s, deadline, n = conn.s, now() + LINGER_TIME, 0
+	if conn._dead then return end
+	local s, deadline, n = conn._s, now() + LINGER_TIME, 0
 	while n < LINGER_BYTES do
 		local r = deadline - now()
 		if r <= 0 then return end
@@ -343,7 +343,7 @@ end
 local function error_answer(conn, status)
 	local reason = REASONS[status] or 'Error'
 	local body = reason .. '\n'
-	return conn_write(conn, 'HTTP/1.1 ', status, ' ', reason, '\r\nServer: ', conn.srv.name,
+	return conn_write(conn, 'HTTP/1.1 ', status, ' ', reason, '\r\nServer: ', conn._srv.name,
 		'\r\nDate: ', date(), '\r\nContent-Type: text/plain\r\nContent-Length: ', #body,
 		'\r\nConnection: close\r\n\r\n', body)
 end
@@ -365,12 +365,12 @@ local function head(res, conn, req, status, reason, framing, body, level)
 	-- A body left unread that the client may not send (100-continue not sent) or that is
 	-- too long to drop: the connection cannot carry another request.
 	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
-		conn.close = true
+		conn._close = true
 	end
-	local s, close = answer(res.headers, status, reason or 'Unknown', conn.srv.name,
-		framing, conn.close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
+	local s, close = answer(res.headers, status, reason or 'Unknown', conn._srv.name,
+		framing, conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
 	if not s then error(close, level) end
-	if close then conn.close = true end
+	if close then conn._close = true end
 	return s
 end
 
@@ -397,9 +397,9 @@ function Response:send(status, body)
 		small and body or nil, 3)
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
-	if conn.pipelined and small and not conn.dead then
-		local out = conn.out
-		conn.out = out and out .. h or h
+	if conn._pipelined and small and not conn._dead then
+		local out = conn._out
+		conn._out = out and out .. h or h
 		return true
 	end
 	if small then return conn_write(conn, h) end
@@ -425,7 +425,7 @@ function Response:start(status)
 	elseif req.version == '1.1' then
 		framing, mode = 'chunked', 'chunked'
 	else
-		self._conn.close = true          -- HTTP/1.0: the end of the connection ends the body
+		self._conn._close = true          -- HTTP/1.0: the end of the connection ends the body
 		mode = 'close'
 	end
 	if req.method == 'HEAD' then mode = 'none' end
@@ -452,8 +452,8 @@ end
 -- res:flush() --> true | nil, message: answers held back for a pipeline go out now.
 function Response:flush()
 	local conn = self._conn
-	if conn.dead then return nil, 'closed' end
-	if conn.out then return conn_write(conn) end
+	if conn._dead then return nil, 'closed' end
+	if conn._out then return conn_write(conn) end
 	return true
 end
 
@@ -469,7 +469,7 @@ function Response:finish(...)
 	if not ok then return nil, err end
 	if self._mode == 'chunked' then return conn_write(self._conn, '0\r\n\r\n') end
 	if self._mode == 'length' and self._left > 0 then
-		self._conn.close = true          -- shorter than announced: the client must see the end
+		self._conn._close = true          -- shorter than announced: the client must see the end
 	end
 	return true
 end
@@ -513,17 +513,17 @@ function Response:upgrade(protocol, headers)
 	self._state = 'upgraded'
 	local ok, err = conn_write(conn, concat(t))
 	if not ok then return nil, err end
-	conn.upgraded = true
-	conn.srv.conns[conn.s] = nil         -- a drain no longer sees it
-	conn.s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
-	return conn.s
+	conn._upgraded = true
+	conn._srv.conns[conn._s] = nil         -- a drain no longer sees it
+	conn._s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
+	return conn._s
 end
 
 -- A shared server function for a body's failure (new_body's fail): the connection ends,
 -- and the client hears status if the handler has not answered yet.
 local function body_failed(status, _, b)
 	local conn, res = b.conn, b.res
-	conn.close = true
+	conn._close = true
 	if status and not res._state then
 		res._state = 'done'
 		error_answer(conn, status)
@@ -541,16 +541,16 @@ local serving, serving_lead
 
 -- Serves one request of a connection where something came: the first byte of a new
 -- connection's (lead), or what woke a kept-alive one (lead ''). Runs in a protected call
--- (in PUC Lua, in a coroutine that lem lends for it). The handler runs while conn.res is
+-- (in PUC Lua, in a coroutine that lem lends for it). The handler runs while conn._res is
 -- set. Returns true when the connection may carry another request.
 local function serve_one()
 	local conn, lead = serving, serving_lead
 	serving, serving_lead = nil, nil
-	local srv, s = conn.srv, conn.s
+	local srv, s = conn._srv, conn._s
 	local o, P, handler = srv.o, srv.parser, srv.handler
-	if srv.draining then conn.close = true end
-	local data, err = s:read('*u', CRLF2, conn.out and 0 or o.header_timeout)
-	if not data and conn.out and err == 'timeout' then
+	if srv.draining then conn._close = true end
+	local data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
+	if not data and conn._out and err == 'timeout' then
 		conn_write(conn)      -- answers held back wait for no head that is not whole here
 		data, err = s:read('*u', CRLF2, o.header_timeout)
 	end
@@ -595,39 +595,39 @@ local function serve_one()
 			end
 		end
 	end
-	conn.close = not keep or conn.close
+	conn._close = not keep or conn._close
 	-- more is buffered after a request without a body: the next one, pipelined (but an
 	-- Upgrade, whose handler may take the stream: what was held back goes out first)
-	conn.pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
-	if conn.out and not conn.pipelined then conn_write(conn) end
-	conn.res = res
+	conn._pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
+	if conn._out and not conn._pipelined then conn_write(conn) end
+	conn._res = res
 	handler(req, res)                    -- an error ends the connection (serve)
-	conn.res = false
+	conn._res = false
 	local state = res._state
 	if state ~= 'done' then
-		if conn.upgraded then return end -- the handler has the stream now
+		if conn._upgraded then return end -- the handler has the stream now
 		if not state then
 			res:send(200)                -- as Go does for a handler that sent nothing
 		elseif state == 'head' then
 			res:finish()
 		end
 	end
-	if conn.dead then return end
-	if not b.done and not conn.close then
+	if conn._dead then return end
+	if not b.done and not conn._close then
 		-- drop the unread body: a little of it, or the connection goes
 		b.before, b.fail = nil, nil
 		if b.kind == 'chunked' then b.max = math.min(b.max, b.got + DRAIN_MAX) end
 		while body_piece(b) do end
-		if b.err then conn.close = true end
+		if b.err then conn._close = true end
 	end
-	if conn.close then
-		if conn.out then conn_write(conn) end
+	if conn._close then
+		if conn._out then conn_write(conn) end
 		if not b.done or b.err then linger(conn) end
 		return
 	end
-	if conn.out then
+	if conn._out then
 		-- held back for the next request's answers (serve gives them its conn)
-		if not (conn.pipelined and #conn.out < PIPE_BYTES) then conn_write(conn) end
+		if not (conn._pipelined and #conn._out < PIPE_BYTES) then conn_write(conn) end
 	end
 	return true
 end
@@ -635,11 +635,11 @@ end
 -- What a failed request leaves to do: err came from the handler (then the client gets
 -- 500 if nothing was sent yet) or from lem.http itself. The connection ends.
 local function failed(conn, err)
-	local o, res = conn.srv.o, conn.res
+	local o, res = conn._srv.o, conn._res
 	if not res then return o.log('connection error: ' .. tostring(err)) end
 	o.log('handler error: ' .. tostring(err))
-	if conn.upgraded then return end     -- the stream is the handler's
-	conn.close = true
+	if conn._upgraded then return end     -- the stream is the handler's
+	conn._close = true
 	if not res._state then
 		res._state = 'done'
 		pcall(error_answer, conn, 500)
@@ -683,7 +683,7 @@ local function serve(srv, s, idle)
 		-- connection is idle: a drain closes it at once (Server:shutdown). A kept-alive
 		-- one waits in s:idle up to idle_timeout; once something came (or was buffered
 		-- already), its head may take header_timeout.
-		if conn and not conn.out then conn = nil end   -- nothing held back: keep no conn
+		if conn and not conn._out then conn = nil end   -- nothing held back: keep no conn
 		if not (first or woke or conn) then  -- false: the next request is buffered
 			srv.conns[s] = 'idle'
 			if s:idle(srv.wake, srv.o.idle_timeout) then return end
@@ -696,9 +696,9 @@ local function serve(srv, s, idle)
 		woke = nil
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
-		conn = { s = s, srv = srv, dead = false, close = false, since = false, res = false,
-			out = conn and conn.out or false, pipelined = false, headers = false,
-			_conn = false, _req = false }
+		conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
+			_res = false, _out = conn and conn._out or false, _pipelined = false,
+			headers = false, _conn = false, _req = false }
 		srv.conns[s] = conn
 		if not lead then
 			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
@@ -713,8 +713,8 @@ local function serve(srv, s, idle)
 		end
 		if not err then break end
 	end
-	if conn and conn.out then pcall(conn_write, conn) end   -- a pipeline cut short
-	if not (conn and conn.upgraded) then s:close() end
+	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
+	if not (conn and conn._upgraded) then s:close() end
 	gone(srv, s)
 end
 
@@ -763,7 +763,7 @@ function Server:shutdown(timeout)
 		elseif conn == true then       -- waits for its first byte: its coroutine ends
 			s:close()
 		else
-			conn.close = true
+			conn._close = true
 		end
 	end
 	if timeout and next(self.conns) then
