@@ -50,6 +50,21 @@ end
 t.is(table.concat(got), 'abcde', 'a chunked body, piece by piece')
 t.is(accepted, 1, 'both on one kept-alive connection')
 
+-- a small body that came with its head: taken at once, the connection back in the pool
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz',
+	'HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nuvw',
+	'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n' }
+r = assert(http.request(base .. '/s1'))
+local r2 = assert(http.request(base .. '/s2'))
+t.is(accepted, 1, 'a body read whole with its head leaves the connection free at once')
+t.is(r:read(), 'xyz', 'its read gives the body')
+t.same({ r:read() }, {}, '... then nil')
+t.is(r:body(), '', '... and body() what is left: nothing')
+t.is(r2:body(), 'uvw', 'body() gives it whole')
+t.is(r2:body(), 'uvw', '... every time')
+r = assert(http.request(base .. '/s3'))
+t.ok(r:body() == '' and r:read() == nil, 'an empty body')
+
 answers = { 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok' }
 r = assert(http.request{ method = 'PUT', url = base .. '/u', body = 'data' })
 t.is(r.status, 201, '1xx answers are skipped')

@@ -156,6 +156,11 @@ local function body_fail(b, err, status)
 end
 
 local function body_piece(b)
+	if b.pending then                -- a whole body read with its head (the client's)
+		local data = b.pending
+		b.pending = nil
+		return data
+	end
 	if b.done then return nil, b.err end
 	if b.before then
 		local f = b.before
@@ -219,6 +224,10 @@ end
 
 local function body_all(b)
 	if b.whole then return b.whole end
+	if b.pending then
+		b.whole, b.pending = b.pending, nil
+		return b.whole
+	end
 	if b.kind == 'length' and b.left > b.max then
 		return body_fail(b, 'body too large', 413)
 	end
@@ -925,6 +934,7 @@ end
 -- connection (a body neither read to the end nor closed) gives that connection's place
 -- under max_per_host back: the finalizer only counts (waiting callers look again at
 -- least once a second), and the stream's own finalizer closes it.
+local RELEASED = {}      -- the claim of a response whose connection went back at once
 local function claim(s, p)
 	local c = { s = s, p = p }
 	local u = newproxy(true)
@@ -1008,12 +1018,32 @@ local function parse_url(url)
 	return host, port, path, authority, scheme == 'https'
 end
 
+-- parse_url's answers for the URLs asked for last, with the pool key of a plain one:
+-- a client that asks the same URLs again does not parse them again.
+local URLS_MAX = 256
+local urls, nurls = {}, 0
+local function parse_url_cached(url)
+	local u = urls[url]
+	if not u then
+		local host, port, path, authority, tls = parse_url(url)
+		if not host then return nil end
+		if nurls >= URLS_MAX then urls, nurls = {}, 0 end
+		u = { host, port, path, authority, tls, host .. ':' .. port }
+		urls[url], nurls = u, nurls + 1
+	end
+	return u[1], u[2], u[3], u[4], u[5], u[6]
+end
+
 -- Writes the request on s. --> true | nil, message [, true: an error the body function
 -- raised, to raise again once the connection is closed]
 local function send_request(s, o, method, path, authority, deadline)
 	local body = o.body
+	if not (body or o.headers or method == 'POST' or method == 'PUT' or method == 'PATCH') then
+		return timed_write(s, shorter(o.read_timeout, left(deadline)),
+			method .. ' ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n')
+	end
 	local h = { method, ' ', path, ' HTTP/1.1\r\nHost: ', authority, '\r\n' }
-	local n = add_fields(h, 6, o.headers or {}, REQ_FRAMING)
+	local n = o.headers and add_fields(h, 6, o.headers, REQ_FRAMING) or 6
 	if type(body) == 'function' then
 		h[n + 1] = 'Transfer-Encoding: chunked\r\n'
 		n = n + 1
@@ -1022,8 +1052,10 @@ local function send_request(s, o, method, path, authority, deadline)
 		n = n + 3
 	end
 	h[n + 1] = '\r\n'
+	if type(body) ~= 'function' then
+		return timed_write(s, shorter(o.read_timeout, left(deadline)), concat(h), body or '')
+	end
 	local wt = function() return shorter(o.read_timeout, left(deadline)) end
-	if type(body) ~= 'function' then return timed_write(s, wt(), concat(h), body or '') end
 	local ok, err = timed_write(s, wt(), concat(h))
 	while ok do
 		local fine, piece = pcall(body)
@@ -1036,9 +1068,9 @@ local function send_request(s, o, method, path, authority, deadline)
 end
 
 -- One exchange. --> response | nil, message, reused (the connection came from the pool)
-local function attempt(o, method, host, port, path, authority, deadline, fresh, tls)
+local function attempt(o, method, host, port, path, authority, deadline, fresh, tls, key)
 	-- a TLS connection is reused only for requests that verify as it was verified
-	local key = (tls and 'https:' .. tostring(o.tls or '') .. ':' or '') .. host .. ':' .. port
+	if tls then key = 'https:' .. tostring(o.tls or '') .. ':' .. key end
 	local p = pool_of(key)
 	local s, reused = pool_acquire(p, host, port, o.max_per_host or http.max_per_host, o,
 		deadline, fresh, tls)
@@ -1067,12 +1099,23 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh, 
 	until status >= 200 or status == 101
 	if method == 'HEAD' or NOBODY[status] or status < 200 then kind = 'none' end
 	if m then multi[headers] = m end
-	local b = new_body(s, kind, length, client_parser, o.max_body or 8 * 1048576)
-	b.deadline, b.each = deadline, o.read_timeout
+	local max, b = o.max_body or 8 * 1048576, nil
+	if kind == 'length' and length <= PIECE and length <= max and s:buffered() >= length then
+		-- the whole body came with the head: taken now, the connection goes back at once
+		b = { kind = 'length', left = 0, got = length, max = max, done = true,
+			pending = length > 0 and s:read(length) or nil }
+	else
+		b = new_body(s, kind, length, client_parser, max)
+		b.deadline, b.each = deadline, o.read_timeout
+	end
 	local r = setmetatable({ status = status, reason = reason,
 		version = minor == 1 and '1.1' or '1.0', headers = setmetatable(headers, Headers),
-		_body = b, _c = claim(s, p), _keep = keep and kind ~= 'close' }, ClientResponse)
-	if status ~= 101 then give_back(r) end
+		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' }, ClientResponse)
+	if status == 101 or not b.done then
+		r._c = claim(s, p)
+	else
+		pool_release(p, s, r._keep)
+	end
 	return r
 end
 
@@ -1151,16 +1194,17 @@ function http.request(t)
 	local redirects = o.redirects or 0
 	while true do
 		local method = o.method or 'GET'
-		if not method:find(TOKEN) then error('bad method', 2) end
+		if not (IDEMPOTENT[method] or method:find(TOKEN)) then error('bad method', 2) end
 		local url = tostring(o.url)
-		local host, port, path, authority, tls = parse_url(url)
+		local host, port, path, authority, tls, key = parse_url_cached(url)
 		if not host then error('bad url ' .. url .. ' (http[s]://host[:port]/path expected)', 2) end
-		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false, tls)
+		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false,
+			tls, key)
 		-- a pooled connection the server closed meanwhile: once more on a new one, when
 		-- the request may be repeated
 		if not r and reused and err == 'closed' and IDEMPOTENT[method]
 				and type(o.body) ~= 'function' then
-			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls)
+			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls, key)
 		end
 		if not r then return nil, err end
 		r.url = url
