@@ -369,6 +369,49 @@ t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
 os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
 wait(5)
 
+-- ---- record buffers ----
+-- The streams of a loop used last keep OpenSSL's buffers (64 of them), the others give
+-- them back, and so do all after a second or two without I/O: 70 clients and their 70
+-- server streams talk, wait past that, and talk again.
+local many, talked = {}, 0
+for i = 1, 70 do
+	many[i] = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
+	if many[i] then
+		many[i]:write('first ', i, '\n')
+		if many[i]:read('*l', 5) == 'echo first ' .. i then talked = talked + 1 end
+	end
+end
+t.is(talked, 70, '70 TLS connections talk, more than keep their buffers')
+sleep(2.2)
+talked = 0
+for i, x in ipairs(many) do
+	x:write('again ', i, '\n')
+	if x:read('*l', 5) == 'echo again ' .. i then talked = talked + 1 end
+	x:close()
+end
+t.is(talked, 70, '... and again once idle long enough to give them back')
+-- Kept buffers keep no loop alive: a program that leaves its TLS streams open ends at
+-- once (not when their buffers would be given back, two seconds later).
+local linger = t.file(dir, 'linger.lua', [[
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+local d = arg[1]
+local l = assert(io.tls.listen('127.0.0.1', 0, assert(io.tls.context{ cert = d .. '/server.pem', key = d .. '/server.key' })))
+utils.spawn(function()
+	l:autospawn(function(s) s:write(s:read('*l', 5), '\n') end)   -- and leaves s open
+end)
+local s = assert(io.tls.connect('localhost', l:port(), { context = assert(io.tls.context{ ca = d .. '/ca.pem' }) }))
+s:write('hi\n')
+print(s:read('*l', 5))
+l:close()                                        -- and leaves s open
+]])
+local st, out = t.run('s=$(date +%s%N); ' .. t.lem .. ' ' .. linger .. ' ' .. dir
+	.. '; echo $?; echo $(( ($(date +%s%N) - s) / 1000000 ))')
+local ms = tonumber(out:match('(%d+)\n$'))
+t.like(out, '^hi\n0\n', 'a TLS client and server that leave their streams open: lem exits 0')
+t.ok(st == 0 and ms and ms < 1500, '... at once, in less than 1.5 s (2 s if the buffers held it): '
+	.. tostring(ms) .. ' ms')
+
 -- ---- out of memory ----
 -- failalloc (tests/lib/failalloc.c), preloaded into a child lem, makes allocations above
 -- a size fail: OpenSSL's among them. Connects and writes then fail with nil, message (or a
