@@ -343,6 +343,13 @@ _, wait = shell_bg(('printf "hi s_client\\nclose\\n" | openssl s_client -connect
 	.. '-verify_return_error -verify_hostname localhost -quiet -ign_eof'):format(port, c.ca))
 r = wait(10)
 t.like(r, 'echo hi s_client\nbye\n', 'openssl s_client talks to lem\'s server, verifying it')
+-- a TLS 1.3 KeyUpdate that asks for one back (s_client's "K" command): lem's server
+-- answers it with its next write (OpenSSL 3 never writes in a read after the handshake)
+_, wait = shell_bg(('(printf "one\\n"; sleep 0.3; printf "K\\n"; sleep 0.3; printf "two\\n"; sleep 0.3; '
+	.. 'printf "close\\n"; sleep 0.5) | openssl s_client -connect 127.0.0.1:%d -CAfile %s -msg'):format(port, c.ca))
+r = wait(10)
+t.like(r, 'echo one\n.*>>> [^\n]*KeyUpdate.*<<< [^\n]*KeyUpdate.*echo two\n.*bye\n',
+	'a KeyUpdate asked for mid-session: lem\'s server updates its keys too and talks on')
 
 -- openssl s_server as the server of lem's client
 local sport = t.free_port()
@@ -368,6 +375,49 @@ t.is(s, nil, "min_version '1.3' refuses a server that stops at 1.2")
 t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
 os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
 wait(5)
+
+-- ---- a reader and a writer during the handshake ----
+-- OpenSSL reads and writes for the handshake in whichever call comes: the call that ends
+-- it takes from the socket what the other side waited for there, and that side must not
+-- wait on for a poll that will not come.
+local go = utils.sleeper()
+local hl = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local mode
+utils.spawn(function()
+	hl:autospawn(function(x)
+		if mode == 'read ends it' then
+			-- the server speaks first: its write starts the handshake and waits for the
+			-- client's Finished, which the read, starting late, takes
+			utils.spawn(function() x:write('banner\n') end)
+			go:sleep(5)
+			x:read('*l', 5)
+		else
+			-- the read waits from the start; the write, starting late, takes the
+			-- client's Finished and, read ahead with it, its first line
+			utils.spawn(function()
+				go:sleep(5)
+				x:write('banner\n')
+			end)
+			local line = x:read('*l', 5)
+			if line then x:write('echo ', line, '\n') end
+		end
+		x:close()
+	end)
+end)
+for _, m in ipairs { 'read ends it', 'write ends it' } do
+	mode = m
+	s = assert(io.tls.connect('localhost', hl:port(), { context = cctx, timeout = 5 }))
+	if m == 'write ends it' then s:write('hello\n') end
+	go:wakeup()                      -- the server's late side runs in this same turn
+	t.is(s:read('*l', 2), 'banner', 'the server\'s write goes out when its read ends the handshake: ' .. m)
+	if m == 'write ends it' then
+		t.is(s:read('*l', 2), 'echo hello', '... and its read gets the line the write read ahead')
+	else
+		s:write('bye\n')
+	end
+	s:close()
+end
+hl:close()
 
 -- ---- record buffers ----
 -- The streams of a loop used last keep OpenSSL's buffers (64 of them), the others give

@@ -67,6 +67,7 @@ struct io_tls {
 	struct io_wait hs;        /* the caller of io.tls.connect while it shakes hands */
 	int err;                  /* a failure, returned by every later recv and send */
 	unsigned char eof;        /* the peer closed, behind data recv returned already */
+	unsigned char shaken;     /* the handshake is over (tls_after) */
 	unsigned char kept;       /* in its loop's list of streams keeping their buffers */
 	unsigned gen;             /* the tick of its last use, while kept */
 	struct io_tls *prev, *next;   /* in that list */
@@ -225,10 +226,24 @@ static void tls_used(struct io_tls *t)
 
 /* ---- the transport ---- */
 
-static void tls_handshake_done(struct io_tls *t)
+/* After a reader's or a writer's SSL call (other: the other side's watcher). OpenSSL reads
+ * and writes for the handshake in whichever call comes, reading ahead: the call that ends
+ * it may have taken from the socket what the other side waits for there (the client's
+ * Finished, its first request), which no poll will report again. So that side tries
+ * again, once; the handshake's deadline ends. After the handshake, OpenSSL 3 reads only in
+ * SSL_read and writes only in SSL_write (a KeyUpdate asked for is answered by the next
+ * SSL_write; TLS 1.2 renegotiation is refused). */
+static void tls_after(struct io_tls *t, ev_io *other)
 {
-	if (ev_is_active(&t->timer) && !t->hs.w.co && SSL_is_init_finished(t->ssl))
-		ev_timer_stop(lem_ev(t->s->loop), &t->timer);
+	struct ev_loop *ev;
+
+	if (t->shaken || !SSL_is_init_finished(t->ssl))
+		return;
+	t->shaken = 1;
+	ev = lem_ev(t->s->loop);
+	ev_timer_stop(ev, &t->timer);
+	if (ev_is_active(other))
+		ev_feed_event(ev, other, other->events & (EV_READ | EV_WRITE));
 }
 
 /* OpenSSL may read while it writes and the other way round (a handshake): when one side
@@ -257,6 +272,7 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 		tls_clear();
 		r = SSL_read(t->ssl, buf + n, (int)want);
 		tls_used(t);
+		tls_after(t, &s->w);
 		if (r > 0) {
 			n += r;
 			if (!SSL_has_pending(t->ssl))
@@ -268,14 +284,11 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 			t->eof = 1;
 		else if (err != -EAGAIN)
 			t->err = err;
-		if (n == 0) {
-			tls_handshake_done(t);   /* it may have ended without data yet */
+		if (n == 0)
 			return err;
-		}
 		break;
 	}
 	s->drained = n < len && !t->eof && !t->err;
-	tls_handshake_done(t);
 	tls_kick(s, &s->w, EV_READ);
 	return (ssize_t)n;
 }
@@ -308,8 +321,8 @@ static ssize_t tls_send(struct io_stream *s, const struct iovec *iov, int cnt)
 	tls_clear();
 	r = SSL_write(t->ssl, p, (int)len);
 	tls_used(t);
+	tls_after(t, &s->r);
 	if (r > 0) {
-		tls_handshake_done(t);
 		tls_kick(s, &s->r, EV_WRITE);
 		return r;
 	}
@@ -419,8 +432,10 @@ static int tls_handshake(struct io_tls *t)
 	tls_clear();
 	r = SSL_do_handshake(t->ssl);
 	tls_used(t);
-	if (r == 1)
+	if (r == 1) {
+		t->shaken = 1;
 		return 1;
+	}
 	r = tls_error(t, r, &t->io);
 	return r == 0 ? -EPIPE : r;
 }
