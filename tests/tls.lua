@@ -420,9 +420,9 @@ end
 hl:close()
 
 -- ---- record buffers ----
--- The streams of a loop used last keep OpenSSL's buffers (64 of them), the others give
--- them back, and so do all after a second or two without I/O: 70 clients and their 70
--- server streams talk, wait past that, and talk again.
+-- The first 64 TLS streams of a loop keep OpenSSL's buffers between records, the others
+-- give them back after each, and all do after a second or two without I/O: 70 clients and
+-- their 70 server streams talk, wait past that, and talk again.
 local many, talked = {}, 0
 for i = 1, 70 do
 	many[i] = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })

@@ -27,7 +27,7 @@
 #define TLS_HANDSHAKE_TIMEOUT 10.0   /* a server's handshake (handshake_timeout) */
 #define TLS_GATHER 16384             /* send: small pieces go out as one record this big */
 #define TLS_ALPN_MAX 255             /* the longest ALPN list, in its wire format */
-#define TLS_KEEP 64                  /* streams of a loop that keep their record buffers */
+#define TLS_KEEP 64                  /* streams of a loop that may keep their record buffers */
 #define TLS_KEEP_AGE 1.0             /* seconds without I/O after which they give them back
                                         (between one and two) */
 
@@ -38,10 +38,10 @@ struct tls_lib {
 	OSSL_LIB_CTX *lib;
 	int refs;
 	lem_loop *loop;
-	struct io_tls *first, *last;   /* the streams keeping them, least recently used first */
 	int nkept;
 	unsigned gen;                  /* ticks of timer */
 	ev_timer timer;                /* gives back the buffers of streams idle for a tick */
+	struct io_tls *kept[TLS_KEEP]; /* the streams keeping them, nkept of them */
 };
 
 /* A context: an SSL_CTX and what lem does with it. Referred to by its Lua object, by
@@ -68,9 +68,8 @@ struct io_tls {
 	int err;                  /* a failure, returned by every later recv and send */
 	unsigned char eof;        /* the peer closed, behind data recv returned already */
 	unsigned char shaken;     /* the handshake is over (tls_after) */
-	unsigned char kept;       /* in its loop's list of streams keeping their buffers */
+	unsigned char slot;       /* 1 + its index in its loop's kept streams; 0: not kept */
 	unsigned gen;             /* the tick of its last use, while kept */
-	struct io_tls *prev, *next;   /* in that list */
 };
 
 /* ---- errors ---- */
@@ -165,59 +164,59 @@ const char *io_tls_strerror(int err, char buf[128])
  * OpenSSL gives a connection a read and a write buffer of about 17 KB each. Given back
  * after every record (SSL_MODE_RELEASE_BUFFERS), as an idle connection should, they cost
  * a malloc and a free each per request, in a heap that Lua's small blocks have cut up:
- * 3,700 instructions of a keep-alive request's 51,000. So the buffers stay with the
- * TLS_KEEP streams of the loop used last, which give them back once idle for a tick of
- * TLS_KEEP_AGE, or when TLS_KEEP streams used since push them out: at most 2.2 MB a
- * loop, and nothing once its connections are idle. */
+ * 3,500 instructions of a keep-alive request's 51,000. So the first TLS_KEEP streams of a
+ * loop that find room keep theirs (the mode cleared) until they close or stay idle for a
+ * tick of TLS_KEEP_AGE; the others give them back after every record, as before. At most
+ * 2.2 MB a loop, nothing once its connections are idle. (Room goes to whoever comes,
+ * not to the streams used last: with more busy streams than room, pushing the least
+ * recently used out would give its buffers back just before its next request.) */
 
 static void tls_unkeep(struct tls_lib *b, struct io_tls *t)
 {
-	*(t->prev ? &t->prev->next : &b->first) = t->next;
-	*(t->next ? &t->next->prev : &b->last) = t->prev;
-	t->prev = t->next = NULL;
-	t->kept = 0;
-	if (--b->nkept == 0 && ev_is_active(&b->timer)) {
+	struct io_tls *last = b->kept[--b->nkept];
+
+	b->kept[t->slot - 1] = last;
+	last->slot = t->slot;
+	t->slot = 0;
+	SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+	if (b->nkept == 0) {
 		ev_ref(lem_ev(b->loop));
 		ev_timer_stop(lem_ev(b->loop), &b->timer);
 	}
 }
 
-/* Gives t's buffers back, unless they hold data: then they stay until its next use lists
- * it again. (SSL_free_buffers checks that itself only since OpenSSL 3.0.14.) */
-static void tls_release(struct tls_lib *b, struct io_tls *t)
-{
-	tls_unkeep(b, t);
-	if (!SSL_has_pending(t->ssl))
-		SSL_free_buffers(t->ssl);
-}
-
+/* Gives back the buffers of the streams not used since the last tick, unless they hold
+ * data: those go back with their stream's next record that leaves them empty.
+ * (SSL_free_buffers checks for data itself only since OpenSSL 3.0.14.) */
 static void tls_keep_tick(struct ev_loop *ev, ev_timer *w, int revents)
 {
 	struct tls_lib *b = io_container_of(w, struct tls_lib, timer);
 
 	(void)ev; (void)revents;
-	while (b->first && b->first->gen != b->gen)
-		tls_release(b, b->first);
+	for (int i = b->nkept - 1; i >= 0; i--) {   /* tls_unkeep moves the last to i */
+		struct io_tls *t = b->kept[i];
+
+		if (t->gen == b->gen)
+			continue;
+		tls_unkeep(b, t);
+		if (!SSL_has_pending(t->ssl))
+			SSL_free_buffers(t->ssl);
+	}
 	b->gen++;
 }
 
-/* After an SSL call on t, which may have made its buffers: t is the last used. */
+/* After an SSL call on t, which may have made its buffers. */
 static void tls_used(struct io_tls *t)
 {
 	struct tls_lib *b = t->c->lib;
 
 	t->gen = b->gen;
-	if (b->last == t)
+	if (t->slot || b->nkept == TLS_KEEP)
 		return;
-	if (t->kept)
-		tls_unkeep(b, t);
-	else if (b->nkept == TLS_KEEP)
-		tls_release(b, b->first);
-	t->prev = b->last;
-	*(b->last ? &b->last->next : &b->first) = t;
-	b->last = t;
-	t->kept = 1;
-	if (b->nkept++ == 0) {
+	SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+	b->kept[b->nkept++] = t;
+	t->slot = (unsigned char)b->nkept;
+	if (b->nkept == 1) {
 		ev_timer_set(&b->timer, TLS_KEEP_AGE, TLS_KEEP_AGE);
 		ev_timer_start(lem_ev(b->loop), &b->timer);
 		ev_unref(lem_ev(b->loop));     /* kept buffers keep no loop alive */
@@ -345,7 +344,7 @@ static void tls_shut(struct io_stream *s, lua_State *from)
 		SSL_shutdown(t->ssl);
 		ERR_clear_error();
 	}
-	if (t->kept)
+	if (t->slot)
 		tls_unkeep(t->c->lib, t);
 	SSL_free(t->ssl);
 	io_tls_ctx_free(t->c);
@@ -572,7 +571,6 @@ static struct tls_lib *tls_lib(lua_State *T)
 	}
 	b->refs = 1;
 	b->loop = lem_loop_of(T);
-	b->first = b->last = NULL;
 	b->nkept = 0;
 	b->gen = 0;
 	ev_init(&b->timer, tls_keep_tick);
@@ -768,9 +766,11 @@ static int tls_context(lua_State *T)
 	if (!(c->ctx = SSL_CTX_new_ex(lib->lib, NULL, TLS_method())))
 		return tls_ctx_error(T, "context", -IO_ETLS);
 	SSL_CTX_set_min_proto_version(c->ctx, min);
-	/* Partial writes and a moving buffer: as write() does. The record buffers stay
-	 * (tls_used). A peer that closes without close_notify has closed, as in TCP. */
-	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Partial writes and a moving buffer: as write() does. Idle connections give their
+	 * buffers back (but see tls_used). A peer that closes without close_notify has
+	 * closed, as in TCP. */
+	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                         SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_read_ahead(c->ctx, 1);         /* fewer read()s: a record in one */
 	SSL_CTX_set_verify(c->ctx, c->verify ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
