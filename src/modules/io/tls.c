@@ -230,8 +230,9 @@ static void tls_used(struct io_tls *t)
  * it may have taken from the socket what the other side waits for there (the client's
  * Finished, its first request), which no poll will report again. So that side tries
  * again, once; the handshake's deadline ends. After the handshake, OpenSSL 3 reads only in
- * SSL_read and writes only in SSL_write (a KeyUpdate asked for is answered by the next
- * SSL_write; TLS 1.2 renegotiation is refused). */
+ * SSL_read and writes only in SSL_write, but for the alert of a fatal error (a KeyUpdate
+ * that asks for one back is answered by the next SSL_write, as tests/tls.lua checks; TLS
+ * 1.2 renegotiation is refused). */
 static void tls_after(struct io_tls *t, ev_io *other)
 {
 	struct ev_loop *ev;
