@@ -343,6 +343,13 @@ _, wait = shell_bg(('printf "hi s_client\\nclose\\n" | openssl s_client -connect
 	.. '-verify_return_error -verify_hostname localhost -quiet -ign_eof'):format(port, c.ca))
 r = wait(10)
 t.like(r, 'echo hi s_client\nbye\n', 'openssl s_client talks to lem\'s server, verifying it')
+-- a TLS 1.3 KeyUpdate that asks for one back (s_client's "K" command): lem's server
+-- answers it with its next write (OpenSSL 3 never writes in a read after the handshake)
+_, wait = shell_bg(('(printf "one\\n"; sleep 0.3; printf "K\\n"; sleep 0.3; printf "two\\n"; sleep 0.3; '
+	.. 'printf "close\\n"; sleep 0.5) | openssl s_client -connect 127.0.0.1:%d -CAfile %s -msg'):format(port, c.ca))
+r = wait(10)
+t.like(r, 'echo one\n.*>>> [^\n]*KeyUpdate.*<<< [^\n]*KeyUpdate.*echo two\n.*bye\n',
+	'a KeyUpdate asked for mid-session: lem\'s server updates its keys too and talks on')
 
 -- openssl s_server as the server of lem's client
 local sport = t.free_port()
@@ -368,6 +375,92 @@ t.is(s, nil, "min_version '1.3' refuses a server that stops at 1.2")
 t.like(err, 'protocol version', '... saying so: ' .. tostring(err))
 os.execute('kill $(cat ' .. dir .. '/s_server.pid)')
 wait(5)
+
+-- ---- a reader and a writer during the handshake ----
+-- OpenSSL reads and writes for the handshake in whichever call comes: the call that ends
+-- it takes from the socket what the other side waited for there, and that side must not
+-- wait on for a poll that will not come.
+local go = utils.sleeper()
+local hl = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local mode
+utils.spawn(function()
+	hl:autospawn(function(x)
+		if mode == 'read ends it' then
+			-- the server speaks first: its write starts the handshake and waits for the
+			-- client's Finished, which the read, starting late, takes
+			utils.spawn(function() x:write('banner\n') end)
+			go:sleep(5)
+			x:read('*l', 5)
+		else
+			-- the read waits from the start; the write, starting late, takes the
+			-- client's Finished and, read ahead with it, its first line
+			utils.spawn(function()
+				go:sleep(5)
+				x:write('banner\n')
+			end)
+			local line = x:read('*l', 5)
+			if line then x:write('echo ', line, '\n') end
+		end
+		x:close()
+	end)
+end)
+for _, m in ipairs { 'read ends it', 'write ends it' } do
+	mode = m
+	s = assert(io.tls.connect('localhost', hl:port(), { context = cctx, timeout = 5 }))
+	if m == 'write ends it' then s:write('hello\n') end
+	go:wakeup()                      -- the server's late side runs in this same turn
+	t.is(s:read('*l', 2), 'banner', 'the server\'s write goes out when its read ends the handshake: ' .. m)
+	if m == 'write ends it' then
+		t.is(s:read('*l', 2), 'echo hello', '... and its read gets the line the write read ahead')
+	else
+		s:write('bye\n')
+	end
+	s:close()
+end
+hl:close()
+
+-- ---- record buffers ----
+-- The first 64 TLS streams of a loop keep OpenSSL's buffers between records, the others
+-- give them back after each, and all do after a second or two without I/O: 70 clients and
+-- their 70 server streams talk, wait past that, and talk again.
+local many, talked = {}, 0
+for i = 1, 70 do
+	many[i] = io.tls.connect('localhost', port, { context = cctx, timeout = 20 })
+	if many[i] then
+		many[i]:write('first ', i, '\n')
+		if many[i]:read('*l', 5) == 'echo first ' .. i then talked = talked + 1 end
+	end
+end
+t.is(talked, 70, '70 TLS connections talk, more than keep their buffers')
+sleep(2.2)
+talked = 0
+for i, x in ipairs(many) do
+	x:write('again ', i, '\n')
+	if x:read('*l', 5) == 'echo again ' .. i then talked = talked + 1 end
+	x:close()
+end
+t.is(talked, 70, '... and again once idle long enough to give them back')
+-- Kept buffers keep no loop alive: a program that leaves its TLS streams open ends at
+-- once (not when their buffers would be given back, two seconds later).
+local linger = t.file(dir, 'linger.lua', [[
+local io = require 'lem.io'
+local utils = require 'lem.utils'
+local d = arg[1]
+local l = assert(io.tls.listen('127.0.0.1', 0, assert(io.tls.context{ cert = d .. '/server.pem', key = d .. '/server.key' })))
+utils.spawn(function()
+	l:autospawn(function(s) s:write(s:read('*l', 5), '\n') end)   -- and leaves s open
+end)
+local s = assert(io.tls.connect('localhost', l:port(), { context = assert(io.tls.context{ ca = d .. '/ca.pem' }) }))
+s:write('hi\n')
+print(s:read('*l', 5))
+l:close()                                        -- and leaves s open
+]])
+local st, out = t.run('s=$(date +%s%N); ' .. t.lem .. ' ' .. linger .. ' ' .. dir
+	.. '; echo $?; echo $(( ($(date +%s%N) - s) / 1000000 ))')
+local ms = tonumber(out:match('(%d+)\n$'))
+t.like(out, '^hi\n0\n', 'a TLS client and server that leave their streams open: lem exits 0')
+t.ok(st == 0 and ms and ms < 1500, '... at once, in less than 1.5 s (2 s if the buffers held it): '
+	.. tostring(ms) .. ' ms')
 
 -- ---- out of memory ----
 -- failalloc (tests/lib/failalloc.c), preloaded into a child lem, makes allocations above

@@ -27,12 +27,21 @@
 #define TLS_HANDSHAKE_TIMEOUT 10.0   /* a server's handshake (handshake_timeout) */
 #define TLS_GATHER 16384             /* send: small pieces go out as one record this big */
 #define TLS_ALPN_MAX 255             /* the longest ALPN list, in its wire format */
+#define TLS_KEEP 64                  /* streams of a loop that may keep their record buffers */
+#define TLS_KEEP_AGE 1.0             /* seconds without I/O after which they give them back
+                                        (between one and two) */
 
 /* A loop's OpenSSL library context, freed with the last context made in it (the loop's
- * state keeps one reference until it closes). */
+ * state keeps one reference until it closes), and the streams of the loop that keep
+ * OpenSSL's record buffers (tls_used). */
 struct tls_lib {
 	OSSL_LIB_CTX *lib;
 	int refs;
+	lem_loop *loop;
+	int nkept;
+	unsigned gen;                  /* ticks of timer */
+	ev_timer timer;                /* gives back the buffers of streams idle for a tick */
+	struct io_tls *kept[TLS_KEEP]; /* the streams keeping them, nkept of them */
 };
 
 /* A context: an SSL_CTX and what lem does with it. Referred to by its Lua object, by
@@ -58,6 +67,9 @@ struct io_tls {
 	struct io_wait hs;        /* the caller of io.tls.connect while it shakes hands */
 	int err;                  /* a failure, returned by every later recv and send */
 	unsigned char eof;        /* the peer closed, behind data recv returned already */
+	unsigned char shaken;     /* the handshake is over (tls_after) */
+	unsigned char slot;       /* 1 + its index in its loop's kept streams; 0: not kept */
+	unsigned gen;             /* the tick of its last use, while kept */
 };
 
 /* ---- errors ---- */
@@ -148,12 +160,90 @@ const char *io_tls_strerror(int err, char buf[128])
 	return buf;
 }
 
+/* ---- record buffers ----
+ * OpenSSL gives a connection a read and a write buffer of about 17 KB each. Given back
+ * after every record (SSL_MODE_RELEASE_BUFFERS), as an idle connection should, they cost
+ * a malloc and a free each per request, in a heap that Lua's small blocks have cut up:
+ * 3,500 instructions of a keep-alive request's 51,000. So the first TLS_KEEP streams of a
+ * loop that find room keep theirs (the mode cleared) until they close or stay idle for a
+ * tick of TLS_KEEP_AGE; the others give them back after every record, as before. At most
+ * 2.2 MB a loop, nothing once its connections are idle. (Room goes to whoever comes,
+ * not to the streams used last: with more busy streams than room, pushing the least
+ * recently used out would give its buffers back just before its next request.) */
+
+static void tls_unkeep(struct tls_lib *b, struct io_tls *t)
+{
+	struct io_tls *last = b->kept[--b->nkept];
+
+	b->kept[t->slot - 1] = last;
+	last->slot = t->slot;
+	t->slot = 0;
+	SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+	if (b->nkept == 0) {
+		ev_ref(lem_ev(b->loop));
+		ev_timer_stop(lem_ev(b->loop), &b->timer);
+	}
+}
+
+/* Gives back the buffers of the streams not used since the last tick, unless they hold
+ * data: those go back with their stream's next record that leaves them empty.
+ * (SSL_free_buffers checks for data itself only since OpenSSL 3.0.14.) */
+static void tls_keep_tick(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	struct tls_lib *b = io_container_of(w, struct tls_lib, timer);
+
+	(void)ev; (void)revents;
+	for (int i = b->nkept - 1; i >= 0; i--) {   /* tls_unkeep moves the last to i */
+		struct io_tls *t = b->kept[i];
+
+		if (t->gen == b->gen)
+			continue;
+		tls_unkeep(b, t);
+		if (!SSL_has_pending(t->ssl))
+			SSL_free_buffers(t->ssl);
+	}
+	b->gen++;
+}
+
+/* After an SSL call on t, which may have made its buffers. */
+static void tls_used(struct io_tls *t)
+{
+	struct tls_lib *b = t->c->lib;
+
+	t->gen = b->gen;
+	if (t->slot || b->nkept == TLS_KEEP)
+		return;
+	SSL_clear_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+	b->kept[b->nkept++] = t;
+	t->slot = (unsigned char)b->nkept;
+	if (b->nkept == 1) {
+		ev_timer_set(&b->timer, TLS_KEEP_AGE, TLS_KEEP_AGE);
+		ev_timer_start(lem_ev(b->loop), &b->timer);
+		ev_unref(lem_ev(b->loop));     /* kept buffers keep no loop alive */
+	}
+}
+
 /* ---- the transport ---- */
 
-static void tls_handshake_done(struct io_tls *t)
+/* After a reader's or a writer's SSL call (other: the other side's watcher). OpenSSL reads
+ * and writes for the handshake in whichever call comes, reading ahead: the call that ends
+ * it may have taken from the socket what the other side waits for there (the client's
+ * Finished, its first request), which no poll will report again. So that side tries
+ * again, once; the handshake's deadline ends. After the handshake, OpenSSL 3 reads only in
+ * SSL_read and writes only in SSL_write, but for the alert of a fatal error (a KeyUpdate
+ * that asks for one back is answered by the next SSL_write, as tests/tls.lua checks; TLS
+ * 1.2 renegotiation is refused). */
+static void tls_after(struct io_tls *t, ev_io *other)
 {
-	if (ev_is_active(&t->timer) && !t->hs.w.co && SSL_is_init_finished(t->ssl))
-		ev_timer_stop(lem_ev(t->s->loop), &t->timer);
+	struct ev_loop *ev;
+
+	if (t->shaken || !SSL_is_init_finished(t->ssl))
+		return;
+	t->shaken = 1;
+	ev = lem_ev(t->s->loop);
+	ev_timer_stop(ev, &t->timer);
+	if (ev_is_active(other))
+		ev_feed_event(ev, other, other->events & (EV_READ | EV_WRITE));
 }
 
 /* OpenSSL may read while it writes and the other way round (a handshake): when one side
@@ -181,6 +271,8 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 
 		tls_clear();
 		r = SSL_read(t->ssl, buf + n, (int)want);
+		tls_used(t);
+		tls_after(t, &s->w);
 		if (r > 0) {
 			n += r;
 			if (!SSL_has_pending(t->ssl))
@@ -192,14 +284,11 @@ static ssize_t tls_recv(struct io_stream *s, char *buf, size_t len)
 			t->eof = 1;
 		else if (err != -EAGAIN)
 			t->err = err;
-		if (n == 0) {
-			tls_handshake_done(t);   /* it may have ended without data yet */
+		if (n == 0)
 			return err;
-		}
 		break;
 	}
 	s->drained = n < len && !t->eof && !t->err;
-	tls_handshake_done(t);
 	tls_kick(s, &s->w, EV_READ);
 	return (ssize_t)n;
 }
@@ -231,8 +320,9 @@ static ssize_t tls_send(struct io_stream *s, const struct iovec *iov, int cnt)
 		len = INT_MAX;
 	tls_clear();
 	r = SSL_write(t->ssl, p, (int)len);
+	tls_used(t);
+	tls_after(t, &s->r);
 	if (r > 0) {
-		tls_handshake_done(t);
 		tls_kick(s, &s->r, EV_WRITE);
 		return r;
 	}
@@ -255,6 +345,8 @@ static void tls_shut(struct io_stream *s, lua_State *from)
 		SSL_shutdown(t->ssl);
 		ERR_clear_error();
 	}
+	if (t->slot)
+		tls_unkeep(t->c->lib, t);
 	SSL_free(t->ssl);
 	io_tls_ctx_free(t->c);
 	free(t);
@@ -339,8 +431,11 @@ static int tls_handshake(struct io_tls *t)
 
 	tls_clear();
 	r = SSL_do_handshake(t->ssl);
-	if (r == 1)
+	tls_used(t);
+	if (r == 1) {
+		t->shaken = 1;
 		return 1;
+	}
 	r = tls_error(t, r, &t->io);
 	return r == 0 ? -EPIPE : r;
 }
@@ -476,6 +571,10 @@ static struct tls_lib *tls_lib(lua_State *T)
 		return NULL;
 	}
 	b->refs = 1;
+	b->loop = lem_loop_of(T);
+	b->nkept = 0;
+	b->gen = 0;
+	ev_init(&b->timer, tls_keep_tick);
 	*p = b;
 	return b;
 }
@@ -669,7 +768,8 @@ static int tls_context(lua_State *T)
 		return tls_ctx_error(T, "context", -IO_ETLS);
 	SSL_CTX_set_min_proto_version(c->ctx, min);
 	/* Partial writes and a moving buffer: as write() does. Idle connections give their
-	 * buffers back. A peer that closes without close_notify has closed, as in TCP. */
+	 * buffers back (but see tls_used). A peer that closes without close_notify has
+	 * closed, as in TCP. */
 	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                         SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
