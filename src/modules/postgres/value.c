@@ -154,6 +154,72 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 	return p;
 }
 
+/* A pipeline's recorder keeps each parameter as its length (-1: NULL) and format, two
+ * ints, then its bytes and a '\0' (value_record); value_place points a query at them. */
+
+/* [-0, +0, -] Writes the parameters at from..to of T (checked by value_size, whose
+ * count is room enough) at p, as a recorder keeps them; returns the end. */
+char *value_record(lua_State *T, int from, int to, char *p)
+{
+	for (int idx = from; idx <= to; idx++) {
+		int h[2] = { -1, 0 };
+		char *s = p + sizeof h;
+		const char *v;
+		size_t len = 0;
+		switch (lua_type(T, idx)) {
+		case LUA_TBOOLEAN:
+			*s = lua_toboolean(T, idx) ? 't' : 'f';
+			len = 1;
+			break;
+		case LUA_TNUMBER:
+			value_number(s, lua_tonumber(T, idx));
+			len = strlen(s);
+			break;
+		case LUA_TSTRING:
+			v = lua_tolstring(T, idx, &len);
+			memcpy(s, v, len);
+			break;
+		case LUA_TTABLE:                  /* postgres.binary */
+			lua_rawgeti(T, idx, 1);
+			v = lua_tolstring(T, -1, &len);
+			memcpy(s, v, len);
+			lua_pop(T, 1);
+			h[1] = 1;
+			break;
+		default:                          /* nil, postgres.null */
+			memcpy(p, h, sizeof h);
+			p += sizeof h;
+			continue;
+		}
+		s[len] = '\0';
+		h[0] = (int)len;
+		memcpy(p, h, sizeof h);
+		p = s + len + 1;
+	}
+	return p;
+}
+
+/* Points q's n parameters at their bytes, recorded at p by value_record, with its
+ * arrays at mem (n pointers and 2n ints); returns the end of the parameters at p. */
+const char *value_place(struct pg_query *q, int n, char *mem, const char *p)
+{
+	q->n = n;
+	q->values = (const char **)mem;
+	q->lengths = (int *)(mem + n * sizeof(char *));
+	q->formats = q->lengths + n;
+	for (int i = 0; i < n; i++) {
+		int h[2];
+		memcpy(h, p, sizeof h);
+		p += sizeof h;
+		q->values[i] = h[0] < 0 ? NULL : p;
+		q->lengths[i] = h[0] < 0 ? 0 : h[0];
+		q->formats[i] = h[1];
+		if (h[0] >= 0)
+			p += h[0] + 1;
+	}
+	return p;
+}
+
 /* ---- results ---- */
 
 static int value_hex(int c)
