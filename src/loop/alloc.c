@@ -32,14 +32,13 @@ struct alloc_block {
 };
 
 /* The class of n bytes (> 0), or -1 for a large block. */
-static int alloc_class(size_t n)
+static inline int alloc_class(size_t n)
 {
 	return n <= LEM_ALLOC_STEP * LEM_ALLOC_CLASSES ? (int)((n - 1) / LEM_ALLOC_STEP) : -1;
 }
 
-static void *alloc_get(struct lem_alloc *a, size_t n)
+static inline void *alloc_get(struct lem_alloc *a, int k, size_t n)
 {
-	int k = alloc_class(n);
 	struct alloc_block *b;
 
 	if (k < 0)
@@ -52,9 +51,8 @@ static void *alloc_get(struct lem_alloc *a, size_t n)
 	return malloc((size_t)(k + 1) * LEM_ALLOC_STEP);
 }
 
-static void alloc_put(struct lem_alloc *a, void *p, size_t n)
+static inline void alloc_put(struct lem_alloc *a, int k, void *p)
 {
-	int k = alloc_class(n);
 	size_t size = (size_t)(k + 1) * LEM_ALLOC_STEP;
 	struct alloc_block *b = p;
 
@@ -70,23 +68,23 @@ static void alloc_put(struct lem_alloc *a, void *p, size_t n)
 void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
 {
 	struct lem_alloc *a = ud;
+	int ko, kn;
 	void *q;
 
 	if (nsize == 0) {
 		if (p)
-			alloc_put(a, p, osize);
+			alloc_put(a, alloc_class(osize), p);
 		return NULL;
 	}
+	kn = alloc_class(nsize);
 	if (!p)
-		return alloc_get(a, nsize);
-	if (alloc_class(osize) < 0 && alloc_class(nsize) < 0)
-		return realloc(p, nsize);
-	if (alloc_class(osize) == alloc_class(nsize))
-		return p;
-	if (!(q = alloc_get(a, nsize)))
+		return alloc_get(a, kn, nsize);
+	if ((ko = alloc_class(osize)) == kn)
+		return kn < 0 ? realloc(p, nsize) : p;
+	if (!(q = alloc_get(a, kn, nsize)))
 		return nsize < osize ? p : NULL;   /* Lua counts on a block shrinking */
 	memcpy(q, p, osize < nsize ? osize : nsize);
-	alloc_put(a, p, osize);
+	alloc_put(a, ko, p);
 	return q;
 }
 
