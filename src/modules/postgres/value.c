@@ -78,29 +78,32 @@ size_t value_size(lua_State *T, int from, int to)
 }
 
 /* A number as PostgreSQL reads it: whole ones without exponent (for int8), others so
- * that they read back the same. */
-static void value_number(char *buf, lua_Number x)
+ * that they read back the same. Returns its length. */
+static size_t value_number(char *buf, lua_Number x)
 {
-	if (x != x)
-		strcpy(buf, "NaN");
-	else if (isinf(x))
-		strcpy(buf, x > 0 ? "Infinity" : "-Infinity");
-	else if (x == floor(x) && fabs(x) < 1e18) {
+	if (x > -1e18 && x < 1e18 && x == (lua_Number)(long long)x) {
 		/* by hand: snprintf's "%.0f" cost more than the rest of a prepared
 		 * statement's parameters and request put together */
-		unsigned long long u = (unsigned long long)fabs(x);
-		char tmp[24];
+		unsigned long long u = (unsigned long long)(x < 0 ? -x : x);
+		char tmp[24], *p = buf;
 		int k = 0;
 		do
 			tmp[k++] = (char)('0' + u % 10);
 		while ((u /= 10) != 0);
-		if (signbit(x))
-			*buf++ = '-';
+		if (signbit(x))             /* -0 too */
+			*p++ = '-';
 		while (k)
-			*buf++ = tmp[--k];
-		*buf = '\0';
-	} else
+			*p++ = tmp[--k];
+		*p = '\0';
+		return (size_t)(p - buf);
+	}
+	if (x != x)
+		strcpy(buf, "NaN");
+	else if (isinf(x))
+		strcpy(buf, x > 0 ? "Infinity" : "-Infinity");
+	else
 		snprintf(buf, VALUE_NUMLEN, "%.17g", x);
+	return strlen(buf);
 }
 
 /* [-0, +0, -] Lays out the parameters at from..to of T (checked by value_size) at mem,
@@ -128,9 +131,8 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 			q->values[i] = lua_toboolean(T, idx) ? "t" : "f";
 			continue;
 		case LUA_TNUMBER:
-			value_number(p, lua_tonumber(T, idx));
 			q->values[i] = p;
-			p += strlen(p) + 1;
+			p += value_number(p, lua_tonumber(T, idx)) + 1;
 			continue;
 		case LUA_TSTRING:
 			s = lua_tolstring(T, idx, &len);
@@ -172,8 +174,7 @@ char *value_record(lua_State *T, int from, int to, char *p)
 			len = 1;
 			break;
 		case LUA_TNUMBER:
-			value_number(s, lua_tonumber(T, idx));
-			len = strlen(s);
+			len = value_number(s, lua_tonumber(T, idx));
 			break;
 		case LUA_TSTRING:
 			v = lua_tolstring(T, idx, &len);
