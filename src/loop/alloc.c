@@ -65,15 +65,15 @@ static inline void alloc_put(struct lem_alloc *a, int k, void *p)
 	a->kept += size;
 }
 
-void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
+/* What the lists do not answer: large blocks, an empty list, a full one, a resize. */
+static __attribute__((noinline)) void *alloc_slow(struct lem_alloc *a, void *p, size_t osize,
+                                                  size_t nsize)
 {
-	struct lem_alloc *a = ud;
 	int ko, kn;
 	void *q;
 
 	if (nsize == 0) {
-		if (p)
-			alloc_put(a, alloc_class(osize), p);
+		alloc_put(a, alloc_class(osize), p);
 		return NULL;
 	}
 	kn = alloc_class(nsize);
@@ -86,6 +86,35 @@ void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
 	memcpy(q, p, osize < nsize ? osize : nsize);
 	alloc_put(a, ko, p);
 	return q;
+}
+
+/* The lua_Alloc: a block from its list or back to it here, without a call (a frame
+ * that saves registers for the calls cost more than the rest); the rest in alloc_slow. */
+void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+	struct lem_alloc *a = ud;
+	struct alloc_block *b;
+	size_t k, size;
+
+	if (nsize == 0) {
+		if (!p)
+			return NULL;
+		k = (osize - 1) / LEM_ALLOC_STEP;
+		size = (k + 1) * LEM_ALLOC_STEP;
+		if (k < LEM_ALLOC_CLASSES && a->kept + size <= ALLOC_KEEP) {
+			b = p;
+			b->next = a->free[k];
+			a->free[k] = b;
+			a->kept += size;
+			return NULL;
+		}
+	} else if (!p && (k = (nsize - 1) / LEM_ALLOC_STEP) < LEM_ALLOC_CLASSES &&
+	           (b = a->free[k])) {
+		a->free[k] = b->next;
+		a->kept -= (k + 1) * LEM_ALLOC_STEP;
+		return b;
+	}
+	return alloc_slow(a, p, osize, nsize);
 }
 
 void lem_alloc_free(struct lem_alloc *a)

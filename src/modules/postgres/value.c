@@ -252,15 +252,14 @@ static void value_bytea(lua_State *S, const char *s, int len)
 /* [-0, +1, m] Row r's value of column j, by its type. */
 static void value_push(lua_State *S, const PGresult *res, int r, int j, Oid type)
 {
+	int len = PQgetlength(res, r, j);
 	const char *s;
-	int len;
 
-	if (PQgetisnull(res, r, j)) {
+	if (len == 0 && PQgetisnull(res, r, j)) {   /* (a NULL's length is 0) */
 		lua_pushlightuserdata(S, PG_NULL_VALUE);
 		return;
 	}
 	s = PQgetvalue(res, r, j);
-	len = PQgetlength(res, r, j);
 	switch (type) {
 	case PG_INT2OID:
 	case PG_INT4OID:
