@@ -10,8 +10,9 @@
  *
  * Each block comes from malloc, at least as large as its class (the sizes the class
  * holds, rounded up), so that free() takes any of them; one that did not move when it
- * shrank is larger than its class, which is fine. Under AddressSanitizer nothing is
- * kept, so that it still sees every use of a freed block. */
+ * shrank is larger than its class, which is fine. Under AddressSanitizer it is
+ * realloc and free as they are, so that it still sees every block's bounds and every
+ * use of a freed one. */
 #include <stdlib.h>
 #include <string.h>
 #include "loop.h"
@@ -96,6 +97,12 @@ void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
 	struct alloc_block *b;
 	size_t k, size;
 
+	if (ALLOC_KEEP == 0) {              /* exact sizes, so that ASan sees an overflow */
+		if (nsize)
+			return realloc(p, nsize);
+		free(p);
+		return NULL;
+	}
 	if (nsize == 0) {
 		if (!p)
 			return NULL;
