@@ -1,4 +1,4 @@
-/* alloc.c: the allocator of a loop's Lua state under PUC Lua 5.1 (LuaJIT has its own).
+/* alloc.c: the allocator of a loop's Lua state.
  *
  * Lua makes and frees small blocks all the time: a table is two (itself and its array
  * or its hash part), a query's result four. Through realloc and free, glibc took 100
@@ -7,6 +7,8 @@
  * say) sort what those bursts left each time. So a loop keeps the small blocks its
  * state frees, by size in steps of 16 bytes, for its next ones: a few instructions each.
  * A loop's state runs in one thread at a time, so the lists need no lock.
+ * LuaJIT's own allocator took about 50 instructions a block: it uses this one too,
+ * where it takes one (GC64 builds; loop.c falls back to LuaJIT's otherwise).
  *
  * Each block comes from malloc, at least as large as its class (the sizes the class
  * holds, rounded up), so that free() takes any of them; one that did not move when it

@@ -147,10 +147,10 @@ lem_loop *lem_loop_new(const char *progname)
 	loop->ev = ev_loop_new(EVFLAG_AUTO);
 	if (!loop->ev)
 		goto err;
-#ifdef LEM_LUAJIT
-	loop->L = L = luaL_newstate();
-#else
 	loop->L = L = lua_newstate(lem_alloc, &loop->alloc);
+#ifdef LEM_LUAJIT
+	if (!L)                     /* a LuaJIT without GC64 takes no allocator of ours */
+		loop->L = L = luaL_newstate();
 #endif
 	if (!L) {
 		errno = ENOMEM;

@@ -77,7 +77,7 @@ struct lem_sighook {
 	void *ud;
 };
 
-/* alloc.c: the free small blocks of a loop's Lua state (PUC Lua only) */
+/* alloc.c: the free small blocks of a loop's Lua state */
 #define LEM_ALLOC_STEP 16
 #define LEM_ALLOC_CLASSES 16        /* blocks of up to 256 bytes */
 struct lem_alloc {
@@ -91,7 +91,7 @@ struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
 	lua_State *L;             /* main state; never runs Lua; L[1] is H */
 	lua_State *H;             /* a thread whose stack holds the slots (LEM_SPARES..) */
-	struct lem_alloc alloc;   /* L's allocator's (PUC Lua) */
+	struct lem_alloc alloc;   /* L's allocator's */
 
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
 	struct lem_rq_seg *rq_free;
