@@ -85,17 +85,17 @@ static size_t value_number(char *buf, lua_Number x)
 		/* by hand: snprintf's "%.0f" cost more than the rest of a prepared
 		 * statement's parameters and request put together */
 		unsigned long long u = (unsigned long long)(x < 0 ? -x : x);
-		char tmp[24], *p = buf;
-		int k = 0;
+		char tmp[24], *e = tmp + sizeof tmp, *p = e;
+		size_t len;
 		do
-			tmp[k++] = (char)('0' + u % 10);
+			*--p = (char)('0' + u % 10);
 		while ((u /= 10) != 0);
 		if (signbit(x))             /* -0 too */
-			*p++ = '-';
-		while (k)
-			*p++ = tmp[--k];
-		*p = '\0';
-		return (size_t)(p - buf);
+			*--p = '-';
+		len = (size_t)(e - p);
+		memcpy(buf, p, len);
+		buf[len] = '\0';
+		return len;
 	}
 	if (x != x)
 		strcpy(buf, "NaN");
