@@ -259,6 +259,35 @@ do
 end
 res = db:pipeline(function(p) p:query('select $1::int as a, $2::text as b, $3::int as c', nil, 'x', null) end)
 t.same(res and { res[1][1].a, res[1][1].b, res[1][1].c }, { null, 'x', null }, 'nil and null parameters in a pipeline')
+do   -- what the recorder keeps of each kind of parameter, and of a recording that raised
+	res = db:pipeline(function(p)
+		p:query('select $1::text as s, $2::float8 as f, $3::bool as b, $4::int8 as i, $5::bytea as y',
+			'it\'s', 0.25, false, -2^53, postgres.binary('a\0b'))
+		p:run('byid', '2')
+	end)
+	local r = res and res[1][1]
+	t.same(r and { r.s, r.f, r.b, r.i, r.y, res[2][1].v }, { "it's", 0.25, false, -2^53, 'a\0b', 'b' },
+		'a pipeline\'s parameters of every kind')
+	t.error(function() db:pipeline(function(p) p:query('select 1 as x') error('stop') end) end, 'stop',
+		'an error of the recording function goes on')
+	res = db:pipeline(function(p) p:query('select 2 as x') end)
+	t.same(res and { #res, res[1][1].x }, { 1, 2 }, 'the next pipeline has none of its statements')
+	local kept
+	db:pipeline(function(p) kept = p p:query('select 1') end)
+	t.error(function() kept:query('select 1') end, 'outside its pipeline', 'a recorder kept after its pipeline raises')
+	local inner, innerr
+	res = db:pipeline(function(p)
+		p:query('select 3 as x')
+		inner, innerr = pcall(db.pipeline, db, function(q)
+			q:query('select 4 as x')
+			p:query('select 5 as x')
+		end)
+		p:query('select 6 as x')
+	end)
+	t.same(res and { #res, res[1][1].x, res[2][1].x }, { 2, 3, 6 },
+		'a pipeline recorded inside a recording function: the outer one keeps its own')
+	t.like(tostring(innerr), 'outside its pipeline', 'the outer recorder inside the inner function raises')
+end
 do   -- pipelines from several coroutines go on the wire together: each gets its own results
 	local got, done = {}, 0
 	local wake = utils.sleeper()

@@ -147,7 +147,11 @@ lem_loop *lem_loop_new(const char *progname)
 	loop->ev = ev_loop_new(EVFLAG_AUTO);
 	if (!loop->ev)
 		goto err;
-	loop->L = L = luaL_newstate();
+	loop->L = L = lua_newstate(lem_alloc, &loop->alloc);
+#ifdef LEM_LUAJIT
+	if (!L)                     /* a LuaJIT without GC64 takes no allocator of ours */
+		loop->L = L = luaL_newstate();
+#endif
 	if (!L) {
 		errno = ENOMEM;
 		goto err;
@@ -223,6 +227,7 @@ void lem_loop_free(lem_loop *loop)
 	if (loop->jobs_free)        /* done callbacks still see the Lua state */
 		loop->jobs_free(loop);
 	lua_close(loop->L);   /* runs the finalizers */
+	lem_alloc_free(&loop->alloc);
 	lem_anchor_free(loop);
 	lem_sched_free(loop);
 	ev_loop_destroy(loop->ev);

@@ -77,10 +77,21 @@ struct lem_sighook {
 	void *ud;
 };
 
+/* alloc.c: the free small blocks of a loop's Lua state */
+#define LEM_ALLOC_STEP 16
+#define LEM_ALLOC_CLASSES 16        /* blocks of up to 256 bytes */
+struct lem_alloc {
+	void *free[LEM_ALLOC_CLASSES];
+	size_t kept;              /* their bytes */
+};
+void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize);
+void lem_alloc_free(struct lem_alloc *a);   /* after lua_close */
+
 struct lem_loop {
 	struct ev_loop *ev;       /* this loop's libev loop */
 	lua_State *L;             /* main state; never runs Lua; L[1] is H */
 	lua_State *H;             /* a thread whose stack holds the slots (LEM_SPARES..) */
+	struct lem_alloc alloc;   /* L's allocator's */
 
 	struct lem_rq_seg *rq_first, *rq_last;  /* runqueue: FIFO of segments (sched.c) */
 	struct lem_rq_seg *rq_free;

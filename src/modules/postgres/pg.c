@@ -648,53 +648,69 @@ static int pg_run(lua_State *T)
 	return pg_statement(T, PG_RUN);
 }
 
-/* The recorder's p:query(sql, ...) and p:run(name, ...): append to p's array the
- * statement's count of parameters, whether it runs a prepared statement, its sql (or
- * name) and its parameters, nil as postgres.null so that the array has no holes. One
- * array for all, not a table for each statement: that table and its collection were a
- * tenth of a pipelined statement's cost. */
+/* A pipeline's recorder, p: its statements go to its connection's rec, each as its
+ * count of parameters, whether it runs a prepared statement and its sql's length (a
+ * struct pg_stmt), its sql and a '\0', then its parameters (value_record). Written
+ * once there and copied whole into the request, where they are sent from: keeping them
+ * as Lua values in a table, read back twice, was a third of a pipelined statement's
+ * cost. */
+struct pg_rec {
+	struct pg_conn *c;
+	struct pg_rec *outer;       /* the recording whose function this one runs in */
+	size_t start;               /* where its statements begin in c->rec */
+	int nq, nparams;
+	int live;                   /* while its function runs */
+};
+
+struct pg_stmt {
+	int n, run;
+	size_t len;
+};
+
+#define PG_REC_KEEP 65536           /* a larger record is not kept for the next one */
+
+/* p:query(sql, ...) and p:run(name, ...): upvalue 1 tells which, 2 is p's metatable. */
 static int pg_record(lua_State *T)
 {
-	int n = lua_gettop(T), at;
+	struct pg_rec *p = lua_touserdata(T, 1);
+	int top = lua_gettop(T), ours = 0;
+	struct pg_stmt st;
+	struct pg_conn *c;
+	size_t need;
+	const char *sql;
+	char *at;
 
-	luaL_checktype(T, 1, LUA_TTABLE);
-	luaL_checkstring(T, 2);
-	value_size(T, 3, n);                    /* checks the parameters now */
-	at = (int)lua_objlen(T, 1);
-	lua_pushinteger(T, n - 2);
-	lua_rawseti(T, 1, ++at);
-	lua_pushboolean(T, lua_toboolean(T, lua_upvalueindex(1)));
-	lua_rawseti(T, 1, ++at);
-	for (int i = 2; i <= n; i++) {
-		if (lua_isnil(T, i))
-			lua_pushlightuserdata(T, PG_NULL_VALUE);
-		else
-			lua_pushvalue(T, i);
-		lua_rawseti(T, 1, ++at);
+	if (p && lua_getmetatable(T, 1)) {
+		ours = lua_rawequal(T, -1, lua_upvalueindex(2));
+		lua_pop(T, 1);
 	}
+	luaL_argcheck(T, ours, 1, "a pipeline's recorder expected");
+	luaL_argcheck(T, p->live && p->c->recorder == p, 1,
+	              "a recorder used outside its pipeline's function");
+	sql = luaL_checklstring(T, 2, &st.len);
+	need = sizeof st + st.len + 1 + value_size(T, 3, top);   /* checks the parameters */
+	c = p->c;
+	if (c->rec_size - c->rec_len < need) {
+		size_t size = c->rec_size ? c->rec_size : 1024;
+		char *rec;
+		while (size - c->rec_len < need)
+			size *= 2;
+		if (!(rec = realloc(c->rec, size)))
+			luaL_error(T, "not enough memory");
+		c->rec = rec;
+		c->rec_size = size;
+	}
+	st.n = top - 2;
+	st.run = lua_toboolean(T, lua_upvalueindex(1));
+	at = c->rec + c->rec_len;
+	memcpy(at, &st, sizeof st);
+	at += sizeof st;
+	memcpy(at, sql, st.len + 1);
+	at = value_record(T, 3, top, at + st.len + 1);
+	c->rec_len = (size_t)(at - c->rec);
+	p->nq++;
+	p->nparams += st.n;
 	return 0;
-}
-
-/* [-0, +n+1, v] Pushes the sql and parameters of the statement recorded at p[at] (p at
- * 3), and returns the count of its parameters; *run: whether it runs a prepared one. */
-static int pg_recorded(lua_State *T, int at, int end, int *run)
-{
-	int n;
-
-	lua_rawgeti(T, 3, at);
-	n = (int)lua_tointeger(T, -1);
-	lua_pop(T, 1);
-	if (n < 0 || at + 2 + n > end)
-		luaL_error(T, "the pipeline's statements were changed");
-	luaL_checkstack(T, n + 2, "too many parameters");
-	lua_rawgeti(T, 3, at + 1);
-	*run = lua_toboolean(T, -1);
-	lua_pop(T, 1);
-	for (int j = 0; j <= n; j++)
-		lua_rawgeti(T, 3, at + 2 + j);
-	if (lua_type(T, -n - 1) != LUA_TSTRING)
-		luaL_error(T, "the pipeline's statements were changed");
-	return n;
 }
 
 /* db:pipeline(function(p) p:query(sql, ...) p:run(name, ...) end) -->
@@ -704,51 +720,63 @@ static int pg_recorded(lua_State *T, int at, int end, int *run)
 static int pg_pipeline(lua_State *T)
 {
 	struct pg_conn *c = pg_check(T);
-	int nq = 0, rec, end, at, n, run;
-	size_t len = 0;
+	struct pg_rec *p;
 	struct pg_req *r;
+	size_t len, arrays;
+	const char *rec;
 	char *mem;
+	int nq, err;
 
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	lua_settop(T, 2);
-	/* p: the statements, as many as the last pipeline's: growing it was a tenth of
-	 * recording them */
-	lua_createtable(T, c->recorded, 0);
-	lua_pushvalue(T, lua_upvalueindex(3));  /* its methods */
+	p = lua_newuserdata(T, sizeof *p);      /* T: conn, f, p */
+	lua_pushvalue(T, lua_upvalueindex(3));
 	lua_setmetatable(T, 3);
+	if (!c->recorder)                       /* (what a recording that raised left) */
+		c->rec_len = 0;
+	p->c = c;
+	p->outer = c->recorder;
+	p->start = c->rec_len;
+	p->nq = p->nparams = 0;
+	p->live = 1;
+	c->recorder = p;
 	lua_pushvalue(T, 2);
 	lua_pushvalue(T, 3);
-	lua_call(T, 1, 0);
-	rec = lua_gettop(T) + 1;
-	end = (int)lua_objlen(T, 3);
-	c->recorded = end < 4096 ? end : 4096;
-	for (at = 1; at <= end; at += n + 3, nq++) {
-		n = pg_recorded(T, at, end, &run);
-		len += value_size(T, rec + 1, rec + n) + lua_objlen(T, rec) + 1 + sizeof(void *);
-		lua_settop(T, rec - 1);
+	err = lua_pcall(T, 1, 0, 0);            /* (to end the recording when it raises) */
+	p->live = 0;
+	c->recorder = p->outer;
+	len = c->rec_len - p->start;
+	c->rec_len = p->start;
+	if (err)
+		lua_error(T);
+	if (!c->recorder && c->rec_size > PG_REC_KEEP) {
+		free(c->rec);
+		c->rec = NULL;
+		c->rec_size = 0;
 	}
-	if (nq == 0) {
+	if ((nq = p->nq) == 0) {
 		lua_newtable(T);
 		return 1;
 	}
 	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD && !c->head)
 		return pg_push_string(T, PQerrorMessage(c->conn));
-	r = pg_req_new(T, c, PG_PIPELINE, nq, len);
-	lua_replace(T, 2);                      /* T: conn, r, statements */
+	/* the request: its queries, their parameters' arrays, then the record */
+	arrays = (size_t)p->nparams * (sizeof(char *) + 2 * sizeof(int));
+	rec = c->rec + p->start;
+	r = pg_req_new(T, c, PG_PIPELINE, nq, arrays + len);
 	mem = (char *)&r->q[nq];
-	at = 1;
-	for (int i = 0; i < nq; i++, at += n + 3) {
+	memcpy(mem + arrays, rec, len);
+	rec = mem + arrays;
+	for (int i = 0; i < nq; i++) {
 		struct pg_query *q = &r->q[i];
-		size_t l;
-		const char *sql;
-		n = pg_recorded(T, at, end, &q->run);
-		mem = value_fill(T, rec + 1, rec + n, q, mem);
-		sql = lua_tolstring(T, rec, &l);
-		memcpy(mem, sql, l + 1);
-		q->sql = mem;
-		mem += l + 1;
-		lua_settop(T, rec - 1);
+		struct pg_stmt st;
+		memcpy(&st, rec, sizeof st);
+		q->sql = rec + sizeof st;
+		q->run = st.run;
+		rec = value_place(q, st.n, mem, q->sql + st.len + 1);
+		mem += st.n * (sizeof(char *) + 2 * sizeof(int));
 	}
+	lua_replace(T, 2);                      /* T: conn, r */
 	lua_settop(T, 2);
 	return pg_wait(T, c, r, -1);
 }
@@ -823,6 +851,9 @@ static int pg_gc(lua_State *T)
 	}
 	lem_unanchor(c->loop, c->names);
 	c->names = 0;
+	free(c->rec);
+	c->rec = NULL;
+	c->rec_size = c->rec_len = 0;
 	return 0;
 }
 
@@ -888,15 +919,17 @@ int luaopen_lem_postgres(lua_State *L)
 	luaL_openlib(L, NULL, methods, 2);
 	lua_pushvalue(L, top + 1);
 	lua_pushvalue(L, top + 2);
-	lua_createtable(L, 0, 1);               /* pipeline's upvalue 3: its recorder's metatable */
+	lua_createtable(L, 0, 2);               /* pipeline's upvalue 3: its recorder's metatable */
 	lua_createtable(L, 0, 2);
-	lua_pushboolean(L, 0);
-	lua_pushcclosure(L, pg_record, 1);
-	lua_setfield(L, -2, "query");
-	lua_pushboolean(L, 1);
-	lua_pushcclosure(L, pg_record, 1);
-	lua_setfield(L, -2, "run");
+	for (int run = 0; run <= 1; run++) {
+		lua_pushboolean(L, run);
+		lua_pushvalue(L, -3);
+		lua_pushcclosure(L, pg_record, 2);
+		lua_setfield(L, -2, run ? "run" : "query");
+	}
 	lua_setfield(L, -2, "__index");
+	lua_pushliteral(L, "postgres pipeline recorder");
+	lua_setfield(L, -2, "__metatable");
 	lua_pushcclosure(L, pg_pipeline, 3);
 	lua_setfield(L, -2, "pipeline");
 	lua_setfield(L, top + 2, "__index");

@@ -52,7 +52,9 @@ struct pg_conn {
 	struct pg_req *spare[2];    /* requests kept for the next ones (pg_req_new) */
 	int spare_slot[2];          /* anchor them; 0 when none */
 	int names;                  /* anchors the strings results reuse (value_rows) */
-	int recorded;               /* the length of its last pipeline's record */
+	char *rec;                  /* what pipelines' recorders wrote (pg_record), */
+	size_t rec_len, rec_size;   /* a stack: one recording inside another's function */
+	struct pg_rec *recorder;    /* the innermost recording, or NULL */
 };
 
 /* A request: a userdata the waiting coroutine keeps on its stack (so that the
@@ -91,6 +93,8 @@ void pg_connect_start(struct pg_conn *c, const char *conninfo, const char *hosta
 #define PG_NULL_VALUE NULL          /* postgres.null: a light userdata */
 size_t value_size(lua_State *T, int from, int to);
 char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem);
+char *value_record(lua_State *T, int from, int to, char *p);
+const char *value_place(struct pg_query *q, int n, char *mem, const char *p);
 int value_result(lua_State *S, const PGresult *r, int names);
 int value_error(lua_State *S, const PGresult *r);
 int value_pipeline(lua_State *S, struct pg_req *req, int names);

@@ -78,29 +78,32 @@ size_t value_size(lua_State *T, int from, int to)
 }
 
 /* A number as PostgreSQL reads it: whole ones without exponent (for int8), others so
- * that they read back the same. */
-static void value_number(char *buf, lua_Number x)
+ * that they read back the same. Returns its length. */
+static size_t value_number(char *buf, lua_Number x)
 {
+	if (x > -1e18 && x < 1e18 && x == (lua_Number)(long long)x) {
+		/* by hand: snprintf's "%.0f" cost more than the rest of a prepared
+		 * statement's parameters and request put together */
+		unsigned long long u = (unsigned long long)(x < 0 ? -x : x);
+		char tmp[24], *e = tmp + sizeof tmp, *p = e;
+		size_t len;
+		do
+			*--p = (char)('0' + u % 10);
+		while ((u /= 10) != 0);
+		if (signbit(x))             /* -0 too */
+			*--p = '-';
+		len = (size_t)(e - p);
+		memcpy(buf, p, len);
+		buf[len] = '\0';
+		return len;
+	}
 	if (x != x)
 		strcpy(buf, "NaN");
 	else if (isinf(x))
 		strcpy(buf, x > 0 ? "Infinity" : "-Infinity");
-	else if (x == floor(x) && fabs(x) < 1e18) {
-		/* by hand: snprintf's "%.0f" cost more than the rest of a prepared
-		 * statement's parameters and request put together */
-		unsigned long long u = (unsigned long long)fabs(x);
-		char tmp[24];
-		int k = 0;
-		do
-			tmp[k++] = (char)('0' + u % 10);
-		while ((u /= 10) != 0);
-		if (signbit(x))
-			*buf++ = '-';
-		while (k)
-			*buf++ = tmp[--k];
-		*buf = '\0';
-	} else
+	else
 		snprintf(buf, VALUE_NUMLEN, "%.17g", x);
+	return strlen(buf);
 }
 
 /* [-0, +0, -] Lays out the parameters at from..to of T (checked by value_size) at mem,
@@ -128,9 +131,8 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 			q->values[i] = lua_toboolean(T, idx) ? "t" : "f";
 			continue;
 		case LUA_TNUMBER:
-			value_number(p, lua_tonumber(T, idx));
 			q->values[i] = p;
-			p += strlen(p) + 1;
+			p += value_number(p, lua_tonumber(T, idx)) + 1;
 			continue;
 		case LUA_TSTRING:
 			s = lua_tolstring(T, idx, &len);
@@ -150,6 +152,71 @@ char *value_fill(lua_State *T, int from, int to, struct pg_query *q, char *mem)
 		q->values[i] = p;
 		q->lengths[i] = (int)len;
 		p += len + 1;
+	}
+	return p;
+}
+
+/* A pipeline's recorder keeps each parameter as its length (-1: NULL) and format, two
+ * ints, then its bytes and a '\0' (value_record); value_place points a query at them. */
+
+/* [-0, +0, -] Writes the parameters at from..to of T (checked by value_size, whose
+ * count is room enough) at p, as a recorder keeps them; returns the end. */
+char *value_record(lua_State *T, int from, int to, char *p)
+{
+	for (int idx = from; idx <= to; idx++) {
+		int h[2] = { -1, 0 };
+		char *s = p + sizeof h;
+		const char *v;
+		size_t len = 0;
+		switch (lua_type(T, idx)) {
+		case LUA_TBOOLEAN:
+			*s = lua_toboolean(T, idx) ? 't' : 'f';
+			len = 1;
+			break;
+		case LUA_TNUMBER:
+			len = value_number(s, lua_tonumber(T, idx));
+			break;
+		case LUA_TSTRING:
+			v = lua_tolstring(T, idx, &len);
+			memcpy(s, v, len);
+			break;
+		case LUA_TTABLE:                  /* postgres.binary */
+			lua_rawgeti(T, idx, 1);
+			v = lua_tolstring(T, -1, &len);
+			memcpy(s, v, len);
+			lua_pop(T, 1);
+			h[1] = 1;
+			break;
+		default:                          /* nil, postgres.null */
+			memcpy(p, h, sizeof h);
+			p += sizeof h;
+			continue;
+		}
+		s[len] = '\0';
+		h[0] = (int)len;
+		memcpy(p, h, sizeof h);
+		p = s + len + 1;
+	}
+	return p;
+}
+
+/* Points q's n parameters at their bytes, recorded at p by value_record, with its
+ * arrays at mem (n pointers and 2n ints); returns the end of the parameters at p. */
+const char *value_place(struct pg_query *q, int n, char *mem, const char *p)
+{
+	q->n = n;
+	q->values = (const char **)mem;
+	q->lengths = (int *)(mem + n * sizeof(char *));
+	q->formats = q->lengths + n;
+	for (int i = 0; i < n; i++) {
+		int h[2];
+		memcpy(h, p, sizeof h);
+		p += sizeof h;
+		q->values[i] = h[0] < 0 ? NULL : p;
+		q->lengths[i] = h[0] < 0 ? 0 : h[0];
+		q->formats[i] = h[1];
+		if (h[0] >= 0)
+			p += h[0] + 1;
 	}
 	return p;
 }
@@ -185,15 +252,14 @@ static void value_bytea(lua_State *S, const char *s, int len)
 /* [-0, +1, m] Row r's value of column j, by its type. */
 static void value_push(lua_State *S, const PGresult *res, int r, int j, Oid type)
 {
+	int len = PQgetlength(res, r, j);
 	const char *s;
-	int len;
 
-	if (PQgetisnull(res, r, j)) {
+	if (len == 0 && PQgetisnull(res, r, j)) {   /* (a NULL's length is 0) */
 		lua_pushlightuserdata(S, PG_NULL_VALUE);
 		return;
 	}
 	s = PQgetvalue(res, r, j);
-	len = PQgetlength(res, r, j);
 	switch (type) {
 	case PG_INT2OID:
 	case PG_INT4OID:

@@ -1,0 +1,138 @@
+/* alloc.c: the allocator of a loop's Lua state.
+ *
+ * Lua makes and frees small blocks all the time: a table is two (itself and its array
+ * or its hash part), a query's result four. Through realloc and free, glibc took 100
+ * to 300 instructions a block, most of it because the collector frees in bursts, more
+ * than glibc's per-thread caches keep, and large blocks made meanwhile (libpq's results,
+ * say) sort what those bursts left each time. So a loop keeps the small blocks its
+ * state frees, by size in steps of 16 bytes, for its next ones: a few instructions each.
+ * A loop's state runs in one thread at a time, so the lists need no lock.
+ * LuaJIT's own allocator took about 50 instructions a block: it uses this one too,
+ * where it takes one (GC64 builds; loop.c falls back to LuaJIT's otherwise).
+ *
+ * Each block comes from malloc, at least as large as its class (the sizes the class
+ * holds, rounded up), so that free() takes any of them; one that did not move when it
+ * shrank is larger than its class, which is fine. Under AddressSanitizer it is
+ * realloc and free as they are, so that it still sees every block's bounds and every
+ * use of a freed one. */
+#include <stdlib.h>
+#include <string.h>
+#include "loop.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ALLOC_KEEP 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ALLOC_KEEP 0
+#endif
+#endif
+#ifndef ALLOC_KEEP
+#define ALLOC_KEEP (256 * 1024)     /* bytes of free blocks a loop keeps, at most */
+#endif
+
+struct alloc_block {
+	struct alloc_block *next;
+};
+
+/* The class of n bytes (> 0), or -1 for a large block. */
+static inline int alloc_class(size_t n)
+{
+	return n <= LEM_ALLOC_STEP * LEM_ALLOC_CLASSES ? (int)((n - 1) / LEM_ALLOC_STEP) : -1;
+}
+
+static inline void *alloc_get(struct lem_alloc *a, int k, size_t n)
+{
+	struct alloc_block *b;
+
+	if (k < 0)
+		return malloc(n);
+	if ((b = a->free[k])) {
+		a->free[k] = b->next;
+		a->kept -= (size_t)(k + 1) * LEM_ALLOC_STEP;
+		return b;
+	}
+	return malloc((size_t)(k + 1) * LEM_ALLOC_STEP);
+}
+
+static inline void alloc_put(struct lem_alloc *a, int k, void *p)
+{
+	size_t size = (size_t)(k + 1) * LEM_ALLOC_STEP;
+	struct alloc_block *b = p;
+
+	if (k < 0 || a->kept + size > ALLOC_KEEP) {
+		free(p);
+		return;
+	}
+	b->next = a->free[k];
+	a->free[k] = b;
+	a->kept += size;
+}
+
+/* What the lists do not answer: large blocks, an empty list, a full one, a resize. */
+static __attribute__((noinline)) void *alloc_slow(struct lem_alloc *a, void *p, size_t osize,
+                                                  size_t nsize)
+{
+	int ko, kn;
+	void *q;
+
+	if (nsize == 0) {
+		alloc_put(a, alloc_class(osize), p);
+		return NULL;
+	}
+	kn = alloc_class(nsize);
+	if (!p)
+		return alloc_get(a, kn, nsize);
+	if ((ko = alloc_class(osize)) == kn)
+		return kn < 0 ? realloc(p, nsize) : p;
+	if (!(q = alloc_get(a, kn, nsize)))
+		return nsize < osize ? p : NULL;   /* Lua counts on a block shrinking */
+	memcpy(q, p, osize < nsize ? osize : nsize);
+	alloc_put(a, ko, p);
+	return q;
+}
+
+/* The lua_Alloc: a block from its list or back to it here, without a call (a frame
+ * that saves registers for the calls cost more than the rest); the rest in alloc_slow. */
+void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+	struct lem_alloc *a = ud;
+	struct alloc_block *b;
+	size_t k, size;
+
+	if (ALLOC_KEEP == 0) {              /* exact sizes, so that ASan sees an overflow */
+		if (nsize)
+			return realloc(p, nsize);
+		free(p);
+		return NULL;
+	}
+	if (nsize == 0) {
+		if (!p)
+			return NULL;
+		k = (osize - 1) / LEM_ALLOC_STEP;
+		size = (k + 1) * LEM_ALLOC_STEP;
+		if (k < LEM_ALLOC_CLASSES && a->kept + size <= ALLOC_KEEP) {
+			b = p;
+			b->next = a->free[k];
+			a->free[k] = b;
+			a->kept += size;
+			return NULL;
+		}
+	} else if (!p && (k = (nsize - 1) / LEM_ALLOC_STEP) < LEM_ALLOC_CLASSES &&
+	           (b = a->free[k])) {
+		a->free[k] = b->next;
+		a->kept -= (k + 1) * LEM_ALLOC_STEP;
+		return b;
+	}
+	return alloc_slow(a, p, osize, nsize);
+}
+
+void lem_alloc_free(struct lem_alloc *a)
+{
+	for (int k = 0; k < LEM_ALLOC_CLASSES; k++)
+		while (a->free[k]) {
+			struct alloc_block *b = a->free[k];
+			a->free[k] = b->next;
+			free(b);
+		}
+	a->kept = 0;
+}
