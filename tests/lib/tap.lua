@@ -124,9 +124,21 @@ function t.sorted(s, sep)
 	return table.concat(l, sep)
 end
 
+-- This test process's pid, for the children that watch it.
+t.pid = io.open('/proc/self/stat'):read('*l'):match('^%d+')
+
+-- Shell text that kills process `pid` should this test process die first (a failed
+-- assert, prove's timeout): a child must not outlive the test that waits for it.
+local function watchdog(pid)
+	return ('(while kill -0 %s; do kill -0 %s || exit 0; sleep 0.5; done; kill -KILL %s) >/dev/null 2>&1 &')
+		:format(t.pid, pid, pid)
+end
+
 -- Runs `lem args` in the background, its output in a file of dir; returns its pid and a
--- function that reads that output. wait(pattern, n) polls (up to 10 s) until the output
--- holds pattern n times, and returns the output.
+-- function that reads that output. wait(pattern, n) polls (up to 30 s: a loaded machine
+-- starts a sanitized lem slowly) until the output holds pattern n times, and returns the
+-- output. The child is killed by t.done() if it still runs then, or when this process dies.
+local children = {}
 function t.background(dir, args)
 	local utils = require 'lem.utils'
 	local out, pidf = dir .. '/bg.out', dir .. '/bg.pid'
@@ -134,16 +146,31 @@ function t.background(dir, args)
 	local f = assert(io.open(pidf))
 	local pid = f:read('*l')
 	f:close()
+	children[#children + 1] = pid
+	os.execute(watchdog(pid))
 	local function output() return t.slurp(out) end
 	local function wait(pattern, n)
 		local t0 = utils.now()
-		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 10 do
+		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 30 do
 			utils.sleeper():sleep(0.02)
 		end
 		return output()
 	end
 	return pid, output, wait
 end
+
+-- A shell function for scripts that start a child and wait for it: `bounded SECONDS PID`
+-- waits for PID and returns its status, killing it (SIGKILL: status 137) if it has not
+-- ended after SECONDS. A wait without a bound hangs the whole test run on a lost signal.
+t.sh_bounded = [[
+bounded() {
+	( trap 'kill $s; exit 0' TERM; sleep $1 & s=$!; wait $s; kill -9 $2 ) >/dev/null 2>&1 &
+	_g=$!
+	wait $2; _st=$?
+	kill $_g 2>/dev/null; wait $_g 2>/dev/null
+	return $_st
+}
+]]
 
 -- A TCP port on loopback that nobody listens on now, for a child server to take. The
 -- kernel picks it: a port tried at random would be the same in every test process (the
@@ -198,6 +225,14 @@ end
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
 function t.done()
+	-- children told to stop get 2 s to end by themselves (a sanitizer's report comes at the exit)
+	local utils = require 'lem.utils'
+	for _, pid in ipairs(children) do
+		local function alive() return os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0 end
+		local t0 = utils.now()
+		while alive() and utils.now() - t0 < 2 do utils.sleeper():sleep(0.02) end
+		if alive() then os.execute('kill -KILL ' .. pid .. ' 2>/dev/null') end
+	end
 	for _, dir in ipairs(tmpdirs) do os.execute('rm -rf ' .. dir) end
 	io.write('1..', t.count, '\n')
 	io.flush()
