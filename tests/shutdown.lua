@@ -183,8 +183,9 @@ end
 
 -- ---- SIGTERM, SIGINT: a server with requests in flight ----
 -- Each handler reads a request, notes it in the ready file, sleeps `nap` and answers.
+-- Each loop notes when it hears the shutdown: its listener is closed then.
 local server = file('server.lua', [[
-local io, utils, loops = require 'lem.io', require 'lem.utils', require 'lem.loops'
+local io, utils, loops, signal = require 'lem.io', require 'lem.utils', require 'lem.loops', require 'lem.signal'
 local port, ready, nap = ...
 local function note(s) local f = _G.io.open(ready, 'a') f:write(s, '\n') f:close() end
 local p = newproxy(true)
@@ -193,6 +194,7 @@ keep = p
 local l = assert(io.tcp.listen('127.0.0.1', tonumber(port)))
 if loops.id == 1 then note('pid ' .. _G.io.open('/proc/self/stat'):read('*l'):match('^%d+')) end
 note('listening')
+utils.spawn(function() signal.wait('shutdown') note('heard') end)
 print('autospawn', loops.id, l:autospawn(function(c)
 	local line = c:read()
 	note('got')
@@ -234,7 +236,7 @@ local function serve(opts, sig, nap)
 	end
 	local t0 = utils.now()
 	os.execute('kill -' .. sig .. ' ' .. pid)
-	sleep(0.1)
+	until_(function() return count(read(ready), 'heard') == 2 end, 10)
 	local c, err = io.tcp.connect('127.0.0.1', port, 1)
 	r.refused = not c and err
 	if c then c:close() end
