@@ -125,7 +125,11 @@ function t.sorted(s, sep)
 end
 
 -- This test process's pid, for the children that watch it.
-t.pid = io.open('/proc/self/stat'):read('*l'):match('^%d+')
+do
+	local f = assert(io.open('/proc/self/stat'))   -- closed now: tests count descriptors
+	t.pid = f:read('*l'):match('^%d+')
+	f:close()
+end
 
 -- Shell text that kills process `pid` should this test process die first (a failed
 -- assert, prove's timeout): a child must not outlive the test that waits for it.
