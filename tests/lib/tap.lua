@@ -67,14 +67,17 @@ function t.skip(name, why)
 end
 
 -- Runs a shell command; returns its exit status, stdout and stderr. Used by CLI tests.
+-- A command still running after 300 s is killed, with every process it started that
+-- stayed in its group (status 137): a hung child fails its test instead of hanging the run.
 local tmp = os.tmpname()
 function t.run(cmd, input)
-	local inf = tmp .. '.in'
+	local inf, script = tmp .. '.in', tmp .. '.sh'
 	if input then
 		local f = assert(io.open(inf, 'wb')); f:write(input); f:close()
 		cmd = cmd .. ' < ' .. inf
 	end
-	local out = io.popen(cmd .. ' 2>' .. tmp .. '.err; echo "#status $?"')
+	local f = assert(io.open(script, 'wb')); f:write(cmd, '\n'); f:close()
+	local out = io.popen('timeout -s KILL 300 sh ' .. script .. ' 2>' .. tmp .. '.err; echo "#status $?"')
 	local text = out:read('*a')
 	out:close()
 	local status = tonumber(text:match('#status (%d+)\n?$'))
@@ -82,7 +85,7 @@ function t.run(cmd, input)
 	local ef = io.open(tmp .. '.err', 'rb')
 	local err = ef and ef:read('*a') or ''
 	if ef then ef:close() end
-	os.remove(tmp .. '.err'); os.remove(inf)
+	os.remove(tmp .. '.err'); os.remove(inf); os.remove(script)
 	return status, text, err
 end
 os.remove(tmp)
