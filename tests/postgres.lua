@@ -39,9 +39,8 @@ end
 if ok then ok, why = start() end
 if ok then
 	-- should this process die before it stops the server, a watchdog stops it
-	local lem = select(2, sh('echo $PPID')):match('%d+')
 	os.execute(('(while kill -0 %s 2>/dev/null; do sleep 1; done; %s) >/dev/null 2>&1 &'):format(
-		lem, as .. bin .. '/pg_ctl -D ' .. data .. ' -m immediate stop'))
+		t.pid, as .. bin .. '/pg_ctl -D ' .. data .. ' -m immediate stop'))
 end
 if not ok then
 	t.ok(false, 'the server starts', why .. t.slurp(log))
@@ -466,13 +465,13 @@ do
 	t.is(victim:status(), 'idle', 'status: idle')
 	pool:put(victim)                        -- the next get takes it first
 	db2:query('select pg_terminate_backend($1)', vpid)
-	sleep(0.1)
+	t.eventually(function() return victim:status() ~= 'idle' end, 10)   -- the backend ends soon
 	local got = pool:get()
 	t.isnt(pid(got), vpid, 'a connection killed while idle is not handed out')
 	t.is(victim:status(), 'closed', 'the pool closed it')
 	vpid = pid(got)
 	db2:query('select pg_terminate_backend($1)', vpid)
-	sleep(0.1)
+	t.eventually(function() return got:status() ~= 'idle' end, 10)
 	n, msg = got:query('select 1')
 	t.is(n, nil, 'a lent connection killed: its query fails')
 	t.is(got:status(), 'lost', 'status: lost')
