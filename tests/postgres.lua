@@ -52,7 +52,8 @@ t.ok(true, 'the server starts')
 -- The tests run in a protected call, so that the server stops whatever happens.
 local main = function()
 local conninfo = 'host=' .. dir .. ' user=postgres dbname=postgres'
-local function connect() return postgres.connect(conninfo, 5) end
+-- (30 s: a bound only; a loaded machine starts a backend slowly)
+local function connect() return postgres.connect(conninfo, 30) end
 
 -- ---- connecting ----
 local db, err = connect()
@@ -328,7 +329,7 @@ sleep(0.3)
 do
 	local script = t.file(dir, 'loops.lua', ([[
 local postgres, loops = require 'lem.postgres', require 'lem.loops'
-local db = assert(postgres.connect(%q, 5))
+local db = assert(postgres.connect(%q, 30))
 if loops.id == 1 then
 	db:query('listen across')
 	loops.send(2, 'listening')
