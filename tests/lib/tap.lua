@@ -147,7 +147,6 @@ end
 -- output. The child is killed by t.done() if it still runs then, or when this process dies.
 local children = {}
 function t.background(dir, args)
-	local utils = require 'lem.utils'
 	local out, pidf = dir .. '/bg.out', dir .. '/bg.pid'
 	os.execute(t.lem .. ' ' .. args .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. pidf)
 	local f = assert(io.open(pidf))
@@ -157,10 +156,7 @@ function t.background(dir, args)
 	os.execute(watchdog(pid))
 	local function output() return t.slurp(out) end
 	local function wait(pattern, n)
-		local t0 = utils.now()
-		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 30 do
-			utils.sleeper():sleep(0.02)
-		end
+		t.eventually(function() return select(2, output():gsub(pattern, '')) >= n end, 30)
 		return output()
 	end
 	return pid, output, wait
@@ -217,12 +213,15 @@ end
 
 -- Polls cond every 10 ms until it returns true or timeout (5 s) passes; returns its last
 -- value. For what another thread or process makes true "soon": under load, soon varies.
+-- After each sleep, what woke in the same loop iteration runs before cond is asked: a
+-- slow iteration (valgrind, a loaded machine) may move the loop's time past the timeout.
 function t.eventually(cond, timeout)
 	local utils = require 'lem.utils'
 	local s, t0 = utils.sleeper(), utils.now()
 	local v = cond()
 	while not v and utils.now() - t0 < (timeout or 5) do
 		s:sleep(0.01)
+		utils.yield()
 		v = cond()
 	end
 	return v
