@@ -134,8 +134,8 @@ do
 	f:close()
 end
 
--- Shell text that kills process `pid` should this test process die first (a failed
--- assert, prove's timeout): a child must not outlive the test that waits for it.
+-- Shell text that kills process `pid` should this test process die first (an error
+-- outside t.done, a kill): a child must not outlive the test that waits for it.
 local function watchdog(pid)
 	return ('(while kill -0 %s; do kill -0 %s || exit 0; sleep 0.5; done; kill -KILL %s) >/dev/null 2>&1 &')
 		:format(t.pid, pid, pid)
@@ -232,12 +232,11 @@ t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
 function t.done()
 	-- children told to stop get 2 s to end by themselves (a sanitizer's report comes at the exit)
-	local utils = require 'lem.utils'
 	for _, pid in ipairs(children) do
 		local function alive() return os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0 end
-		local t0 = utils.now()
-		while alive() and utils.now() - t0 < 2 do utils.sleeper():sleep(0.02) end
-		if alive() then os.execute('kill -KILL ' .. pid .. ' 2>/dev/null') end
+		if not t.eventually(function() return not alive() end, 2) then
+			os.execute('kill -KILL ' .. pid .. ' 2>/dev/null')
+		end
 	end
 	for _, dir in ipairs(tmpdirs) do os.execute('rm -rf ' .. dir) end
 	io.write('1..', t.count, '\n')
