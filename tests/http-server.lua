@@ -240,7 +240,7 @@ t.like(text, '^HTTP/1%.1 400 ', 'whitespace before a colon: 400')
 
 do   -- slowloris: a head that never ends
 	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
-	local t0 = utils.now()
+	local t0 = t.now()
 	c:write('GET / HTTP/1.1\r\nHost: x\r\n')
 	sleep(0.2)
 	c:write('X-Slow: 1\r\n')

@@ -131,7 +131,7 @@ t.error(function() loops.receive('soon') end, "bad argument #1 to 'receive' %(nu
 
 -- receive: timeout, order, FIFO among receivers
 utils.spawn(function() utils.sleeper():sleep(0.5) end)   -- other work: see loops-idle.lua
-local t0 = utils.now()
+local t0 = t.now()
 local a, e = loops.receive(0.05)
 local took = utils.now() - t0
 t.same({ a, e }, { nil, 'timeout' }, "receive(timeout) returns nil, 'timeout'")

@@ -72,7 +72,7 @@ t.like(msg, 'could not translate host name', 'a name that does not resolve (look
 do   -- a "server" that never answers: the connect's timeout
 	local mute = t.tmpdir()
 	local l = assert(require('lem.io').unix.listen(mute .. '/.s.PGSQL.5432'))
-	local t0 = utils.now()
+	local t0 = t.now()
 	nodb, msg = postgres.connect('host=' .. mute .. ' user=postgres', 0.2)
 	t.is(msg, 'timeout', 'a connect times out')
 	t.ok(utils.now() - t0 < 1, 'on time')
@@ -199,7 +199,7 @@ collectgarbage()
 
 -- ---- a query timeout: statement_timeout ----
 db:query('set statement_timeout = 100')
-t0 = utils.now()
+t0 = t.now()
 n, msg, st = db:query('select pg_sleep(5)')
 t.is(st, '57014', 'statement_timeout cancels a long query'); t.like(msg, 'statement timeout', 'and says why')
 t.ok(utils.now() - t0 < 3, 'on time')
@@ -307,7 +307,7 @@ db2:query("notify chan, 'queued'")
 sleep(0.05)
 local c, p = db:notification(1)
 t.is(p, 'queued', 'a notification that came before the call')
-t0 = utils.now()
+t0 = t.now()
 c, p = db:notification(0.1)
 t.is(p, 'timeout', 'notification times out'); t.ok(utils.now() - t0 < 1, 'on time')
 c, p = db:notification(0)
@@ -385,7 +385,7 @@ t.is(db3:close(), true, 'close twice')
 -- ---- db:cancel() ----
 do
 	local cancelled
-	t0 = utils.now()
+	t0 = t.now()
 	utils.spawn(function() sleep(0.2) cancelled = { db:cancel() } end)
 	n, msg, st = db:query('select pg_sleep(10)')
 	t.is(st, '57014', 'a query cancelled from another coroutine: 57014')
@@ -405,7 +405,7 @@ do
 	t.is(first and first[3], '57014', 'the running one is cancelled')
 	t.is(second and second[1] and second[1][1].x, 7, 'the queued one runs')
 	-- a client-side timeout: a timer that cancels
-	t0 = utils.now()
+	t0 = t.now()
 	local timer = utils.timer(0.2, function() db:cancel() end)
 	n, msg, st = db:query('select pg_sleep(10)')
 	timer:cancel()
@@ -495,7 +495,7 @@ do
 		end)
 	end
 	sleep(0.01)
-	t0 = utils.now()
+	t0 = t.now()
 	n, msg = small:get(0.1)
 	t.same({ n, msg }, { nil, 'timeout' }, 'a waiter times out')
 	t.near(utils.now() - t0, 0.1, 0.08, 'on time')

@@ -39,7 +39,7 @@ for _, name in ipairs { 'INT', 'TERM', 'QUIT', 'ALRM', 'TSTP', 'TTIN', 'TTOU', '
 end
 
 -- ---- timeouts ----
-local t0 = utils.now()
+local t0 = t.now()
 local got, err = signal.wait('USR2', 0.1)
 t.ok(got == nil and err == 'timeout', 'wait(name, 0.1) times out: nil, timeout')
 t.near(utils.now() - t0, 0.1, 0.05, '... after 0.1 s')

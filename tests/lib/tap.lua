@@ -211,6 +211,15 @@ function t.file(dir, name, text, mode)
 	return path
 end
 
+-- The time now, for a duration to start from: utils.now() is the loop's time as of its
+-- last poll, which the code run since (a blocking call, a slow machine) has left behind.
+-- It suspends the caller for a millisecond.
+function t.now()
+	local utils = require 'lem.utils'
+	utils.sleeper():sleep(0.001)
+	return utils.now()
+end
+
 -- Polls cond every 10 ms until it returns true or timeout (5 s) passes; returns its last
 -- value. For what another thread or process makes true "soon": under load, soon varies.
 -- After each sleep, what woke in the same loop iteration runs before cond is asked: a
