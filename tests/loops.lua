@@ -130,8 +130,10 @@ t.error(function() loops.send('one') end, "bad argument #1 to 'send' %(number ex
 t.error(function() loops.receive('soon') end, "bad argument #1 to 'receive' %(number expected, got string%)", 'receive timeout of the wrong type')
 
 -- receive: timeout, order, FIFO among receivers
-utils.spawn(function() utils.sleeper():sleep(0.5) end)   -- other work: see loops-idle.lua
+-- (the loop's time is fresh first: the sleep must outlast the receive, and a loop time
+-- left behind by the work above would end both in the next poll)
 local t0 = t.now()
+utils.spawn(function() utils.sleeper():sleep(0.5) end)   -- other work: see loops-idle.lua
 local a, e = loops.receive(0.05)
 local took = utils.now() - t0
 t.same({ a, e }, { nil, 'timeout' }, "receive(timeout) returns nil, 'timeout'")
