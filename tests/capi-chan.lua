@@ -37,7 +37,7 @@ utils.yield()
 t.same(order, { '1a', '2b', '3c' }, 'FIFO among receivers')
 
 -- timeouts: lem_deadline, and a wake from the timer's callback
-local t0 = utils.now()
+local t0 = t.now()
 local a, e = c:recv(0.03)
 local took = utils.now() - t0
 t.same({ a, e }, { nil, 'timeout' }, "recv(timeout) on an empty channel: nil, 'timeout'")

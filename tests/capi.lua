@@ -5,7 +5,7 @@ local utils = require 'lem.utils'
 local delay = t.require('delay')
 if not delay then return t.done() end
 
-local t0 = utils.now()
+local t0 = t.now()
 t.is(delay.after(0.03, 'value'), 'value', 'lem_suspend/lem_wake: after() returns its value')
 local took = utils.now() - t0
 t.ok(took >= 0.025 and took < 1, 'after the delay (' .. took .. ')')

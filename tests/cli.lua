@@ -189,7 +189,10 @@ t.is(out .. err, 'y\n', "os.execute('yes | head -1'): yes dies of SIGPIPE quietl
 st, out, err = t.run('(' .. lem .. [[ -e "print('lost') io.stdout:flush() require('lem.utils').sleeper():sleep(0.1) io.stderr:write('on stderr\\n')" <&- >&-; echo "status $?")]])
 t.is(out, 'status 0\n', 'stdout closed: print writes nowhere, lem exits 0')
 t.is(err, 'on stderr\n', '... and stderr still works')
-st, out = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; sleep 0.3; kill -TERM $p; wait $p; echo "status $?")]])
+-- (the signal once lem runs the script: before, SIGTERM's default action gives 143 too)
+local started = tmpdir .. '/started'
+st, out = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "io.open(']] .. started .. [[', 'w'):close() require('lem.utils').sleeper():sleep(10)" <&- >&- & p=$!; ]] ..
+	'i=0; while [ ! -e ' .. started .. ' ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; kill -TERM $p; wait $p; echo "status $?")')
 t.is(out, 'status 143\n', 'stdin and stdout closed: SIGTERM still stops lem (143)')
 
 -- the script is read once, in the main thread: every loop runs the same bytes

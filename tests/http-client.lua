@@ -88,7 +88,7 @@ local ok, err = http.request(base .. '/bad')
 t.ok(not ok and err:find('^bad response'), 'both framings in an answer: refused', err)
 
 answers = { 'silent' }
-local t0 = utils.now()
+local t0 = t.now()
 ok, err = http.request{ url = base .. '/slow', timeout = 0.2 }
 t.is(err, 'timeout', 'no answer: timeout')
 t.ok(utils.now() - t0 < 1, '... on time')
@@ -100,7 +100,7 @@ t.error(function() http.request('ftp://x/') end, 'bad url', 'only http URLs')
 -- misbehaving servers
 answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello', 'silent' }
 r = assert(http.request{ url = base .. '/stall', read_timeout = 0.2 })
-t0 = utils.now()
+t0 = t.now()
 t.same({ r:body() }, { nil, 'timeout' }, 'a body that stalls: read_timeout')
 t.ok(utils.now() - t0 < 0.5, '... on time', utils.now() - t0)
 answers = { '!HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello' }
@@ -125,7 +125,7 @@ t.ok(not ok and err, 'a bad chunk size: an error', err)
 local full = assert(io.tcp.listen('127.0.0.1', 0, 1))
 local held = {}
 for k = 1, 3 do held[k] = io.tcp.connect('127.0.0.1', full:port(), 0.2) end
-t0 = utils.now()
+t0 = t.now()
 ok, err = http.request{ url = 'http://127.0.0.1:' .. full:port() .. '/', connect_timeout = 0.2,
 	read_timeout = 5 }
 t.is(err, 'timeout', 'a connect that does not complete: connect_timeout')

@@ -37,15 +37,27 @@ end
 -- ---- SIGTERM to a four-loop server ----
 local dir = t.tmpdir()
 local port = t.free_port()
+-- A slow request is noted in the notes file, and answered 1.2 s after the shutdown began: it
+-- is in flight at the signal however slowly the clients came, and the process lives on
+-- well after "at once". Each loop notes when it hears the shutdown (after the server,
+-- which closes its listener then).
+local notes = dir .. '/notes'
 local server = t.file(dir, 'server.lua', ([[
-local http, utils = require 'lem.http', require 'lem.utils'
+local http, utils, signal = require 'lem.http', require 'lem.utils', require 'lem.signal'
+local function note(s) local f = io.open(%q, 'a') f:write(s, '\n') f:close() end
 assert(http.listen('127.0.0.1', %d, function(req, res)
-	if req.path == '/slow' then utils.sleeper():sleep(0.5) end
+	if req.path == '/slow' then
+		note('got')
+		signal.wait('shutdown', 30)
+		utils.sleeper():sleep(1.2)
+	end
 	res:send(200, 'answer ' .. req.path)
 end))
+utils.spawn(function() signal.wait('shutdown') note('heard') end)
 print('listening')
 io.stdout:flush()
-]]):format(port))
+]]):format(notes, port))
+local function noted(what) return select(2, t.slurp(notes):gsub(what, '')) end
 local pid, output, wait = t.background(dir, '--loops 4 ' .. server)
 local up = select(2, wait('listening', 4):gsub('listening', '')) == 4
 t.ok(up, 'four loops listen')
@@ -67,24 +79,24 @@ for i = 1, clients do
 		state[i] = 'writing'
 		c:write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
 		state[i] = 'reading'
-		local a, e = c:read('*a', 5)
+		local a, e = c:read('*a', 30)
 		results[#results + 1] = a or ('nothing: ' .. tostring(e))
 		state[i] = 'done'
 	end)
 end
-sleep(0.15)                                       -- every request is in flight
+t.eventually(function() return noted('got') == clients end, 30)   -- every request is in flight
 local signalled = utils.now()
 os.execute('kill -TERM ' .. pid)
 local closed = 0
 for i = 1, #idle do
-	local data = idle[i] and idle[i]:read('*a', 0.4)
+	local data = idle[i] and idle[i]:read('*a', 0.6)
 	if data == '' then closed = closed + 1 end
 end
 t.is(closed, 4, 'the idle keep-alive connections are closed at once')
-sleep(0.05)
+t.eventually(function() return noted('heard') == 4 end, 10)
 t.is(select(2, io.tcp.connect('127.0.0.1', port, 1)), 'connection refused',
 	'new connections are refused after the signal')
-while #results < clients and utils.now() - signalled < 5 do sleep(0.02) end
+while #results < clients and utils.now() - signalled < 10 do sleep(0.02) end
 local whole = 0
 for _, r in ipairs(results) do
 	if r:find('Connection: close', 1, true) and r:find('answer /slow', 1, true) then whole = whole + 1 end

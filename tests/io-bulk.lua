@@ -73,7 +73,7 @@ t.ok(maxheap - heap0 < 8 * 1024, 'the Lua heap stays bounded meanwhile',
 
 -- '*a' of 10 MB: a linear read (a quadratic one takes minutes)
 local big = piece:rep(160)
-local t0 = utils.now()
+local t0 = t.now()
 utils.spawn(function() a:write(big) a:close() end)
 local all = b:read('*a')
 local dt = utils.now() - t0

@@ -107,7 +107,7 @@ t.is(b:read('l'), 'x', "format 'l' without the star")
 t.is(b:read(), '', 'an empty line')
 
 -- read timeout, with a tolerance
-local t0 = utils.now()
+local t0 = t.now()
 t.same(pack(b:read('*l', 0.05)), { n = 2, nil, 'timeout' }, 'read with a timeout: nil, timeout')
 local dt = utils.now() - t0
 t.ok(dt >= 0.04 and dt < 1, 'the timeout took about as long as asked', ('took %.3f s'):format(dt))

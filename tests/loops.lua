@@ -130,8 +130,10 @@ t.error(function() loops.send('one') end, "bad argument #1 to 'send' %(number ex
 t.error(function() loops.receive('soon') end, "bad argument #1 to 'receive' %(number expected, got string%)", 'receive timeout of the wrong type')
 
 -- receive: timeout, order, FIFO among receivers
+-- (the loop's time is fresh first: the sleep must outlast the receive, and a loop time
+-- left behind by the work above would end both in the next poll)
+local t0 = t.now()
 utils.spawn(function() utils.sleeper():sleep(0.5) end)   -- other work: see loops-idle.lua
-local t0 = utils.now()
 local a, e = loops.receive(0.05)
 local took = utils.now() - t0
 t.same({ a, e }, { nil, 'timeout' }, "receive(timeout) returns nil, 'timeout'")
@@ -145,13 +147,13 @@ local served = {}
 for i = 1, 3 do utils.spawn(function() local _, v = loops.receive(); served[#served + 1] = i .. v end) end
 utils.yield()
 loops.send(1, 'a'); loops.send(1, 'b'); loops.send(1, 'c')
-utils.sleeper():sleep(0.01)
+t.eventually(function() return #served == 3 end)
 t.same(served, { '1a', '2b', '3c' }, 'waiting receivers are served first come, first served, one message each')
 local late
 utils.spawn(function() late = pack(loops.receive(1)) end)
 utils.yield()
 loops.send(1, 'x', nil)
-utils.sleeper():sleep(0.01)
+t.eventually(function() return late end)
 t.same(late, { n = 3, 1, 'x', nil }, 'a receiver with a timeout gets the message and the sender id')
 
 -- a receiver resumed by hand (unsupported) is stale: the message it would have had is
@@ -168,13 +170,17 @@ loops.send(1, 'next')
 t.same(pack(loops.receive(1)), { n = 2, 1, 'next' }, '... and the message that comes next goes to the receiver waiting behind it')
 stale_receiver()
 loops.send(1, 'later')
-utils.sleeper():sleep(0.01)          -- it arrives while only the stale receiver waits
-t.same(pack(loops.receive(0)), { n = 2, 1, 'later' }, '... or to the next receive, when none waits behind it')
+-- it arrives while only the stale receiver waits; a receive that does not wait takes it
+local later = t.eventually(function()
+	local got = pack(loops.receive(0))
+	return got[1] and got
+end)
+t.same(later, { n = 2, 1, 'later' }, '... or to the next receive, when none waits behind it')
 stale_receiver()
 loops.send(1, 'first'); loops.send(1, 'second')
 local both = {}
 for _ = 1, 2 do utils.spawn(function() local _, v = loops.receive(1); both[#both + 1] = v end) end
-utils.sleeper():sleep(0.01)
+t.eventually(function() return #both == 2 end)
 t.same(both, { 'first', 'second' }, '... in the order sent, with several receivers behind it')
 
 -- the module required again in the same loop shares its receivers with the first
@@ -186,7 +192,7 @@ utils.spawn(function() local _, v = loops.receive(1); twice[#twice + 1] = v end)
 utils.spawn(function() local _, v = again.receive(1); twice[#twice + 1] = v end)
 utils.yield()
 again.send(1, 'one'); loops.send(1, 'two')
-utils.sleeper():sleep(0.01)
+t.eventually(function() return #twice == 2 end)
 t.same(twice, { 'one', 'two' }, '... and both tables serve their receivers, in order')
 
 -- closed: a receive that nothing can answer returns at once when the loop has nothing else
@@ -240,8 +246,10 @@ if l.id == 1 then
 	local got = 0
 	for _ = 2, l.count do if select(2, l.receive()) == 'ack' then got = got + 1 end end
 	print('acks', got)
-	-- loop 3 has finished by now: its mailbox is closed
-	u.sleeper():sleep(0.05)
+	-- loop 3 has finished soon after its ack (10 s on a loaded machine at most): its
+	-- mailbox is closed
+	local t0 = u.now()
+	while l.send(3, 'x') and u.now() - t0 < 10 do u.sleeper():sleep(0.01) end
 	print('to finished loop', l.send(3, 'x'))
 elseif l.id == 2 then
 	local from, what = l.receive()

@@ -9,14 +9,16 @@ local function count(s, pattern) return select(2, s:gsub(pattern, '')) end
 local function sleep(s) utils.sleeper():sleep(s) end
 
 -- ---- the blocking warning ----
+-- busy(s) spins s seconds of wall time, as the warning counts them (by CPU time, it
+-- would run much longer on a loaded machine), reading the clock on the lines it spins on.
 local spin = t.file(dir, 'spin.lua', [[
 local utils = require 'lem.utils'
 local function busy(s)
-	local t0 = os.clock()
+	local f = io.open('/proc/uptime') local t0 = f:read('*n') f:close()
 	local c = 0
 	while true do   -- BUSY
 		c = c + 1
-		if c % 1000 == 0 and os.clock() - t0 > s then break end
+		if c % 1000 == 0 then f = io.open('/proc/uptime') local x = f:read('*n') f:close() if x - t0 > s then break end end
 	end
 end
 for i = 1, tonumber(arg[1] or 1) do
@@ -61,10 +63,10 @@ t.ok(out:find('--warn-blocking MS', 1, true) and out:find('--debug', 1, true), '
 
 -- ---- the dump ----
 -- Four loops: 1 and 3 sleep, 2 computes, 4 waits for a message. Each says it is ready;
--- after the dump they go on and end by themselves.
+-- after the dump they go on, and end once the test has seen it and made the go file.
 local script = t.file(dir, 'dump.lua', [[
 local utils, loops = require 'lem.utils', require 'lem.loops'
-local signal = arg[1] == 'wait' and require 'lem.signal'
+local go, signal = arg[1], arg[2] == 'wait' and require 'lem.signal'
 if loops.id == 1 then
 	io.stdout:write('pid ', io.open('/proc/self/stat'):read('*l'):match('^%d+'), '\n')
 end
@@ -74,32 +76,37 @@ if signal and loops.id == 3 then
 end
 io.stdout:write('ready ', loops.id, '\n')
 io.stdout:flush()
-local s = utils.sleeper()
+local s, f = utils.sleeper()
 utils.spawn(function() s:sleep() end)
 if loops.id == 2 then
-	local t0 = os.time()
-	while os.time() - t0 < 3 do end   -- COMPUTE
+	local t0, n = os.time(), 0   -- until the go file is there (a minute at most)
+	while os.time() - t0 < 60 do n = n + 1 if n % 100000 == 0 then f = io.open(go) if f then f:close() break end end end   -- COMPUTE
 elseif loops.id == 4 then
 	loops.receive()
 else
-	utils.sleeper():sleep(2.5)
+	while not f do utils.sleeper():sleep(0.02) f = io.open(go) end f:close()
 	if loops.id == 1 then loops.send(4, 'end') end
 end
 s:wakeup()
 print('end ' .. loops.id)
 ]])
 local function dump(args, sargs)
-	local out = dir .. '/dump.out'
+	local out, go = dir .. '/dump.out', dir .. '/go'
 	os.remove(out)
-	os.execute(('(%s --loops 4 %s %s %s; echo "status $?") > %s 2>&1 &'):format(lem, args, script, sargs, out))
+	os.remove(go)
+	os.execute(('(%s --loops 4 %s %s %s %s; echo "status $?") > %s 2>&1 &'):format(lem, args, script, go, sargs, out))
 	local function output() return t.slurp(out) end
-	local t0 = utils.now()
-	while count(output(), 'ready') < 4 and utils.now() - t0 < 10 do sleep(0.02) end
+	t.eventually(function() return count(output(), 'ready') == 4 end, 30)
 	local pid = output():match('pid (%d+)')
 	sleep(0.2)
 	if pid then os.execute('kill -QUIT ' .. pid) end
-	t0 = utils.now()
-	while not output():find('status %d+') and utils.now() - t0 < 15 do sleep(0.05) end
+	-- every loop's figures (or the waiter's line) are out: the loops may end
+	t.eventually(function()
+		local o = output()
+		return count(o, 'lem%[%d%]: dump: ') == 4 or o:find('got QUIT', 1, true)
+	end, 15)
+	t.file(dir, 'go', '')
+	t.eventually(function() return output():find('status %d+') end, 30)
 	if pid and not output():find('status %d+') then os.execute('kill -KILL ' .. pid) end
 	return output()
 end

@@ -213,7 +213,7 @@ do
 		local s = lio.tcp.connect('127.0.0.1', l:port(), 0.2)
 		fill[#fill + 1] = s
 	until not s or #fill > 16
-	local t0 = utils.now()
+	local t0 = t.now()
 	v, err = redis.connect('127.0.0.1', l:port(), 0.2)
 	t.same({ v, err }, { nil, 'timeout' }, 'connect to a full backlog: nil, timeout')
 	t.near(utils.now() - t0, 0.2, 0.15, 'on time')

@@ -183,8 +183,9 @@ end
 
 -- ---- SIGTERM, SIGINT: a server with requests in flight ----
 -- Each handler reads a request, notes it in the ready file, sleeps `nap` and answers.
+-- Each loop notes when it hears the shutdown: its listener is closed then.
 local server = file('server.lua', [[
-local io, utils, loops = require 'lem.io', require 'lem.utils', require 'lem.loops'
+local io, utils, loops, signal = require 'lem.io', require 'lem.utils', require 'lem.loops', require 'lem.signal'
 local port, ready, nap = ...
 local function note(s) local f = _G.io.open(ready, 'a') f:write(s, '\n') f:close() end
 local p = newproxy(true)
@@ -193,6 +194,7 @@ keep = p
 local l = assert(io.tcp.listen('127.0.0.1', tonumber(port)))
 if loops.id == 1 then note('pid ' .. _G.io.open('/proc/self/stat'):read('*l'):match('^%d+')) end
 note('listening')
+utils.spawn(function() signal.wait('shutdown') note('heard') end)
 print('autospawn', loops.id, l:autospawn(function(c)
 	local line = c:read()
 	note('got')
@@ -234,7 +236,7 @@ local function serve(opts, sig, nap)
 	end
 	local t0 = utils.now()
 	os.execute('kill -' .. sig .. ' ' .. pid)
-	sleep(0.1)
+	until_(function() return count(read(ready), 'heard') == 2 end, 10)
 	local c, err = io.tcp.connect('127.0.0.1', port, 1)
 	r.refused = not c and err
 	if c then c:close() end
@@ -285,30 +287,38 @@ server_runs('the same with --shutdown-timeout 1', '--shutdown-timeout 1', 'TERM'
 end)
 
 -- ---- a second SIGTERM or SIGINT stops at once ----
+-- (the second is sent once lem has acted on the first, which it says in the heard file:
+-- two sent at once may come as one)
 local sleeper = file('sleeper.lua', [[
+local utils, signal = require 'lem.utils', require 'lem.signal'
+local flag, heard = ...
 local p = newproxy(true)
 getmetatable(p).__gc = function() io.stderr:write('fin\n') end
 keep = p
-io.open(..., 'w'):close()
-require('lem.utils').sleeper():sleep(10)
+utils.spawn(function() signal.wait('shutdown') io.open(heard, 'w'):close() end)
+io.open(flag, 'w'):close()
+utils.sleeper():sleep(10)
 ]])
 for _, sigs in ipairs { 'TERM TERM', 'INT TERM', 'TERM INT' } do
 	local second = sigs:match('%a+$')
 	driver = file('second.sh', ([[
 i=0
 while [ $i -lt %d ]; do
-	rm -f %s/flag
-	%s %s %s/flag 2> %s/err &
+	rm -f %s/flag %s/heard
+	%s %s %s/flag %s/heard 2> %s/err &
 	p=$!
 	k=0; while [ ! -e %s/flag ] && [ $k -lt 500 ]; do sleep 0.01; k=$((k+1)); done
 	s=$(date +%%s%%N)
-	for sig in %s; do kill -$sig $p; sleep 0.1; done
+	for sig in %s; do
+		kill -$sig $p
+		k=0; while [ ! -e %s/heard ] && [ $k -lt 500 ]; do sleep 0.01; k=$((k+1)); done
+	done
 	wait $p
 	st=$?
 	echo "run $i status $st ms $(( ($(date +%%s%%N) - s) / 1000000 )) err $(cat %s/err | tr '\n' '|')"
 	i=$((i+1))
 done
-]]):format(RUNS, dir, lem, sleeper, dir, dir, dir, sigs, dir))
+]]):format(RUNS, dir, dir, lem, sleeper, dir, dir, dir, dir, sigs, dir, dir))
 	_, out = t.run('sh ' .. driver)
 	bad, runs = {}, 0
 	local killed = second == 'TERM' and 143 or 130

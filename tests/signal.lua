@@ -39,7 +39,7 @@ for _, name in ipairs { 'INT', 'TERM', 'QUIT', 'ALRM', 'TSTP', 'TTIN', 'TTOU', '
 end
 
 -- ---- timeouts ----
-local t0 = utils.now()
+local t0 = t.now()
 local got, err = signal.wait('USR2', 0.1)
 t.ok(got == nil and err == 'timeout', 'wait(name, 0.1) times out: nil, timeout')
 t.near(utils.now() - t0, 0.1, 0.05, '... after 0.1 s')
@@ -59,10 +59,9 @@ t.same(woke, { 'USR1', 'USR1', 'USR1', 'USR1', 'USR1' }, 'every coroutine waitin
 
 -- one that arrives while none waits is kept for the next wait, once
 kill('USR1')
-sleep(0.05)
-t0 = utils.now()
-got = signal.wait('USR1', 1)
-t.ok(got == 'USR1' and utils.now() - t0 < 0.05, 'a signal caught while no coroutine waited: the next wait returns it at once')
+-- it reaches this loop soon (through the main thread): a wait with timeout 0 returns it then
+got = t.eventually(function() return signal.wait('USR1', 0) end)
+t.is(got, 'USR1', 'a signal caught while no coroutine waited: the next wait returns it at once')
 got, err = signal.wait('USR1', 0.05)
 t.is(err, 'timeout', '... once: the wait after it waits')
 
@@ -113,19 +112,16 @@ got, err = signal.wait('HUP', 0.05)
 t.is(err, 'timeout', '... and is not kept for the next wait')
 
 -- ---- child processes: default actions, TERM caught, several loops ----
--- the ready file gets a line per loop (or per coroutine) once it waits
+-- the ready file gets a line per loop (or per coroutine) once it waits: once the waiting
+-- coroutine is in signal.wait (a signal sent before would find nobody to take it)
 local ready = dir .. '/ready'
-local function lines(path)
-	local n, f = 0, io.open(path)
-	if f then for _ in f:lines() do n = n + 1 end f:close() end
-	return n
-end
 -- Starts script in the background; waits for `want` lines in the ready file; sends each
 -- signal of sigs (a space between two waits of 0.2 s); returns the status, stdout, stderr.
+-- A child still there after 60 s is killed (status 137).
 local function child(opts, script, want, sigs)
 	os.remove(ready)
-	local cmd = ('(%s %s %s %s & p=$!; i=0; while [ $(cat %s 2>/dev/null | wc -l) -lt %d ] && [ $i -lt 400 ]; ' ..
-	             'do sleep 0.02; i=$((i+1)); done; for s in %s; do kill -$s $p; sleep 0.2; done; wait $p; echo "status $?")')
+	local cmd = ('(' .. t.sh_bounded .. '%s %s %s %s & p=$!; i=0; while [ $(cat %s 2>/dev/null | wc -l) -lt %d ] && [ $i -lt 1500 ]; ' ..
+	             'do sleep 0.02; i=$((i+1)); done; for s in %s; do kill -$s $p; sleep 0.2; done; bounded 60 $p; echo "status $?")')
 		:format(lem, opts, script, ready, ready, want, sigs)
 	local _, out, err = t.run(cmd)
 	return tonumber(out:match('status (%d+)\n$')), out:gsub('status %d+\n$', ''), err
@@ -136,11 +132,10 @@ local several = file('several.lua', [[
 local signal, utils, loops = require 'lem.signal', require 'lem.utils', require 'lem.loops'
 local ready = ...
 for i = 1, 2 do
-	utils.spawn(function()
-		local f = io.open(ready, 'a') f:write('x\n') f:close()
-		print(('loop %d co %d %s'):format(loops.id, i, signal.wait('USR1')))
-	end)
+	utils.spawn(function() print(('loop %d co %d %s'):format(loops.id, i, signal.wait('USR1'))) end)
 end
+utils.yield()   -- both wait now
+local f = io.open(ready, 'a') f:write('x\nx\n') f:close()
 ]])
 local st, out = child('--loops 3', several, 6, 'USR1')
 t.is(st, 0, 'USR1 to three loops that wait for it: they end, status 0')
@@ -148,12 +143,13 @@ t.is(sorted(out), 'loop 1 co 1 USR1\nloop 1 co 2 USR1\nloop 2 co 1 USR1\nloop 2 
 	'... every coroutine of every loop woke')
 
 local caught = file('caught.lua', [[
-local signal = require 'lem.signal'
+local signal, utils = require 'lem.signal', require 'lem.utils'
 local ready = ...
-for i = 1, 2 do
+utils.spawn(function()
+	utils.yield()   -- the main chunk waits now: TERM is caught from here on
 	local f = io.open(ready, 'a') f:write('x\n') f:close()
-	print(signal.wait('TERM'))
-end
+end)
+for i = 1, 2 do print(signal.wait('TERM')) end
 ]])
 st, out = child('', caught, 1, 'TERM TERM')
 t.is(st, 0, 'TERM to a script that waits for it: no shutdown, nothing killed, status 0')
@@ -178,7 +174,7 @@ local ready = ...
 signal.wait('HUP', 0)      -- caught from here on
 signal.default('HUP')
 local f = io.open(ready, 'a') f:write('x\n') f:close()
-utils.sleeper():sleep(2)
+utils.sleeper():sleep(30)   -- until the HUP, which ends it
 print('still here')
 ]])
 st, out = child('', default .. ' ' .. ready, 1, 'HUP')
@@ -189,9 +185,9 @@ local gone = file('gone.lua', [[
 local signal, utils, loops = require 'lem.signal', require 'lem.utils', require 'lem.loops'
 local ready = ...
 if loops.id == 1 then signal.wait('HUP', 0) return end
-utils.sleeper():sleep(0.2)
+while loops.send(1) do utils.sleeper():sleep(0.01) end   -- until loop 1 has ended
 local f = io.open(ready, 'a') f:write('x\n') f:close()
-utils.sleeper():sleep(2)
+utils.sleeper():sleep(30)   -- until the HUP, which ends it
 print('still here')
 ]])
 st, out = child('--loops 2', gone .. ' ' .. ready, 1, 'HUP')

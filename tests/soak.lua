@@ -116,8 +116,12 @@ local f = assert(_G.io.open(childf, 'w'))
 f:write([=[
 local utils = require 'lem.utils'
 local loops = require 'lem.loops'
-local how, state = ...
+local how, state, ready = ...
 if loops.id == 1 then
+	-- lem catches TERM and INT from before any loop starts: the signals may come now
+	local f = io.open(ready, 'w')
+	f:write(io.open('/proc/self/stat'):read('*l'):match('^%d+'), '\n')
+	f:close()
 	utils.timer(0.02, function()
 		if how == 'exit' then utils.exit(5) elseif how == 'error' then error('soak') end
 	end)
@@ -164,7 +168,10 @@ shim = shim and shim .. '/modules/failalloc.so'
 local decoding = not sanitized and not jit and shim   -- LuaJIT allocates on its own
 
 -- A shell runs the children one after another in the background (a blocking popen here
--- would stall this loop's clients), writing "how state status" per child.
+-- would stall this loop's clients), writing "how state status" per child. The signals
+-- go to a child that wrote its pid: before lem catches SIGINT, a shell's background
+-- child ignores it, and one that computes or sends would never end. A child that has not
+-- ended after 60 s is killed (status 137).
 local driver = dir .. '/children.sh'
 f = assert(_G.io.open(driver, 'w'))
 f:write(([=[
@@ -173,19 +180,23 @@ i=0
 while [ $(date +%%s) -lt $end ]; do
 	for how in exit error TERM INT; do
 		state=$(echo receive sleep busy send | cut -d' ' -f$(( i %% 4 + 1 )))
-		%s --loops 3 --shutdown-timeout 0 %s $how $state 2>/dev/null &
+		rm -f %s/ready
+		timeout -s KILL 60 %s --loops 3 --shutdown-timeout 0 %s $how $state %s/ready 2>/dev/null &
 		p=$!
-		case $how in TERM|INT) sleep 0.05; kill -$how $p ;; esac
+		case $how in TERM|INT)
+			k=0; while [ ! -s %s/ready ] && [ $k -lt 1000 ]; do sleep 0.01; k=$((k+1)); done
+			sleep 0.05; kill -$how $(cat %s/ready) ;;
+		esac
 		wait $p
 		echo "$how $state $?"
 	done
 	if [ -n "%s" ]; then
-		echo "decode $(LD_PRELOAD=%s %s --loops 2 %s 2>&1)"
+		echo "decode $(LD_PRELOAD=%s timeout -s KILL 60 %s --loops 2 %s 2>&1)"
 	fi
 	i=$((i+1))
 done > %s/children.out
 touch %s/children.done
-]=]):format(SECONDS, lem, childf, decoding or '', decoding or '', lem, decodef, dir, dir))
+]=]):format(SECONDS, dir, lem, childf, dir, dir, dir, decoding or '', decoding or '', lem, decodef, dir, dir))
 f:close()
 os.execute('sh ' .. driver .. ' >/dev/null 2>&1 &')
 

@@ -3,7 +3,7 @@ local t = require 'tap'
 local utils = require 'lem.utils'
 
 local fired, at = false, nil
-local t0 = utils.now()
+local t0 = t.now()
 local tm = utils.timer(0.03, function(...) fired = select('#', ...); at = utils.now() end)
 t.is(type(tm), 'userdata', 'timer() returns a timer object')
 t.is(getmetatable(tm), 'timer', 'its metatable is protected')

@@ -67,14 +67,17 @@ function t.skip(name, why)
 end
 
 -- Runs a shell command; returns its exit status, stdout and stderr. Used by CLI tests.
+-- A command still running after 300 s is killed, with every process it started that
+-- stayed in its group (status 137): a hung child fails its test instead of hanging the run.
 local tmp = os.tmpname()
 function t.run(cmd, input)
-	local inf = tmp .. '.in'
+	local inf, script = tmp .. '.in', tmp .. '.sh'
 	if input then
 		local f = assert(io.open(inf, 'wb')); f:write(input); f:close()
 		cmd = cmd .. ' < ' .. inf
 	end
-	local out = io.popen(cmd .. ' 2>' .. tmp .. '.err; echo "#status $?"')
+	local f = assert(io.open(script, 'wb')); f:write(cmd, '\n'); f:close()
+	local out = io.popen('timeout -s KILL 300 sh ' .. script .. ' 2>' .. tmp .. '.err; echo "#status $?"')
 	local text = out:read('*a')
 	out:close()
 	local status = tonumber(text:match('#status (%d+)\n?$'))
@@ -82,7 +85,7 @@ function t.run(cmd, input)
 	local ef = io.open(tmp .. '.err', 'rb')
 	local err = ef and ef:read('*a') or ''
 	if ef then ef:close() end
-	os.remove(tmp .. '.err'); os.remove(inf)
+	os.remove(tmp .. '.err'); os.remove(inf); os.remove(script)
 	return status, text, err
 end
 os.remove(tmp)
@@ -124,26 +127,53 @@ function t.sorted(s, sep)
 	return table.concat(l, sep)
 end
 
+-- This test process's pid, for the children that watch it.
+do
+	local f = assert(io.open('/proc/self/stat'))   -- closed now: tests count descriptors
+	t.pid = f:read('*l'):match('^%d+')
+	f:close()
+end
+
+-- Shell text that kills process `pid` should this test process die first (an error
+-- outside t.done, a kill): a child must not outlive the test that waits for it.
+local function watchdog(pid)
+	return ('(while kill -0 %s; do kill -0 %s || exit 0; sleep 0.5; done; kill -KILL %s) >/dev/null 2>&1 &')
+		:format(t.pid, pid, pid)
+end
+
 -- Runs `lem args` in the background, its output in a file of dir; returns its pid and a
--- function that reads that output. wait(pattern, n) polls (up to 10 s) until the output
--- holds pattern n times, and returns the output.
+-- function that reads that output. wait(pattern, n) polls (up to 30 s: a loaded machine
+-- starts a sanitized lem slowly) until the output holds pattern n times, and returns the
+-- output. The child is killed by t.done() if it still runs then, or when this process dies.
+local children = {}
 function t.background(dir, args)
-	local utils = require 'lem.utils'
 	local out, pidf = dir .. '/bg.out', dir .. '/bg.pid'
 	os.execute(t.lem .. ' ' .. args .. ' > ' .. out .. ' 2>&1 & echo $! > ' .. pidf)
 	local f = assert(io.open(pidf))
 	local pid = f:read('*l')
 	f:close()
+	children[#children + 1] = pid
+	os.execute(watchdog(pid))
 	local function output() return t.slurp(out) end
 	local function wait(pattern, n)
-		local t0 = utils.now()
-		while select(2, output():gsub(pattern, '')) < n and utils.now() - t0 < 10 do
-			utils.sleeper():sleep(0.02)
-		end
+		t.eventually(function() return select(2, output():gsub(pattern, '')) >= n end, 30)
 		return output()
 	end
 	return pid, output, wait
 end
+
+-- A shell function for scripts that start a child and wait for it: `bounded SECONDS PID`
+-- waits for PID and returns its status, killing it (SIGKILL: status 137) if it has not
+-- ended after SECONDS. A wait without a bound hangs the whole test run on a lost signal.
+t.sh_bounded = [[
+bounded() {
+	( trap 'kill $s; exit 0' TERM; sleep $1 & s=$!; wait $s; kill -9 $2 ) >/dev/null 2>&1 &
+	_g=$!
+	wait $2; _st=$?
+	kill $_g 2>/dev/null; wait $_g 2>/dev/null
+	return $_st
+}
+]]
 
 -- A TCP port on loopback that nobody listens on now, for a child server to take. The
 -- kernel picks it: a port tried at random would be the same in every test process (the
@@ -181,14 +211,26 @@ function t.file(dir, name, text, mode)
 	return path
 end
 
+-- The time now, for a duration to start from: utils.now() is the loop's time as of its
+-- last poll, which the code run since (a blocking call, a slow machine) has left behind.
+-- It suspends the caller for a millisecond.
+function t.now()
+	local utils = require 'lem.utils'
+	utils.sleeper():sleep(0.001)
+	return utils.now()
+end
+
 -- Polls cond every 10 ms until it returns true or timeout (5 s) passes; returns its last
 -- value. For what another thread or process makes true "soon": under load, soon varies.
+-- After each sleep, what woke in the same loop iteration runs before cond is asked: a
+-- slow iteration (valgrind, a loaded machine) may move the loop's time past the timeout.
 function t.eventually(cond, timeout)
 	local utils = require 'lem.utils'
 	local s, t0 = utils.sleeper(), utils.now()
 	local v = cond()
 	while not v and utils.now() - t0 < (timeout or 5) do
 		s:sleep(0.01)
+		utils.yield()
 		v = cond()
 	end
 	return v
@@ -198,6 +240,13 @@ end
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
 function t.done()
+	-- children told to stop get 2 s to end by themselves (a sanitizer's report comes at the exit)
+	for _, pid in ipairs(children) do
+		local function alive() return os.execute('kill -0 ' .. pid .. ' 2>/dev/null') == 0 end
+		if not t.eventually(function() return not alive() end, 2) then
+			os.execute('kill -KILL ' .. pid .. ' 2>/dev/null')
+		end
+	end
 	for _, dir in ipairs(tmpdirs) do os.execute('rm -rf ' .. dir) end
 	io.write('1..', t.count, '\n')
 	io.flush()
