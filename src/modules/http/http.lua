@@ -686,23 +686,16 @@ local function serve(srv, s, idle)
 		s:close()
 		return gone(srv, s)
 	end
-	local first, woke, conn = idle == nil, idle, nil
+	local first, conn = idle == nil, nil
 	while not srv.draining do
 		-- A new connection's first byte may take header_timeout, and until it comes the
-		-- connection is idle: a drain closes it at once (Server:shutdown). A kept-alive
-		-- one waits in s:idle up to idle_timeout; once something came (or was buffered
-		-- already), its head may take header_timeout.
-		if conn and not conn._out then conn = nil end   -- nothing held back: keep no conn
-		if not (first or woke or conn) then  -- false: the next request is buffered
-			srv.conns[s] = 'idle'
-			if s:idle(srv.wake, srv.o.idle_timeout) then return end
-		end
+		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
+		-- came, the head may take header_timeout.
 		local lead, err = ''
 		if first then
 			srv.conns[s] = true
 			lead, err = s:read(1, srv.o.header_timeout)
 		end
-		woke = nil
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
 		conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
@@ -721,6 +714,15 @@ local function serve(srv, s, idle)
 			break
 		end
 		if not err then break end
+		-- Nothing held back for a pipeline: the connection waits for its next request in
+		-- s:idle, up to idle_timeout, unless it is buffered already (false).
+		if not conn._out then
+			conn = nil
+			if s:idle(srv.wake, srv.o.idle_timeout) then
+				srv.conns[s] = 'idle'
+				return
+			end
+		end
 	end
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end

@@ -165,10 +165,8 @@ int io_busy(lem_loop *loop, struct io_wait *iw)
  * io_suspend(...). With val, the value on top of T stays alive while it waits. Raises
  * where T cannot suspend, and iw is then as it was, but for the slots taken: they stay
  * for the next wait. The method starts iw's watchers after, where nothing may raise. */
-int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
+int io_wait_slots(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
 {
-	int r;
-
 	if (!iw->co_slot) {
 		lua_pushnil(T);
 		iw->co_slot = lem_anchor(loop, T);
@@ -177,6 +175,14 @@ int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
 		lua_pushnil(T);
 		iw->val_slot = lem_anchor(loop, T);
 	}
+	return iw->co_slot && (!val || iw->val_slot);
+}
+
+int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val)
+{
+	int r;
+
+	io_wait_slots(loop, T, iw, val);
 	r = lem_suspend(T, &iw->w, val);
 	iw->st->waits++;
 	lua_pushthread(iw->w.co);

@@ -165,6 +165,9 @@ void *io_check_open(lua_State *T, const char *name, size_t fd);   /* and not clo
 struct io_state *io_state(lua_State *T);      /* of T's loop */
 void io_wait_init(struct io_wait *iw, struct io_state *st, ev_io *io, ev_timer *timer);
 int io_busy(lem_loop *loop, struct io_wait *iw);
+/* [-0, +0, m] Takes iw's anchor slots (and its value's, with val) if not taken yet;
+ * returns 0 when the loop closes and gives none. */
+int io_wait_slots(lem_loop *loop, lua_State *T, struct io_wait *iw, int val);
 int io_suspend(lem_loop *loop, lua_State *T, struct io_wait *iw, int val);
 int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
 int io_wake_error(lem_loop *loop, struct io_wait *iw, lua_State *from, int err);

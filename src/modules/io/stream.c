@@ -279,6 +279,12 @@ static int stream_push_answer(lua_State *S, void *ud)
 
 /* ---- idle streams (stream:idle) ---- */
 
+static void stream_idle_count(struct io_stream *s, int idle)
+{
+	s->idle = (unsigned char)idle;
+	s->st->idle += idle ? 1 : -1;
+}
+
 struct stream_idle_start {
 	struct io_stream *s;
 	int timedout;
@@ -305,8 +311,7 @@ static void stream_idle_end(struct io_stream *s, int timedout)
 	lem_loop *loop = s->loop;
 	lua_State *L = lem_state(loop);
 
-	s->idle = 0;
-	s->st->idle--;
+	stream_idle_count(s, 0);
 	s->drained = 0;                            /* the handler's read tries read() */
 	if (lem_protect(loop, L, stream_idle_spawn, &a) < 0) {
 		lua_pop(L, 2);
@@ -456,10 +461,8 @@ void io_stream_shut(void *self, lua_State *from)
 
 	if (s->conn)
 		io_connect_free(s);
-	if (s->idle) {                             /* its handler never starts */
-		s->idle = 0;
-		s->st->idle--;
-	}
+	if (s->idle)                               /* its handler never starts */
+		stream_idle_count(s, 0);
 	io_wait_free(loop, &s->reader, from);
 	io_wait_free(loop, &s->writer, from);
 	s->wp = NULL;
@@ -597,23 +600,13 @@ static int stream_idle(lua_State *T)
 	if (timeout == 0)
 		return io_error(T, -ETIMEDOUT);        /* return nil, 'timeout' at once */
 	lua_settop(T, 2);
-	if (!s->reader.co_slot) {                  /* the reader's slots, kept until the close */
-		lua_pushnil(T);
-		s->reader.co_slot = lem_anchor(loop, T);
-	}
-	if (!s->reader.val_slot) {
-		lua_pushnil(T);
-		s->reader.val_slot = lem_anchor(loop, T);
-	}
-	if (!s->reader.co_slot || !s->reader.val_slot)
+	if (!io_wait_slots(loop, T, &s->reader, 1))   /* the reader's, kept until the close */
 		return io_error(T, -EPIPE);            /* the loop closes */
 	lem_anchor_set(loop, T, s->reader.val_slot);   /* the handler */
 	lua_pushvalue(T, 1);
 	lem_anchor_set(loop, T, s->reader.co_slot);    /* the stream */
-	if (s->start == s->end)
-		stream_release(s);
-	s->idle = 1;
-	s->st->idle++;
+	stream_release(s);                         /* nothing is buffered */
+	stream_idle_count(s, 1);
 	ev_io_start(lem_ev(loop), &s->r);
 	if (timeout > 0) {
 		ev_timer_set(&s->timer, timeout, 0);
