@@ -56,6 +56,7 @@ struct redis_conn {
 	char *out;                /* commands to write: [opos, olen) of ocap bytes */
 	size_t opos, olen, ocap;
 	int flush;                /* a flusher is queued to write them (redis_flush) */
+	unsigned woke;            /* callers the last read woke */
 
 	lem_waiter *q;            /* callers waiting for replies, in order: a ring, whose */
 	unsigned qhead, qlen, qcap;   /* coroutines are at env[1..qcap], in its order */
@@ -416,6 +417,7 @@ static int redis_answer(lua_State *S, void *ud)
 	while (c->qlen && (c->reply || redis_next(c) > 0)) {
 		lem_wake(c->loop, &c->q[c->qhead], S, redis_push_reply(S, c->reply));
 		redis_shift(c, S, env);
+		c->woke++;
 	}
 	return 0;
 }
@@ -440,6 +442,7 @@ static void redis_readable(struct ev_loop *ev, ev_io *w, int revents)
 		return;
 	}
 	c->pending += (size_t)n;
+	c->woke = 0;
 	while (c->qlen && lem_protect(c->loop, L, redis_answer, c) < 0) {
 		if (!c->reply) {
 			lua_pop(L, 2);
@@ -665,7 +668,7 @@ static int redis_call(lua_State *T)
 	struct redis_conn *c = lua_touserdata(T, 1);
 	size_t len;
 	unsigned at;
-	int r;
+	int r, now;
 
 	/* luaL_checkudata's look-up of the metatable by name, at every call, cost more
 	 * than the rest of the check: call has it as an upvalue */
@@ -684,7 +687,12 @@ static int redis_call(lua_State *T)
 	lua_settop(T, 1);
 	if (c->qlen == c->qcap)
 		redis_grow(T, c);
-	redis_flush_later(T, c);
+	/* Alone on an idle connection (request/response: the last read woke one caller at
+	 * most), written right after the suspension, without the flusher's coroutine; else
+	 * with the commands of the others the read woke, in one write. */
+	now = !c->qlen && c->woke <= 1 && !c->flush && !ev_is_active(&c->w);
+	if (!now)
+		redis_flush_later(T, c);
 	at = (c->qhead + c->qlen) % c->qcap;
 	lua_pushvalue(T, 1);                      /* T: conn, conn */
 	r = lem_suspend(T, &c->q[at], 2);
@@ -698,6 +706,8 @@ static int redis_call(lua_State *T)
 	if (c->qlen == 1)                         /* else the connection is held already */
 		redis_hold(c, T, 1);
 	redis_send(c, len, 1);
+	if (now)
+		redis_write(c);
 	redis_watch(c);
 	return r;
 }
