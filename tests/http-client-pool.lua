@@ -198,7 +198,79 @@ t.is(r:body(), 'GET /there  nil nil', 'an absolute Location elsewhere: followed,
 t.error(function() http.request{ url = base, tmeout = 1 } end, 'unknown option tmeout', 'an unknown option raises')
 t.error(function() http.request{ url = base, timeout = '1' } end, 'bad option timeout', 'a bad option raises')
 
+---------------------------------------------------------------- idle pooled connections
+-- (counted in descriptors of this process: the client's end of each and the server's)
 http.close_idle()
+sleep(0.2)                       -- the servers close their ends
+local fd0 = t.nfds()
+-- a server that closes its idle connections after 0.2 s
+local quick = assert(http.listen('127.0.0.1', 0, handler, { idle_timeout = 0.2 }))
+local qbase = 'http://127.0.0.1:' .. quick:port()
+r = assert(http.request(qbase .. '/x'))
+t.is(r:body(), 'GET /x  nil nil', 'a request to a server that closes idle connections')
+t.is(t.nfds(), fd0 + 3, '... its connection stays open in the pool (a listener, two ends)')
+t.eventually(function() return t.nfds() == fd0 + 1 end, 3)
+t.is(t.nfds(), fd0 + 1, '... until the server closes it: the pool closes it at once')
+r = assert(http.request(qbase .. '/x'))
+t.is(r:body(), 'GET /x  nil nil', '... and the next request takes a new one')
+quick:close()
+http.close_idle()
+-- the client's own idle_timeout
+http.idle_timeout = 0.2
+sleep(0.05)
+fd0 = t.nfds()
+r = assert(http.request(base .. '/x'))
+t.is(r:body(), 'GET /x  nil nil', 'http.idle_timeout = 0.2: a request')
+local t1 = t.now()
+t.is(t.nfds(), fd0 + 2, '... leaves a connection in the pool')
+t.eventually(function() return t.nfds() == fd0 end, 3)
+t.is(t.nfds(), fd0, '... closed once idle that long')
+t.ok(t.now() - t1 > 0.1, '... not before', t.now() - t1)
+http.idle_timeout = false
+fd0 = t.nfds()
+r = assert(http.request(base .. '/x'))
+r:body()
+sleep(0.3)
+t.is(t.nfds(), fd0 + 2, 'http.idle_timeout = false: the idle connection stays')
+http.close_idle()
+t.eventually(function() return t.nfds() == fd0 end, 3)
+http.idle_timeout = 30
+-- connections taken from the pool again are not closed under their new users
+local idle0 = utils.stats().idle_streams
+fd0 = t.nfds()
+results = parallel(3, function() local x = http.request(base .. '/slow') return x and x:body() end)
+results = parallel(3, function() local x = http.request(base .. '/slow') return x and x:body() end)
+t.ok(results[1][1] and results[2][1] and results[3][1], 'pooled connections lent again serve their requests')
+t.is(t.nfds(), fd0 + 6, '... on the same three connections')
+t.is(utils.stats().idle_streams - idle0, 6, '... which wait idle at both ends')
+http.close_idle()
+t.eventually(function() return t.nfds() == fd0 end, 3)
+t.is(t.nfds(), fd0, 'close_idle: no pooled connection left')
+-- the pool's waits keep no loop running: a script whose last request left a connection
+-- in the pool ends at once (a server in another process that keeps the connection open)
+local dir = t.tmpdir()
+t.file(dir, 'server.lua', [[
+local lemio = require 'lem.io'
+local l = assert(lemio.tcp.listen('127.0.0.1', 0))
+print(l:port()) io.stdout:flush()
+local keep = {}
+while true do
+	local c = l:accept()
+	if not c then break end
+	keep[#keep + 1] = c
+	c:read('*u', '\r\n\r\n')
+	c:write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+end
+]])
+local pid, output = t.background(dir, dir .. '/server.lua')
+local sport
+t.eventually(function() sport = tonumber(output():match('^(%d+)\n')); return sport end, 30)
+local t2 = t.now()
+local st, text, errs = t.run(t.lem .. " -e \"local r = assert(require('lem.http').request('http://127.0.0.1:" ..
+	tostring(sport) .. "/')) print((r:body()))\"")
+t.ok(st == 0 and text == 'ok\n' and t.now() - t2 < 10, 'a script whose connection waits in the pool ends at once', text .. errs)
+os.execute('kill ' .. tostring(pid) .. ' 2>/dev/null')
+
 server:close()
 other:close()
 abs:close()

@@ -269,4 +269,48 @@ do   -- idle(): the stream waits with no coroutine; the handler starts when data
 	l:close()
 end
 
+do   -- idle(false) calls a wait off; 'weak' waits keep no loop running
+	local l, a, b = pair()
+	local calls = 0
+	local function handler() calls = calls + 1 end
+	t.error(function() b:idle(handler, 1, 'strong') end, "bad argument #3 to 'idle' %('weak' expected", 'idle: the third argument is weak or nothing')
+	t.is(b:idle(false), false, 'idle(false) with no wait: false')
+	t.is(b:idle(handler, 0.05), true, 'a wait...')
+	t.is(b:idle(false), true, '... called off: true')
+	t.is(utils.stats().idle_streams, 0, '... the stream is idle no more')
+	a:write('x\n')
+	utils.sleeper():sleep(0.15)
+	t.is(calls, 0, '... and its handler never runs, for data or the timeout')
+	t.is(b:read(), 'x', 'the caller reads the stream again')
+	t.is(b:idle(handler, 0.05, 'weak'), true, 'a weak wait with a timeout')
+	t.is(utils.stats().idle_streams, 1, '... is an idle stream')
+	t.eventually(function() return calls == 1 end, 2)
+	t.is(calls, 1, '... whose timeout fires while the loop runs for others')
+	t.is(b:idle(handler, nil, 'weak'), true, 'a weak wait without a timeout')
+	a:write('y\n')
+	t.eventually(function() return calls == 2 end, 2)
+	t.is(calls, 2, '... whose handler runs when data comes')
+	t.is(b:read(), 'y', '... and reads it')
+	t.is(b:idle(handler, 30, 'weak'), true, 'a weak wait called off...')
+	b:idle(false)
+	t.is(b:idle(handler, 30), true, '... then a strong one')
+	b:close()
+	a:close()
+	l:close()
+	-- a script whose only waits are weak ends at once; a strong one keeps it running
+	local script = "local io = require 'lem.io' " ..
+		"local l = assert(io.tcp.listen('127.0.0.1', 0)) " ..
+		"local s = assert(io.tcp.connect('127.0.0.1', l:port())) " ..
+		"local c = l:accept() " ..
+		"assert(s:idle(function() print('ran') end, %s, 'weak')) " ..
+		"assert(c:idle(function() end, 30, 'weak')) %s " ..
+		"print('end')"
+	local t0 = t.now()
+	local st, out, err = t.run(t.lem .. " -e " .. ("%q"):format(script:format('30', '')))
+	t.ok(st == 0 and out == 'end\n' and t.now() - t0 < 10, 'weak waits keep no loop running: the script ends', out .. err)
+	t0 = t.now()
+	st, out, err = t.run(t.lem .. " -e " .. ("%q"):format(script:format('0.2', "assert(s:idle(false)) assert(s:idle(function() print('strong') end, 0.3))")))
+	t.ok(st == 0 and out == 'end\nstrong\n' and t.now() - t0 >= 0.25, 'a strong wait keeps it running until its handler runs', out .. err)
+end
+
 t.done()

@@ -831,10 +831,15 @@ body_methods(ClientResponse)
 
 -- Connections by 'host:port', in this loop's state (so per loop): the idle ones, how
 -- many are open (idle, in use or connecting) against max_per_host, and the callers
--- waiting for one (a queue of sleepers).
+-- waiting for one (a queue of sleepers). An idle one waits in s:idle, weak (it keeps no
+-- loop running), so that a server's close, or idle_timeout, closes it at once; pooled
+-- maps it to its pool then (to false when it could not wait so: a TLS stream that may
+-- hold bytes inside OpenSSL).
 http.max_idle_per_host = 8
 http.max_per_host = 32
+http.idle_timeout = 30
 local pools = {}
+local pooled = setmetatable({}, { __mode = 'k' })
 
 local function pool_of(key)
 	local p = pools[key]
@@ -850,11 +855,28 @@ local function pool_wake(p)
 	if w then w:wakeup(true) end
 end
 
+-- An idle connection heard from (the server closed it, or sent what nobody asked for)
+-- or idle for idle_timeout: it leaves its pool.
+local function pool_drop(s)
+	local p = pooled[s]
+	s:close()
+	if not p then return end                 -- taken from the pool meanwhile
+	pooled[s] = nil
+	for i = 1, #p.idle do
+		if p.idle[i] == s then table.remove(p.idle, i) break end
+	end
+	p.open = p.open - 1
+	pool_wake(p)
+end
+
 -- Ends a use of s: kept idle when it can carry another request, else closed; either way
 -- a waiting caller may go on.
 local function pool_release(p, s, keep)
-	if keep and #p.idle < http.max_idle_per_host then
+	local watched = keep and #p.idle < http.max_idle_per_host and
+		s:idle(pool_drop, http.idle_timeout or nil, 'weak')
+	if watched or (watched == false and s:tls() and s:buffered() == 0) then
 		p.idle[#p.idle + 1] = s
+		pooled[s] = watched and p
 	else
 		s:close()
 		p.open = p.open - 1
@@ -878,12 +900,24 @@ end
 -- --> stream, reused | nil, message
 local function pool_acquire(p, host, port, max, o, deadline, fresh, tls)
 	if fresh and p.open >= max and #p.idle > 0 then
-		table.remove(p.idle, 1):close()
+		local s = table.remove(p.idle, 1)
+		pooled[s] = nil
+		s:close()
 		p.open = p.open - 1
 	end
 	while true do
 		local s = not fresh and table.remove(p.idle)
-		if s then return s, true end
+		-- one whose wait ended (its pool_drop is on its way) is closed, not lent
+		while s and pooled[s] and not s:idle(false) do
+			pooled[s] = nil
+			s:close()
+			p.open = p.open - 1
+			s = table.remove(p.idle)
+		end
+		if s then
+			pooled[s] = nil
+			return s, true
+		end
 		if p.open < max then
 			p.open = p.open + 1
 			local err
@@ -914,7 +948,10 @@ end
 -- http.close_idle(): closes this loop's idle client connections.
 function http.close_idle()
 	for _, p in pairs(pools) do
-		for i = 1, #p.idle do p.idle[i]:close() end
+		for i = 1, #p.idle do
+			pooled[p.idle[i]] = nil
+			p.idle[i]:close()
+		end
 		p.open = p.open - #p.idle
 		p.idle = {}
 	end

@@ -260,7 +260,7 @@ static int io_signal_hook(lem_loop *loop, int event, void *ud)
 	struct io_state *st = ud;
 
 	if (event == LEM_DEADLINE)
-		return st->waits + st->idle;
+		return st->waits + st->idle - st->weak;
 	if (event == LEM_SHUTDOWN) {
 		st->shutdown = 1;
 		io_listener_shutdown(st, lem_state(loop));

@@ -51,6 +51,7 @@ struct io_state {
 	struct io_listener *listeners;   /* the open ones: the shutdown closes them */
 	int waits;                /* callers suspended now (io_suspend) */
 	int idle;                 /* streams waiting in stream:idle, with no caller */
+	int weak;                 /* of those, the ones that keep no loop running */
 	int shutdown;             /* the shutdown began: listeners accept no more */
 	int streams;              /* open streams, but the standard ones (utils.stats) */
 	char *spare[IO_SPARES];   /* first-size read buffers that waiting streams gave
@@ -104,6 +105,7 @@ struct io_stream {
 	unsigned char rfmt:2;     /* the reader's format: IO_LINE, IO_ALL, IO_COUNT or IO_UNTIL */
 	unsigned char idle:1;     /* in stream:idle: the reader's slots hold the stream and
 	                             the handler, and no coroutine waits */
+	unsigned char weak:2;     /* its idle watchers that keep no loop running (ev_unref) */
 	unsigned char dlen;       /* IO_UNTIL: the delimiter's length */
 	unsigned char peerlen;    /* 0: peer unknown, ask the kernel */
 	int err;                  /* -errno of a failed read(), reported once; or 0 */

@@ -279,10 +279,18 @@ static int stream_push_answer(lua_State *S, void *ud)
 
 /* ---- idle streams (stream:idle) ---- */
 
+/* Counts s in or out of the idle streams. Out: before the watchers stop, or in the
+ * callback of the timer that libev stopped, the loop takes back the references a weak
+ * wait gave up. */
 static void stream_idle_count(struct io_stream *s, int idle)
 {
 	s->idle = (unsigned char)idle;
 	s->st->idle += idle ? 1 : -1;
+	if (!idle && s->weak) {
+		s->st->weak--;
+		for (; s->weak; s->weak--)
+			ev_ref(lem_ev(s->loop));
+	}
 }
 
 struct stream_idle_start {
@@ -576,21 +584,35 @@ static int stream_read(lua_State *T)
 	return r;
 }
 
-/* stream:idle(handler [, timeout]) --> true | false | nil, 'timeout' | nil, 'busy'
+/* stream:idle(handler [, timeout [, 'weak']]) --> true | false | nil, 'timeout' |
+ *                                                nil, 'busy'
  * The stream waits for its peer with no coroutine: once something can be read (data, the
  * peer's close or an error), handler(stream) starts in a coroutine of its own; after
  * timeout seconds of nothing, handler(stream, 'timeout'). A server's idle keep-alive
  * connection then costs its stream alone. Closing the stream meanwhile drops the handler.
  * false: something is buffered already (or, on a TLS stream, may be inside OpenSSL):
- * nothing waits, the caller reads it. */
+ * nothing waits, the caller reads it. 'weak': the wait keeps no loop running (a client's
+ * pooled connection). stream:idle(false) calls a wait off --> true | false (none). */
 static int stream_idle(lua_State *T)
 {
 	struct io_stream *s = stream_check(T);
 	lem_loop *loop = s->loop;
 	lua_Number timeout;
+	int weak;
 
+	if (lua_type(T, 2) == LUA_TBOOLEAN && !lua_toboolean(T, 2)) {
+		lua_pushboolean(T, s->idle);
+		if (s->idle) {
+			stream_idle_count(s, 0);
+			io_wait_end(loop, &s->reader);
+		}
+		return 1;
+	}
 	luaL_checktype(T, 2, LUA_TFUNCTION);
 	timeout = io_opttimeout(T, 3);
+	weak = !lua_isnoneornil(T, 4);
+	if (weak && strcmp(luaL_checkstring(T, 4), "weak") != 0)
+		luaL_argerror(T, 4, "'weak' expected");
 	if (s->idle || io_busy(loop, &s->reader))
 		return io_error(T, -EBUSY);            /* return nil, 'busy' */
 	if (s->start < s->end || s->eof || s->err || (s->tp && !s->drained)) {
@@ -611,6 +633,12 @@ static int stream_idle(lua_State *T)
 	if (timeout > 0) {
 		ev_timer_set(&s->timer, timeout, 0);
 		ev_timer_start(lem_ev(loop), &s->timer);
+	}
+	if (weak) {
+		s->weak = timeout > 0 ? 2 : 1;
+		s->st->weak++;
+		for (int i = 0; i < s->weak; i++)
+			ev_unref(lem_ev(loop));
 	}
 	lua_pushboolean(T, 1);
 	return 1;
