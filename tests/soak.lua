@@ -165,7 +165,7 @@ print(fails)
 f:close()
 local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
 shim = shim and shim .. '/modules/failalloc.so'
-local decoding = not sanitized and not jit and shim   -- LuaJIT allocates on its own
+local decoding = not sanitized and shim
 
 -- A shell runs the children one after another in the background (a blocking popen here
 -- would stall this loop's clients), writing "how state status" per child. The signals
@@ -231,8 +231,8 @@ local fds1, rss1 = t.nfds(), rss_kb()
 t.ok(#failures == 0, ('%d echo, %d reset, %d too-long clients, %d messages, %d children, %d failed decodes: no failure')
 	:format(counts.echo, counts.reset, counts.long, counts.msg, counts.child, counts.decode), table.concat(failures, '\n'))
 t.ok(counts.echo > 0 and counts.reset > 0 and counts.long > 0 and counts.msg > 0 and counts.child > 0
-	and (counts.decode > 0 or not decoding), 'every part ran' .. (decoding and '' or ' (no failing decodes: '
-	.. (jit and 'LuaJIT allocates on its own' or 'sanitizers replace the allocator') .. ')'))
+	and (counts.decode > 0 or not decoding), 'every part ran' .. (decoding and '' or
+	' (no failing decodes: the sanitizers replace the allocator)'))
 t.is(fds1, fds0, 'descriptors are back where they started')
 if sanitized then   -- the sanitizers hold freed memory back (ASan's quarantine)
 	t.skip('RSS back near the start', 'RSS means nothing under a sanitizer; it checks leaks itself')
