@@ -353,6 +353,17 @@ do   -- an idle connection keeps no coroutine: it waits in stream:idle until idl
 	local now = utils.stats()
 	t.is(now.parked_io, before.parked_io + 1, '... and no coroutine waits on it (the one more waiting is the new listener\'s)')
 	t.is(get('/k2'), '/k2', 'the next request on it is served')
+	t.is(utils.stats().idle_streams, before.idle_streams,
+		'right after an answer the connection is not idle yet: it waits for the next head in a read')
+	c:write('GET /k3 HTTP/1.1\r\n')
+	utils.sleeper():sleep(0.2)
+	t.is(utils.stats().idle_streams, before.idle_streams,
+		'a head begun right after the answer: the connection does not go idle while it comes')
+	c:write('Host: x\r\n\r\n')
+	local h = c:read('*u', '\r\n\r\n', 2)
+	t.is(h and c:read(tonumber(h:match('Content%-Length: (%d+)')), 2), '/k3', '... and it is served')
+	t.ok(t.eventually(function() return utils.stats().idle_streams == before.idle_streams + 1 end, 2),
+		'then the connection is idle again')
 	local t0 = utils.now()
 	t.is(c:read('*a', 2), '', 'idle_timeout closes it')
 	t.near(utils.now() - t0, 0.4, 0.25, '... after idle_timeout')

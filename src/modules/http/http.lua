@@ -22,6 +22,10 @@ local LINGER_TIME = 1        -- at most this long (seconds), this much and
 local LINGER_BYTES = 1048576 -- read and dropped before an error close (linger)
 local LINGER_QUIET = 0.05    -- or until the client sent nothing for this long
 local CRLF2 = '\r\n\r\n'
+-- A served connection waits this long (seconds) for its next head in a plain read before
+-- it goes idle (stream:idle, no coroutine): a busy client's next request then costs no
+-- new coroutine, and a quiet connection keeps one only this long.
+local GRACE = 0.02
 
 local REASONS = {
 	[100] = 'Continue', [101] = 'Switching Protocols',
@@ -546,23 +550,26 @@ local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 -- The connection whose request serve_one serves and the request's first byte: its
 -- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
 -- reads them at once.
-local serving, serving_lead
+local serving, serving_lead, serving_data, serving_err
 
 -- Serves one request of a connection where something came: the first byte of a new
--- connection's (lead), or what woke a kept-alive one (lead ''). Runs in a protected call
--- (in PUC Lua, in a coroutine that lem lends for it). The handler runs while conn._res is
--- set. Returns true when the connection may carry another request.
+-- connection's (lead), or what woke a kept-alive one (lead ''), with the head when serve
+-- read it already (data, or nil and err). Runs in a protected call (in PUC Lua, in a
+-- coroutine that lem lends for it). The handler runs while conn._res is set. Returns true
+-- when the connection may carry another request.
 local function serve_one()
-	local conn, lead = serving, serving_lead
-	serving, serving_lead = nil, nil
+	local conn, lead, data, err = serving, serving_lead, serving_data, serving_err
+	serving, serving_lead, serving_data, serving_err = nil, nil, nil, nil
 	local srv, s = conn._srv, conn._s
 	local o, P, handler = srv.o, srv.parser, srv.handler
-	if srv.draining then conn._close = true end
-	local data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
-	if not data and conn._out and err == 'timeout' then
-		conn_write(conn)      -- answers held back wait for no head that is not whole here
-		data, err = s:read('*u', CRLF2, o.header_timeout)
+	if data == nil and err == nil then
+		data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
+		if not data and conn._out and err == 'timeout' then
+			conn_write(conn)  -- answers held back wait for no head that is not whole here
+			data, err = s:read('*u', CRLF2, o.header_timeout)
+		end
 	end
+	if srv.draining then conn._close = true end
 	if not data then
 		if err == 'line too long' then
 			-- it stays buffered: the parser tells a long target (414) from a long head
@@ -686,15 +693,30 @@ local function serve(srv, s, idle)
 		s:close()
 		return gone(srv, s)
 	end
-	local first, conn = idle == nil, nil
+	local first, conn, lead, data, err = idle == nil, nil, '', nil, nil
 	while not srv.draining do
 		-- A new connection's first byte may take header_timeout, and until it comes the
 		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
 		-- came, the head may take header_timeout.
-		local lead, err = ''
 		if first then
 			srv.conns[s] = true
 			lead, err = s:read(1, srv.o.header_timeout)
+		elseif not lead then
+			-- After a request, the next one's head gets GRACE in a read here, out of the
+			-- protected call (a read that waits costs more in one in PUC Lua); a drain
+			-- meanwhile closes the connection as an idle one. When nothing came, the
+			-- connection waits in s:idle, up to idle_timeout, unless something is buffered
+			-- already (false); a head begun goes on in serve_one, for header_timeout.
+			srv.conns[s] = true
+			data, err = s:read('*u', CRLF2, GRACE)
+			lead = ''
+			if not data and err == 'timeout' then
+				err = nil
+				if s:buffered() == 0 and s:idle(srv.wake, srv.o.idle_timeout) then
+					srv.conns[s] = 'idle'
+					return
+				end
+			end
 		end
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
@@ -703,26 +725,19 @@ local function serve(srv, s, idle)
 			headers = false, _conn = false, _req = false }
 		srv.conns[s] = conn
 		if not lead then
-			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
+			if err == 'timeout' then pcall(error_answer, conn, 408) end
 			break
 		end
 		first = false
-		serving, serving_lead = conn, lead
+		serving, serving_lead, serving_data, serving_err = conn, lead, data, err
 		lead, err = xpcall(serve_one, traceback)   -- ok, and true to go on | the error
 		if not lead then
 			failed(conn, err)
 			break
 		end
 		if not err then break end
-		-- Nothing held back for a pipeline: the connection waits for its next request in
-		-- s:idle, up to idle_timeout, unless it is buffered already (false).
-		if not conn._out then
-			conn = nil
-			if s:idle(srv.wake, srv.o.idle_timeout) then
-				srv.conns[s] = 'idle'
-				return
-			end
-		end
+		-- answers held back for a pipeline: its next head is buffered already
+		lead, data, err = conn._out and '', nil, nil
 	end
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end
@@ -771,8 +786,8 @@ function Server:shutdown(timeout)
 		if conn == 'idle' then         -- no coroutine: closed and counted here
 			s:close()
 			gone(self, s)
-		elseif conn == true then       -- waits for its first byte: its coroutine ends
-			s:close()
+		elseif conn == true then       -- waits for a request: its coroutine ends,
+			if s:buffered() == 0 then s:close() end   -- unless the head has begun (GRACE)
 		else
 			conn._close = true
 		end
