@@ -26,6 +26,11 @@ local CRLF2 = '\r\n\r\n'
 -- it goes idle (stream:idle, no coroutine): a busy client's next request then costs no
 -- new coroutine, and a quiet connection keeps one only this long.
 local GRACE = 0.02
+-- A connection whose grace went by with nothing goes idle at once after its next
+-- GRACE_SKIP requests: a client slower than GRACE, or a server too busy to come back to
+-- a connection within it (a deep pipelined load), pays a grace that missed (its read costs
+-- more than the idle wake after it, in PUC Lua) once in GRACE_SKIP + 1 requests.
+local GRACE_SKIP = 7
 
 local REASONS = {
 	[100] = 'Continue', [101] = 'Switching Protocols',
@@ -679,19 +684,23 @@ end
 -- Serves the requests of one connection, in order, until it is to be closed: started by
 -- the listener for a new connection (idle nil), and again each time the connection was
 -- idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
--- connection has no coroutine: it waits in s:idle, its entry in srv.conns 'idle', and
--- costs its stream, whose buffer is released while it is empty (lem.io). While its first
--- byte is awaited otherwise, the entry is true; a request's state (conn) is made when its
--- first byte comes.
+-- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
+-- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
+-- is released while it is empty (lem.io). While its first byte, or its next request in
+-- the grace, is awaited otherwise, the entry is true; a request's state (conn) is made
+-- when its first byte comes.
 local function serve(srv, s, idle)
+	local skip = 0
 	if idle == nil then
 		srv.nconns = srv.nconns + 1
 		s:limit(srv.o.max_header_bytes)
-	elseif srv.conns[s] ~= 'idle' then
-		return                               -- closed while its start was queued
-	elseif idle == 'timeout' then
-		s:close()
-		return gone(srv, s)
+	else
+		skip = srv.conns[s]
+		if type(skip) ~= 'number' then return end   -- closed while its start was queued
+		if idle == 'timeout' then
+			s:close()
+			return gone(srv, s)
+		end
 	end
 	local first, conn, lead, data, err = idle == nil, nil, '', nil, nil
 	while not srv.draining do
@@ -704,16 +713,20 @@ local function serve(srv, s, idle)
 		elseif not lead then
 			-- After a request, the next one's head gets GRACE in a read here, out of the
 			-- protected call (a read that waits costs more in one in PUC Lua); a drain
-			-- meanwhile closes the connection as an idle one. When nothing came, the
-			-- connection waits in s:idle, up to idle_timeout, unless something is buffered
-			-- already (false); a head begun goes on in serve_one, for header_timeout.
-			srv.conns[s] = true
-			data, err = s:read('*u', CRLF2, GRACE)
+			-- meanwhile closes the connection as an idle one. When nothing came (or the
+			-- grace is skipped), the connection waits in s:idle, up to idle_timeout,
+			-- unless something is buffered already (false); a head begun goes on in
+			-- serve_one, for header_timeout.
 			lead = ''
-			if not data and err == 'timeout' then
-				err = nil
+			if skip == 0 then
+				srv.conns[s] = true
+				data, err = s:read('*u', CRLF2, GRACE)
+				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
+			end
+			if skip > 0 then
+				skip = skip - 1
 				if s:buffered() == 0 and s:idle(srv.wake, srv.o.idle_timeout) then
-					srv.conns[s] = 'idle'
+					srv.conns[s] = skip
 					return
 				end
 			end
@@ -783,7 +796,7 @@ function Server:shutdown(timeout)
 	self.draining = true
 	self.listener:close()
 	for s, conn in pairs(self.conns) do
-		if conn == 'idle' then         -- no coroutine: closed and counted here
+		if type(conn) == 'number' then -- idle, no coroutine: closed and counted here
 			s:close()
 			gone(self, s)
 		elseif conn == true then       -- waits for a request: its coroutine ends,
@@ -796,7 +809,7 @@ function Server:shutdown(timeout)
 		self.drain_timer = timer(timeout, function()
 			for s, conn in pairs(self.conns) do
 				s:close()
-				if conn == 'idle' then gone(self, s) end
+				if type(conn) == 'number' then gone(self, s) end
 			end
 		end)
 	end
