@@ -410,9 +410,18 @@ function Response:send(status, body)
 	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
-	-- a small body goes in the head's string: one string, one write
-	local h = head(self, conn, req, status, reason, not nobody and len or nil,
-		small and body or nil, 3)
+	-- head's work, here (a call fewer for the most common answer); a small body goes in
+	-- the head's string: one string, one write
+	local b = req._body
+	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
+		conn._close = true
+	end
+	local h, close = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
+		not nobody and len or nil,
+		conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil,
+		small and body or nil)
+	if not h then error(close, 2) end
+	if close then conn._close = true end
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
 	if conn._pipelined and small and not conn._dead then
