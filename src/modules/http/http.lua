@@ -429,6 +429,18 @@ function Response:send(status, body)
 		conn._out = out and out .. h or h
 		return true
 	end
+	if small and not conn._out and not conn._dead then
+		-- conn_write's work for one string, here: a vararg call fewer
+		local srv = conn._srv
+		if srv.wt then
+			conn._since = true
+			if not srv.watchdog then watch(srv) end
+		end
+		local ok, err = conn._s:write(h)
+		conn._since = false
+		if not ok then conn._dead = true end
+		return ok, err
+	end
 	if small then return conn_write(conn, h) end
 	return conn_write(conn, h, body)
 end
