@@ -573,19 +573,11 @@ end
 -- lead .. data.
 local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 
--- The connection whose request serve_one serves and the request's first byte: its
--- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
--- reads them at once.
-local serving, serving_lead, serving_data, serving_err
-
 -- Serves one request of a connection where something came: the first byte of a new
 -- connection's (lead), or what woke a kept-alive one (lead ''), with the head when serve
--- read it already (data, or nil and err). Runs in a protected call (in PUC Lua, in a
--- coroutine that lem lends for it). The handler runs while conn._res is set. Returns true
--- when the connection may carry another request.
-local function serve_one()
-	local conn, lead, data, err = serving, serving_lead, serving_data, serving_err
-	serving, serving_lead, serving_data, serving_err = nil, nil, nil, nil
+-- read it already (data, or nil and err). The handler runs while conn._res is set.
+-- Returns true when the connection may carry another request.
+local function serve_one(conn, lead, data, err)
 	local srv, s = conn._srv, conn._s
 	local o, P, handler = srv.o, srv.parser, srv.handler
 	if data == nil and err == nil then
@@ -702,9 +694,9 @@ local function gone(srv, s)
 	end
 end
 
--- Serves the requests of one connection, in order, until it is to be closed: started by
--- the listener for a new connection (idle nil), and again each time the connection was
--- idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
+-- Serves the requests of one connection, in order, until it is to be closed or idle:
+-- started by the listener for a new connection (idle nil), and again each time the
+-- connection was idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
 -- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
 -- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
 -- is released while it is empty (lem.io). While its first byte, or its next request in
@@ -723,56 +715,60 @@ local function serve(srv, s, idle)
 			return gone(srv, s)
 		end
 	end
-	local first, conn, lead, data, err = idle == nil, nil, '', nil, nil
-	while not srv.draining do
-		-- A new connection's first byte may take header_timeout, and until it comes the
-		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
-		-- came, the head may take header_timeout.
-		if first then
-			srv.conns[s] = true
-			lead, err = s:read(1, srv.o.header_timeout)
-		elseif not lead then
-			-- After a request, the next one's head gets GRACE in a read here, out of the
-			-- protected call (a read that waits costs more in one in PUC Lua); a drain
-			-- meanwhile closes the connection as an idle one. When nothing came (or the
-			-- grace is skipped), the connection waits in s:idle, up to idle_timeout,
-			-- unless something is buffered already (false); a head begun goes on in
-			-- serve_one, for header_timeout.
-			lead = ''
-			if skip == 0 then
+	local last   -- the request's state (conn), for failed
+	-- One protected call (in PUC Lua, in a coroutine that lem lends for it) for every
+	-- request the coroutine serves: one a request cost more than the reads that wait in
+	-- it (a read that waits costs more in a protected call, in PUC Lua). An error ends the
+	-- connection.
+	local ok, err = xpcall(function()
+		local srv, s, first, skip, lead, data, err = srv, s, idle == nil, skip, '', nil, nil
+		local conn
+		while not srv.draining do
+			-- A new connection's first byte may take header_timeout, and until it comes
+			-- the connection is idle: a drain closes it at once (Server:shutdown). Once
+			-- something came, the head may take header_timeout.
+			if first then
 				srv.conns[s] = true
-				data, err = s:read('*u', CRLF2, GRACE)
-				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
-			end
-			if skip > 0 then
-				skip = skip - 1
-				if s:buffered() == 0 and s:idle(srv.wake, srv.o.idle_timeout) then
-					srv.conns[s] = skip
-					return
+				lead, err = s:read(1, srv.o.header_timeout)
+			elseif not lead then
+				-- After a request, the next one's head gets GRACE in a read; a drain
+				-- meanwhile closes the connection as an idle one. When nothing came (or
+				-- the grace is skipped), the connection waits in s:idle, up to
+				-- idle_timeout, unless something is buffered already (false); a head
+				-- begun goes on in serve_one, for header_timeout.
+				lead = ''
+				if skip == 0 then
+					srv.conns[s] = true
+					data, err = s:read('*u', CRLF2, GRACE)
+					if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
+				end
+				if skip > 0 then
+					skip = skip - 1
+					if s:buffered() == 0 and s:idle(srv.wake, srv.o.idle_timeout) then
+						srv.conns[s] = skip
+						return 'idle'
+					end
 				end
 			end
+			-- out: held back. conn is the request's res too (C.server): its fields are
+			-- there from the start, so that the table is made once at its size
+			conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
+				_res = false, _out = conn and conn._out or false, _pipelined = false,
+				headers = false, _conn = false, _req = false }
+			srv.conns[s], last = conn, conn
+			if not lead then
+				if err == 'timeout' then pcall(error_answer, conn, 408) end
+				return
+			end
+			first = false
+			if not serve_one(conn, lead, data, err) then return end
+			-- answers held back for a pipeline: its next head is buffered already
+			lead, data, err = conn._out and '', nil, nil
 		end
-		-- out: held back. conn is the request's res too (C.server): its fields are there
-		-- from the start, so that the table is made once at its size
-		conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
-			_res = false, _out = conn and conn._out or false, _pipelined = false,
-			headers = false, _conn = false, _req = false }
-		srv.conns[s] = conn
-		if not lead then
-			if err == 'timeout' then pcall(error_answer, conn, 408) end
-			break
-		end
-		first = false
-		serving, serving_lead, serving_data, serving_err = conn, lead, data, err
-		lead, err = xpcall(serve_one, traceback)   -- ok, and true to go on | the error
-		if not lead then
-			failed(conn, err)
-			break
-		end
-		if not err then break end
-		-- answers held back for a pipeline: its next head is buffered already
-		lead, data, err = conn._out and '', nil, nil
-	end
+	end, traceback)
+	if err == 'idle' then return end
+	local conn = last
+	if not ok then failed(conn, err) end
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end
 	gone(srv, s)
