@@ -31,6 +31,9 @@ local GRACE = 0.02
 -- a connection within it (a deep pipelined load), pays a grace that missed (its read costs
 -- more than the idle wake after it, in PUC Lua) once in GRACE_SKIP + 1 requests.
 local GRACE_SKIP = 7
+-- A new connection's first request has no grace after it either (it skips it once): many
+-- clients send one request a connection, and a burst of new connections would each keep
+-- a coroutine (two in PUC Lua) for GRACE.
 
 local REASONS = {
 	[100] = 'Continue', [101] = 'Switching Protocols',
@@ -703,7 +706,7 @@ end
 -- the grace, is awaited otherwise, the entry is true; a request's state (conn) is made
 -- when its first byte comes.
 local function serve(srv, s, idle)
-	local skip = 0
+	local skip = 1
 	if idle == nil then
 		srv.nconns = srv.nconns + 1
 		s:limit(srv.o.max_header_bytes)
