@@ -296,6 +296,10 @@ function Request:peer() return self._conn._s:peer() end
 local Response = {}
 Response.__index = Response
 
+-- The state of the request (conn) whose handler took its connection (res:upgrade), which
+-- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards.
+local handed = setmetatable({}, { __mode = 'k' })
+
 -- The server's watchdog of write_timeout: every write_timeout / 2 seconds while it has
 -- connections, it notes when it first saw a connection's write waiting (conn._since: true
 -- for a write not seen yet, false when none waits), and closes those that have waited
@@ -557,6 +561,7 @@ function Response:upgrade(protocol, headers)
 	if not ok then return nil, err end
 	conn._upgraded = true
 	conn._srv.conns[conn._s] = nil         -- a drain no longer sees it
+	handed[conn._s] = conn
 	conn._s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
 	return conn._s
 end
@@ -671,8 +676,8 @@ end
 
 -- What a failed request leaves to do: err came from the handler (then the client gets
 -- 500 if nothing was sent yet) or from lem.http itself. The connection ends.
-local function failed(conn, err)
-	local o, res = conn._srv.o, conn._res
+local function failed(srv, conn, err)
+	local o, res = srv.o, conn and conn._res
 	if not res then return o.log('connection error: ' .. tostring(err)) end
 	o.log('handler error: ' .. tostring(err))
 	if conn._upgraded then return end     -- the stream is the handler's
@@ -697,6 +702,63 @@ local function gone(srv, s)
 	end
 end
 
+-- serve's arguments for serve_conn, which xpcall cannot pass in PUC Lua 5.1: set just
+-- before the call, which reads them at once.
+local serving_srv, serving_s, serving_first, serving_skip
+
+-- serve's loop, in one protected call (in PUC Lua, in a coroutine that lem lends for
+-- it) for every request the coroutine serves: one a request cost more than the reads
+-- that wait in it (a read that waits costs more in a protected call, in PUC Lua). Returns
+-- the last request's state (conn), or 'idle' when the connection went idle.
+local function serve_conn()
+	local srv, s, first, skip = serving_srv, serving_s, serving_first, serving_skip
+	serving_srv, serving_s = nil, nil
+	local conn, lead, data, err = nil, '', nil, nil
+	while not srv.draining do
+		-- A new connection's first byte may take header_timeout, and until it comes the
+		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
+		-- came, the head may take header_timeout.
+		if first then
+			srv.conns[s] = true
+			lead, err = s:read(1, srv.o.header_timeout)
+		elseif not lead then
+			-- After a request, the next one's head gets GRACE in a read; a drain meanwhile
+			-- closes the connection as an idle one. When nothing came (or the grace is
+			-- skipped), the connection waits in s:idle, up to idle_timeout, unless
+			-- something is buffered already (false: a head begun goes on in serve_one,
+			-- for header_timeout).
+			lead = ''
+			if skip == 0 then
+				srv.conns[s] = true
+				data, err = s:read('*u', CRLF2, GRACE)
+				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
+			end
+			if skip > 0 then
+				skip = skip - 1
+				if s:idle(srv.wake, srv.o.idle_timeout) then
+					srv.conns[s] = skip
+					return 'idle'
+				end
+			end
+		end
+		-- out: held back. conn is the request's res too (C.server): its fields are there
+		-- from the start, so that the table is made once at its size
+		conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
+			_res = false, _out = conn and conn._out or false, _pipelined = false,
+			headers = false, _conn = false, _req = false }
+		srv.conns[s] = conn
+		if not lead then
+			if err == 'timeout' then pcall(error_answer, conn, 408) end
+			return conn
+		end
+		first = false
+		if not serve_one(conn, lead, data, err) then return conn end
+		-- answers held back for a pipeline: its next head is buffered already
+		lead, data, err = conn._out and '', nil, nil
+	end
+	return conn
+end
+
 -- Serves the requests of one connection, in order, until it is to be closed or idle:
 -- started by the listener for a new connection (idle nil), and again each time the
 -- connection was idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
@@ -718,60 +780,15 @@ local function serve(srv, s, idle)
 			return gone(srv, s)
 		end
 	end
-	local last   -- the request's state (conn), for failed
-	-- One protected call (in PUC Lua, in a coroutine that lem lends for it) for every
-	-- request the coroutine serves: one a request cost more than the reads that wait in
-	-- it (a read that waits costs more in a protected call, in PUC Lua). An error ends the
-	-- connection.
-	local ok, err = xpcall(function()
-		local srv, s, first, skip, lead, data, err = srv, s, idle == nil, skip, '', nil, nil
-		local conn
-		while not srv.draining do
-			-- A new connection's first byte may take header_timeout, and until it comes
-			-- the connection is idle: a drain closes it at once (Server:shutdown). Once
-			-- something came, the head may take header_timeout.
-			if first then
-				srv.conns[s] = true
-				lead, err = s:read(1, srv.o.header_timeout)
-			elseif not lead then
-				-- After a request, the next one's head gets GRACE in a read; a drain
-				-- meanwhile closes the connection as an idle one. When nothing came (or
-				-- the grace is skipped), the connection waits in s:idle, up to
-				-- idle_timeout, unless something is buffered already (false); a head
-				-- begun goes on in serve_one, for header_timeout.
-				lead = ''
-				if skip == 0 then
-					srv.conns[s] = true
-					data, err = s:read('*u', CRLF2, GRACE)
-					if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
-				end
-				if skip > 0 then
-					skip = skip - 1
-					if s:buffered() == 0 and s:idle(srv.wake, srv.o.idle_timeout) then
-						srv.conns[s] = skip
-						return 'idle'
-					end
-				end
-			end
-			-- out: held back. conn is the request's res too (C.server): its fields are
-			-- there from the start, so that the table is made once at its size
-			conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
-				_res = false, _out = conn and conn._out or false, _pipelined = false,
-				headers = false, _conn = false, _req = false }
-			srv.conns[s], last = conn, conn
-			if not lead then
-				if err == 'timeout' then pcall(error_answer, conn, 408) end
-				return
-			end
-			first = false
-			if not serve_one(conn, lead, data, err) then return end
-			-- answers held back for a pipeline: its next head is buffered already
-			lead, data, err = conn._out and '', nil, nil
-		end
-	end, traceback)
-	if err == 'idle' then return end
-	local conn = last
-	if not ok then failed(conn, err) end
+	serving_srv, serving_s, serving_first, serving_skip = srv, s, idle == nil, skip
+	local ok, conn = xpcall(serve_conn, traceback)   -- the last request's state | the error
+	if conn == 'idle' then return end
+	if not ok then
+		local err = conn
+		conn = srv.conns[s]
+		if type(conn) ~= 'table' then conn = handed[s] end
+		failed(srv, conn, err)
+	end
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end
 	gone(srv, s)
