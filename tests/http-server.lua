@@ -347,12 +347,35 @@ do   -- an idle connection keeps no coroutine: it waits in stream:idle until idl
 		local h = c:read('*u', '\r\n\r\n', 2)
 		return h and c:read(tonumber(h:match('Content%-Length: (%d+)')), 2)
 	end
+	local function idle(n) return utils.stats().idle_streams == before.idle_streams + n end
 	t.is(get('/k1'), '/k1', 'a kept-alive connection: first answer')
-	t.ok(t.eventually(function() return utils.stats().idle_streams == before.idle_streams + 1 end, 2),
-		'then the connection is an idle stream')
+	t.ok(idle(1), '... after which it is an idle stream at once (a first request has no grace)')
 	local now = utils.stats()
 	t.is(now.parked_io, before.parked_io + 1, '... and no coroutine waits on it (the one more waiting is the new listener\'s)')
 	t.is(get('/k2'), '/k2', 'the next request on it is served')
+	t.ok(idle(0), '... and then it is not idle yet: it waits for the next head in a read (the grace)')
+	t.ok(t.eventually(function() return idle(1) end, 2), 'then it is an idle stream again')
+	t.is(get('/k3'), '/k3', 'the next request on it is served')
+	t.ok(idle(1), '... and, as its last grace went by with nothing, it is idle again at once')
+	-- a head begun within the grace, or when idle: the rest may take header_timeout
+	local c2 = assert(io.tcp.connect('127.0.0.1', ks:port()))
+	local function rest(x)
+		x:write('Host: x\r\n\r\n')
+		local h = x:read('*u', '\r\n\r\n', 2)
+		return h and x:read(tonumber(h:match('Content%-Length: (%d+)')), 2)
+	end
+	c2:write('GET /g1 HTTP/1.1\r\n')
+	t.is(rest(c2), '/g1', 'a second connection: first answer')
+	c2:write('GET /g2 HTTP/1.1\r\n')
+	t.is(rest(c2), '/g2', '... and second')
+	c2:write('GET /g3 HTTP/1.1\r\n')                -- within the grace
+	c:write('GET /k4 HTTP/1.1\r\n')                 -- on an idle connection
+	utils.sleeper():sleep(0.2)
+	t.ok(idle(0), 'heads begun, within the grace or when idle: neither connection goes idle while the rest comes')
+	t.is(rest(c2), '/g3', '... and both are served')
+	t.is(rest(c), '/k4', '...')
+	c2:close()
+	t.ok(t.eventually(function() return idle(1) end, 2), 'then the connection is idle again')
 	local t0 = utils.now()
 	t.is(c:read('*a', 2), '', 'idle_timeout closes it')
 	t.near(utils.now() - t0, 0.4, 0.25, '... after idle_timeout')

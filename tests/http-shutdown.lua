@@ -24,8 +24,31 @@ do
 	local slow = assert(io.tcp.connect('127.0.0.1', port))
 	slow:write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
 	sleep(0.05)                                   -- the slow request is in flight
+	-- two kept-alive connections just answered: one waits for its next head, the other
+	-- has sent a part of it
+	local function answered(c, p)
+		c:write('GET ' .. p .. ' HTTP/1.1\r\nHost: x\r\n\r\n')
+		local h = c:read('*u', '\r\n\r\n', 2)
+		return h and c:read(tonumber(h:match('Content%-Length: (%d+)')), 2)
+	end
+	local waiting = assert(io.tcp.connect('127.0.0.1', port))
+	local begun = assert(io.tcp.connect('127.0.0.1', port))
+	-- (their first request has no grace after it: the second has)
+	t.is(answered(waiting, '/w'), 'done /w', 'a request on a second kept-alive connection')
+	t.is(answered(begun, '/b'), 'done /b', 'and on a third')
+	t.is(answered(waiting, '/w2'), 'done /w2', 'a second request on each')
+	t.is(answered(begun, '/b2'), 'done /b2', '...')
+	begun:write('GET /b3 HTTP/1.1\r\n')
+	sleep(0.001)
+	local t0 = utils.now()
 	t.is(srv:shutdown(), true, 'server:shutdown() returns true')
 	t.same({ idle:read('*a', 1) }, { '' }, 'the idle keep-alive connection is closed at once')
+	t.same({ waiting:read('*a', 1) }, { '' }, 'so is the one that waits for its next head')
+	t.ok(utils.now() - t0 < 0.5, '... at once', utils.now() - t0)
+	begun:write('Host: x\r\n\r\n')
+	local b2 = begun:read('*a', 2)
+	t.ok(b2 and b2:find('Connection: close', 1, true) and b2:find('done /b3', 1, true),
+		'a head begun is answered, with Connection: close', b2)
 	local answer = slow:read('*a', 2)
 	t.ok(answer and answer:find('Connection: close', 1, true) and answer:find('done /slow', 1, true),
 		'the request in flight is answered whole, with Connection: close')

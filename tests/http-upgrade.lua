@@ -93,6 +93,24 @@ local ok, err = r:upgrade()
 t.ok(not ok and err == 'not switching protocols', 'r:upgrade() on another status: refused', err)
 r:close()
 
+-- a handler that fails after it took the connection: logged as a handler error, and the
+-- stream, the handler's, is left alone (here the test closes it)
+local logged, taken = {}, nil
+local failing = assert(http.listen('127.0.0.1', 0, function(req, res)
+	taken = assert(res:upgrade('echo'))
+	error('broken protocol')
+end, { log = function(m) logged[#logged + 1] = m end }))
+c = assert(io.tcp.connect('127.0.0.1', failing:port(), 2))
+c:write('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n')
+t.like(c:read('*u', '\r\n\r\n', 2), '^HTTP/1%.1 101 ', 'a handler that fails after the upgrade: 101 went out')
+t.ok(t.eventually(function() return #logged == 1 end, 2) and logged[1]:find('^handler error: .*broken protocol'),
+	'... its error is logged as a handler error', logged[1])
+taken:write('still mine\n')
+t.is(c:read('*l', 2), 'still mine', '... and the stream stays open, the handler\'s')
+taken:close()
+c:close()
+failing:close()
+
 http.close_idle()
 server:close()
 t.done()

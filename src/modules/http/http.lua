@@ -22,6 +22,18 @@ local LINGER_TIME = 1        -- at most this long (seconds), this much and
 local LINGER_BYTES = 1048576 -- read and dropped before an error close (linger)
 local LINGER_QUIET = 0.05    -- or until the client sent nothing for this long
 local CRLF2 = '\r\n\r\n'
+-- A served connection waits this long (seconds) for its next head in a plain read before
+-- it goes idle (stream:idle, no coroutine): a busy client's next request then costs no
+-- new coroutine, and a quiet connection keeps one only this long.
+local GRACE = 0.02
+-- A connection whose grace went by with nothing goes idle at once after its next
+-- GRACE_SKIP requests: a client slower than GRACE, or a server too busy to come back to
+-- a connection within it (a deep pipelined load), pays a grace that missed (its read costs
+-- more than the idle wake after it, in PUC Lua) once in GRACE_SKIP + 1 requests.
+local GRACE_SKIP = 7
+-- A new connection's first request has no grace after it either (it skips it once): many
+-- clients send one request a connection, and a burst of new connections would each keep
+-- a coroutine (two in PUC Lua) for GRACE.
 
 local REASONS = {
 	[100] = 'Continue', [101] = 'Switching Protocols',
@@ -284,6 +296,10 @@ function Request:peer() return self._conn._s:peer() end
 local Response = {}
 Response.__index = Response
 
+-- The state of the request (conn) whose handler took its connection (res:upgrade), which
+-- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards.
+local handed = setmetatable({}, { __mode = 'k' })
+
 -- The server's watchdog of write_timeout: every write_timeout / 2 seconds while it has
 -- connections, it notes when it first saw a connection's write waiting (conn._since: true
 -- for a write not seen yet, false when none waits), and closes those that have waited
@@ -401,15 +417,36 @@ function Response:send(status, body)
 	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
-	-- a small body goes in the head's string: one string, one write
-	local h = head(self, conn, req, status, reason, not nobody and len or nil,
-		small and body or nil, 3)
+	-- head's work, here (a call fewer for the most common answer); a small body goes in
+	-- the head's string: one string, one write
+	local b = req._body
+	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
+		conn._close = true
+	end
+	local h, close = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
+		not nobody and len or nil,
+		conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil,
+		small and body or nil)
+	if not h then error(close, 2) end
+	if close then conn._close = true end
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
 	if conn._pipelined and small and not conn._dead then
 		local out = conn._out
 		conn._out = out and out .. h or h
 		return true
+	end
+	if small and not conn._out and not conn._dead then
+		-- conn_write's work for one string, here: a vararg call fewer
+		local srv = conn._srv
+		if srv.wt then
+			conn._since = true
+			if not srv.watchdog then watch(srv) end
+		end
+		local ok, err = conn._s:write(h)
+		conn._since = false
+		if not ok then conn._dead = true end
+		return ok, err
 	end
 	if small then return conn_write(conn, h) end
 	return conn_write(conn, h, body)
@@ -524,6 +561,7 @@ function Response:upgrade(protocol, headers)
 	if not ok then return nil, err end
 	conn._upgraded = true
 	conn._srv.conns[conn._s] = nil         -- a drain no longer sees it
+	handed[conn._s] = conn
 	conn._s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
 	return conn._s
 end
@@ -543,26 +581,21 @@ end
 -- lead .. data.
 local serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 
--- The connection whose request serve_one serves and the request's first byte: its
--- arguments, which xpcall cannot pass in PUC Lua 5.1. Set just before the call, which
--- reads them at once.
-local serving, serving_lead
-
 -- Serves one request of a connection where something came: the first byte of a new
--- connection's (lead), or what woke a kept-alive one (lead ''). Runs in a protected call
--- (in PUC Lua, in a coroutine that lem lends for it). The handler runs while conn._res is
--- set. Returns true when the connection may carry another request.
-local function serve_one()
-	local conn, lead = serving, serving_lead
-	serving, serving_lead = nil, nil
+-- connection's (lead), or what woke a kept-alive one (lead ''), with the head when serve
+-- read it already (data, or nil and err). The handler runs while conn._res is set.
+-- Returns true when the connection may carry another request.
+local function serve_one(conn, lead, data, err)
 	local srv, s = conn._srv, conn._s
 	local o, P, handler = srv.o, srv.parser, srv.handler
-	if srv.draining then conn._close = true end
-	local data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
-	if not data and conn._out and err == 'timeout' then
-		conn_write(conn)      -- answers held back wait for no head that is not whole here
-		data, err = s:read('*u', CRLF2, o.header_timeout)
+	if data == nil and err == nil then
+		data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
+		if not data and conn._out and err == 'timeout' then
+			conn_write(conn)  -- answers held back wait for no head that is not whole here
+			data, err = s:read('*u', CRLF2, o.header_timeout)
+		end
 	end
+	if srv.draining then conn._close = true end
 	if not data then
 		if err == 'line too long' then
 			-- it stays buffered: the parser tells a long target (414) from a long head
@@ -643,8 +676,8 @@ end
 
 -- What a failed request leaves to do: err came from the handler (then the client gets
 -- 500 if nothing was sent yet) or from lem.http itself. The connection ends.
-local function failed(conn, err)
-	local o, res = conn._srv.o, conn._res
+local function failed(srv, conn, err)
+	local o, res = srv.o, conn and conn._res
 	if not res then return o.log('connection error: ' .. tostring(err)) end
 	o.log('handler error: ' .. tostring(err))
 	if conn._upgraded then return end     -- the stream is the handler's
@@ -669,32 +702,44 @@ local function gone(srv, s)
 	end
 end
 
--- Serves the requests of one connection, in order, until it is to be closed: started by
--- the listener for a new connection (idle nil), and again each time the connection was
--- idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
--- connection has no coroutine: it waits in s:idle, its entry in srv.conns 'idle', and
--- costs its stream, whose buffer is released while it is empty (lem.io). While its first
--- byte is awaited otherwise, the entry is true; a request's state (conn) is made when its
--- first byte comes.
-local function serve(srv, s, idle)
-	if idle == nil then
-		srv.nconns = srv.nconns + 1
-		s:limit(srv.o.max_header_bytes)
-	elseif srv.conns[s] ~= 'idle' then
-		return                               -- closed while its start was queued
-	elseif idle == 'timeout' then
-		s:close()
-		return gone(srv, s)
-	end
-	local first, conn = idle == nil, nil
+-- serve's arguments for serve_conn, which xpcall cannot pass in PUC Lua 5.1: set just
+-- before the call, which reads them at once.
+local serving_srv, serving_s, serving_first, serving_skip
+
+-- serve's loop, in one protected call (in PUC Lua, in a coroutine that lem lends for
+-- it) for every request the coroutine serves: one a request cost more than the reads
+-- that wait in it (a read that waits costs more in a protected call, in PUC Lua). Returns
+-- the last request's state (conn), or 'idle' when the connection went idle.
+local function serve_conn()
+	local srv, s, first, skip = serving_srv, serving_s, serving_first, serving_skip
+	serving_srv, serving_s = nil, nil
+	local conn, lead, data, err = nil, '', nil, nil
 	while not srv.draining do
 		-- A new connection's first byte may take header_timeout, and until it comes the
 		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
 		-- came, the head may take header_timeout.
-		local lead, err = ''
 		if first then
 			srv.conns[s] = true
 			lead, err = s:read(1, srv.o.header_timeout)
+		elseif not lead then
+			-- After a request, the next one's head gets GRACE in a read; a drain meanwhile
+			-- closes the connection as an idle one. When nothing came (or the grace is
+			-- skipped), the connection waits in s:idle, up to idle_timeout, unless
+			-- something is buffered already (false: a head begun goes on in serve_one,
+			-- for header_timeout).
+			lead = ''
+			if skip == 0 then
+				srv.conns[s] = true
+				data, err = s:read('*u', CRLF2, GRACE)
+				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
+			end
+			if skip > 0 then
+				skip = skip - 1
+				if s:idle(srv.wake, srv.o.idle_timeout) then
+					srv.conns[s] = skip
+					return 'idle'
+				end
+			end
 		end
 		-- out: held back. conn is the request's res too (C.server): its fields are there
 		-- from the start, so that the table is made once at its size
@@ -703,26 +748,46 @@ local function serve(srv, s, idle)
 			headers = false, _conn = false, _req = false }
 		srv.conns[s] = conn
 		if not lead then
-			if err == 'timeout' and first then pcall(error_answer, conn, 408) end
-			break
+			if err == 'timeout' then pcall(error_answer, conn, 408) end
+			return conn
 		end
 		first = false
-		serving, serving_lead = conn, lead
-		lead, err = xpcall(serve_one, traceback)   -- ok, and true to go on | the error
-		if not lead then
-			failed(conn, err)
-			break
+		if not serve_one(conn, lead, data, err) then return conn end
+		-- answers held back for a pipeline: its next head is buffered already
+		lead, data, err = conn._out and '', nil, nil
+	end
+	return conn
+end
+
+-- Serves the requests of one connection, in order, until it is to be closed or idle:
+-- started by the listener for a new connection (idle nil), and again each time the
+-- connection was idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
+-- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
+-- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
+-- is released while it is empty (lem.io). While its first byte, or its next request in
+-- the grace, is awaited otherwise, the entry is true; a request's state (conn) is made
+-- when its first byte comes.
+local function serve(srv, s, idle)
+	local skip = 1
+	if idle == nil then
+		srv.nconns = srv.nconns + 1
+		s:limit(srv.o.max_header_bytes)
+	else
+		skip = srv.conns[s]
+		if type(skip) ~= 'number' then return end   -- closed while its start was queued
+		if idle == 'timeout' then
+			s:close()
+			return gone(srv, s)
 		end
-		if not err then break end
-		-- Nothing held back for a pipeline: the connection waits for its next request in
-		-- s:idle, up to idle_timeout, unless it is buffered already (false).
-		if not conn._out then
-			conn = nil
-			if s:idle(srv.wake, srv.o.idle_timeout) then
-				srv.conns[s] = 'idle'
-				return
-			end
-		end
+	end
+	serving_srv, serving_s, serving_first, serving_skip = srv, s, idle == nil, skip
+	local ok, conn = xpcall(serve_conn, traceback)   -- the last request's state | the error
+	if conn == 'idle' then return end
+	if not ok then
+		local err = conn
+		conn = srv.conns[s]
+		if type(conn) ~= 'table' then conn = handed[s] end
+		failed(srv, conn, err)
 	end
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end
@@ -768,11 +833,11 @@ function Server:shutdown(timeout)
 	self.draining = true
 	self.listener:close()
 	for s, conn in pairs(self.conns) do
-		if conn == 'idle' then         -- no coroutine: closed and counted here
+		if type(conn) == 'number' then -- idle, no coroutine: closed and counted here
 			s:close()
 			gone(self, s)
-		elseif conn == true then       -- waits for its first byte: its coroutine ends
-			s:close()
+		elseif conn == true then       -- waits for a request: its coroutine ends,
+			if s:buffered() == 0 then s:close() end   -- unless the head has begun (GRACE)
 		else
 			conn._close = true
 		end
@@ -781,7 +846,7 @@ function Server:shutdown(timeout)
 		self.drain_timer = timer(timeout, function()
 			for s, conn in pairs(self.conns) do
 				s:close()
-				if conn == 'idle' then gone(self, s) end
+				if type(conn) == 'number' then gone(self, s) end
 			end
 		end)
 	end
