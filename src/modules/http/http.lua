@@ -417,36 +417,15 @@ function Response:send(status, body)
 	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
-	-- head's work, here (a call fewer for the most common answer); a small body goes in
-	-- the head's string: one string, one write
-	local b = req._body
-	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
-		conn._close = true
-	end
-	local h, close = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
-		not nobody and len or nil,
-		conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil,
-		small and body or nil)
-	if not h then error(close, 2) end
-	if close then conn._close = true end
+	-- a small body goes in the head's string: one string, one write
+	local h = head(self, conn, req, status, reason, not nobody and len or nil,
+		small and body or nil, 3)
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
 	if conn._pipelined and small and not conn._dead then
 		local out = conn._out
 		conn._out = out and out .. h or h
 		return true
-	end
-	if small and not conn._out and not conn._dead then
-		-- conn_write's work for one string, here: a vararg call fewer
-		local srv = conn._srv
-		if srv.wt then
-			conn._since = true
-			if not srv.watchdog then watch(srv) end
-		end
-		local ok, err = conn._s:write(h)
-		conn._since = false
-		if not ok then conn._dead = true end
-		return ok, err
 	end
 	if small then return conn_write(conn, h) end
 	return conn_write(conn, h, body)
