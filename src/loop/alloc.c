@@ -27,7 +27,7 @@
 #endif
 #endif
 #ifndef ALLOC_KEEP
-#define ALLOC_KEEP (256 * 1024)     /* bytes of free blocks a loop keeps, at most */
+#define ALLOC_KEEP (1024 * 1024)    /* bytes of free blocks a loop keeps, at most */
 #endif
 
 struct alloc_block {

@@ -79,7 +79,7 @@ struct lem_sighook {
 
 /* alloc.c: the free small blocks of a loop's Lua state */
 #define LEM_ALLOC_STEP 16
-#define LEM_ALLOC_CLASSES 16        /* blocks of up to 256 bytes */
+#define LEM_ALLOC_CLASSES 64        /* blocks of up to 1 KiB */
 struct lem_alloc {
 	void *free[LEM_ALLOC_CLASSES];
 	size_t kept;              /* their bytes */
