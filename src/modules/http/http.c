@@ -184,12 +184,14 @@ static void http_pushtarget(lua_State *T, const char *t, size_t len)
 		lua_pushnil(T);
 }
 
-/* http_serve's upvalues: the classes, the shared empty body, then the keys it sets. */
+/* http_serve's upvalues: the classes, the shared empty body, the keys it sets, then the
+ * values it gives most often (the body kinds in http_bodies' order). */
 enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K_TARGET,
        K_PATH, K_QUERY, K_VERSION, K_CONN, K_BODY, K_HEADERS, K_REQ, K_LEAD, K_DATA,
-       U_N = K_DATA };
+       V_GET, V_HEAD, V_POST, V_10, V_11, V_NONE, V_LENGTH, V_CHUNKED, U_N = V_CHUNKED };
 
-/* Pushes one of http_serve's keys: interned once, they cost no hashing. */
+/* Pushes one of http_serve's keys or values: interned once, they cost no hashing (a
+ * string pushed anew is hashed and looked up, ~200 instructions). */
 #define KEY(k) lua_pushvalue(T, lua_upvalueindex(k))
 
 /* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
@@ -197,9 +199,9 @@ enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
  * target, path, query, version, _conn = conn, _body = the shared body without bytes when
  * there is none, and _lead and _data: the head, parsed again into req.headers only if a
- * handler asks for them) and res, which is conn (the request's state in the connection,
- * a table made for each request) given headers, _conn = conn and _req = req: one table
- * fewer. With their metatables. upgrade: the head has an Upgrade field.
+ * handler asks for them) and res (headers, _conn = conn, _req = req), with their
+ * metatables; conn is the connection's state (http.lua). upgrade: the head has an
+ * Upgrade field.
  * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body, the keys. */
 static int http_serve(lua_State *T)
 {
@@ -237,12 +239,24 @@ static int http_serve(lua_State *T)
 	}
 	lua_createtable(T, 0, 8);                                  /* 5: req */
 	KEY(K_METHOD);
-	lua_pushlstring(T, buf + h.method, h.method_len);
+	if (h.method_len == 3 && !memcmp(buf + h.method, "GET", 3))
+		KEY(V_GET);
+	else if (h.method_len == 4 && !memcmp(buf + h.method, "HEAD", 4))
+		KEY(V_HEAD);
+	else if (h.method_len == 4 && !memcmp(buf + h.method, "POST", 4))
+		KEY(V_POST);
+	else
+		lua_pushlstring(T, buf + h.method, h.method_len);
 	lua_rawset(T, 5);
 	KEY(K_TARGET);
 	lua_pushlstring(T, buf + h.target, h.target_len);
 	KEY(K_PATH);
-	http_pushtarget(T, buf + h.target, h.target_len);         /* path, query */
+	if (h.target_len && buf[h.target] == '/' && !memchr(buf + h.target, '?', h.target_len)) {
+		lua_pushvalue(T, -2);                 /* origin-form without a query: the target */
+		lua_pushnil(T);
+	} else {
+		http_pushtarget(T, buf + h.target, h.target_len);     /* path, query */
+	}
 	if (lua_isnil(T, -1)) {
 		lua_pop(T, 1);
 	} else {
@@ -253,10 +267,7 @@ static int http_serve(lua_State *T)
 	lua_rawset(T, 5);
 	lua_rawset(T, 5);
 	KEY(K_VERSION);
-	if (h.minor == 1)
-		lua_pushliteral(T, "1.1");
-	else
-		lua_pushliteral(T, "1.0");
+	KEY(h.minor == 1 ? V_11 : V_10);
 	lua_rawset(T, 5);
 	KEY(K_CONN);
 	lua_pushvalue(T, 4);
@@ -274,22 +285,29 @@ static int http_serve(lua_State *T)
 	lua_rawset(T, 5);
 	lua_pushvalue(T, lua_upvalueindex(U_REQUEST));
 	lua_setmetatable(T, 5);
-	KEY(K_HEADERS);                                            /* res: conn itself */
+	lua_createtable(T, 0, 4);                                  /* 6: res */
+	KEY(K_HEADERS);
 	lua_createtable(T, 0, 1);                  /* room for the usual Content-Type */
 	lua_pushvalue(T, lua_upvalueindex(U_OUTHEADERS));
 	lua_setmetatable(T, -2);
-	lua_rawset(T, 4);
+	lua_rawset(T, 6);
 	KEY(K_CONN);
 	lua_pushvalue(T, 4);
-	lua_rawset(T, 4);
+	lua_rawset(T, 6);
 	KEY(K_REQ);
 	lua_pushvalue(T, 5);
-	lua_rawset(T, 4);
+	lua_rawset(T, 6);
 	lua_pushvalue(T, lua_upvalueindex(U_RESPONSE));
-	lua_setmetatable(T, 4);
+	lua_setmetatable(T, 6);
 	lua_pushvalue(T, 5);
-	lua_pushvalue(T, 4);
-	http_pushframing(T, &h);
+	lua_pushvalue(T, 6);
+	if (h.body <= HTTP_BODY_CHUNKED)           /* a request's: none, length or chunked */
+		KEY(V_NONE + h.body);
+	else
+		lua_pushstring(T, http_bodies[h.body]);
+	lua_pushnumber(T, (lua_Number)h.content_length);
+	lua_pushboolean(T, (h.flags & HTTP_KEEP_ALIVE) != 0);
+	lua_pushboolean(T, (h.flags & HTTP_EXPECT_CONTINUE) != 0);
 	for (i = 0; i < h.nfields; i++)
 		if (h.fields[i].name_len == 7 && !strncasecmp(buf + h.fields[i].name, "upgrade", 7))
 			break;
@@ -302,7 +320,9 @@ static int http_serve(lua_State *T)
 static int http_server(lua_State *T)
 {
 	static const char *const keys[] = { "method", "target", "path", "query", "version",
-	                                    "_conn", "_body", "headers", "_req", "_lead", "_data" };
+	                                    "_conn", "_body", "headers", "_req", "_lead", "_data",
+	                                    "GET", "HEAD", "POST", "1.0", "1.1",
+	                                    "none", "length", "chunked" };
 
 	lua_settop(T, U_NOBODY);
 	for (int i = 0; i < U_N - U_NOBODY; i++)

@@ -688,7 +688,7 @@ local serving_srv, serving_s, serving_first, serving_skip
 -- serve's loop, in one protected call (in PUC Lua, in a coroutine that lem lends for
 -- it) for every request the coroutine serves: one a request cost more than the reads
 -- that wait in it (a read that waits costs more in a protected call, in PUC Lua). Returns
--- the last request's state (conn), or 'idle' when the connection went idle.
+-- the connection's state (conn), or 'idle' when the connection went idle.
 local function serve_conn()
 	local srv, s, first, skip = serving_srv, serving_s, serving_first, serving_skip
 	serving_srv, serving_s = nil, nil
@@ -720,11 +720,14 @@ local function serve_conn()
 				end
 			end
 		end
-		-- out: held back. conn is the request's res too (C.server): its fields are there
-		-- from the start, so that the table is made once at its size
-		conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
-			_res = false, _out = conn and conn._out or false, _pipelined = false,
-			headers = false, _conn = false, _req = false }
+		-- The connection's state, made when its first byte comes, for all the requests
+		-- the coroutine serves (out: answers held back; res: the request's, while its
+		-- handler runs): its fields are there from the start, so that the table is made
+		-- once at its size.
+		if not conn then
+			conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
+				_res = false, _out = false, _pipelined = false }
+		end
 		srv.conns[s] = conn
 		if not lead then
 			if err == 'timeout' then pcall(error_answer, conn, 408) end
@@ -744,7 +747,7 @@ end
 -- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
 -- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
 -- is released while it is empty (lem.io). While its first byte, or its next request in
--- the grace, is awaited otherwise, the entry is true; a request's state (conn) is made
+-- the grace, is awaited otherwise, the entry is true; the connection's state (conn) is made
 -- when its first byte comes.
 local function serve(srv, s, idle)
 	local skip = 1
@@ -760,7 +763,7 @@ local function serve(srv, s, idle)
 		end
 	end
 	serving_srv, serving_s, serving_first, serving_skip = srv, s, idle == nil, skip
-	local ok, conn = xpcall(serve_conn, traceback)   -- the last request's state | the error
+	local ok, conn = xpcall(serve_conn, traceback)   -- the connection's state | the error
 	if conn == 'idle' then return end
 	if not ok then
 		local err = conn
