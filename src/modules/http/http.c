@@ -194,6 +194,47 @@ enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K
  * string pushed anew is hashed and looked up, ~200 instructions). */
 #define KEY(k) lua_pushvalue(T, lua_upvalueindex(k))
 
+/* [-0, +5, m] A request's method, target, path, query (nil without '?') and version. */
+static void http_pushreq(lua_State *T, const char *buf, const struct http_head *h)
+{
+	if (h->method_len == 3 && !memcmp(buf + h->method, "GET", 3))
+		KEY(V_GET);
+	else if (h->method_len == 4 && !memcmp(buf + h->method, "HEAD", 4))
+		KEY(V_HEAD);
+	else if (h->method_len == 4 && !memcmp(buf + h->method, "POST", 4))
+		KEY(V_POST);
+	else
+		lua_pushlstring(T, buf + h->method, h->method_len);
+	lua_pushlstring(T, buf + h->target, h->target_len);
+	if (h->target_len && buf[h->target] == '/' && !memchr(buf + h->target, '?', h->target_len)) {
+		lua_pushvalue(T, -1);                 /* origin-form without a query: the target */
+		lua_pushnil(T);
+	} else {
+		http_pushtarget(T, buf + h->target, h->target_len);   /* path, query */
+	}
+	KEY(h->minor == 1 ? V_11 : V_10);
+}
+
+/* [-0, +6, m] The rest of serve's values: body kind, length, keep_alive, expect, upgrade
+ * and the head's length n. */
+static void http_pushrest(lua_State *T, const char *buf, const struct http_head *h, int n)
+{
+	uint32_t i;
+
+	if (h->body <= HTTP_BODY_CHUNKED)          /* a request's: none, length or chunked */
+		KEY(V_NONE + h->body);
+	else
+		lua_pushstring(T, http_bodies[h->body]);
+	lua_pushnumber(T, (lua_Number)h->content_length);
+	lua_pushboolean(T, (h->flags & HTTP_KEEP_ALIVE) != 0);
+	lua_pushboolean(T, (h->flags & HTTP_EXPECT_CONTINUE) != 0);
+	for (i = 0; i < h->nfields; i++)
+		if (h->fields[i].name_len == 7 && !strncasecmp(buf + h->fields[i].name, "upgrade", 7))
+			break;
+	lua_pushboolean(T, i < h->nfields);
+	lua_pushinteger(T, n);
+}
+
 /* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
  *                                     head_len | false (incomplete) | nil, status, reason
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
@@ -202,6 +243,9 @@ enum { U_REQUEST = 1, U_HEADERS, U_RESPONSE, U_OUTHEADERS, U_NOBODY, K_METHOD, K
  * handler asks for them) and res (headers, _conn = conn, _req = req), with their
  * metatables; conn is the connection's state (http.lua). upgrade: the head has an
  * Upgrade field.
+ * serve(parser, lead, data) --> method, target, path, query, version, body, length,
+ *                               keep_alive, expect, upgrade, head_len | the same failures
+ * made without classes (server()): the values, for http.lua to make the tables with.
  * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body, the keys. */
 static int http_serve(lua_State *T)
 {
@@ -211,7 +255,6 @@ static int http_serve(lua_State *T)
 	const char *rest = luaL_checklstring(T, 3, &more);
 	char joined[2048];
 	struct http_head h;
-	uint32_t i;
 	int n;
 
 	lua_settop(T, 4);
@@ -237,38 +280,21 @@ static int http_serve(lua_State *T)
 		lua_pushboolean(T, 0);
 		return 1;
 	}
+	if (lua_isnil(T, lua_upvalueindex(U_REQUEST))) {   /* values: http.lua makes the tables */
+		http_pushreq(T, buf, &h);
+		http_pushrest(T, buf, &h, n);
+		return 11;
+	}
 	lua_createtable(T, 0, 8);                                  /* 5: req */
-	KEY(K_METHOD);
-	if (h.method_len == 3 && !memcmp(buf + h.method, "GET", 3))
-		KEY(V_GET);
-	else if (h.method_len == 4 && !memcmp(buf + h.method, "HEAD", 4))
-		KEY(V_HEAD);
-	else if (h.method_len == 4 && !memcmp(buf + h.method, "POST", 4))
-		KEY(V_POST);
-	else
-		lua_pushlstring(T, buf + h.method, h.method_len);
-	lua_rawset(T, 5);
-	KEY(K_TARGET);
-	lua_pushlstring(T, buf + h.target, h.target_len);
-	KEY(K_PATH);
-	if (h.target_len && buf[h.target] == '/' && !memchr(buf + h.target, '?', h.target_len)) {
-		lua_pushvalue(T, -2);                 /* origin-form without a query: the target */
-		lua_pushnil(T);
-	} else {
-		http_pushtarget(T, buf + h.target, h.target_len);     /* path, query */
+	http_pushreq(T, buf, &h);                   /* 6-10: method, target, path, query, version */
+	for (int k = K_METHOD; k <= K_VERSION; k++) {
+		if (!lua_isnil(T, 6 + k - K_METHOD)) {
+			KEY(k);
+			lua_pushvalue(T, 6 + k - K_METHOD);
+			lua_rawset(T, 5);
+		}
 	}
-	if (lua_isnil(T, -1)) {
-		lua_pop(T, 1);
-	} else {
-		KEY(K_QUERY);
-		lua_insert(T, -2);
-		lua_rawset(T, 5);
-	}
-	lua_rawset(T, 5);
-	lua_rawset(T, 5);
-	KEY(K_VERSION);
-	KEY(h.minor == 1 ? V_11 : V_10);
-	lua_rawset(T, 5);
+	lua_settop(T, 5);
 	KEY(K_CONN);
 	lua_pushvalue(T, 4);
 	lua_rawset(T, 5);
@@ -301,22 +327,12 @@ static int http_serve(lua_State *T)
 	lua_setmetatable(T, 6);
 	lua_pushvalue(T, 5);
 	lua_pushvalue(T, 6);
-	if (h.body <= HTTP_BODY_CHUNKED)           /* a request's: none, length or chunked */
-		KEY(V_NONE + h.body);
-	else
-		lua_pushstring(T, http_bodies[h.body]);
-	lua_pushnumber(T, (lua_Number)h.content_length);
-	lua_pushboolean(T, (h.flags & HTTP_KEEP_ALIVE) != 0);
-	lua_pushboolean(T, (h.flags & HTTP_EXPECT_CONTINUE) != 0);
-	for (i = 0; i < h.nfields; i++)
-		if (h.fields[i].name_len == 7 && !strncasecmp(buf + h.fields[i].name, "upgrade", 7))
-			break;
-	lua_pushboolean(T, i < h.nfields);
-	lua_pushinteger(T, n);
+	http_pushrest(T, buf, &h, n);
 	return 8;
 }
 
-/* server(Request, Headers, Response, OutHeaders, empty_body) --> serve (above) */
+/* server(Request, Headers, Response, OutHeaders, empty_body) --> serve (above)
+ * server() --> serve giving values */
 static int http_server(lua_State *T)
 {
 	static const char *const keys[] = { "method", "target", "path", "query", "version",
@@ -708,6 +724,10 @@ int luaopen_lem_http(lua_State *L)
 		return lua_error(L);
 	lua_newtable(L);
 	luaL_register(L, NULL, c_half);
+#ifdef LEM_LUAJIT
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "luajit");
+#endif
 	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
 	lua_pushcclosure(L, http_answer, 1);
 	lua_setfield(L, -2, "answer");
