@@ -581,35 +581,69 @@ static const char *http_date(struct http_clock *c)
  * Transfer-Encoding: chunked (framing 'chunked'); Connection: close when connection is
  * 'close' or h's Connection says close, else Connection: connection if given. A name
  * or value that would break the head is refused: header injection is a bug to fix.
- * Upvalue 1: the loop's clock. */
+ * The last answer made is kept: a handler's answers of one second are often the same
+ * bytes, given again without the hashing and the lookup of a new string.
+ * Upvalues: the loop's clock, and a table holding the last answer. */
 static int http_answer(lua_State *T)
 {
 	int status = (int)luaL_checkinteger(T, 2);
-	size_t rlen, slen, clen = 0, nlen, blen = 0;
+	size_t rlen, slen, clen = 0, nlen, blen = 0, last_len;
 	const char *reason = luaL_checklstring(T, 3, &rlen);
 	const char *server = luaL_checklstring(T, 4, &slen);
 	const char *conn = luaL_optlstring(T, 6, NULL, &clen);
 	const char *body = luaL_optlstring(T, 7, NULL, &blen);
+	const char *k = NULL, *last;
 	int has_server = 0, has_date = 0, close = 0;
-	char small[1024];
-	struct http_out o = { small, 0, sizeof small, 8 };
-	const char *k = NULL;
+	char small[1024], fsmall[512];
+	struct http_out o = { small, 0, sizeof small, 8 };     /* the head */
+	struct http_out f = { fsmall, 0, sizeof fsmall, 9 };   /* h's fields, in one pass */
 
 	luaL_checktype(T, 1, LUA_TTABLE);
-	lua_settop(T, 8);                          /* 8: the head's userdata, once needed */
-	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {   /* the special ones first */
-		if (lua_type(T, -2) != LUA_TSTRING)
-			continue;
-		k = lua_tolstring(T, -2, &nlen);
+	lua_settop(T, 9);                   /* 8, 9: the head's and the fields' userdata */
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
+		int bad;
+
+		k = lua_type(T, -2) == LUA_TSTRING ? lua_tolstring(T, -2, &nlen) : NULL;
+		bad = !k || nlen == 0;
+		for (size_t i = 0; !bad && i < nlen; i++)
+			bad = !http_tchar((unsigned char)k[i]);
+		if (bad) {
+			if (lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1))
+				continue;
+			lua_getglobal(T, "tostring");
+			lua_pushvalue(T, -3);
+			lua_call(T, 1, 1);
+			lua_pushfstring(T, "invalid header name \"%s\"", lua_tostring(T, -1));
+			goto fail;
+		}
 		if (nlen == 6 && !memcmp(k, "server", 6))
 			has_server = 1;
 		else if (nlen == 4 && !memcmp(k, "date", 4))
 			has_date = 1;
-		else if (nlen == 10 && !memcmp(k, "connection", 10) &&
-		         lua_type(T, -1) == LUA_TSTRING) {
-			size_t vlen;
-			const char *v = lua_tolstring(T, -1, &vlen);
-			close = close || http_says_close(v, vlen);
+		if (lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1))
+			continue;
+		if (nlen == 10 && !memcmp(k, "connection", 10)) {
+			if (lua_type(T, -1) == LUA_TSTRING) {
+				size_t vlen;
+				const char *v = lua_tolstring(T, -1, &vlen);
+				close = close || http_says_close(v, vlen);
+			}
+			continue;
+		}
+		if ((nlen == 14 && !memcmp(k, "content-length", 14)) ||
+		    (nlen == 17 && !memcmp(k, "transfer-encoding", 17)))
+			continue;
+		if (lua_type(T, -1) == LUA_TTABLE) {
+			int n = (int)lua_objlen(T, -1);
+			for (int i = 1; i <= n; i++) {
+				lua_rawgeti(T, -1, i);
+				if (http_addfield(T, &f, k, nlen) < 0)
+					goto badvalue;
+			}
+		} else {
+			lua_pushvalue(T, -1);
+			if (http_addfield(T, &f, k, nlen) < 0)
+				goto badvalue;
 		}
 	}
 	http_put(T, &o, "HTTP/1.1 ", 9);
@@ -627,39 +661,7 @@ static int http_answer(lua_State *T)
 		http_put(T, &o, http_date(lua_touserdata(T, lua_upvalueindex(1))), 29);
 		http_put(T, &o, "\r\n", 2);
 	}
-	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
-		int bad;
-
-		k = lua_type(T, -2) == LUA_TSTRING ? lua_tolstring(T, -2, &nlen) : NULL;
-		if (lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1))
-			continue;
-		bad = !k || nlen == 0;
-		for (size_t i = 0; !bad && i < nlen; i++)
-			bad = !http_tchar((unsigned char)k[i]);
-		if (bad) {
-			lua_getglobal(T, "tostring");
-			lua_pushvalue(T, -3);
-			lua_call(T, 1, 1);
-			lua_pushfstring(T, "invalid header name \"%s\"", lua_tostring(T, -1));
-			goto fail;
-		}
-		if ((nlen == 14 && !memcmp(k, "content-length", 14)) ||
-		    (nlen == 17 && !memcmp(k, "transfer-encoding", 17)) ||
-		    (nlen == 10 && !memcmp(k, "connection", 10)))
-			continue;
-		if (lua_type(T, -1) == LUA_TTABLE) {
-			int n = (int)lua_objlen(T, -1);
-			for (int i = 1; i <= n; i++) {
-				lua_rawgeti(T, -1, i);
-				if (http_addfield(T, &o, k, nlen) < 0)
-					goto badvalue;
-			}
-		} else {
-			lua_pushvalue(T, -1);
-			if (http_addfield(T, &o, k, nlen) < 0)
-				goto badvalue;
-		}
-	}
+	http_put(T, &o, f.p, f.len);
 	if (lua_type(T, 5) == LUA_TNUMBER) {
 		http_put(T, &o, "Content-Length: ", 16);
 		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 5));
@@ -678,7 +680,16 @@ static int http_answer(lua_State *T)
 	http_put(T, &o, "\r\n", 2);
 	if (body)
 		http_put(T, &o, body, blen);
-	lua_pushlstring(T, o.p, o.len);
+	lua_rawgeti(T, lua_upvalueindex(2), 1);
+	last = lua_tolstring(T, -1, &last_len);
+	if (!last || last_len != o.len || memcmp(last, o.p, o.len)) {
+		lua_pop(T, 1);
+		lua_pushlstring(T, o.p, o.len);
+		if (o.len <= sizeof small) {    /* a big one would stay in memory for nothing */
+			lua_pushvalue(T, -1);
+			lua_rawseti(T, lua_upvalueindex(2), 1);
+		}
+	}
 	lua_pushboolean(T, close);
 	return 2;
 badvalue:
@@ -729,7 +740,8 @@ int luaopen_lem_http(lua_State *L)
 	lua_setfield(L, -2, "luajit");
 #endif
 	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
-	lua_pushcclosure(L, http_answer, 1);
+	lua_createtable(L, 1, 0);
+	lua_pushcclosure(L, http_answer, 2);
 	lua_setfield(L, -2, "answer");
 	lua_call(L, 1, 1);                /* http.lua returns the module */
 	return 1;
