@@ -413,13 +413,13 @@ function Response:send(status, body)
 		end
 	end
 	if self._state then return nil, 'response already sent' end
-	self._state = 'done'
 	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
 	-- a small body goes in the head's string: one string, one write
 	local h = head(self, conn, req, status, reason, not nobody and len or nil,
 		small and body or nil, 3)
+	self._state = 'done'                  -- not before: a refused head leaves it unsent (500)
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
 	if conn._pipelined and small and not conn._dead then
@@ -454,9 +454,10 @@ function Response:start(status)
 		mode = 'close'
 	end
 	if req.method == 'HEAD' then mode = 'none' end
-	self._state, self._mode = 'head', mode
 	local conn = self._conn
-	return conn_write(conn, head(self, conn, req, status, REASONS[status], framing, nil, 3))
+	local h = head(self, conn, req, status, REASONS[status], framing, nil, 3)
+	self._state, self._mode = 'head', mode
+	return conn_write(conn, h)
 end
 
 -- res:write(...) --> true | nil, message

@@ -1,0 +1,129 @@
+-- The head of lem.http's answers, byte for byte (docs/http.md, "The response"): Server and
+-- Date unless the handler set them (false leaves one out), list values, the framing and
+-- Connection fields that are lem.http's own, and the names and values refused (header
+-- injection). The same answer given again, and answers that differ, each exact.
+local t = require 'tap'
+local http = require 'lem.http'
+local io = require 'lem.io'
+
+local logged = {}
+local cases = {
+	['/plain'] = function(res) res:send(200, 'same') end,
+	['/type'] = function(res)
+		res.headers['Content-Type'] = 'text/plain'
+		res:send(200, 'typed')
+	end,
+	['/noserver'] = function(res)
+		res.headers.server = false
+		res.headers.date = false
+		res:send(200, 'bare')
+	end,
+	['/ownserver'] = function(res)
+		res.headers.Server = 'mine'
+		res.headers.Date = 'Thu, 01 Jan 1970 00:00:00 GMT'
+		res:send(200, 'own')
+	end,
+	['/list'] = function(res)
+		res.headers['Set-Cookie'] = { 'a=1', 'b=2' }
+		res.headers['X-Number'] = 42
+		res.headers['X-Gone'] = false
+		res:send(200, 'list')
+	end,
+	['/framing'] = function(res)          -- lem.http's own fields: not sent as set
+		res.headers['Content-Length'] = 999
+		res.headers['Transfer-Encoding'] = 'gzip'
+		res.headers['Connection'] = 'keep-alive'
+		res:send(200, 'framed')
+	end,
+	['/close'] = function(res)
+		res.headers.Connection = 'close'
+		res:send(200, 'closing')
+	end,
+	['/crlf'] = function(res)
+		res.headers['X-Bad'] = 'a\r\nInjected: yes'
+		res:send(200, 'never')
+	end,
+	['/name'] = function(res)
+		res.headers['Bad Name'] = 'x'
+		res:send(200, 'never')
+	end,
+	['/listcrlf'] = function(res)
+		res.headers['X-List'] = { 'fine', 'bad\nvalue' }
+		res:send(200, 'never')
+	end,
+}
+local server = assert(http.listen('127.0.0.1', 0, function(req, res)
+	return cases[req.path](res)
+end, { log = function(msg) logged[#logged + 1] = msg end }))
+local port = server:port()
+
+-- Sends each target's GET on one connection (HTTP/1.1) and reads the answers: a list of
+-- { head, body }; stops at the connection's end.
+local function exchange(targets)
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	local out = {}
+	for _, target in ipairs(targets) do
+		assert(c:write('GET ', target, ' HTTP/1.1\r\nHost: x\r\n\r\n'))
+		local head = c:read('*u', '\r\n\r\n', 5)
+		if not head then break end
+		local len = tonumber(head:match('\r\nContent%-Length: (%d+)\r\n'))
+		out[#out + 1] = { head, len and c:read(len, 5) }
+	end
+	local rest = c:read('*a', 5)
+	c:close()
+	return out, rest
+end
+
+local DATE = '%a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT'
+local function plain_head(body)
+	return '^HTTP/1%.1 200 OK\r\nServer: lem\r\nDate: ' .. DATE ..
+		'\r\nContent%-Length: ' .. #body .. '\r\n\r\n$'
+end
+
+local got = exchange({ '/plain', '/plain', '/type', '/plain', '/noserver', '/plain' })
+t.is(#got, 6, 'six answers on one connection')
+for i, n in ipairs({ 1, 2, 4, 6 }) do
+	t.like(got[n][1], plain_head('same'), 'the same answer again, whole (' .. i .. ')')
+	t.is(got[n][2], 'same', '... and its body (' .. i .. ')')
+end
+t.like(got[3][1], '^HTTP/1%.1 200 OK\r\nServer: lem\r\nDate: ' .. DATE ..
+	'\r\ncontent%-type: text/plain\r\nContent%-Length: 5\r\n\r\n$',
+	'a field of the handler\'s, after Server and Date')
+t.is(got[3][2], 'typed', '... its body')
+t.is(got[5][1], 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n',
+	'server = false and date = false leave both out')
+
+got = exchange({ '/ownserver', '/list', '/framing' })
+local h = got[1][1]
+t.like(h, '\r\nserver: mine\r\n', 'the handler\'s own Server')
+t.like(h, '\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n', '... and Date')
+t.ok(select(2, h:lower():gsub('server:', '')) == 1 and select(2, h:lower():gsub('date:', '')) == 1,
+	'... once each', h)
+t.like(got[2][1], '\r\nset%-cookie: a=1\r\nset%-cookie: b=2\r\n', 'a list value: one line each')
+t.like(got[2][1], '\r\nx%-number: 42\r\n', 'a number value')
+t.ok(not got[2][1]:lower():find('x-gone'), 'false leaves a field out')
+t.is(got[3][2], 'framed', 'Content-Length, Transfer-Encoding, Connection set by the handler...')
+t.ok(not got[3][1]:find('999') and not got[3][1]:find('gzip') and
+	not got[3][1]:lower():find('connection'), '... are not sent', got[3][1])
+
+local answers, rest = exchange({ '/close', '/plain' })
+t.is(#answers, 1, 'Connection: close set by the handler: one answer')
+t.like(answers[1][1], '\r\nConnection: close\r\n', '... saying close')
+t.is(rest, '', '... and the connection ends')
+
+for _, case in ipairs({ { '/crlf', 'invalid value for header x%-bad' },
+                        { '/name', 'invalid header name "bad name"' },
+                        { '/listcrlf', 'invalid value for header x%-list' } }) do
+	local n = #logged
+	answers, rest = exchange({ case[1], '/plain' })
+	t.like(answers[1] and answers[1][1], '^HTTP/1%.1 500 ', case[1] .. ': 500')
+	t.ok(#answers == 1 and not (answers[1][1] .. (rest or '')):find('Injected'),
+		'... nothing of the value sent, and the connection ends')
+	t.like(logged[n + 1], case[2], '... the handler\'s error logged')
+end
+
+got = exchange({ '/plain', '/type', '/plain' })
+t.like(got[3][1], plain_head('same'), 'after a different answer, the first again, whole')
+
+server:close()
+t.done()
