@@ -239,8 +239,8 @@ static void http_pushrest(lua_State *T, const char *buf, const struct http_head 
  *                                     head_len | false (incomplete) | nil, status, reason
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
  * target, path, query, version, _conn = conn, _body = the shared body without bytes when
- * there is none, and _lead and _data: the head, parsed again into req.headers only if a
- * handler asks for them) and res (headers, _conn = conn, _req = req), with their
+ * there is none, and _lead (unless '') and _data: the head, parsed again into req.headers
+ * only if a handler asks for them) and res (headers, _conn = conn, _req = req), with their
  * metatables; conn is the connection's state (http.lua). upgrade: the head has an
  * Upgrade field.
  * serve(parser, lead, data) --> method, target, path, query, version, body, length,
@@ -303,9 +303,11 @@ static int http_serve(lua_State *T)
 		lua_pushvalue(T, lua_upvalueindex(U_NOBODY));
 		lua_rawset(T, 5);
 	}
-	KEY(K_LEAD);                         /* the head, for req.headers when it is asked for */
-	lua_pushvalue(T, 2);
-	lua_rawset(T, 5);
+	if (lua_objlen(T, 2) > 0) {          /* the head, for req.headers when it is asked for */
+		KEY(K_LEAD);
+		lua_pushvalue(T, 2);
+		lua_rawset(T, 5);
+	}
 	KEY(K_DATA);
 	lua_pushvalue(T, 3);
 	lua_rawset(T, 5);

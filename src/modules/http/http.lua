@@ -284,7 +284,8 @@ local Request = {}
 -- parsed again, which costs less than the table of fields that a request would make.
 Request.__index = function(req, k)
 	if k ~= 'headers' then return Request[k] end
-	local _, _, _, _, _, _, _, h, m = req._conn._srv.parser:request(req._lead, req._data)
+	local _, _, _, _, _, _, _, h, m = req._conn._srv.parser:request(rawget(req, '_lead') or '',
+		req._data)
 	setmetatable(h, Headers)
 	if m then multi[h] = m end
 	rawset(req, 'headers', h)
@@ -573,19 +574,19 @@ if C.luajit then
 		local req = setmetatable({ method = method, target = target, path = path,
 			query = query, version = version, _conn = conn,
 			_body = kind == 'none' and NO_BODY or nil, _lead = lead, _data = data }, Request)
+		-- _state: a key of its own, so that looking it up finds it without the metatable
 		return req, setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
-			_req = req }, Response), kind, length, keep, expect, upgrade, len
+			_req = req, _state = false }, Response), kind, length, keep, expect, upgrade, len
 	end
 else
 	serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 end
 
--- Serves one request of a connection where something came: the first byte of a new
--- connection's (lead), or what woke a kept-alive one (lead ''), with the head when serve
--- read it already (data, or nil and err). The handler runs while conn._res is set.
--- Returns true when the connection may carry another request.
-local function serve_one(conn, lead, data, err)
-	local srv, s = conn._srv, conn._s
+-- Serves one request of a connection (conn, of srv, on s) where something came: the first
+-- byte of a new connection's (lead), or what woke a kept-alive one (lead ''), with the
+-- head when serve read it already (data, or nil and err). The handler runs while
+-- conn._res is set. Returns true when the connection may carry another request.
+local function serve_one(conn, srv, s, lead, data, err)
 	local o, P, handler = srv.o, srv.parser, srv.handler
 	if data == nil and err == nil then
 		data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
@@ -711,6 +712,7 @@ local serving_srv, serving_s, serving_first, serving_skip
 -- the connection's state (conn), or 'idle' when the connection went idle.
 local function serve_conn()
 	local srv, s, first, skip = serving_srv, serving_s, serving_first, serving_skip
+	local conns = srv.conns
 	serving_srv, serving_s = nil, nil
 	local conn, lead, data, err = nil, '', nil, nil
 	while not srv.draining do
@@ -718,7 +720,7 @@ local function serve_conn()
 		-- connection is idle: a drain closes it at once (Server:shutdown). Once something
 		-- came, the head may take header_timeout.
 		if first then
-			srv.conns[s] = true
+			conns[s] = true
 			lead, err = s:read(1, srv.o.header_timeout)
 		elseif not lead then
 			-- After a request, the next one's head gets GRACE in a read; a drain meanwhile
@@ -728,14 +730,14 @@ local function serve_conn()
 			-- for header_timeout).
 			lead = ''
 			if skip == 0 then
-				srv.conns[s] = true
+				conns[s] = true
 				data, err = s:read('*u', CRLF2, GRACE)
 				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
 			end
 			if skip > 0 then
 				skip = skip - 1
 				if s:idle(srv.wake, srv.o.idle_timeout) then
-					srv.conns[s] = skip
+					conns[s] = skip
 					return 'idle'
 				end
 			end
@@ -748,13 +750,13 @@ local function serve_conn()
 			conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
 				_res = false, _out = false, _pipelined = false }
 		end
-		srv.conns[s] = conn
+		conns[s] = conn
 		if not lead then
 			if err == 'timeout' then pcall(error_answer, conn, 408) end
 			return conn
 		end
 		first = false
-		if not serve_one(conn, lead, data, err) then return conn end
+		if not serve_one(conn, srv, s, lead, data, err) then return conn end
 		-- answers held back for a pipeline: its next head is buffered already
 		lead, data, err = conn._out and '', nil, nil
 	end
