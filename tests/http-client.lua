@@ -36,6 +36,13 @@ t.is(r.reason, 'OK', 'reason')
 t.is(r.headers['x-a'], '1', 'the first value of a field')
 t.same(r.headers:all('X-A'), { '1', '2' }, 'every value')
 t.is(r:body(), 'hello', 'a Content-Length body')
+t.ok(rawget(r, 'headers') and r.headers == r.headers, 'r.headers made once, when first asked for')
+
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 1\r\nX-B: 2\r\n\r\nhi' }
+local r2 = assert(http.request(base .. '/late'))
+t.ok(rawget(r2, 'headers') == nil, 'not made before it is asked for')
+t.is(r2:body(), 'hi', 'the body read first')
+t.same(r2.headers:all('x-b'), { '1', '2' }, '... and the headers after it, every value')
 t.like(heads[1], '^GET /p%?q HTTP/1%.1\r\nHost: 127%.0%.0%.1:%d+\r\n', 'request line and Host')
 t.like(heads[1], 'X%-Test: yes\r\n', 'the caller\'s fields')
 

@@ -111,7 +111,10 @@ static void http_pushframing(lua_State *T, const struct http_head *h)
  * body: 'none', 'length' or 'chunked'. A length above 2^53 loses precision: callers bound
  * it far below.
  * parser:response(head) --> status, reason, minor, ...the same
- * body: 'none', 'length', 'chunked' or 'close'. Upvalue 1: true for responses. */
+ * body: 'none', 'length', 'chunked' or 'close'.
+ * parser:response_head(head): the same without the fields (headers and multi nil), for
+ * a client that makes its response's headers when they are asked for.
+ * Upvalues: true for responses, true to make the fields. */
 static int http_parse(lua_State *T)
 {
 	struct http_parser *p = luaL_checkudata(T, 1, HTTP_PARSER_MT);
@@ -151,7 +154,12 @@ static int http_parse(lua_State *T)
 	}
 	lua_pushinteger(T, h.minor);
 	http_pushframing(T, &h);
-	http_pushfields(T, buf, &h);
+	if (lua_toboolean(T, lua_upvalueindex(2))) {
+		http_pushfields(T, buf, &h);
+	} else {
+		lua_pushnil(T);
+		lua_pushnil(T);
+	}
 	lua_pushinteger(T, n);
 	return 10;
 }
@@ -725,10 +733,11 @@ int luaopen_lem_http(lua_State *L)
 	};
 
 	http_class(L, HTTP_PARSER_MT, none);
-	for (int response = 0; response <= 1; response++) {
-		lua_pushboolean(L, response);
-		lua_pushcclosure(L, http_parse, 1);
-		lua_setfield(L, -2, response ? "response" : "request");
+	for (int v = 0; v < 3; v++) {   /* request, response, response_head */
+		lua_pushboolean(L, v > 0);
+		lua_pushboolean(L, v < 2);
+		lua_pushcclosure(L, http_parse, 2);
+		lua_setfield(L, -2, v == 0 ? "request" : v == 1 ? "response" : "response_head");
 	}
 	lua_pop(L, 1);
 	http_class(L, HTTP_CHUNKED_MT, chunked_methods);

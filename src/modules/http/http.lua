@@ -895,7 +895,17 @@ end
 ---------------------------------------------------------------- the client
 
 local ClientResponse = {}
-ClientResponse.__index = ClientResponse
+local client_parser = C.parser{ max_head = 65536, max_fields = 1000, max_target = 8192 }
+-- r.headers is made when first asked for, from the head (kept in r._head), parsed again:
+-- a caller that never looks saves the table of fields.
+ClientResponse.__index = function(r, k)
+	if k ~= 'headers' then return ClientResponse[k] end
+	local _, _, _, _, _, _, _, h, m = client_parser:response(r._head)
+	setmetatable(h, Headers)
+	if m then multi[h] = m end
+	rawset(r, 'headers', h)
+	return h
+end
 body_methods(ClientResponse)
 
 -- Connections by 'host:port', in this loop's state (so per loop): the idle ones, how
@@ -1106,7 +1116,6 @@ function ClientResponse:upgrade()
 	return s
 end
 
-local client_parser = C.parser{ max_head = 65536, max_fields = 1000, max_target = 8192 }
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true,
 	TRACE = true }
 local REQ_FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
@@ -1183,30 +1192,28 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh, 
 	local s, reused = pool_acquire(p, host, port, o.max_per_host or http.max_per_host, o,
 		deadline, fresh, tls)
 	if not s then return nil, reused end
-	s:limit(65536)
+	if not reused then s:limit(65536) end  -- a pooled one has it already
 	local ok, err, raised = send_request(s, o, method, path, authority, deadline)
 	if not ok then
 		pool_release(p, s, false)
 		if raised then error(err, 0) end
 		return nil, err, reused
 	end
-	local status, reason, minor, kind, length, keep, _, headers, m
+	local status, reason, minor, kind, length, keep, text
 	repeat
-		local text
 		text, err = s:read('*u', CRLF2, shorter(o.read_timeout, left(deadline)))
 		if not text then
 			pool_release(p, s, false)
 			if err == 'line too long' then err = 'bad response: head too long' end
 			return nil, err, reused
 		end
-		status, reason, minor, kind, length, keep, _, headers, m = client_parser:response(text)
+		status, reason, minor, kind, length, keep = client_parser:response_head(text)
 		if not status then
 			pool_release(p, s, false)
 			return nil, 'bad response: ' .. (status == false and 'incomplete head' or minor)
 		end
 	until status >= 200 or status == 101
 	if method == 'HEAD' or NOBODY[status] or status < 200 then kind = 'none' end
-	if m then multi[headers] = m end
 	local max, b = o.max_body or 8 * 1048576, nil
 	if kind == 'length' and length <= PIECE and length <= max and s:buffered() >= length then
 		-- the whole body came with the head: taken now, the connection goes back at once
@@ -1217,7 +1224,7 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh, 
 		b.deadline, b.each = deadline, o.read_timeout
 	end
 	local r = setmetatable({ status = status, reason = reason,
-		version = minor == 1 and '1.1' or '1.0', headers = setmetatable(headers, Headers),
+		version = minor == 1 and '1.1' or '1.0', _head = text,
 		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' }, ClientResponse)
 	if status == 101 or not b.done then
 		r._c = claim(s, p)
