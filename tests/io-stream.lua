@@ -213,6 +213,74 @@ do   -- buffered(): what a read took from the socket and returned not yet
 	l:close()
 end
 
+do   -- write_timeout(): a write that waits too long for its peer fails
+	local l, a, b = pair()
+	local big = string.rep('w', 1048576)
+	t.error(function() a:write_timeout('x') end, "bad argument #1 to 'write_timeout'",
+		'a timeout that is not a number: bad argument')
+	t.is(a:write_timeout(0.2), true, 'write_timeout: true')
+	t.is(a:write('quick'), true, 'a write that goes out at once: no wait, no timeout')
+	t.is(b:read(5), 'quick', '... and the peer has it')
+	local t0 = utils.now()
+	local ok, err
+	for _ = 1, 64 do                      -- the peer reads nothing: the kernel fills up
+		ok, err = a:write(big)
+		if not ok then break end
+	end
+	local waited = utils.now() - t0
+	t.is(err, 'timeout', 'a write the peer does not take: nil, \'timeout\'')
+	t.ok(waited >= 0.15 and waited < 5, 'after about the timeout', tostring(waited))
+	a:close()
+	b:close()
+
+	local c, d
+	c, d = select(2, pair())
+	c:write_timeout(0)
+	for _ = 1, 64 do
+		ok, err = c:write(big)
+		if not ok then break end
+	end
+	t.is(err, 'timeout', 'write_timeout(0): a write that cannot go out at once fails at once')
+	c:close()
+	d:close()
+
+	c, d = select(2, pair())
+	c:write_timeout(0.1)
+	c:write_timeout(false)
+	local done = false
+	utils.spawn(function()
+		for _ = 1, 8 do
+			ok, err = c:write(big)
+			if not ok then break end
+		end
+		done = true
+	end)
+	utils.sleeper():sleep(0.4)
+	t.ok(not done, 'write_timeout(false): no limit again (still waiting after 0.4 s)')
+	local got = 0
+	while got < 8 * #big do
+		local data = d:read(65536, 2)
+		if not data then break end
+		got = got + #data
+	end
+	t.ok(done and ok and got == 8 * #big, '... and it ends once the peer reads', tostring(got))
+	c:close()
+	d:close()
+
+	c, d = select(2, pair())
+	c:write_timeout(0.3)
+	utils.spawn(function() utils.sleeper():sleep(0.1) c:close() end)
+	for _ = 1, 64 do
+		ok, err = c:write(big)
+		if not ok then break end
+	end
+	t.is(err, 'closed', 'closed while a timed write waits: nil, \'closed\'')
+	utils.sleeper():sleep(0.4)           -- the timer stopped with the wait: nothing fires
+	t.ok(true, '... and its timer does not fire after')
+	d:close()
+	l:close()
+end
+
 do   -- idle(): the stream waits with no coroutine; the handler starts when data comes
 	local l, a, b = pair()
 	local calls, stats = {}, function() return utils.stats() end

@@ -96,6 +96,7 @@ struct io_stream {
 	ev_io r;                  /* readable: a suspended read */
 	ev_io w;                  /* writable: a suspended write */
 	ev_timer timer;           /* timeout of the suspended read */
+	ev_timer wtimer;          /* timeout of the suspended write (stream:write_timeout) */
 	lem_loop *loop;
 	struct io_state *st;
 	int fd;                   /* -1 once closed, or until a connect gives it one */
@@ -127,6 +128,7 @@ struct io_stream {
 	struct io_wait writer;    /* its value: the string being written */
 	const char *wp;           /* what is left of it */
 	size_t wlen;
+	double wtimeout;          /* seconds a write may wait; < 0: no limit */
 
 	struct io_connect *conn;  /* io.tcp.connect in progress (connect.c), else NULL */
 	const struct io_transport *tp;   /* NULL: read() and write() */

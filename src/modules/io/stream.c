@@ -424,6 +424,18 @@ static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 /* ---- making and closing ---- */
 
 /* Pushes a new stream on T. fd may be -1 until a connect gives it one (io_stream_ready). */
+/* A write waited write_timeout seconds: nil, 'timeout'. What went out of it is lost to
+ * the peer's framing: the caller closes the stream. */
+static void stream_wtimeout(struct ev_loop *ev, ev_timer *w, int revents)
+{
+	struct io_stream *s = io_container_of(w, struct io_stream, wtimer);
+
+	(void)ev; (void)revents;
+	s->wp = NULL;
+	s->wlen = 0;
+	io_wake_error(s->loop, &s->writer, lem_state(s->loop), -ETIMEDOUT);
+}
+
 struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
                                size_t peercap)
 {
@@ -437,8 +449,9 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
 	s->stdflags = -1;
 	s->linemax = LINE_MAX_DEFAULT;
 	s->allmax = ALL_MAX_DEFAULT;
+	s->wtimeout = -1;
 	io_wait_init(&s->reader, s->st, &s->r, &s->timer);
-	io_wait_init(&s->writer, s->st, &s->w, NULL);
+	io_wait_init(&s->writer, s->st, &s->w, &s->wtimer);
 	io_stream_ready(s, fd);
 	luaL_getmetatable(T, IO_STREAM_MT);
 	lua_setmetatable(T, -2);
@@ -453,6 +466,7 @@ void io_stream_ready(struct io_stream *s, int fd)
 	ev_io_init(&s->r, stream_readable, fd, EV_READ);
 	ev_io_init(&s->w, stream_writable, fd, EV_WRITE);
 	ev_init(&s->timer, stream_timeout);
+	ev_init(&s->wtimer, stream_wtimeout);
 }
 
 /* The standard descriptors are shared with the process (and often with the shell): they
@@ -734,7 +748,25 @@ static int stream_write(lua_State *T)
 	s->wp = wp;
 	s->wlen = wlen;
 	ev_io_start(lem_ev(loop), &s->w);
+	if (s->wtimeout >= 0) {
+		ev_timer_set(&s->wtimer, s->wtimeout, 0);
+		ev_timer_start(lem_ev(loop), &s->wtimer);
+	}
 	return r;
+}
+
+/* stream:write_timeout([seconds]) --> true
+ * A write that has waited seconds for the peer to take its data returns nil, 'timeout'
+ * (part of it may have gone out: close the stream then); 0: one that cannot go out at
+ * once. nil or false: no limit, the default. A write that goes out at once costs no
+ * timer. */
+static int stream_write_timeout(lua_State *T)
+{
+	struct io_stream *s = stream_check(T);
+
+	s->wtimeout = lua_toboolean(T, 2) ? io_opttimeout(T, 2) : -1;
+	lua_pushboolean(T, 1);
+	return 1;
 }
 
 /* stream:close() --> true | nil, 'closed' (closed already)
@@ -813,6 +845,7 @@ void io_stream_open(lua_State *L)
 		{ "close", stream_close },
 		{ "peer", stream_peer },
 		{ "limit", stream_limit },
+		{ "write_timeout", stream_write_timeout },
 		{ "buffered", stream_buffered },
 		{ "idle", stream_idle },
 		{ NULL, NULL }
