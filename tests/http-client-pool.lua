@@ -128,6 +128,32 @@ t.is(err, 'timeout', 'timeout bounds the whole request: the same body fails')
 r = assert(http.request{ url = base .. '/drip', read_timeout = 0.05 })
 body, err = r:body()
 t.is(err, 'timeout', 'a read_timeout shorter than the pauses: timeout')
+do   -- a server that never reads: the request's write is bounded too
+	local deaf = assert(require('lem.io').tcp.listen('127.0.0.1', 0))
+	local held = {}
+	utils.spawn(function()
+		while true do
+			local c = deaf:accept()
+			if not c then break end
+			held[#held + 1] = c
+		end
+	end)
+	local url = 'http://127.0.0.1:' .. deaf:port() .. '/'
+	local t0 = utils.now()
+	local r2, err2 = http.request{ method = 'POST', url = url, read_timeout = 0.3,
+		body = string.rep('b', 16 * 1048576) }
+	local took = utils.now() - t0
+	t.ok(r2 == nil and err2 == 'timeout', 'a body the server does not take: nil, \'timeout\'',
+		tostring(err2))
+	t.ok(took >= 0.25 and took < 5, '... after read_timeout', tostring(took))
+	local piece = string.rep('c', 1048576)
+	r2, err2 = http.request{ method = 'POST', url = url, timeout = 0.3,
+		body = function() return piece end }
+	t.ok(r2 == nil and err2 == 'timeout', 'a chunked body the same, under timeout',
+		tostring(err2))
+	deaf:close()
+	for _, c in ipairs(held) do c:close() end
+end
 
 ---------------------------------------------------------------- bodies
 r = assert(http.request(base .. '/length'))

@@ -301,40 +301,12 @@ Response.__index = Response
 -- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards.
 local handed = setmetatable({}, { __mode = 'k' })
 
--- The server's watchdog of write_timeout: every write_timeout / 2 seconds while it has
--- connections, it notes when it first saw a connection's write waiting (conn._since: true
--- for a write not seen yet, false when none waits), and closes those that have waited
--- write_timeout since: between write_timeout and 1.5 times that. A timer per write cost
--- more than the rest of a small answer; this costs a look at each connection twice per
--- write_timeout.
-local function watch(srv)
-	srv.watchdog = timer(srv.wt / 2, function()
-		local t = now()
-		for s, conn in pairs(srv.conns) do
-			local since = type(conn) == 'table' and conn._since
-			if since == true then
-				conn._since = t
-			elseif since and t - since >= srv.wt and not conn._dead then
-				conn._dead = true
-				s:close()
-			end
-		end
-		srv.watchdog = srv.nconns > 0 and watch(srv) or nil
-	end)
-	return srv.watchdog
-end
-
--- Writes to the connection, closing it when the peer has not taken everything within
--- write_timeout (at most half of it later: watch). Returns true, or nil and a message
--- once the connection is dead.
+-- Writes to the connection. A write that the client has not taken within write_timeout
+-- (the stream's write_timeout, set when the connection came) closes it. Returns true, or
+-- nil and a message once the connection is dead.
 -- Answers held back (conn._out, see Response:send) go first, in the same write.
 local function conn_write(conn, ...)
 	if conn._dead then return nil, 'closed' end
-	local srv = conn._srv
-	if srv.wt then
-		conn._since = true
-		if not srv.watchdog then watch(srv) end
-	end
 	local ok, err
 	if conn._out then
 		local out = conn._out
@@ -343,8 +315,10 @@ local function conn_write(conn, ...)
 	else
 		ok, err = conn._s:write(...)
 	end
-	conn._since = false
-	if not ok then conn._dead = true end
+	if not ok then
+		conn._dead = true
+		if err == 'timeout' then conn._s:close() end
+	end
 	return ok, err
 end
 
@@ -544,6 +518,7 @@ function Response:upgrade(protocol, headers)
 	conn._srv.conns[conn._s] = nil         -- a drain no longer sees it
 	handed[conn._s] = conn
 	conn._s:limit(65536, 16777216)        -- the stream's defaults (lem.io)
+	conn._s:write_timeout(false)
 	return conn._s
 end
 
@@ -695,10 +670,6 @@ local function gone(srv, s)
 	srv.conns[s], srv.nconns = nil, srv.nconns - 1
 	if srv.nconns == 0 then
 		if srv.drain_timer then srv.drain_timer:cancel() end
-		if srv.watchdog then
-			srv.watchdog:cancel()
-			srv.watchdog = nil
-		end
 	end
 end
 
@@ -747,8 +718,8 @@ local function serve_conn()
 		-- handler runs): its fields are there from the start, so that the table is made
 		-- once at its size.
 		if not conn then
-			conn = { _s = s, _srv = srv, _dead = false, _close = false, _since = false,
-				_res = false, _out = false, _pipelined = false }
+			conn = { _s = s, _srv = srv, _dead = false, _close = false, _res = false,
+				_out = false, _pipelined = false }
 		end
 		conns[s] = conn
 		if not lead then
@@ -776,6 +747,7 @@ local function serve(srv, s, idle)
 	if idle == nil then
 		srv.nconns = srv.nconns + 1
 		s:limit(srv.o.max_header_bytes)
+		if srv.o.write_timeout then s:write_timeout(srv.o.write_timeout) end
 	else
 		skip = srv.conns[s]
 		if type(skip) ~= 'number' then return end   -- closed while its start was queued
@@ -863,7 +835,7 @@ local function start(listener, handler, opts)
 		name = o.server or 'lem',
 		parser = C.parser{ max_head = o.max_header_bytes, max_fields = o.max_headers,
 			max_target = o.max_target } }, Server)
-	srv.conns, srv.nconns, srv.wt = setmetatable({}, { __mode = 'k' }), 0, o.write_timeout
+	srv.conns, srv.nconns = setmetatable({}, { __mode = 'k' }), 0
 	srv.wake = function(s, timedout) return serve(srv, s, timedout or true) end
 	utils.spawn(function() listener:autospawn(function(s) return serve(srv, s) end) end)
 	-- the process's shutdown drains the server (a wait that keeps no loop running)
@@ -951,8 +923,10 @@ end
 -- Ends a use of s: kept idle when it can carry another request, else closed; either way
 -- a waiting caller may go on.
 local function pool_release(p, s, keep)
-	local watched = keep and #p.idle < http.max_idle_per_host and
-		s:idle(pool_drop, http.idle_timeout or nil, 'weak')
+	local watched   -- nil: not kept; false: s:idle found something buffered
+	if keep and #p.idle < http.max_idle_per_host then
+		watched = s:idle(pool_drop, http.idle_timeout or nil, 'weak')
+	end
 	if watched or (watched == false and s:tls() and s:buffered() == 0) then
 		p.idle[#p.idle + 1] = s
 		pooled[s] = watched and p
@@ -1038,11 +1012,9 @@ end
 
 -- A write that the server does not take within secs closes s: nil, 'timeout'.
 local function timed_write(s, secs, ...)
-	local fired, tm = false, nil
-	if secs then tm = timer(secs, function() fired = true s:close() end) end
+	s:write_timeout(secs)
 	local ok, err = s:write(...)
-	if tm then tm:cancel() end
-	if fired then return nil, 'timeout' end
+	if err == 'timeout' then s:close() end
 	return ok, err
 end
 
@@ -1110,6 +1082,7 @@ function ClientResponse:upgrade()
 	local c = self._c
 	local s = c.s
 	if not s then return nil, 'closed' end
+	s:write_timeout(false)                -- the caller's, as a new stream's
 	c.s = nil
 	c.p.open = c.p.open - 1
 	pool_wake(c.p)
