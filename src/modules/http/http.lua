@@ -1108,8 +1108,9 @@ local function parse_url(url)
 	return host, port, path, authority, scheme == 'https'
 end
 
--- parse_url's answers for the URLs asked for last, with the pool key of a plain one:
--- a client that asks the same URLs again does not parse them again.
+-- parse_url's answers for the URLs asked for last, with the pool key of a plain one and
+-- the whole head of a GET without fields: a client that asks the same URLs again does not
+-- parse them again, nor make that head.
 local URLS_MAX = 256
 local urls, nurls = {}, 0
 local function parse_url_cached(url)
@@ -1118,19 +1119,21 @@ local function parse_url_cached(url)
 		local host, port, path, authority, tls = parse_url(url)
 		if not host then return nil end
 		if nurls >= URLS_MAX then urls, nurls = {}, 0 end
-		u = { host, port, path, authority, tls, host .. ':' .. port }
+		u = { host, port, path, authority, tls, host .. ':' .. port,
+			'GET ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n' }
 		urls[url], nurls = u, nurls + 1
 	end
-	return u[1], u[2], u[3], u[4], u[5], u[6]
+	return u[1], u[2], u[3], u[4], u[5], u[6], u[7]
 end
 
--- Writes the request on s. --> true | nil, message [, true: an error the body function
--- raised, to raise again once the connection is closed]
-local function send_request(s, o, method, path, authority, deadline)
+-- Writes the request on s (get: the head of a GET without fields). --> true | nil, message
+-- [, true: an error the body function raised, to raise again once the connection is
+-- closed]
+local function send_request(s, o, method, path, authority, deadline, get)
 	local body = o.body
 	if not (body or o.headers or method == 'POST' or method == 'PUT' or method == 'PATCH') then
-		return timed_write(s, shorter(o.read_timeout, left(deadline)),
-			method .. ' ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n')
+		return timed_write(s, shorter(o.read_timeout, left(deadline)), method == 'GET' and get
+			or method .. ' ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n')
 	end
 	local h = { method, ' ', path, ' HTTP/1.1\r\nHost: ', authority, '\r\n' }
 	local n = o.headers and add_fields(h, 6, o.headers, REQ_FRAMING) or 6
@@ -1158,7 +1161,7 @@ local function send_request(s, o, method, path, authority, deadline)
 end
 
 -- One exchange. --> response | nil, message, reused (the connection came from the pool)
-local function attempt(o, method, host, port, path, authority, deadline, fresh, tls, key)
+local function attempt(o, method, host, port, path, authority, deadline, fresh, tls, key, get)
 	-- a TLS connection is reused only for requests that verify as it was verified
 	if tls then key = 'https:' .. tostring(o.tls or '') .. ':' .. key end
 	local p = pool_of(key)
@@ -1166,7 +1169,7 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh, 
 		deadline, fresh, tls)
 	if not s then return nil, reused end
 	if not reused then s:limit(65536) end  -- a pooled one has it already
-	local ok, err, raised = send_request(s, o, method, path, authority, deadline)
+	local ok, err, raised = send_request(s, o, method, path, authority, deadline, get)
 	if not ok then
 		pool_release(p, s, false)
 		if raised then error(err, 0) end
@@ -1257,42 +1260,51 @@ local OPTIONS = { method = 'string', url = 'string', headers = 'table', timeout 
 	redirects = 'number', max_per_host = 'number', tls = 'userdata' }
 local CLIENT_DEFAULTS = { connect_timeout = 10, read_timeout = 30, redirects = 0 }
 
--- http.request{ method, url, headers, body, timeout, connect_timeout, read_timeout,
---   max_body, redirects, max_per_host, tls } | http.request(url) --> response | nil, message
--- An https:// url is fetched over TLS, verified against the CAs of tls (a context of
--- lem.io's) or, without one, the system's.
-function http.request(t)
-	if type(t) == 'string' then t = { url = t } end
-	if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
+-- The options of a request's table, checked (errors for request's caller), with the
+-- defaults where none is given.
+local function request_options(t)
 	local o = {}
 	for k, v in pairs(CLIENT_DEFAULTS) do o[k] = v end
 	for k, v in pairs(t) do
 		local want = OPTIONS[k]
 		if k == 'body' then
 			if type(v) ~= 'string' and type(v) ~= 'function' then
-				error('bad option body (string or function expected)', 2)
+				error('bad option body (string or function expected)', 3)
 			end
-		elseif not want then error('unknown option ' .. tostring(k), 2)
+		elseif not want then error('unknown option ' .. tostring(k), 3)
 		elseif type(v) ~= want and v ~= false then
-			error('bad option ' .. k .. ' (' .. want .. ' expected)', 2)
+			error('bad option ' .. k .. ' (' .. want .. ' expected)', 3)
 		end
 		o[k] = v or nil                       -- false: no timeout
+	end
+	return o
+end
+
+-- http.request{ method, url, headers, body, timeout, connect_timeout, read_timeout,
+--   max_body, redirects, max_per_host, tls } | http.request(url) --> response | nil, message
+-- An https:// url is fetched over TLS, verified against the CAs of tls (a context of
+-- lem.io's) or, without one, the system's.
+function http.request(t)
+	local o, url = CLIENT_DEFAULTS, t          -- a URL alone: the defaults as they are
+	if type(t) ~= 'string' then
+		if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
+		o = request_options(t)
+		url = tostring(o.url)
 	end
 	local deadline = o.timeout and now() + o.timeout
 	local redirects = o.redirects or 0
 	while true do
 		local method = o.method or 'GET'
 		if not (IDEMPOTENT[method] or method:find(TOKEN)) then error('bad method', 2) end
-		local url = tostring(o.url)
-		local host, port, path, authority, tls, key = parse_url_cached(url)
+		local host, port, path, authority, tls, key, get = parse_url_cached(url)
 		if not host then error('bad url ' .. url .. ' (http[s]://host[:port]/path expected)', 2) end
 		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false,
-			tls, key)
+			tls, key, get)
 		-- a pooled connection the server closed meanwhile: once more on a new one, when
 		-- the request may be repeated
 		if not r and reused and err == 'closed' and IDEMPOTENT[method]
 				and type(o.body) ~= 'function' then
-			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls, key)
+			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls, key, get)
 		end
 		if not r then return nil, err end
 		r.url = url
@@ -1301,7 +1313,7 @@ function http.request(t)
 		-- the redirect's own body: read when short, else its connection is dropped
 		local b = r._body
 		if b.kind == 'length' and b.left <= 65536 then r:body() else r:close() end
-		redirects, o = redirects - 1, n
+		redirects, o, url = redirects - 1, n, n.url
 	end
 end
 
