@@ -248,8 +248,8 @@ do   -- write_timeout(): a write that waits too long for its peer fails
 	c:write_timeout(0.1)
 	c:write_timeout(false)
 	local done = false
-	utils.spawn(function()
-		for _ = 1, 8 do
+	utils.spawn(function()                -- more than the kernel's buffers hold
+		for _ = 1, 32 do
 			ok, err = c:write(big)
 			if not ok then break end
 		end
@@ -258,12 +258,12 @@ do   -- write_timeout(): a write that waits too long for its peer fails
 	utils.sleeper():sleep(0.4)
 	t.ok(not done, 'write_timeout(false): no limit again (still waiting after 0.4 s)')
 	local got = 0
-	while got < 8 * #big do
-		local data = d:read(65536, 2)
+	while got < 32 * #big do
+		local data = d:read(1048576, 5)
 		if not data then break end
 		got = got + #data
 	end
-	t.ok(done and ok and got == 8 * #big, '... and it ends once the peer reads', tostring(got))
+	t.ok(done and ok and got == 32 * #big, '... and it ends once the peer reads', tostring(got))
 	c:close()
 	d:close()
 
