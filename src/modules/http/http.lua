@@ -740,8 +740,8 @@ end
 -- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
 -- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
 -- is released while it is empty (lem.io). While its first byte, or its next request in
--- the grace, is awaited otherwise, the entry is true; the connection's state (conn) is made
--- when its first byte comes.
+-- the grace, is awaited otherwise, the entry is true; the connection's state (conn) is
+-- made when its first byte comes.
 local function serve(srv, s, idle)
 	local skip = 1
 	if idle == nil then
