@@ -419,6 +419,29 @@ for _, m in ipairs { 'read ends it', 'write ends it' } do
 end
 hl:close()
 
+-- ---- a write the peer does not take: write_timeout ----
+local deafl = assert(io.tls.listen('127.0.0.1', 0, sctx))
+local deaf
+utils.spawn(function()
+	deaf = deafl:accept(5)
+	if deaf then deaf:read(1, 5) end     -- the handshake, one byte, then nothing more
+end)
+s = assert(io.tls.connect('localhost', deafl:port(), { context = cctx, timeout = 5 }))
+s:write('x')
+s:write_timeout(0.2)
+local big, wok, werr = string.rep('t', 1048576)
+local t0 = utils.now()
+for _ = 1, 64 do
+	wok, werr = s:write(big)
+	if not wok then break end
+end
+local waited = utils.now() - t0
+t.is(werr, 'timeout', 'a TLS write the peer does not take: nil, \'timeout\'')
+t.ok(waited >= 0.15 and waited < 5, '... after about write_timeout', tostring(waited))
+s:close()
+if deaf then deaf:close() end
+deafl:close()
+
 -- ---- record buffers ----
 -- The first 64 TLS streams of a loop keep OpenSSL's buffers between records, the others
 -- give them back after each, and all do after a second or two without I/O: 70 clients and
