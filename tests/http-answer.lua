@@ -47,6 +47,8 @@ local cases = {
 		res.headers['Bad Name'] = 'x'
 		res:send(200, 'never')
 	end,
+	['/number'] = function(res) res:send(200, 42) end,
+	['/table'] = function(res) res:send(200, {}) end,
 	['/listcrlf'] = function(res)
 		res.headers['X-List'] = { 'fine', 'bad\nvalue' }
 		res:send(200, 'never')
@@ -111,7 +113,11 @@ t.is(#answers, 1, 'Connection: close set by the handler: one answer')
 t.like(answers[1][1], '\r\nConnection: close\r\n', '... saying close')
 t.is(rest, '', '... and the connection ends')
 
-for _, case in ipairs({ { '/crlf', 'invalid value for header x%-bad' },
+got = exchange({ '/number' })
+t.is(got[1] and got[1][2], '42', 'a number body: sent as its text')
+
+for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
+                        { '/crlf', 'invalid value for header x%-bad' },
                         { '/name', 'invalid header name "bad name"' },
                         { '/listcrlf', 'invalid value for header x%-list' } }) do
 	local n = #logged
