@@ -215,19 +215,12 @@ end
 
 do   -- write_timeout(): a write that waits too long for its peer fails
 	local l, a, b = pair()
-	local big = string.rep('w', 1048576)
 	t.error(function() a:write_timeout('x') end, "bad argument #1 to 'write_timeout'",
 		'a timeout that is not a number: bad argument')
 	t.is(a:write_timeout(0.2), true, 'write_timeout: true')
 	t.is(a:write('quick'), true, 'a write that goes out at once: no wait, no timeout')
 	t.is(b:read(5), 'quick', '... and the peer has it')
-	local t0 = utils.now()
-	local ok, err
-	for _ = 1, 64 do                      -- the peer reads nothing: the kernel fills up
-		ok, err = a:write(big)
-		if not ok then break end
-	end
-	local waited = utils.now() - t0
+	local err, waited = t.write_until_fails(a)   -- the peer reads nothing
 	t.is(err, 'timeout', 'a write the peer does not take: nil, \'timeout\'')
 	t.ok(waited >= 0.15 and waited < 5, 'after about the timeout', tostring(waited))
 	a:close()
@@ -236,47 +229,38 @@ do   -- write_timeout(): a write that waits too long for its peer fails
 	local c, d
 	c, d = select(2, pair())
 	c:write_timeout(0)
-	for _ = 1, 64 do
-		ok, err = c:write(big)
-		if not ok then break end
-	end
-	t.is(err, 'timeout', 'write_timeout(0): a write that cannot go out at once fails at once')
+	t.is(t.write_until_fails(c), 'timeout',
+		'write_timeout(0): a write that cannot go out at once fails at once')
 	c:close()
 	d:close()
 
 	c, d = select(2, pair())
 	c:write_timeout(0.1)
 	c:write_timeout(false)
-	local done = false
+	local done, left = false, 'not yet'
 	utils.spawn(function()                -- more than the kernel's buffers hold
-		for _ = 1, 32 do
-			ok, err = c:write(big)
-			if not ok then break end
-		end
+		left = t.write_until_fails(c, 32)
 		done = true
 	end)
 	utils.sleeper():sleep(0.4)
 	t.ok(not done, 'write_timeout(false): no limit again (still waiting after 0.4 s)')
 	local got = 0
-	while got < 32 * #big do
+	while got < 32 * 1048576 do
 		local data = d:read(1048576, 5)
 		if not data then break end
 		got = got + #data
 	end
-	t.ok(done and ok and got == 32 * #big, '... and it ends once the peer reads', tostring(got))
+	t.ok(done and left == nil and got == 32 * 1048576, '... and it ends once the peer reads',
+		tostring(got))
 	c:close()
 	d:close()
 
 	c, d = select(2, pair())
 	c:write_timeout(0.3)
 	utils.spawn(function() utils.sleeper():sleep(0.1) c:close() end)
-	for _ = 1, 64 do
-		ok, err = c:write(big)
-		if not ok then break end
-	end
-	t.is(err, 'closed', 'closed while a timed write waits: nil, \'closed\'')
-	utils.sleeper():sleep(0.4)           -- the timer stopped with the wait: nothing fires
-	t.ok(true, '... and its timer does not fire after')
+	t.is(t.write_until_fails(c), 'closed', 'closed while a timed write waits: nil, \'closed\'')
+	utils.sleeper():sleep(0.4)           -- past the timeout: its timer stopped with the wait
+	t.is(io.stats().parked_io, 0, '... and nothing waits on the stream after')
 	d:close()
 	l:close()
 end

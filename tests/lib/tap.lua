@@ -179,6 +179,19 @@ bounded() {
 -- kernel picks it: a port tried at random would be the same in every test process (the
 -- generator is not seeded), and SO_REUSEPORT lets a second server bind it beside a live
 -- one of another test run.
+-- Writes 1 MiB pieces to the stream s until a write fails (a peer that reads nothing: the
+-- kernel's buffers fill up) or n of them (default 64) went out.
+-- --> the failed write's message (nil when all went out), the seconds it all took
+function t.write_until_fails(s, n)
+	local utils = require 'lem.utils'
+	local piece, t0, err = string.rep('w', 1048576), utils.now(), nil
+	for _ = 1, n or 64 do
+		local ok, e = s:write(piece)
+		if not ok then err = e break end
+	end
+	return err, utils.now() - t0
+end
+
 function t.free_port()
 	local l = assert(require('lem.io').tcp.listen('127.0.0.1', 0))
 	local p = l:port()

@@ -93,14 +93,19 @@ static int http_fail(lua_State *T, int err)
 
 static const char *const http_bodies[] = { "none", "length", "chunked", "close" };
 
-/* [-0, +4, m] The fields shared by requests and responses: body kind, content length,
- * keep-alive, expect-continue. */
-static void http_pushframing(lua_State *T, const struct http_head *h)
+/* [-0, +3, m] Content length, keep-alive, expect-continue. */
+static void http_pushlength(lua_State *T, const struct http_head *h)
 {
-	lua_pushstring(T, http_bodies[h->body]);
 	lua_pushnumber(T, (lua_Number)h->content_length);
 	lua_pushboolean(T, (h->flags & HTTP_KEEP_ALIVE) != 0);
 	lua_pushboolean(T, (h->flags & HTTP_EXPECT_CONTINUE) != 0);
+}
+
+/* [-0, +4, m] The fields shared by requests and responses: body kind, then the above. */
+static void http_pushframing(lua_State *T, const struct http_head *h)
+{
+	lua_pushstring(T, http_bodies[h->body]);
+	http_pushlength(T, h);
 }
 
 /* parser:request(head [, more]) --> method, target, minor, body, length, keep_alive,
@@ -229,13 +234,12 @@ static void http_pushrest(lua_State *T, const char *buf, const struct http_head 
 {
 	uint32_t i;
 
-	if (h->body <= HTTP_BODY_CHUNKED)          /* a request's: none, length or chunked */
+	if (h->body <= HTTP_BODY_CHUNKED) {        /* a request's: none, length or chunked */
 		KEY(V_NONE + h->body);
-	else
-		lua_pushstring(T, http_bodies[h->body]);
-	lua_pushnumber(T, (lua_Number)h->content_length);
-	lua_pushboolean(T, (h->flags & HTTP_KEEP_ALIVE) != 0);
-	lua_pushboolean(T, (h->flags & HTTP_EXPECT_CONTINUE) != 0);
+		http_pushlength(T, h);
+	} else {
+		http_pushframing(T, h);
+	}
 	for (i = 0; i < h->nfields; i++)
 		if (h->fields[i].name_len == 7 && !strncasecmp(buf + h->fields[i].name, "upgrade", 7))
 			break;

@@ -421,9 +421,6 @@ static void stream_timeout(struct ev_loop *ev, ev_timer *w, int revents)
 		io_wake_error(s->loop, &s->reader, lem_state(s->loop), -ETIMEDOUT);
 }
 
-/* ---- making and closing ---- */
-
-/* Pushes a new stream on T. fd may be -1 until a connect gives it one (io_stream_ready). */
 /* A write waited write_timeout seconds: nil, 'timeout'. What went out of it is lost to
  * the peer's framing: the caller closes the stream. */
 static void stream_wtimeout(struct ev_loop *ev, ev_timer *w, int revents)
@@ -436,6 +433,9 @@ static void stream_wtimeout(struct ev_loop *ev, ev_timer *w, int revents)
 	io_wake_error(s->loop, &s->writer, lem_state(s->loop), -ETIMEDOUT);
 }
 
+/* ---- making and closing ---- */
+
+/* Pushes a new stream on T. fd may be -1 until a connect gives it one (io_stream_ready). */
 struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
                                size_t peercap)
 {
