@@ -105,6 +105,13 @@ LEM_API int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int n
  * `from` a memory error, or when a coroutine's stack cannot take nargs + 1 values. */
 LEM_API void lem_spawn(lem_loop *loop, lua_State *from, int nargs);
 
+/* [-2, +0, m] on T. Pops a function (or nil) and a value from T: should the coroutine
+ * that lem runs now (T's, or the one T is nested in) end with an error, the function runs
+ * in a new coroutine with the message (its traceback and site included, as lem would
+ * print it) and the value, and the loop goes on. nil removes it; it lasts until that
+ * coroutine ends. Raises on T where no coroutine of lem runs. */
+LEM_API void lem_onerror(lua_State *T);
+
 /* ---- where coroutines come from ----
  * The report of an uncaught error says where its coroutine was started: "spawned at
  * file.lua:42" (with lem --debug, that place's traceback too, and the site of the

@@ -139,6 +139,78 @@ do
 	end
 	t.ok(fine, 'spawn and wakeup with up to 8000 values work or raise "too many"')
 end
+-- utils.onerror: a coroutine's failure runs its function instead of ending the program
+do
+	local got, co = {}, nil
+	utils.spawn(function()
+		co = coroutine.running()
+		utils.onerror(function(msg, v)
+			got.msg, got.v, got.co = msg, v, coroutine.running()
+			utils.yield()               -- the function runs in a coroutine lem runs
+			got.after = true
+		end, 'the value')
+		utils.yield()
+		error('boom')
+	end)
+	for _ = 1, 4 do utils.yield() end
+	t.like(got.msg, '^[^\n]*utils%.lua:%d+: boom\nstack traceback:\n.*in function <[^\n]*\nspawned at [^\n]*utils%.lua:%d+$',
+		'onerror: the message, its traceback and where the coroutine was spawned')
+	t.is(got.v, 'the value', 'onerror: the value given with the function')
+	t.ok(got.co and got.co ~= co, 'onerror: the function runs in a coroutine of its own')
+	t.ok(got.after, 'onerror: and may suspend; the program goes on')
+
+	local n, last = 0, nil
+	utils.spawn(function()
+		utils.onerror(function() n = n + 1; last = 'first' end)
+		utils.onerror(function(_, v) n = n + 1; last = v end, 2)
+		error(setmetatable({}, { __tostring = function() return 'an object' end }))
+	end)
+	utils.spawn(function()
+		utils.onerror(function(msg) n = n + 1; last = msg end)
+		error({})
+	end)
+	utils.yield(); utils.yield(); utils.yield()
+	t.is(n, 2, 'onerror: set twice, the last one runs, once')
+	t.like(last, '^%(error object is a table value%)\n', 'onerror: an error value that is not a string is described')
+
+	local caught, ran = nil, false
+	utils.spawn(function()
+		utils.onerror(function() ran = true end)
+		caught = { pcall(error, 'inner', 0) }
+		pcall(function() utils.onerror(function(msg) ran = msg end) end)
+		error('outer', 0)
+	end)
+	utils.yield(); utils.yield()
+	t.same(caught, { false, 'inner' }, 'onerror: an error caught by pcall stays with pcall')
+	t.like(ran, '^outer\n', 'onerror set inside a pcall is the coroutine\'s')
+
+	t.error(function() utils.onerror(42) end, "bad argument #1 to 'onerror' %(function expected, got number%)",
+		'onerror: a bad argument')
+	t.error(function() utils.onerror('f') end, "bad argument #1 to 'onerror' %(function expected, got string%)",
+		'onerror: a string is no function')
+end
+-- in a program of its own: what ends it
+local cases = {
+	{ 'utils.onerror(function() print("ran") end); utils.onerror(); error("gone", 0)',
+		'^lem: gone\n', 'onerror(): removed, the error ends the program' },
+	{ 'utils.onerror(function() print("ran") end, 1); utils.onerror(nil); error("gone", 0)',
+		'^lem: gone\n', 'onerror(nil) removes it too' },
+	{ 'utils.spawn(function() utils.onerror(function() print("ran") end) end) utils.yield() utils.yield() ' ..
+		'utils.spawn(function() error("later", 0) end)',
+		'^lem: later\n', 'a coroutine that returned keeps no onerror for the next body it runs' },
+	{ 'utils.onerror(function() error("again", 0) end); error("first", 0)',
+		'^lem: again\n', 'an error in the onerror function ends the program' },
+}
+for _, c in ipairs(cases) do
+	local status, out, err = t.run(t.lem .. " -e 'local utils = require \"lem.utils\" " .. c[1] .. "'")
+	t.ok(status == 1 and out == '' and err:find(c[2]), c[3], err)
+end
+local status, out = t.run(t.lem .. [[ -e 'local utils = require "lem.utils"
+local p = newproxy(true)
+getmetatable(p).__gc = function() print(pcall(utils.onerror, print)) end
+_G.keep = p']])
+t.ok(status == 0 and out:find('^false\t[^\n]*no coroutine of lem runs here\n$'),
+	'onerror where no coroutine of lem runs (a finalizer at exit): an error', out)
 local _, printed = t.run(t.lem .. [[ -e "print(string.rep('a', 8192), 'b')"]])
 t.is(printed:sub(-3), '\tb\n', 'print keeps its pieces in order past its buffer')
 

@@ -178,6 +178,11 @@ lem_loop *lem_loop_new(const char *progname)
 	lua_pushnil(H);
 	lua_pushnil(H);
 	lem_site_open(H);
+	for (int i = LEM_ONERROR; i <= LEM_ONERRVAL; i++) {   /* weak keys, as LEM_SITES */
+		lua_newtable(H);
+		lua_getmetatable(H, LEM_SITES);
+		lua_setmetatable(H, -2);
+	}
 
 	lem_pcall_open(L);
 	lem_stdlib_open(L);
@@ -507,7 +512,8 @@ static int describe(lua_State *L)
 	return 1;
 }
 
-/* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1.
+/* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1;
+ * or, when T has a function for its errors (lem_onerror), spawns that with the message.
  * The error value is on top of T's stack. */
 void lem_loop_fail(lem_loop *loop, lua_State *T)
 {
@@ -567,6 +573,10 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 	lua_replace(H, LEM_ERRVAL);   /* nothing kept alive for nothing */
 	lua_pushnil(H);
 	lua_replace(H, LEM_ERRTB);
+	if (loop->onerrors && lem_sched_onerror(loop, T, L)) {
+		lua_settop(L, top);   /* its function runs instead: the loop goes on */
+		return;
+	}
 	msg = lua_tostring(L, -1);
 	fprintf(stderr, "%s: %s\n", loop->progname, msg);
 	fflush(stderr);

@@ -21,7 +21,9 @@ enum {
 	LEM_ERRTB,      /* and that traceback (loop->err_co: the coroutine) */
 	LEM_SITES,      /* table, weak keys: suspended coroutine -> where it was started */
 	LEM_SOURCES,    /* table: the chunk names of sites, by index, and back (site.c) */
-	LEM_NSLOTS = LEM_SOURCES
+	LEM_ONERROR,    /* table, weak keys: coroutine -> its lem_onerror function, */
+	LEM_ONERRVAL,   /* and -> that function's value (sched.c) */
+	LEM_NSLOTS = LEM_ONERRVAL
 };
 
 /* site.c: a coroutine's site is in LEM_SITES once it has suspended */
@@ -113,6 +115,7 @@ struct lem_loop {
 	lua_State *spares;        /* LEM_SPARES */
 	lua_State *scratch;       /* LEM_SCRATCH */
 	int nspares;              /* coroutines on its stack */
+	int onerrors;             /* entries set in LEM_ONERROR (a few stale, once collected) */
 	int *free_anchors;        /* free anchor slots */
 	int nfree_anchors, anchors_len, free_anchors_cap;
 
@@ -199,6 +202,9 @@ void lem_sched_push_func(lem_loop *loop, lua_State *from, lem_site site);  /* [-
 lua_State *lem_sched_pushthread(lem_loop *loop);                /* [-0, +1] on loop->L */
 lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on);   /* [-0, +1, m] */
 int lem_sched_nested(lua_State *T);
+/* [-0, +0, -] on L, the message on top: spawns T's lem_onerror function with it and its
+ * value; 0 when T has none, or the spawn failed */
+int lem_sched_onerror(lem_loop *loop, lua_State *T, lua_State *L);
 void lem_sched_drain(struct ev_loop *ev, ev_prepare *w, int revents);
 
 /* stats.c (and lem.h's figures) */

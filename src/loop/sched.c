@@ -317,6 +317,83 @@ static void sched_recycle(lem_loop *loop, lua_State *T)
 	lua_xmove(T, loop->spares, 1);
 }
 
+/* ---- a coroutine's own error handler (lem_onerror) ----
+ * Kept in two weak tables by coroutine (LEM_ONERROR, LEM_ONERRVAL) until the coroutine
+ * ends: it is taken by a failure (lem_loop_fail) and dropped by a return, before the
+ * coroutine is reused. */
+
+/* [-0, +2, -] on L: T's function (nil if none) and its value, which T no longer has.
+ * Pushes T on T's own stack for a moment: T has ended, or is running. */
+static void onerror_take(lem_loop *loop, lua_State *T, lua_State *L)
+{
+	lua_State *H = loop->H;
+
+	for (int slot = LEM_ONERROR; slot <= LEM_ONERRVAL; slot++) {
+		lua_pushthread(T);
+		lua_xmove(T, H, 1);
+		lua_pushvalue(H, -1);
+		lua_rawget(H, slot);
+		lua_xmove(H, L, 1);
+		lua_pushnil(H);
+		lua_rawset(H, slot);      /* setting nil allocates nothing */
+	}
+	if (!lua_isnil(L, -2))
+		loop->onerrors--;
+}
+
+void lem_onerror(lua_State *T)
+{
+	lem_loop *loop = lem_loop_of(T);
+	lua_State *co = loop->running, *H = loop->H;
+	int set = !lua_isnil(T, -2);
+
+	if (!co)
+		luaL_error(T, "no coroutine of lem runs here");
+	luaL_checkstack(T, 3, NULL);
+	onerror_take(loop, co, T);
+	lua_pop(T, 2);
+	if (!set) {
+		lua_pop(T, 2);
+		lua_pushnil(T);
+		lua_pushnil(T);
+	}
+	/* the value first: a memory error in the second rawset leaves no function set */
+	for (int slot = LEM_ONERRVAL; slot >= LEM_ONERROR; slot--) {
+		lua_pushvalue(H, slot);
+		lua_xmove(H, T, 1);
+		lua_insert(T, -2);        /* T: ..., table, v */
+		lua_pushthread(co);
+		if (co != T)
+			lua_xmove(co, T, 1);
+		lua_insert(T, -2);        /* T: ..., table, co, v */
+		lua_rawset(T, -3);
+		lua_pop(T, 1);
+	}
+	loop->onerrors += set;
+}
+
+static int onerror_spawn(lua_State *S, void *ud)
+{
+	lua_xmove(ud, S, 3);
+	lem_spawn(lem_current, S, 2);
+	return 0;
+}
+
+int lem_sched_onerror(lem_loop *loop, lua_State *T, lua_State *L)
+{
+	onerror_take(loop, T, L);        /* L: message, f, value */
+	if (lua_isnil(L, -2)) {
+		lua_pop(L, 2);
+		return 0;
+	}
+	lua_pushvalue(L, -3);
+	lua_insert(L, -2);               /* L: message, f, message, value */
+	if (lem_protect(loop, L, onerror_spawn, L) == 0)
+		return 1;
+	lua_pop(L, 2);                   /* the spawn's nil and message: report the error */
+	return 0;
+}
+
 /* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. The
  * coroutine must be in the state it was queued in: new, yielded, or in the very
  * suspension it was woken from; anything else (resumed by hand meanwhile) is stale. */
@@ -396,6 +473,10 @@ static void run_one(lem_loop *loop)
 	} else if (status == 0) {
 		if (T == loop->step)
 			loop->step_done(loop);
+		if (loop->onerrors) {
+			onerror_take(loop, T, loop->L);
+			lua_pop(loop->L, 2);
+		}
 		sched_recycle(loop, T);
 		lem_site_drop(loop, loop->site);
 	} else {

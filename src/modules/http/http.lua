@@ -8,10 +8,10 @@ local signal = require 'lem.signal'
 local stdio = require 'io'   -- Lua's own io, for the log on stderr
 
 local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonumber
-local setmetatable, rawget, rawset, xpcall = setmetatable, rawget, rawset, xpcall
+local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 local getmetatable, newproxy = getmetatable, newproxy
 local concat, format, lower = table.concat, string.format, string.lower
-local now, timer, traceback = utils.now, utils.timer, debug.traceback
+local now, timer, onerror = utils.now, utils.timer, utils.onerror
 
 local http = {}
 
@@ -673,18 +673,26 @@ local function gone(srv, s)
 	end
 end
 
--- serve's arguments for serve_conn, which xpcall cannot pass in PUC Lua 5.1: set just
--- before the call, which reads them at once.
-local serving_srv, serving_s, serving_first, serving_skip
+-- The end of a connection whose coroutine ends (serve) or failed (serve_failed).
+local function serve_end(srv, s, conn)
+	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
+	if not (conn and conn._upgraded) then s:close() end
+	gone(srv, s)
+end
 
--- serve's loop, in one protected call (in PUC Lua, in a coroutine that lem lends for
--- it) for every request the coroutine serves: one a request cost more than the reads
--- that wait in it (a read that waits costs more in a protected call, in PUC Lua). Returns
--- the connection's state (conn), or 'idle' when the connection went idle.
-local function serve_conn()
-	local srv, s, first, skip = serving_srv, serving_s, serving_first, serving_skip
+-- A connection's coroutine failed (an error in its handler, or in lem.http): msg has the
+-- traceback (utils.onerror). Its state is found where serve_conn keeps it.
+local function serve_failed(srv, s, msg)
+	local conn = srv.conns[s]
+	if type(conn) ~= 'table' then conn = handed[s] end
+	failed(srv, conn, msg)
+	serve_end(srv, s, conn)
+end
+
+-- serve's loop, for every request the coroutine serves. Returns the connection's state
+-- (conn), or 'idle' when the connection went idle.
+local function serve_conn(srv, s, first, skip)
 	local conns = srv.conns
-	serving_srv, serving_s = nil, nil
 	local conn, lead, data, err = nil, '', nil, nil
 	while not srv.draining do
 		-- A new connection's first byte may take header_timeout, and until it comes the
@@ -756,18 +764,11 @@ local function serve(srv, s, idle)
 			return gone(srv, s)
 		end
 	end
-	serving_srv, serving_s, serving_first, serving_skip = srv, s, idle == nil, skip
-	local ok, conn = xpcall(serve_conn, traceback)   -- the connection's state | the error
-	if conn == 'idle' then return end
-	if not ok then
-		local err = conn
-		conn = srv.conns[s]
-		if type(conn) ~= 'table' then conn = handed[s] end
-		failed(srv, conn, err)
-	end
-	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
-	if not (conn and conn._upgraded) then s:close() end
-	gone(srv, s)
+	-- Not a protected call: under PUC Lua a read that waits inside one costs a second
+	-- coroutine's switches. An error ends the coroutine; srv.failed then runs.
+	onerror(srv.failed, s)
+	local conn = serve_conn(srv, s, idle == nil, skip)   -- the connection's state
+	if conn ~= 'idle' then serve_end(srv, s, conn) end
 end
 
 local DEFAULTS = {
@@ -837,6 +838,7 @@ local function start(listener, handler, opts)
 			max_target = o.max_target } }, Server)
 	srv.conns, srv.nconns = setmetatable({}, { __mode = 'k' }), 0
 	srv.wake = function(s, timedout) return serve(srv, s, timedout or true) end
+	srv.failed = function(msg, s) return serve_failed(srv, s, msg) end
 	utils.spawn(function() listener:autospawn(function(s) return serve(srv, s) end) end)
 	-- the process's shutdown drains the server (a wait that keeps no loop running)
 	utils.spawn(function()

@@ -22,6 +22,17 @@ static int utils_yield(lua_State *T)
 	return lem_yield(T, 0);
 }
 
+/* utils.onerror(f [, value]) | utils.onerror(): f(message, value) runs should the running
+ * coroutine fail (lem_onerror) */
+static int utils_onerror(lua_State *T)
+{
+	if (!lua_isnoneornil(T, 1))
+		luaL_checktype(T, 1, LUA_TFUNCTION);
+	lua_settop(T, 2);
+	lem_onerror(T);
+	return 0;
+}
+
 /* utils.exit([status]): status a number, or true (success) / false (failure) */
 static int utils_exit(lua_State *T)
 {
@@ -122,6 +133,7 @@ int luaopen_lem_utils(lua_State *L)
 	static const luaL_Reg funcs[] = {
 		{ "spawn", utils_spawn },
 		{ "yield", utils_yield },
+		{ "onerror", utils_onerror },
 		{ "exit", utils_exit },
 		{ "now", utils_now },
 		{ "shutdown", utils_shutdown },
