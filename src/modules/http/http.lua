@@ -709,8 +709,9 @@ local function serve_conn(srv, s, first, skip)
 			-- for header_timeout).
 			lead = ''
 			if skip == 0 then
-				conns[s] = true
+				conn._wait = true              -- for a drain, as an idle one
 				data, err = s:read('*u', CRLF2, GRACE)
+				conn._wait = false
 				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
 			end
 			if skip > 0 then
@@ -723,13 +724,13 @@ local function serve_conn(srv, s, first, skip)
 		end
 		-- The connection's state, made when its first byte comes, for all the requests
 		-- the coroutine serves (out: answers held back; res: the request's, while its
-		-- handler runs): its fields are there from the start, so that the table is made
-		-- once at its size.
+		-- handler runs; wait: its next request is awaited in the grace): its fields are
+		-- there from the start, so that the table is made once at its size.
 		if not conn then
 			conn = { _s = s, _srv = srv, _dead = false, _close = false, _res = false,
-				_out = false, _pipelined = false }
+				_out = false, _pipelined = false, _wait = false }
+			conns[s] = conn
 		end
-		conns[s] = conn
 		if not lead then
 			if err == 'timeout' then pcall(error_answer, conn, 408) end
 			return conn
@@ -747,9 +748,9 @@ end
 -- connection was idle (idle true: something came; 'timeout': idle_timeout passed). An idle kept-alive
 -- connection has no coroutine: it waits in s:idle, its entry in srv.conns a number (the
 -- requests it is to skip the grace for: GRACE_SKIP), and costs its stream, whose buffer
--- is released while it is empty (lem.io). While its first byte, or its next request in
--- the grace, is awaited otherwise, the entry is true; the connection's state (conn) is
--- made when its first byte comes.
+-- is released while it is empty (lem.io). While its first byte is awaited the entry is
+-- true; then it is the connection's state (conn), made when that byte comes, whose _wait
+-- is true while the next request is awaited in the grace.
 local function serve(srv, s, idle)
 	local skip = 1
 	if idle == nil then
@@ -813,7 +814,7 @@ function Server:shutdown(timeout)
 		if type(conn) == 'number' then -- idle, no coroutine: closed and counted here
 			s:close()
 			gone(self, s)
-		elseif conn == true then       -- waits for a request: its coroutine ends,
+		elseif conn == true or conn._wait then   -- waits for a request: its coroutine ends,
 			if s:buffered() == 0 then s:close() end   -- unless the head has begun (GRACE)
 		else
 			conn._close = true
