@@ -48,6 +48,9 @@ local handler = function(req, res)
 			tostring(h == req.headers) .. ';' .. tostring(req.headers['X-One']))
 	elseif p == '/error' then
 		error('boom')
+	elseif p == '/error-later' then            -- after a wait: its coroutine was woken
+		sleep(0.01)
+		error({ 'not a string' })
 	elseif p == '/sleep' then
 		sleep(0.3)
 		slept[#slept + 1] = { res:send(200, 'late') }
@@ -280,6 +283,43 @@ r = assert(http.request(base .. '/after-error'))
 t.is(r.status, 200, 'the server goes on after a handler error')
 r:close()
 
+do   -- handler errors on many connections at once, before and after a wait, between answers
+	local fds, logs, n, good = t.nfds(), #logged, 0, 0
+	for i = 1, 40 do
+		utils.spawn(function()
+			local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+			local bad = i % 2 == 0 and '/error' or '/error-later'
+			c:write('GET /a HTTP/1.1\r\nHost: x\r\n\r\n')
+			local a = c:read('*u', '\r\n\r\n', 5)
+			local body = a and c:read(tonumber(a:match('Content%-Length: (%d+)')), 5)
+			c:write('GET ' .. bad .. ' HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n')
+			local rest = c:read('*a', 5)
+			c:close()
+			if body == 'GET /a 1.1' and rest and rest:find('^HTTP/1.1 500') and
+				rest:find('Connection: close') and not rest:find('HTTP/1.1', 2, true) then
+				good = good + 1
+			end
+			n = n + 1
+		end)
+	end
+	t.eventually(function() return n == 40 end, 10)
+	t.is(good, 40, '40 connections: the answer before, then 500 and the end of the connection, nothing after')
+	local errors, described = 0, 0
+	for k = logs + 1, #logged do
+		if logged[k]:find('^handler error: ') then errors = errors + 1 end
+		if logged[k]:find('^handler error: %(error object is a table value%)\nstack traceback') then
+			described = described + 1
+		end
+	end
+	t.is(errors, 40, 'each error logged once')
+	t.is(described, 20, 'an error value that is not a string logged as lem describes it, with its traceback')
+	t.eventually(function() return t.nfds() == fds end)
+	t.is(t.nfds(), fds, 'and every connection closed')
+	r = assert(http.request(base .. '/after-errors'))
+	t.is(r.status, 200, 'the server goes on')
+	r:close()
+end
+
 do   -- a client that goes away while its handler sleeps
 	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
 	c:write('GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n')
@@ -385,7 +425,7 @@ do   -- an idle connection keeps no coroutine: it waits in stream:idle until idl
 	ks:close()
 end
 
-t.is(#logged, before + 1, 'nothing else logged')
+t.is(#logged, before + 1 + 40, 'nothing else logged (the errors above only)')
 http.close_idle()
 server:close()
 t.ok(utils.now() - started < 20, 'the whole test is quick: no error close waits long', utils.now() - started)
