@@ -30,6 +30,11 @@ t.like(select(2, io.tcp.connect('not an address', 80)), '.', 'connect to a bad n
 
 t.error(function() s.read({}) end, 'stream expected', 'read on a non-stream')
 t.error(function() s.read(l) end, 'stream expected', 'read on a listener')
+t.error(function() s.read(newproxy()) end, 'stream expected', 'read on an empty userdata')
+t.error(function() s.read(_G.io.stdout) end, 'stream expected', "read on another module's userdata")
+t.error(function() s.write(io.tls.context{ verify = false }, 'x') end, 'stream expected',
+	"write on a TLS context, another userdata of lem.io's")
+t.error(function() l.port(_G.io.stdout) end, 'listener expected', "port on another module's userdata")
 t.error(function() s:read('*x') end, 'invalid format', 'read with an unknown format')
 t.error(function() s:read(-1) end, 'whole number', 'read with a negative count')
 t.error(function() s:read(1.5) end, 'whole number', 'read with a fractional count')

@@ -86,22 +86,29 @@ lua_Number io_opttimeout(lua_State *T, int idx)
 
 /* [-0, +0, v] A method's self: raises "name expected" unless its metatable is the
  * method's upvalue. */
-void *io_check(lua_State *T, const char *name)
-{
-	void *p = lua_touserdata(T, 1);
+const struct io_type io_stream_type = {
+	"stream", offsetof(struct io_stream, peer), offsetof(struct io_stream, type)
+};
+const struct io_type io_listener_type = {
+	"listener", sizeof(struct io_listener), offsetof(struct io_listener, type)
+};
 
-	if (!p || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, IO_METATABLE))
-		luaL_typerror(T, 1, name);
-	lua_pop(T, 1);
+/* A light userdata's length is 0: only a full one of the type's size is looked into. */
+void *io_check(lua_State *T, const struct io_type *t)
+{
+	char *p = lua_touserdata(T, 1);
+
+	if (!p || lua_objlen(T, 1) < t->size || *(const struct io_type **)(p + t->at) != t)
+		luaL_typerror(T, 1, t->name);
 	return p;
 }
 
-void *io_check_open(lua_State *T, const char *name, size_t fd)
+void *io_check_open(lua_State *T, const struct io_type *t, size_t fd)
 {
-	char *p = io_check(T, name);
+	char *p = io_check(T, t);
 
 	if (*(int *)(p + fd) < 0)
-		luaL_argerror(T, 1, lua_pushfstring(T, "closed %s", name));
+		luaL_argerror(T, 1, lua_pushfstring(T, "closed %s", t->name));
 	return p;
 }
 
@@ -372,11 +379,7 @@ void io_class(lua_State *L, const char *name, const char *label,
 	lua_pushcclosure(L, io_tostring, 1);
 	lua_setfield(L, -2, "__tostring");
 	lua_newtable(L);
-	for (const luaL_Reg *r = methods; r->name; r++) {
-		lua_pushvalue(L, -2);
-		lua_pushcclosure(L, r->func, 1);
-		lua_setfield(L, -2, r->name);
-	}
+	luaL_register(L, NULL, methods);
 	lua_setfield(L, -2, "__index");
 	lua_pushstring(L, label);
 	lua_setfield(L, -2, "__metatable");

@@ -25,6 +25,7 @@ static struct io_listener *listener_new(lua_State *T, int kind, int backlog)
 	struct io_listener *l = lua_newuserdata(T, sizeof *l);
 
 	memset(l, 0, sizeof *l);
+	l->type = &io_listener_type;
 	l->loop = lem_loop_of(T);
 	l->st = io_state(T);
 	l->fd = -1;
@@ -357,7 +358,7 @@ void io_listener_shutdown(struct io_state *st, lua_State *from)
 /* [-0, +0, v] self, an open listener */
 static struct io_listener *listener_check(lua_State *T)
 {
-	return io_check_open(T, "listener", offsetof(struct io_listener, fd));
+	return io_check_open(T, &io_listener_type, offsetof(struct io_listener, fd));
 }
 
 /* listener:accept([timeout]) --> stream | nil, 'timeout' | nil, 'closed' | nil, 'busy'
@@ -434,7 +435,7 @@ static int listener_port(lua_State *T)
  * accept returns nil, 'closed'; autospawn returns true. */
 static int listener_close(lua_State *T)
 {
-	struct io_listener *l = io_check(T, "listener");
+	struct io_listener *l = io_check(T, &io_listener_type);
 
 	if (l->fd < 0 && !l->caller.w.co)
 		return io_error(T, -EPIPE);            /* return nil, 'closed' */

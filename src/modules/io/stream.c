@@ -443,6 +443,7 @@ struct io_stream *io_stream_new(lua_State *T, lem_loop *loop, int fd, int kind,
 	struct io_stream *s = lua_newuserdata(T, size);
 
 	memset(s, 0, size);
+	s->type = &io_stream_type;
 	s->loop = loop;
 	s->st = io_state(T);
 	s->kind = (unsigned char)kind;
@@ -523,7 +524,7 @@ void io_stream_shut(void *self, lua_State *from)
 /* [-0, +0, v] self, an open stream */
 static struct io_stream *stream_check(lua_State *T)
 {
-	return io_check_open(T, "stream", offsetof(struct io_stream, fd));
+	return io_check_open(T, &io_stream_type, offsetof(struct io_stream, fd));
 }
 
 /* stream:read([fmt [, timeout]]) --> data | nil, 'closed' | nil, 'timeout' | nil, 'busy'
@@ -774,7 +775,7 @@ static int stream_write_timeout(lua_State *T)
  * gives its descriptor its flags back and leaves it open. */
 static int stream_close(lua_State *T)
 {
-	struct io_stream *s = io_check(T, "stream");
+	struct io_stream *s = io_check(T, &io_stream_type);
 
 	if (s->fd < 0)
 		return io_error(T, -EPIPE);            /* return nil, 'closed' */

@@ -837,7 +837,7 @@ int io_tls_listen(lua_State *T)
  * The session as negotiated so far; subject and issuer: the peer's certificate. */
 static int tls_info(lua_State *T)
 {
-	struct io_stream *s = io_check_open(T, "stream", offsetof(struct io_stream, fd));
+	struct io_stream *s = io_check_open(T, &io_stream_type, offsetof(struct io_stream, fd));
 	struct io_tls *t = s->tpdata;
 	const unsigned char *alpn;
 	unsigned alpn_len;
