@@ -84,8 +84,6 @@ lua_Number io_opttimeout(lua_State *T, int idx)
 	return t < 0 ? 0 : t;
 }
 
-/* [-0, +0, v] A method's self: raises "name expected" unless its metatable is the
- * method's upvalue. */
 const struct io_type io_stream_type = {
 	"stream", offsetof(struct io_stream, peer), offsetof(struct io_stream, type)
 };
@@ -93,7 +91,9 @@ const struct io_type io_listener_type = {
 	"listener", sizeof(struct io_listener), offsetof(struct io_listener, type)
 };
 
-/* A light userdata's length is 0: only a full one of the type's size is looked into. */
+/* [-0, +0, v] A method's self: raises "stream expected" (t's name) unless it is an
+ * object of type t. A light userdata's length is 0: only a full userdata of the type's
+ * size is looked into. */
 void *io_check(lua_State *T, const struct io_type *t)
 {
 	char *p = lua_touserdata(T, 1);

@@ -17,7 +17,7 @@
 
 /* What io_check knows an object's type by: a userdata at least `size` bytes long whose
  * member at offset `at` holds the address of its io_type. Two API calls, where comparing
- * metatables took four: a third of a stream method's own cost. */
+ * metatables took four (some 80 instructions a method call fewer). */
 struct io_type {
 	const char *name;
 	size_t size, at;
@@ -185,8 +185,8 @@ int io_wake(lem_loop *loop, struct io_wait *iw, lua_State *from, int nargs);
 int io_wake_error(lem_loop *loop, struct io_wait *iw, lua_State *from, int err);
 void io_wait_end(lem_loop *loop, struct io_wait *iw);
 void io_wait_free(lem_loop *loop, struct io_wait *iw, lua_State *from);
-/* Registers the metatable `name` with __metatable = label, methods that get it as their
- * upvalue, __gc (shut(self, NULL)) and __tostring (from the int at offset fd). */
+/* Registers the metatable `name` with __metatable = label, the methods (each checks its
+ * self with io_check), __gc (shut(self, NULL)) and __tostring (from the int at offset fd). */
 void io_class(lua_State *L, const char *name, const char *label,
               void (*shut)(void *self, lua_State *from), size_t fd, const luaL_Reg *methods);
 
