@@ -322,23 +322,33 @@ static void sched_recycle(lem_loop *loop, lua_State *T)
  * ends: it is taken by a failure (lem_loop_fail) and dropped by a return, before the
  * coroutine is reused. */
 
-/* [-0, +2, -] on L: T's function (nil if none) and its value, which T no longer has.
+/* [-0, +(0|2), -] on L: T's function and its value, which T no longer has; returns 0 and
+ * pushes nothing when T has none (one look-up: the cost of a return while some are set).
  * Pushes T on T's own stack for a moment: T has ended, or is running. */
-static void onerror_take(lem_loop *loop, lua_State *T, lua_State *L)
+static int onerror_take(lem_loop *loop, lua_State *T, lua_State *L)
 {
 	lua_State *H = loop->H;
 
+	lua_pushthread(T);
+	lua_xmove(T, H, 1);
+	lua_pushvalue(H, -1);
+	lua_rawget(H, LEM_ONERROR);
+	if (lua_isnil(H, -1)) {
+		lua_pop(H, 2);
+		return 0;
+	}
+	lua_xmove(H, L, 1);
+	lua_pushvalue(H, -1);
+	lua_rawget(H, LEM_ONERRVAL);
+	lua_xmove(H, L, 1);
 	for (int slot = LEM_ONERROR; slot <= LEM_ONERRVAL; slot++) {
-		lua_pushthread(T);
-		lua_xmove(T, H, 1);
 		lua_pushvalue(H, -1);
-		lua_rawget(H, slot);
-		lua_xmove(H, L, 1);
 		lua_pushnil(H);
 		lua_rawset(H, slot);      /* setting nil allocates nothing */
 	}
-	if (!lua_isnil(L, -2))
-		loop->onerrors--;
+	lua_pop(H, 1);
+	loop->onerrors--;
+	return 1;
 }
 
 void lem_onerror(lua_State *T)
@@ -350,14 +360,15 @@ void lem_onerror(lua_State *T)
 	if (!co)
 		luaL_error(T, "no coroutine of lem runs here");
 	luaL_checkstack(T, 3, NULL);
-	onerror_take(loop, co, T);
-	lua_pop(T, 2);
+	if (onerror_take(loop, co, T))
+		lua_pop(T, 2);
 	if (!set) {
 		lua_pop(T, 2);
 		lua_pushnil(T);
 		lua_pushnil(T);
 	}
-	/* the value first: a memory error in the second rawset leaves no function set */
+	/* both, so that a value left alone goes too; the value first: a memory error in the
+	 * second rawset leaves no function set */
 	for (int slot = LEM_ONERRVAL; slot >= LEM_ONERROR; slot--) {
 		lua_pushvalue(H, slot);
 		lua_xmove(H, T, 1);
@@ -381,11 +392,8 @@ static int onerror_spawn(lua_State *S, void *ud)
 
 int lem_sched_onerror(lem_loop *loop, lua_State *T, lua_State *L)
 {
-	onerror_take(loop, T, L);        /* L: message, f, value */
-	if (lua_isnil(L, -2)) {
-		lua_pop(L, 2);
+	if (!onerror_take(loop, T, L))   /* L: message, f, value */
 		return 0;
-	}
 	lua_pushvalue(L, -3);
 	lua_insert(L, -2);               /* L: message, f, message, value */
 	if (lem_protect(loop, L, onerror_spawn, L) == 0)
@@ -473,10 +481,8 @@ static void run_one(lem_loop *loop)
 	} else if (status == 0) {
 		if (T == loop->step)
 			loop->step_done(loop);
-		if (loop->onerrors) {
-			onerror_take(loop, T, loop->L);
+		if (loop->onerrors && onerror_take(loop, T, loop->L))
 			lua_pop(loop->L, 2);
-		}
 		sched_recycle(loop, T);
 		lem_site_drop(loop, loop->site);
 	} else {
