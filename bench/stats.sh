@@ -14,3 +14,16 @@ paired() {
 		m = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
 		printf "%.2fx (rounds:%s)", m, s }'
 }
+
+# The CPU ticks of a process and its children (nginx's workers), "user system" (utime and
+# stime of /proc/<pid>/stat). lem's threads are counted in its own.
+cpu_ticks() {
+	local user=0 sys=0 p
+	for p in "$1" $(pgrep -P "$1"); do
+		[ -r /proc/$p/stat ] || continue
+		# fields after the command name (which may hold spaces): 14 utime, 15 stime
+		set -- $(sed 's/^.*) //' /proc/$p/stat)
+		user=$((user + ${12})) sys=$((sys + ${13}))
+	done
+	echo $user $sys
+}
