@@ -7,6 +7,10 @@
  * say) sort what those bursts left each time. So a loop keeps the small blocks its
  * state frees, by size in steps of 16 bytes, for its next ones: a few instructions each.
  * A loop's state runs in one thread at a time, so the lists need no lock.
+ * A block taken from a list is asked of the memory ahead of time (a prefetch of the next
+ * one when one is taken): a server's requests pass through the kernel in between, which
+ * leaves little of the heap in the caches, and the read of a block's link was a tenth of
+ * PUC Lua's time in user space.
  * LuaJIT's own allocator took about 50 instructions a block: it uses this one too,
  * where it takes one (GC64 builds; loop.c falls back to LuaJIT's otherwise).
  *
@@ -48,6 +52,7 @@ static inline void *alloc_get(struct lem_alloc *a, int k, size_t n)
 		return malloc(n);
 	if ((b = a->free[k])) {
 		a->free[k] = b->next;
+		__builtin_prefetch(b->next, 1);
 		a->kept -= (size_t)(k + 1) * LEM_ALLOC_STEP;
 		return b;
 	}
@@ -120,6 +125,7 @@ void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize)
 	} else if (!p && (k = (nsize - 1) / LEM_ALLOC_STEP) < LEM_ALLOC_CLASSES &&
 	           (b = a->free[k])) {
 		a->free[k] = b->next;
+		__builtin_prefetch(b->next, 1);
 		a->kept -= (k + 1) * LEM_ALLOC_STEP;
 		return b;
 	}
