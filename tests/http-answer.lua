@@ -7,6 +7,7 @@ local http = require 'lem.http'
 local io = require 'lem.io'
 
 local logged = {}
+local twice                  -- what a second res:send returned
 local cases = {
 	['/plain'] = function(res) res:send(200, 'same') end,
 	['/type'] = function(res)
@@ -49,6 +50,14 @@ local cases = {
 	end,
 	['/number'] = function(res) res:send(200, 42) end,
 	['/table'] = function(res) res:send(200, {}) end,
+	['/status'] = function(res) res:send(99, 'never') end,
+	['/fraction'] = function(res) res:send(200.5) end,
+	['/startstatus'] = function(res) res:start(1000) end,
+	['/twice'] = function(res)
+		res:send(200, 'first')
+		local ok, err = res:send(200, 'second')
+		twice = { ok, err }
+	end,
 	['/listcrlf'] = function(res)
 		res.headers['X-List'] = { 'fine', 'bad\nvalue' }
 		res:send(200, 'never')
@@ -117,7 +126,10 @@ got = exchange({ '/number' })
 t.is(got[1] and got[1][2], '42', 'a number body: sent as its text')
 
 for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
-                        { '/crlf', 'invalid value for header x%-bad' },
+                        { '/status', 'http%-answer%.lua:%d+: bad status 99 %(200 to 599 expected%)' },
+                        { '/fraction', 'http%-answer%.lua:%d+: bad status 200%.5 %(' },
+                        { '/startstatus', 'http%-answer%.lua:%d+: bad status 1000 %(' },
+                        { '/crlf', 'http%-answer%.lua:%d+: invalid value for header x%-bad' },
                         { '/name', 'invalid header name "bad name"' },
                         { '/listcrlf', 'invalid value for header x%-list' } }) do
 	local n = #logged
@@ -127,6 +139,12 @@ for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
 		'... nothing of the value sent, and the connection ends')
 	t.like(logged[n + 1], case[2], '... the handler\'s error logged')
 end
+
+got = exchange({ '/twice', '/plain' })
+t.is(got[1] and got[1][2], 'first', 'the first res:send answers')
+t.is(twice and twice[1], nil, '... a second one returns nil')
+t.is(twice and twice[2], 'response already sent', '... and a message')
+t.is(got[2] and got[2][2], 'same', '... and the connection goes on')
 
 got = exchange({ '/plain', '/type', '/plain' })
 t.like(got[3][1], plain_head('same'), 'after a different answer, the first again, whole')
