@@ -1,7 +1,8 @@
 -- The head of lem.http's answers, byte for byte (docs/http.md, "The response"): Server and
 -- Date unless the handler set them (false leaves one out), list values, the framing and
--- Connection fields that are lem.http's own, and the names and values refused (header
--- injection). The same answer given again, and answers that differ, each exact.
+-- Connection fields that are lem.http's own, the names and values refused (header
+-- injection) and the statuses, each an error where the handler called, and a second
+-- answer refused. The same answer given again, and answers that differ, each exact.
 local t = require 'tap'
 local http = require 'lem.http'
 local io = require 'lem.io'
