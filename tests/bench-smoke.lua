@@ -137,6 +137,21 @@ end
 local status, out = sh('lua5.1 bench/run --no-build --list')
 t.ok(status == 0 and out:match('switch') and out:match('scaling'), 'bench/run --list')
 
+-- The scripts of the server benchmarks: --help prints their header comment, all of it
+-- (its last line is the comment's last, just before the code).
+for _, script in ipairs({ 'bench/http/run', 'bench/tls/run', 'bench/db/run' }) do
+	local f = assert(io.open(root .. script))
+	local last
+	for line in f:lines() do
+		if not line:match('^#') then break end
+		last = line:gsub('^# ?', '')
+	end
+	f:close()
+	local code, text = sh('bash ' .. script .. ' --help')
+	t.ok(code == 0 and text:match('\n([^\n]*)\n$') == last,
+		script .. ' --help: the whole header', text)
+end
+
 -- --against: this lem against itself has a figure and a ratio; against a lem that cannot
 -- run the workload, n/a. Needs the build bench/run measures, which a sanitizer run lacks.
 if not io.open(root .. 'build/' .. vm .. '/lem') then
