@@ -27,3 +27,9 @@ cpu_ticks() {
 	done
 	echo $user $sys
 }
+
+# Microseconds a request from CPU ticks and a count of requests (0 for none); TICK is
+# the ticks a second (getconf CLK_TCK).
+per_req() {
+	awk -v d="$1" -v n="$2" -v hz="$TICK" 'BEGIN {if (n > 0) printf "%.2f", d / hz / n * 1e6; else print 0}'
+}
