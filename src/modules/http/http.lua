@@ -305,6 +305,12 @@ local handed = setmetatable({}, { __mode = 'k' })
 -- (the stream's write_timeout, set when the connection came) closes it. Returns true, or
 -- nil and a message once the connection is dead.
 -- Answers held back (conn._out, see Response:send) go first, in the same write.
+local function conn_write_failed(conn, err)
+	conn._dead = true
+	if err == 'timeout' then conn._s:close() end
+	return nil, err
+end
+
 local function conn_write(conn, ...)
 	if conn._dead then return nil, 'closed' end
 	local ok, err
@@ -315,11 +321,8 @@ local function conn_write(conn, ...)
 	else
 		ok, err = conn._s:write(...)
 	end
-	if not ok then
-		conn._dead = true
-		if err == 'timeout' then conn._s:close() end
-	end
-	return ok, err
+	if not ok then return conn_write_failed(conn, err) end
+	return ok
 end
 
 -- Reads and drops what the client is still sending, so that closing the connection does
@@ -348,6 +351,14 @@ local function error_answer(conn, status)
 		'\r\nConnection: close\r\n\r\n', body)
 end
 
+-- The same, after which lingering drops what the client still sends: the connection's
+-- state is returned, for serve_conn's end.
+local function refuse(conn, status)
+	error_answer(conn, status)
+	linger(conn)
+	return conn
+end
+
 local NOBODY = { [204] = true, [304] = true }
 
 local function check_status(status)
@@ -356,23 +367,17 @@ local function check_status(status)
 	end
 end
 
--- The head of an answer framed by `framing`: a number (Content-Length), 'chunked', or
--- nil (no body, or one the connection's end delimits), made in one C call (C.answer, which
--- adds Server and Date), with body after it if given. level: for errors, the caller's.
-local answer = C.answer
-local function head(res, conn, req, status, reason, framing, body, level)
-	local b = req._body
-	-- A body left unread that the client may not send (100-continue not sent) or that is
-	-- too long to drop: the connection cannot carry another request.
-	if not b.done and (b.before or (b.kind == 'length' and b.left > DRAIN_MAX)) then
-		conn._close = true
-	end
-	local s, close = answer(res.headers, status, reason or 'Unknown', conn._srv.name,
-		framing, conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body)
-	if not s then error(close, level) end
-	if close then conn._close = true end
-	return s
+-- A body left unread that the client may not send (100-continue not sent) or that is too
+-- long to drop: the connection cannot carry another request.
+local function unread_body(conn, b)
+	if b.before or (b.kind == 'length' and b.left > DRAIN_MAX) then conn._close = true end
 end
+
+-- The head of an answer is made by one C call, answer(headers, status, reason, server,
+-- framing, connection, body): framing is a number (Content-Length), 'chunked', or nil (no
+-- body, or one the connection's end delimits); it adds Server and Date, and body after the
+-- head if given. It returns the head and whether it says close, or nil and a message.
+local answer = C.answer
 
 -- res:send(status [, body]) --> true | nil, message
 function Response:send(status, body)
@@ -391,19 +396,26 @@ function Response:send(status, body)
 	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
 	if nobody or req.method == 'HEAD' then body = '' end
 	local small = #body <= PIPE_BYTES
+	if not req._body.done then unread_body(conn, req._body) end
 	-- a small body goes in the head's string: one string, one write
-	local h = head(self, conn, req, status, reason, not nobody and len or nil,
-		small and body or nil, 3)
+	local h, close = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
+		not nobody and len or nil, conn._close and 'close' or req.version == '1.0' and
+		'keep-alive' or nil, small and body or nil)
+	if not h then error(close, 2) end
+	if close then conn._close = true end
 	self._state = 'done'                  -- not before: a refused head leaves it unsent (500)
+	if not small then return conn_write(conn, h, body) end
 	-- The client's next request is here already (a pipeline): a small answer waits to go
-	-- out with the next ones, in one write (serve_one sends them when the pipeline ends).
-	if conn._pipelined and small and not conn._dead then
+	-- out with the next ones, in one write (serve_conn sends them when the pipeline ends).
+	if conn._pipelined and not conn._dead then
 		local out = conn._out
 		conn._out = out and out .. h or h
 		return true
 	end
-	if small then return conn_write(conn, h) end
-	return conn_write(conn, h, body)
+	if conn._out or conn._dead then return conn_write(conn, h) end
+	local ok, err = conn._s:write(h)      -- conn_write's common case, without its call
+	if not ok then return conn_write_failed(conn, err) end
+	return true
 end
 
 -- res:start(status) --> true | nil, message: the head; the body follows with write.
@@ -430,7 +442,11 @@ function Response:start(status)
 	end
 	if req.method == 'HEAD' then mode = 'none' end
 	local conn = self._conn
-	local h = head(self, conn, req, status, REASONS[status], framing, nil, 3)
+	if not req._body.done then unread_body(conn, req._body) end
+	local h, close = answer(h, status, REASONS[status] or 'Unknown', conn._srv.name, framing,
+		conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil)
+	if not h then error(close, 2) end
+	if close then conn._close = true end
 	self._state, self._mode = 'head', mode
 	return conn_write(conn, h)
 end
@@ -557,98 +573,6 @@ else
 	serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
 end
 
--- Serves one request of a connection (conn, of srv, on s) where something came: the first
--- byte of a new connection's (lead), or what woke a kept-alive one (lead ''), with the
--- head when serve read it already (data, or nil and err). The handler runs while
--- conn._res is set. Returns true when the connection may carry another request.
-local function serve_one(conn, srv, s, lead, data, err)
-	local o, P, handler = srv.o, srv.parser, srv.handler
-	if data == nil and err == nil then
-		data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
-		if not data and conn._out and err == 'timeout' then
-			conn_write(conn)  -- answers held back wait for no head that is not whole here
-			data, err = s:read('*u', CRLF2, o.header_timeout)
-		end
-	end
-	if srv.draining then conn._close = true end
-	if not data then
-		if err == 'line too long' then
-			-- it stays buffered: the parser tells a long target (414) from a long head
-			local _, status = P:request(lead .. (s:read(o.max_header_bytes + 4, 0) or ''))
-			error_answer(conn, status or 431)
-			return linger(conn)
-		elseif err == 'timeout' then
-			error_answer(conn, 408)
-		end
-		return
-	end
-	local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
-	if not req or len ~= #lead + #data then
-		local text = lead .. data
-		-- a head of empty lines only: those may precede a request line
-		while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
-			data = s:read('*u', CRLF2, o.header_timeout)
-			if not data then return end
-			text = text .. data
-			req, res, kind, length, keep, expect, upgrade, len = serve_req(P, text, '', conn)
-		end
-		if not req or len ~= #text then
-			error_answer(conn, req == nil and res or 400)   -- res: the status
-			return linger(conn)
-		end
-	end
-	if kind == 'length' and length > o.max_body then
-		error_answer(conn, 413)
-		return linger(conn)
-	end
-	local b = NO_BODY
-	if kind ~= 'none' then
-		b = new_body(s, kind, length, P, o.max_body)
-		req._body = b
-		b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
-		if expect then
-			b.before = function()
-				if not res._state then conn_write(conn, 'HTTP/1.1 100 Continue\r\n\r\n') end
-			end
-		end
-	end
-	conn._close = not keep or conn._close
-	-- more is buffered after a request without a body: the next one, pipelined (but an
-	-- Upgrade, whose handler may take the stream: what was held back goes out first)
-	conn._pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
-	if conn._out and not conn._pipelined then conn_write(conn) end
-	conn._res = res
-	handler(req, res)                    -- an error ends the connection (serve)
-	conn._res = false
-	local state = res._state
-	if state ~= 'done' then
-		if conn._upgraded then return end -- the handler has the stream now
-		if not state then
-			res:send(200)                -- as Go does for a handler that sent nothing
-		elseif state == 'head' then
-			res:finish()
-		end
-	end
-	if conn._dead then return end
-	if not b.done and not conn._close then
-		-- drop the unread body: a little of it, or the connection goes
-		b.before, b.fail = nil, nil
-		if b.kind == 'chunked' then b.max = math.min(b.max, b.got + DRAIN_MAX) end
-		while body_piece(b) do end
-		if b.err then conn._close = true end
-	end
-	if conn._close then
-		if conn._out then conn_write(conn) end
-		if not b.done or b.err then linger(conn) end
-		return
-	end
-	if conn._out then
-		-- held back for the next request's answers (serve gives them its conn)
-		if not (conn._pipelined and #conn._out < PIPE_BYTES) then conn_write(conn) end
-	end
-	return true
-end
-
 -- What a failed request leaves to do: err came from the handler (then the client gets
 -- 500 if nothing was sent yet) or from lem.http itself. The connection ends.
 local function failed(srv, conn, err)
@@ -692,7 +616,7 @@ end
 -- serve's loop, for every request the coroutine serves. Returns the connection's state
 -- (conn), or 'idle' when the connection went idle.
 local function serve_conn(srv, s, first, skip)
-	local conns = srv.conns
+	local conns, o, P, handler = srv.conns, srv.o, srv.parser, srv.handler
 	local conn, lead, data, err = nil, '', nil, nil
 	while not srv.draining do
 		-- A new connection's first byte may take header_timeout, and until it comes the
@@ -700,12 +624,12 @@ local function serve_conn(srv, s, first, skip)
 		-- came, the head may take header_timeout.
 		if first then
 			conns[s] = true
-			lead, err = s:read(1, srv.o.header_timeout)
+			lead, err = s:read(1, o.header_timeout)
 		elseif not lead then
 			-- After a request, the next one's head gets GRACE in a read; a drain meanwhile
 			-- closes the connection as an idle one. When nothing came (or the grace is
 			-- skipped), the connection waits in s:idle, up to idle_timeout, unless
-			-- something is buffered already (false: a head begun goes on in serve_one,
+			-- something is buffered already (false: a head begun goes on below,
 			-- for header_timeout).
 			lead = ''
 			if skip == 0 then
@@ -716,7 +640,7 @@ local function serve_conn(srv, s, first, skip)
 			end
 			if skip > 0 then
 				skip = skip - 1
-				if s:idle(srv.wake, srv.o.idle_timeout) then
+				if s:idle(srv.wake, o.idle_timeout) then
 					conns[s] = skip
 					return 'idle'
 				end
@@ -736,7 +660,88 @@ local function serve_conn(srv, s, first, skip)
 			return conn
 		end
 		first = false
-		if not serve_one(conn, srv, s, lead, data, err) then return conn end
+		-- One request, whose first byte (lead), or whole head (data), came; or nil and err.
+		-- The handler runs while conn._res is set.
+		if data == nil and err == nil then
+			data, err = s:read('*u', CRLF2, conn._out and 0 or o.header_timeout)
+			if not data and conn._out and err == 'timeout' then
+				conn_write(conn)  -- answers held back wait for no head that is not whole here
+				data, err = s:read('*u', CRLF2, o.header_timeout)
+			end
+		end
+		if srv.draining then conn._close = true end
+		if not data then
+			if err == 'line too long' then
+				-- it stays buffered: the parser tells a long target (414) from a long head
+				local _, status = P:request(lead .. (s:read(o.max_header_bytes + 4, 0) or ''))
+				return refuse(conn, status or 431)
+			elseif err == 'timeout' then
+				error_answer(conn, 408)
+			end
+			return conn
+		end
+		local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
+		if not req or len ~= #lead + #data then
+			local text = lead .. data
+			-- a head of empty lines only: those may precede a request line
+			while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
+				data = s:read('*u', CRLF2, o.header_timeout)
+				if not data then return conn end
+				text = text .. data
+				req, res, kind, length, keep, expect, upgrade, len = serve_req(P, text, '', conn)
+			end
+			if not req or len ~= #text then
+				return refuse(conn, req == nil and res or 400)   -- res: the status
+			end
+		end
+		if kind == 'length' and length > o.max_body then
+			return refuse(conn, 413)
+		end
+		local b = NO_BODY
+		if kind ~= 'none' then
+			b = new_body(s, kind, length, P, o.max_body)
+			req._body = b
+			b.conn, b.timeout, b.res, b.fail = conn, o.body_timeout, res, body_failed
+			if expect then
+				b.before = function()
+					if not res._state then conn_write(conn, 'HTTP/1.1 100 Continue\r\n\r\n') end
+				end
+			end
+		end
+		conn._close = not keep or conn._close
+		-- more is buffered after a request without a body: the next one, pipelined (but an
+		-- Upgrade, whose handler may take the stream: what was held back goes out first)
+		conn._pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
+		if conn._out and not conn._pipelined then conn_write(conn) end
+		conn._res = res
+		handler(req, res)                    -- an error ends the connection (serve)
+		conn._res = false
+		local state = res._state
+		if state ~= 'done' then
+			if conn._upgraded then return conn end   -- the handler has the stream now
+			if not state then
+				res:send(200)                -- as Go does for a handler that sent nothing
+			elseif state == 'head' then
+				res:finish()
+			end
+		end
+		if conn._dead then return conn end
+		if not b.done and not conn._close then
+			-- drop the unread body: a little of it, or the connection goes
+			b.before, b.fail = nil, nil
+			if b.kind == 'chunked' then b.max = math.min(b.max, b.got + DRAIN_MAX) end
+			while body_piece(b) do end
+			if b.err then conn._close = true end
+		end
+		if conn._close then
+			if conn._out then conn_write(conn) end
+			if not b.done or b.err then linger(conn) end
+			return conn
+		end
+		if conn._out then
+			-- held back for the next request's answers
+			if not (conn._pipelined and #conn._out < PIPE_BYTES) then conn_write(conn) end
+		end
 		-- answers held back for a pipeline: its next head is buffered already
 		lead, data, err = conn._out and '', nil, nil
 	end
