@@ -165,6 +165,30 @@ t.ok(st == 124 and took > 0.5, ('a timer that goes on keeps the loop until the d
 t.ok(lerr == 'lem: shutdown deadline passed in loop 1 (1 wait pending)\n' or
      lerr == 'lem: shutdown deadline passed in loop 1 (1 coroutine queued to run)\n', '... which counts it', lerr)
 
+-- A loop whose coroutines take turns (utils.yield) at the deadline: each of them is told,
+-- queued or running. One taken off the queue just as the stop came, and then not run,
+-- was missing from the count.
+local turns = file('turns.lua', [[
+local utils, loops = require 'lem.utils', require 'lem.loops'
+if loops.id == 1 then
+	utils.timer(0.05, function() utils.shutdown(0) end)
+	utils.spawn(function() utils.sleeper():sleep(10) end)
+else
+	for _ = 1, 10 do utils.spawn(function() while true do utils.yield() end end) end
+end
+]])
+local tbad = {}
+for _ = 1, RUNS do
+	st, lout, lerr = t.run(lem .. ' --loops 2 ' .. turns)
+	local told = lerr:match('lem: shutdown deadline passed in loop 2 %((.-)%)\n')
+	if st ~= 124 or (told ~= '10 coroutines queued to run' and
+	                 told ~= 'running Lua code, 9 coroutines queued to run') then
+		tbad[#tbad + 1] = ('status %s: %s'):format(st, lerr)
+	end
+end
+t.ok(#tbad == 0, ('ten coroutines taking turns at the deadline: all ten counted (%d runs)'):format(RUNS),
+	table.concat(tbad, '\n'))
+
 -- a loop busy in Lua at the deadline is interrupted
 if tsan then
 	t.skip('a busy loop at the deadline', 'signals are deferred under ThreadSanitizer')

@@ -99,6 +99,7 @@ struct lem_loop {
 	struct lem_rq_seg *rq_free;
 	int rq_nfree;
 	unsigned rq_len;          /* runnable coroutines */
+	unsigned unrun;           /* taken off the queue, then not run: the loop was stopping */
 	struct lem_rq_seg *rq_seg;  /* the segment of the entry just taken */
 	ev_prepare drain;         /* runs a batch of the runqueue before each poll */
 	ev_idle spin;             /* active while the runqueue is not empty: poll won't block */

@@ -173,6 +173,7 @@ void lem_mbox_report(lem_loop *loop)
 {
 	char what[160];
 	int n = 0, waits;
+	unsigned queued = loop->rq_len + loop->unrun;
 
 	if (!loop->stopping || !lem_group_expired(loop->group))
 		return;
@@ -182,9 +183,9 @@ void lem_mbox_report(lem_loop *loop)
 	if (waits > 0)
 		n += snprintf(what + n, sizeof what - n, "%s%d wait%s pending", n ? ", " : "",
 		              waits, waits == 1 ? "" : "s");
-	if (loop->rq_len > 0)
+	if (queued > 0)
 		n += snprintf(what + n, sizeof what - n, "%s%u coroutine%s queued to run",
-		              n ? ", " : "", loop->rq_len, loop->rq_len == 1 ? "" : "s");
+		              n ? ", " : "", queued, queued == 1 ? "" : "s");
 	if (n == 0)
 		snprintf(what, sizeof what, "no wait that lem counts");
 	fprintf(stderr, "lem: shutdown deadline passed in loop %d (%s)\n", loop->id, what);

@@ -452,6 +452,7 @@ static void run_one(lem_loop *loop)
 		 * hook (lem_loop_interrupt), and the request it answers is seen here. */
 		loop->running = loop->yielder = loop->inner = NULL;
 		loop->cbody = 0;
+		loop->unrun++;      /* still queued, for the deadline's report */
 		lem_loop_stop(loop, lem_group_status(loop->group));
 		if (made)
 			lua_pop(loop->L, 1);
