@@ -265,6 +265,14 @@ $(HTTP_TEST): tests/c/http_parser_test.c $(HTTP_SRC) src/modules/http/parser.h
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CFLAGS) -Isrc/modules/http $(LDFLAGS) -o $@ $< $(HTTP_SRC)
 
+# The loop's allocator (src/loop/alloc.c) has one too, which tests/alloc.lua runs.
+ALLOC_TEST := $(BUILD)/tests/alloc_test
+test: $(ALLOC_TEST)
+$(ALLOC_TEST): tests/c/alloc_test.c src/loop/alloc.c src/loop/loop.h
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz

@@ -252,6 +252,28 @@ end
 -- The lem binary under test (set by make test), quoted for the shell.
 t.lem = "'" .. (os.getenv('LEM') or 'lem') .. "'"
 
+-- Runs a C test program of make test's (tests/c/<name>.c, built beside lem in tests/)
+-- with the shell words args, and relays the TAP it prints: each of its tests is one here,
+-- its other lines are written through; then that it exited 0 having run its whole plan.
+function t.ctest(name, args)
+	local bin = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+	local st, out, err = t.run("'" .. (bin or '.') .. '/tests/' .. name .. "' " .. (args or ''))
+	local plan, seen = nil, 0
+	for line in out:gmatch('[^\n]+') do
+		local pass, what = line:match('^(n?o?t? ?ok) %d+ %- (.*)$')
+		if pass then
+			seen = seen + 1
+			t.ok(pass == 'ok', what)
+		elseif line:match('^1%.%.%d+$') then
+			plan = tonumber(line:match('%d+$'))
+		else
+			io.write(line, '\n')
+		end
+	end
+	t.is(st, 0, 'the C test program exits 0' .. (err ~= '' and ': ' .. err or ''))
+	t.is(seen, plan, 'it ran its whole plan')
+end
+
 function t.done()
 	-- children told to stop get 2 s to end by themselves (a sanitizer's report comes at the exit)
 	for _, pid in ipairs(children) do
