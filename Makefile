@@ -260,7 +260,7 @@ uninstall:
 HTTP_TEST := $(BUILD)/tests/http_parser_test
 HTTP_SRC  := src/modules/http/parser.c
 test: $(HTTP_TEST)
-$(HTTP_TEST): tests/c/http_parser_test.c $(HTTP_SRC) src/modules/http/parser.h
+$(HTTP_TEST): tests/c/http_parser_test.c tests/c/tap.h $(HTTP_SRC) src/modules/http/parser.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CFLAGS) -Isrc/modules/http $(LDFLAGS) -o $@ $< $(HTTP_SRC)
@@ -268,7 +268,7 @@ $(HTTP_TEST): tests/c/http_parser_test.c $(HTTP_SRC) src/modules/http/parser.h
 # The loop's allocator (src/loop/alloc.c) has one too, which tests/alloc.lua runs.
 ALLOC_TEST := $(BUILD)/tests/alloc_test
 test: $(ALLOC_TEST)
-$(ALLOC_TEST): tests/c/alloc_test.c src/loop/alloc.c src/loop/loop.h
+$(ALLOC_TEST): tests/c/alloc_test.c tests/c/tap.h src/loop/alloc.c src/loop/loop.h
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $<

@@ -2,26 +2,8 @@
  * kept by size class and given again, the bound on what they keep, and a block freed when
  * they are full taking the place of another class's. Prints TAP; tests/alloc.lua runs it.
  * Built with alloc.c included, for its ALLOC_KEEP and its lists. */
-#include <stdarg.h>
-#include <stdio.h>
 #include "../../src/loop/alloc.c"
-
-static int count, failed;
-
-static int ok(int pass, const char *fmt, ...)
-{
-	va_list ap;
-
-	count++;
-	if (!pass)
-		failed++;
-	printf("%s %d - ", pass ? "ok" : "not ok", count);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	return pass;
-}
+#include "tap.h"
 
 static void *get(struct lem_alloc *a, size_t n) { return lem_alloc(a, NULL, 0, n); }
 static void put(struct lem_alloc *a, void *p, size_t n) { lem_alloc(a, p, n, 0); }

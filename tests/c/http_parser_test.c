@@ -25,32 +25,7 @@
 #include <time.h>
 
 #include "parser.h"
-
-/* ---- TAP ---- */
-
-static int count, failed;
-
-static int ok(int pass, const char *fmt, ...)
-{
-	va_list ap;
-	count++;
-	if (!pass)
-		failed++;
-	printf("%s %d - ", pass ? "ok" : "not ok", count);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	return pass;
-}
-
-static int is(long long got, long long want, const char *name)
-{
-	if (ok(got == want, "%s", name))
-		return 1;
-	printf("#   got %lld, expected %lld\n", got, want);
-	return 0;
-}
+#include "tap.h"
 
 /* ---- shared by the tests ---- */
 
