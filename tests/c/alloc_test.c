@@ -30,9 +30,10 @@ static void fill(struct lem_alloc *a, size_t n, int count)
 
 int main(void)
 {
-	struct lem_alloc a = { { 0 } };
+	struct lem_alloc a;
 	char *p, *q;
 
+	memset(&a, 0, sizeof a);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	p = get(&a, 40);
 	strcpy(p, "kept");
