@@ -17,8 +17,8 @@
  * The lists keep ALLOC_KEEP bytes in all. A block freed when they are full takes the
  * place of blocks of other classes, in turns: they keep what the loop frees now, not what
  * a burst of another kind left (a pipelined load filled them with blocks that plain
- * requests never asked for, and every block of theirs then went through malloc and free,
- * which cost LuaJIT 6% more instructions a request and 30% more time in user space).
+ * requests never asked for, and every block of theirs then went through malloc and free:
+ * 6% more instructions a request on LuaJIT).
  *
  * Each block comes from malloc, at least as large as its class (the sizes the class
  * holds, rounded up), so that free() takes any of them; one that did not move when it

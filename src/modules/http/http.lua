@@ -301,16 +301,18 @@ Response.__index = Response
 -- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards.
 local handed = setmetatable({}, { __mode = 'k' })
 
--- Writes to the connection. A write that the client has not taken within write_timeout
--- (the stream's write_timeout, set when the connection came) closes it. Returns true, or
--- nil and a message once the connection is dead.
--- Answers held back (conn._out, see Response:send) go first, in the same write.
+-- A write to the connection failed with err: it is dead, and closed if the client did
+-- not take the write within write_timeout. Returns nil, err.
 local function conn_write_failed(conn, err)
 	conn._dead = true
 	if err == 'timeout' then conn._s:close() end
 	return nil, err
 end
 
+-- Writes to the connection. A write that the client has not taken within write_timeout
+-- (the stream's write_timeout, set when the connection came) closes it. Returns true, or
+-- nil and a message once the connection is dead.
+-- Answers held back (conn._out, see Response:send) go first, in the same write.
 local function conn_write(conn, ...)
 	if conn._dead then return nil, 'closed' end
 	local ok, err
@@ -443,12 +445,12 @@ function Response:start(status)
 	if req.method == 'HEAD' then mode = 'none' end
 	local conn = self._conn
 	if not req._body.done then unread_body(conn, req._body) end
-	local h, close = answer(h, status, REASONS[status] or 'Unknown', conn._srv.name, framing,
-		conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil)
-	if not h then error(close, 2) end
+	local head, close = answer(h, status, REASONS[status] or 'Unknown', conn._srv.name,
+		framing, conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil)
+	if not head then error(close, 2) end
 	if close then conn._close = true end
 	self._state, self._mode = 'head', mode
-	return conn_write(conn, h)
+	return conn_write(conn, head)
 end
 
 -- res:write(...) --> true | nil, message
