@@ -166,6 +166,9 @@ run: all
 TEST_ENV = LEM=$(CURDIR)/$(LEM) LEM_SOURCE=$(CURDIR) LEM_SANITIZER=$(SAN) LUA_PATH='$(CURDIR)/tests/lib/?.lua;;' \
            LUA_CPATH='$(CURDIR)/$(BUILD)/modules/?.so;;' 
 TESTS ?= $(sort $(wildcard tests/*.lua))
+# A failing test's line and its diagnostics are shown, so that a failure that comes once
+# in many runs says why in the log of the run where it came.
+PROVE_FLAGS ?= --failures --comments
 test: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS) $(FAILALLOC)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
