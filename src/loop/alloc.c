@@ -66,9 +66,15 @@ static inline void *alloc_get(struct lem_alloc *a, int k, size_t n)
 }
 
 /* Frees blocks of classes other than k, a class after the other, until size more bytes
- * fit; returns whether they do. */
+ * fit; returns whether they do. A pass that found too few (the lists hold k's blocks
+ * alone: a sweep of many objects of one size) is not tried again for the next
+ * LEM_ALLOC_CLASSES blocks, which go to free() at once as before. */
 static int alloc_evict(struct lem_alloc *a, int k, size_t size)
 {
+	if (a->evict_skip > 0) {
+		a->evict_skip--;
+		return 0;
+	}
 	for (int i = 0; i < LEM_ALLOC_CLASSES && a->kept + size > ALLOC_KEEP; i++) {
 		int c = a->evict = (a->evict + 1) % LEM_ALLOC_CLASSES;
 		struct alloc_block *b = a->free[c];
@@ -79,7 +85,10 @@ static int alloc_evict(struct lem_alloc *a, int k, size_t size)
 		a->kept -= (size_t)(c + 1) * LEM_ALLOC_STEP;
 		free(b);
 	}
-	return a->kept + size <= ALLOC_KEEP;
+	if (a->kept + size <= ALLOC_KEEP)
+		return 1;
+	a->evict_skip = LEM_ALLOC_CLASSES;
+	return 0;
 }
 
 static inline void alloc_put(struct lem_alloc *a, int k, void *p)

@@ -86,6 +86,7 @@ struct lem_alloc {
 	void *free[LEM_ALLOC_CLASSES];
 	size_t kept;              /* their bytes */
 	int evict;                /* the class that gave a block up last (alloc.c) */
+	int evict_skip;           /* blocks to free() before trying that again */
 };
 void *lem_alloc(void *ud, void *p, size_t osize, size_t nsize);
 void lem_alloc_free(struct lem_alloc *a);   /* after lua_close */

@@ -64,6 +64,17 @@ int main(void)
 	ok(a.kept == ALLOC_KEEP && a.free[alloc_class(64)] == q,
 	   "full of that class, it still takes blocks of it back");
 
+	ok(a.evict_skip > 0 && a.evict_skip <= LEM_ALLOC_CLASSES,
+	   "a pass that found no other class to free is not tried for the next blocks");
+	for (int n = a.evict_skip; n > 0; n--)                 /* as a sweep of one size would */
+		put(&a, malloc(64), 64);
+	ok(a.kept == ALLOC_KEEP && a.evict_skip == 0, "those go to free() (%zu bytes kept)",
+	   a.kept);
+	put(&a, malloc(64), 64);
+	ok(a.kept == ALLOC_KEEP && a.evict_skip == LEM_ALLOC_CLASSES,
+	   "and the next block tries again");
+
+	a.evict_skip = 0;
 	fill(&a, 32, 1000);                                 /* another kind of load */
 	ok(class_len(&a, 32) == 1000, "a class of a new load is kept when the lists are full "
 	   "(%d of 1000)", class_len(&a, 32));
