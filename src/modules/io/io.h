@@ -49,8 +49,8 @@ union io_addr {
 struct io_listener;
 /* Read buffers kept for reuse per loop: a server under load releases a connection's
  * buffer at every wait for its next request and takes one again when it comes; with
- * that many kept (64 KiB at most), malloc and free are not paid per request. */
-#define IO_SPARES 16
+ * that many kept (256 KiB at most), malloc and free are not paid per request. */
+#define IO_SPARES 64
 
 struct io_state {
 	lem_loop *loop;
