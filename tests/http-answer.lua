@@ -50,6 +50,11 @@ local cases = {
 		res:send(200, 'never')
 	end,
 	['/number'] = function(res) res:send(200, 42) end,
+	['/nobody'] = function(res) res:send(204, 'dropped') end,
+	['/notmodified'] = function(res) res:send(304, 'dropped') end,
+	['/none'] = function(res) res:send(200) end,
+	['/inline'] = function(res) res:send(200, string.rep('i', 16384)) end,   -- in the head's string
+	['/apart'] = function(res) res:send(200, string.rep('a', 16385)) end,    -- a write of its own
 	['/table'] = function(res) res:send(200, {}) end,
 	['/status'] = function(res) res:send(99, 'never') end,
 	['/fraction'] = function(res) res:send(200.5) end,
@@ -70,8 +75,9 @@ end, { log = function(msg) logged[#logged + 1] = msg end }))
 local port = server:port()
 
 -- Sends each target's GET on one connection (HTTP/1.1) and reads the answers: a list of
--- { head, body }; stops at the connection's end.
-local function exchange(targets)
+-- { head, body }; stops at the connection's end. Then what came after them until the end
+-- of the connection, unless open (the connection is expected to stay open: no wait).
+local function exchange(targets, open)
 	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
 	local out = {}
 	for _, target in ipairs(targets) do
@@ -81,7 +87,7 @@ local function exchange(targets)
 		local len = tonumber(head:match('\r\nContent%-Length: (%d+)\r\n'))
 		out[#out + 1] = { head, len and c:read(len, 5) }
 	end
-	local rest = c:read('*a', 5)
+	local rest = not open and c:read('*a', 5)
 	c:close()
 	return out, rest
 end
@@ -92,7 +98,7 @@ local function plain_head(body)
 		'\r\nContent%-Length: ' .. #body .. '\r\n\r\n$'
 end
 
-local got = exchange({ '/plain', '/plain', '/type', '/plain', '/noserver', '/plain' })
+local got = exchange({ '/plain', '/plain', '/type', '/plain', '/noserver', '/plain' }, true)
 t.is(#got, 6, 'six answers on one connection')
 for i, n in ipairs({ 1, 2, 4, 6 }) do
 	t.like(got[n][1], plain_head('same'), 'the same answer again, whole (' .. i .. ')')
@@ -105,7 +111,7 @@ t.is(got[3][2], 'typed', '... its body')
 t.is(got[5][1], 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n',
 	'server = false and date = false leave both out')
 
-got = exchange({ '/ownserver', '/list', '/framing' })
+got = exchange({ '/ownserver', '/list', '/framing' }, true)
 local h = got[1][1]
 t.like(h, '\r\nserver: mine\r\n', 'the handler\'s own Server')
 t.like(h, '\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n', '... and Date')
@@ -123,8 +129,33 @@ t.is(#answers, 1, 'Connection: close set by the handler: one answer')
 t.like(answers[1][1], '\r\nConnection: close\r\n', '... saying close')
 t.is(rest, '', '... and the connection ends')
 
-got = exchange({ '/number' })
+got = exchange({ '/number' }, true)
 t.is(got[1] and got[1][2], '42', 'a number body: sent as its text')
+
+got = exchange({ '/nobody', '/notmodified', '/none', '/inline', '/apart', '/plain' }, true)
+t.is(#got, 6, 'bodies of each kind: six answers on one connection')
+t.like(got[1][1], '^HTTP/1%.1 204 No Content\r\nServer: lem\r\nDate: ' .. DATE .. '\r\n\r\n$',
+	'204: no Content-Length, and the body given is not sent')
+t.like(got[2][1], '^HTTP/1%.1 304 Not Modified\r\nServer: lem\r\nDate: ' .. DATE .. '\r\n\r\n$',
+	'304: the same')
+t.like(got[3][1], plain_head(''), 'no body: Content-Length: 0')
+t.ok(got[4][2] == string.rep('i', 16384) and got[5][2] == string.rep('a', 16385),
+	'a body at the inline limit and one past it, whole')
+t.like(got[6][1], plain_head('same'), '... and the next answer after them')
+local function head_of(target)
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	assert(c:write('HEAD ', target, ' HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\n\r\n'))
+	local head = c:read('*u', '\r\n\r\n', 5)
+	local next_head = c:read('*u', '\r\n\r\n', 5)
+	c:close()
+	return head, next_head
+end
+for _, target in ipairs({ '/inline', '/apart' }) do
+	local head, next_head = head_of(target)
+	t.like(head, '\r\nContent%-Length: ' .. (target == '/inline' and 16384 or 16385) .. '\r\n\r\n$',
+		'HEAD ' .. target .. ': the length a GET would have')
+	t.like(next_head, plain_head('same'), '... and no body: the next answer follows the head')
+end
 
 for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
                         { '/status', 'http%-answer%.lua:%d+: bad status 99 %(200 to 599 expected%)' },
@@ -141,13 +172,13 @@ for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
 	t.like(logged[n + 1], case[2], '... the handler\'s error logged')
 end
 
-got = exchange({ '/twice', '/plain' })
+got = exchange({ '/twice', '/plain' }, true)
 t.is(got[1] and got[1][2], 'first', 'the first res:send answers')
 t.ok(twice and twice[1] == nil and twice[2] == 'response already sent',
 	'... a second one returns nil, \'response already sent\'', twice and tostring(twice[2]))
 t.is(got[2] and got[2][2], 'same', '... and the connection goes on')
 
-got = exchange({ '/plain', '/type', '/plain' })
+got = exchange({ '/plain', '/type', '/plain' }, true)
 t.like(got[3][1], plain_head('same'), 'after a different answer, the first again, whole')
 
 server:close()

@@ -490,6 +490,10 @@ static int http_says_close(const char *s, size_t len)
 	return 0;
 }
 
+/* res:send's body up to this many bytes goes in the string of its head (one string, one
+ * write), and answers held back for a pipeline are written past it (http.lua). */
+#define HTTP_INLINE 16384
+
 /* An answer's head being made: in a C array, or in a userdata at stack index slot once it
  * outgrows that. */
 struct http_out {
@@ -589,12 +593,19 @@ static const char *http_date(struct http_clock *c)
 
 /* answer(h, status, reason, server, framing, connection [, body])
  *   --> head .. body, h asked to close | nil, message
+ * answer(h, status, reason, server, true, connection, body, head_only)
+ *   --> head [.. body], h asked to close [, body] | nil, message
  * The head of an answer: the status line; Server and Date (made once a second) unless h
  * has them (false leaves one out); h's fields but the framing ones (a value may be a
  * list: one line each; false leaves the field out); Content-Length (framing a number) or
  * Transfer-Encoding: chunked (framing 'chunked'); Connection: close when connection is
  * 'close' or h's Connection says close, else Connection: connection if given. A name
  * or value that would break the head is refused: header injection is a bug to fix.
+ * framing true is res:send's whole answer: body a string, a number or nil (none) gives
+ * Content-Length, but for a status without a body (1xx, 204, 304) and for head_only
+ * (HEAD) no body goes; up to HTTP_INLINE bytes of it go in the head's string, a longer
+ * one is the third result, for a write of its own. Its checks are here, where Lua's type
+ * call would cost more than the rest of them.
  * The last answer made is kept: a handler's answers of one second are often the same
  * bytes, given again without the hashing and the lookup of a new string.
  * Upvalues: the loop's clock, and a table holding the last answer. */
@@ -605,15 +616,32 @@ static int http_answer(lua_State *T)
 	const char *reason = luaL_checklstring(T, 3, &rlen);
 	const char *server = luaL_checklstring(T, 4, &slen);
 	const char *conn = luaL_optlstring(T, 6, NULL, &clen);
-	const char *body = luaL_optlstring(T, 7, NULL, &blen);
-	const char *k = NULL, *last;
-	int has_server = 0, has_date = 0, close = 0;
+	const char *body = NULL, *k = NULL, *last;
+	int has_server = 0, has_date = 0, close = 0, whole = lua_type(T, 5) == LUA_TBOOLEAN;
+	int big = 0;
 	char small[1024], fsmall[512];
-	struct http_out o = { small, 0, sizeof small, 8 };     /* the head */
-	struct http_out f = { fsmall, 0, sizeof fsmall, 9 };   /* h's fields, in one pass */
+	struct http_out o = { small, 0, sizeof small, 10 };    /* the head */
+	struct http_out f = { fsmall, 0, sizeof fsmall, 11 };  /* h's fields, in one pass */
 
 	luaL_checktype(T, 1, LUA_TTABLE);
-	lua_settop(T, 9);                   /* 8, 9: the head's and the fields' userdata */
+	if (whole) {
+		int t = lua_type(T, 7);
+
+		if (t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TNIL) {
+			lua_pushnil(T);
+			lua_pushfstring(T, "bad body (string expected, got %s)", lua_typename(T, t));
+			return 2;
+		}
+		body = lua_tolstring(T, 7, &blen);   /* a number becomes its text, in place */
+		if (!body || status < 200 || status == 204 || status == 304) {
+			body = "";
+			blen = 0;
+		}
+		big = blen > HTTP_INLINE;
+	} else {
+		body = luaL_optlstring(T, 7, NULL, &blen);
+	}
+	lua_settop(T, 11);                  /* 10, 11: the head's and the fields' userdata */
 	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
 		int bad;
 
@@ -676,7 +704,15 @@ static int http_answer(lua_State *T)
 		http_put(T, &o, "\r\n", 2);
 	}
 	http_put(T, &o, f.p, f.len);
-	if (lua_type(T, 5) == LUA_TNUMBER) {
+	if (whole) {
+		if (status >= 200 && status != 204 && status != 304) {
+			http_put(T, &o, "Content-Length: ", 16);
+			http_putnum(T, &o, (uint64_t)blen);
+			http_put(T, &o, "\r\n", 2);
+		}
+		if (big || lua_toboolean(T, 8))
+			blen = 0;                   /* written apart, or not at all (HEAD) */
+	} else if (lua_type(T, 5) == LUA_TNUMBER) {
 		http_put(T, &o, "Content-Length: ", 16);
 		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 5));
 		http_put(T, &o, "\r\n", 2);
@@ -705,6 +741,10 @@ static int http_answer(lua_State *T)
 		}
 	}
 	lua_pushboolean(T, close);
+	if (big && !lua_toboolean(T, 8)) {
+		lua_pushvalue(T, 7);
+		return 3;
+	}
 	return 2;
 badvalue:
 	lua_pushfstring(T, "invalid value for header %s", k);
@@ -754,6 +794,8 @@ int luaopen_lem_http(lua_State *L)
 	lua_pushboolean(L, 1);
 	lua_setfield(L, -2, "luajit");
 #endif
+	lua_pushinteger(L, HTTP_INLINE);
+	lua_setfield(L, -2, "inline");
 	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
 	lua_createtable(L, 1, 0);
 	lua_pushcclosure(L, http_answer, 2);

@@ -11,12 +11,14 @@ local type, pairs, next, tostring, tonumber = type, pairs, next, tostring, tonum
 local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 local getmetatable, newproxy = getmetatable, newproxy
 local concat, format, lower = table.concat, string.format, string.lower
+-- answers held back for a pipeline are written past this (res:send's body up to it goes
+-- in its head's string: http.c)
+local PIPE_BYTES = C.inline
 local now, timer, onerror = utils.now, utils.timer, utils.onerror
 
 local http = {}
 
 local PIECE = 65536          -- bodies are read this much at a time at most
-local PIPE_BYTES = 16384     -- answers held back for a pipeline: written past this
 local DRAIN_MAX = 262144     -- an unread request body up to this is read and dropped
 local LINGER_TIME = 1        -- at most this long (seconds), this much and
 local LINGER_BYTES = 1048576 -- read and dropped before an error close (linger)
@@ -379,34 +381,24 @@ end
 -- framing, connection, body): framing is a number (Content-Length), 'chunked', or nil (no
 -- body, or one the connection's end delimits); it adds Server and Date, and body after the
 -- head if given. It returns the head and whether it says close, or nil and a message.
+-- With framing true it makes res:send's answer from its body (http.c says how).
 local answer = C.answer
 
 -- res:send(status [, body]) --> true | nil, message
 function Response:send(status, body)
 	local reason = REASONS[status]
 	if not (reason and status >= 200) then check_status(status) end
-	if type(body) ~= 'string' then
-		if body == nil then
-			body = ''
-		elseif type(body) == 'number' then
-			body = tostring(body)
-		else
-			error('bad body (string expected, got ' .. type(body) .. ')', 2)
-		end
-	end
 	if self._state then return nil, 'response already sent' end
-	local conn, req, nobody, len = self._conn, self._req, NOBODY[status], #body
-	if nobody or req.method == 'HEAD' then body = '' end
-	local small = #body <= PIPE_BYTES
+	local conn, req = self._conn, self._req
 	if not req._body.done then unread_body(conn, req._body) end
-	-- a small body goes in the head's string: one string, one write
-	local h, close = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
-		not nobody and len or nil, conn._close and 'close' or req.version == '1.0' and
-		'keep-alive' or nil, small and body or nil)
+	-- the body's checks and framing are answer's (true); a small one comes in h
+	local h, close, big = answer(self.headers, status, reason or 'Unknown', conn._srv.name,
+		true, conn._close and 'close' or req.version == '1.0' and 'keep-alive' or nil, body,
+		req.method == 'HEAD')
 	if not h then error(close, 2) end
 	if close then conn._close = true end
 	self._state = 'done'                  -- not before: a refused head leaves it unsent (500)
-	if not small then return conn_write(conn, h, body) end
+	if big then return conn_write(conn, h, big) end
 	-- The client's next request is here already (a pipeline): a small answer waits to go
 	-- out with the next ones, in one write (serve_conn sends them when the pipeline ends).
 	if conn._pipelined and not conn._dead then
