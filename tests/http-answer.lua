@@ -6,6 +6,7 @@
 local t = require 'tap'
 local http = require 'lem.http'
 local io = require 'lem.io'
+local utils = require 'lem.utils'
 
 local logged = {}
 local twice                  -- what a second res:send returned
@@ -69,8 +70,16 @@ local cases = {
 		res:send(200, 'never')
 	end,
 }
+-- /v?status,body,field,value,close: an answer made of its query's parts (a part left
+-- empty is not given), for the answers that answer() gives again unmade (http.c's memo)
+cases['/v'] = function(res, req)
+	local status, body, field, value, close = req.query:match('^(%d+),([^,]*),([^,]*),([^,]*),(%a*)$')
+	if field ~= '' then res.headers[field] = value end
+	if close ~= '' then res.headers.connection = 'close' end
+	res:send(tonumber(status), body ~= '' and body or nil)
+end
 local server = assert(http.listen('127.0.0.1', 0, function(req, res)
-	return cases[req.path](res)
+	return cases[req.path](res, req)
 end, { log = function(msg) logged[#logged + 1] = msg end }))
 local port = server:port()
 
@@ -156,6 +165,51 @@ for _, target in ipairs({ '/inline', '/apart' }) do
 		'HEAD ' .. target .. ': the length a GET would have')
 	t.like(next_head, plain_head('same'), '... and no body: the next answer follows the head')
 end
+
+-- Each answer as it should be, in an order where each differs from the one before it in
+-- one argument only, then is the same again: each of them whole.
+local memo = { '200,a,x-a,1,', '200,a,x-a,1,', '201,a,x-a,1,', '200,a,x-a,1,', '298,a,x-a,1,',
+	'299,a,x-a,1,', '200,a,x-a,1,', '200,b,x-a,1,', '200,,x-a,1,', '200,a,x-a,1,',
+	'200,a,x-a,2,', '200,a,x-b,2,', '200,a,,,', '200,a,x-a,1,', '200,a,x-a,1,close' }
+got = exchange((function()
+	local targets = {}
+	for i, q in ipairs(memo) do targets[i] = '/v?' .. q end
+	return targets
+end)())
+for i, q in ipairs(memo) do
+	local status, body, field, value, close = q:match('^(%d+),([^,]*),([^,]*),([^,]*),(%a*)$')
+	local want = '^HTTP/1%.1 ' .. status .. ' %a[%a ]*\r\nServer: lem\r\nDate: ' .. DATE .. '\r\n' ..
+		(field ~= '' and field:gsub('%-', '%%-') .. ': ' .. value .. '\r\n' or '') ..
+		'Content%-Length: ' .. #body .. '\r\n' .. (close ~= '' and 'Connection: close\r\n' or '') ..
+		'\r\n$'
+	t.like(got[i] and got[i][1], want, 'answer ' .. i .. ' of one connection: ' .. q)
+	t.is(got[i] and got[i][2], body, '... and its body')
+end
+t.is(#got, #memo, '... and the one saying close is the last')
+-- GET, HEAD, GET of the same: the HEAD's answer has no body; then an HTTP/1.0 GET that
+-- asks for keep-alive: its answer says keep-alive.
+do
+	local c = assert(io.tcp.connect('127.0.0.1', port, 2))
+	assert(c:write(('%s /v?200,abc,,, HTTP/1.1\r\nHost: x\r\n\r\n'):rep(3):format('GET', 'HEAD', 'GET'),
+		'GET /v?200,abc,,, HTTP/1.0\r\nConnection: keep-alive\r\n\r\n'))
+	local heads = {}
+	for i = 1, 4 do
+		heads[i] = c:read('*u', '\r\n\r\n', 5)
+		if i ~= 2 then heads[i] = heads[i] and heads[i] .. (c:read(3, 5) or '') end
+	end
+	c:close()
+	t.like(heads[1], 'Content%-Length: 3\r\n\r\nabc$', 'GET: the body')
+	t.like(heads[2], '^HTTP/1%.1 200 OK\r\n.*Content%-Length: 3\r\n\r\n$', '... HEAD of the same: its head')
+	t.like(heads[3], '^HTTP/1%.1 200 OK\r\n.*Content%-Length: 3\r\n\r\nabc$', '... with no body: the next GET follows')
+	t.like(heads[4], '\r\nContent%-Length: 3\r\nConnection: keep%-alive\r\n\r\nabc$',
+		'... and the same for HTTP/1.0: Connection: keep-alive')
+end
+-- The same answer in the next second: its Date is that second's.
+local first = exchange({ '/v?200,a,,,' }, true)
+utils.sleeper():sleep(1.1)
+local second = exchange({ '/v?200,a,,,' }, true)
+t.ok(first[1] and second[1] and first[1][1]:match('Date: ([^\r]*)') ~= second[1][1]:match('Date: ([^\r]*)'),
+	'the same answer 1.1 s later has another Date', second[1] and second[1][1])
 
 for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
                         { '/status', 'http%-answer%.lua:%d+: bad status 99 %(200 to 599 expected%)' },

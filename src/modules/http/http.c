@@ -570,6 +570,23 @@ struct http_clock {
 	char s[48];                               /* "Sun, 06 Nov 1994 08:49:37 GMT" */
 };
 
+/* What res:send's last answer (answer's upvalue table [1]) was made of, for answer to
+ * give it again without making it when its arguments are the same. Lua interns every
+ * string, so a string's bytes are the same as long as its pointer is while it lives: the
+ * table keeps them ([2] onwards). valid is 0 while [1] is not res:send's. */
+#define HTTP_MEMO_FIELDS 8
+struct http_memo {
+	int valid, status, head_only, close, nfields;
+	time_t t;                                 /* the Date's second */
+	const char *reason, *server, *conn, *body;
+	const char *field[2 * HTTP_MEMO_FIELDS];  /* h's names and values, in lua_next's order */
+};
+
+struct http_answers {
+	struct http_clock clock;
+	struct http_memo memo;
+};
+
 static const char *http_date(struct http_clock *c)
 {
 	static const char days[] = "SunMonTueWedThuFriSat";
@@ -589,6 +606,81 @@ static const char *http_date(struct http_clock *c)
 		         tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	}
 	return c->s;
+}
+
+/* The memo's strings: argument i (a string or nil) kept in answer's table at slot; its
+ * bytes, or NULL. */
+static const char *http_memo_arg(lua_State *T, int i, int slot)
+{
+	lua_pushvalue(T, i);
+	lua_rawseti(T, lua_upvalueindex(2), slot);
+	return lua_tostring(T, i);
+}
+
+/* [-0, +0, m] res:send's answer just made (at the top of T) is what its arguments make in
+ * this second: kept for http_memo_hit, unless h holds more than HTTP_MEMO_FIELDS fields or
+ * a value that is not a string. */
+static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int close)
+{
+	struct http_memo *m = &a->memo;
+	int n = 0;
+
+	m->valid = 0;
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
+		if (n == HTTP_MEMO_FIELDS || lua_type(T, -2) != LUA_TSTRING ||
+		    lua_type(T, -1) != LUA_TSTRING) {
+			lua_pop(T, 2);
+			return;
+		}
+		m->field[2 * n] = lua_tostring(T, -2);
+		m->field[2 * n + 1] = lua_tostring(T, -1);
+		lua_pushvalue(T, -2);
+		lua_rawseti(T, lua_upvalueindex(2), 6 + 2 * n);
+		lua_pushvalue(T, -1);
+		lua_rawseti(T, lua_upvalueindex(2), 7 + 2 * n);
+		n++;
+	}
+	lua_pushvalue(T, -1);
+	lua_rawseti(T, lua_upvalueindex(2), 1);
+	m->reason = http_memo_arg(T, 3, 2);
+	m->server = http_memo_arg(T, 4, 3);
+	m->conn = http_memo_arg(T, 6, 4);
+	m->body = http_memo_arg(T, 7, 5);
+	m->status = status;
+	m->head_only = lua_toboolean(T, 8);
+	m->close = close;
+	m->nfields = n;
+	m->t = a->clock.t;
+	m->valid = 1;
+}
+
+/* [-0, +0 or +2, -] Pushes res:send's last answer and whether it says close when these
+ * arguments made it in this second (returns 1), or nothing (returns 0). */
+static int http_memo_hit(lua_State *T, struct http_answers *a, int status, const char *reason,
+                         const char *server, const char *conn)
+{
+	struct http_memo *m = &a->memo;
+	int n = 0;
+
+	if (!m->valid || m->status != status || m->reason != reason || m->server != server ||
+	    m->conn != conn || m->body != lua_tostring(T, 7) || m->head_only != lua_toboolean(T, 8))
+		return 0;
+	http_date(&a->clock);
+	if (m->t != a->clock.t)
+		return 0;
+	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
+		if (n == m->nfields || lua_type(T, -2) != LUA_TSTRING || lua_type(T, -1) != LUA_TSTRING ||
+		    lua_tostring(T, -2) != m->field[2 * n] || lua_tostring(T, -1) != m->field[2 * n + 1]) {
+			lua_pop(T, 2);
+			return 0;
+		}
+		n++;
+	}
+	if (n != m->nfields)
+		return 0;
+	lua_rawgeti(T, lua_upvalueindex(2), 1);
+	lua_pushboolean(T, m->close);
+	return 1;
 }
 
 /* answer(h, status, reason, server, framing, connection [, body])
@@ -619,6 +711,7 @@ static int http_answer(lua_State *T)
 	const char *body = NULL, *k = NULL, *last;
 	int has_server = 0, has_date = 0, close = 0, whole = lua_type(T, 5) == LUA_TBOOLEAN;
 	int big = 0;
+	struct http_answers *a = lua_touserdata(T, lua_upvalueindex(1));
 	char small[1024], fsmall[512];
 	struct http_out o = { small, 0, sizeof small, 10 };    /* the head */
 	struct http_out f = { fsmall, 0, sizeof fsmall, 11 };  /* h's fields, in one pass */
@@ -638,6 +731,8 @@ static int http_answer(lua_State *T)
 			blen = 0;
 		}
 		big = blen > HTTP_INLINE;
+		if (http_memo_hit(T, a, status, reason, server, conn))
+			return 2;
 	} else {
 		body = luaL_optlstring(T, 7, NULL, &blen);
 	}
@@ -700,7 +795,7 @@ static int http_answer(lua_State *T)
 	}
 	if (!has_date) {
 		http_put(T, &o, "Date: ", 6);
-		http_put(T, &o, http_date(lua_touserdata(T, lua_upvalueindex(1))), 29);
+		http_put(T, &o, http_date(&a->clock), 29);
 		http_put(T, &o, "\r\n", 2);
 	}
 	http_put(T, &o, f.p, f.len);
@@ -738,8 +833,11 @@ static int http_answer(lua_State *T)
 		if (o.len <= sizeof small) {    /* a big one would stay in memory for nothing */
 			lua_pushvalue(T, -1);
 			lua_rawseti(T, lua_upvalueindex(2), 1);
+			a->memo.valid = 0;
 		}
 	}
+	if (whole && !big && o.len <= sizeof small)
+		http_memo_keep(T, a, status, close);
 	lua_pushboolean(T, close);
 	if (big && !lua_toboolean(T, 8)) {
 		lua_pushvalue(T, 7);
@@ -796,7 +894,7 @@ int luaopen_lem_http(lua_State *L)
 #endif
 	lua_pushinteger(L, HTTP_INLINE);
 	lua_setfield(L, -2, "inline");
-	memset(lua_newuserdata(L, sizeof(struct http_clock)), 0, sizeof(struct http_clock));
+	memset(lua_newuserdata(L, sizeof(struct http_answers)), 0, sizeof(struct http_answers));
 	lua_createtable(L, 1, 0);
 	lua_pushcclosure(L, http_answer, 2);
 	lua_setfield(L, -2, "answer");
