@@ -228,9 +228,9 @@ static void http_pushreq(lua_State *T, const char *buf, const struct http_head *
 	KEY(h->minor == 1 ? V_11 : V_10);
 }
 
-/* [-0, +6, m] The rest of serve's values: body kind, length, keep_alive, expect, upgrade
- * and the head's length n. */
-static void http_pushrest(lua_State *T, const char *buf, const struct http_head *h, int n)
+/* [-0, +5, m] The rest of serve's values: body kind, length, keep_alive, expect and
+ * upgrade. */
+static void http_pushrest(lua_State *T, const char *buf, const struct http_head *h)
 {
 	uint32_t i;
 
@@ -244,19 +244,19 @@ static void http_pushrest(lua_State *T, const char *buf, const struct http_head 
 		if (h->fields[i].name_len == 7 && !strncasecmp(buf + h->fields[i].name, "upgrade", 7))
 			break;
 	lua_pushboolean(T, i < h->nfields);
-	lua_pushinteger(T, n);
 }
 
-/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
- *                                     head_len | false (incomplete) | nil, status, reason
+/* serve(parser, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade
+ *                                     | false | nil, status, reason
  * A server's request as parser:request(lead, data) parses it, made at once: req (method,
  * target, path, query, version, _conn = conn, _body = the shared body without bytes when
  * there is none, and _lead (unless '') and _data: the head, parsed again into req.headers
  * only if a handler asks for them) and res (headers, _conn = conn, _req = req), with their
  * metatables; conn is the connection's state (http.lua). upgrade: the head has an
- * Upgrade field.
+ * Upgrade field. false: lead .. data is not one whole head (a head begun, or more after a
+ * head: a reader of heads up to their empty line gets that only after empty lines).
  * serve(parser, lead, data) --> method, target, path, query, version, body, length,
- *                               keep_alive, expect, upgrade, head_len | the same failures
+ *                               keep_alive, expect, upgrade | the same failures
  * made without classes (server()): the values, for http.lua to make the tables with.
  * Upvalues: Request, Headers, Response, OutHeaders, the shared empty body, the keys. */
 static int http_serve(lua_State *T)
@@ -288,14 +288,14 @@ static int http_serve(lua_State *T)
 	n = http_parse_request(buf, len, &h, &p->lim);
 	if (n < 0)
 		return http_fail(T, n);
-	if (n == 0) {
+	if ((size_t)n != len) {
 		lua_pushboolean(T, 0);
 		return 1;
 	}
 	if (lua_isnil(T, lua_upvalueindex(U_REQUEST))) {   /* values: http.lua makes the tables */
 		http_pushreq(T, buf, &h);
-		http_pushrest(T, buf, &h, n);
-		return 11;
+		http_pushrest(T, buf, &h);
+		return 10;
 	}
 	lua_createtable(T, 0, 8);                                  /* 5: req */
 	http_pushreq(T, buf, &h);                   /* 6-10: method, target, path, query, version */
@@ -341,8 +341,8 @@ static int http_serve(lua_State *T)
 	lua_setmetatable(T, 6);
 	lua_pushvalue(T, 5);
 	lua_pushvalue(T, 6);
-	http_pushrest(T, buf, &h, n);
-	return 8;
+	http_pushrest(T, buf, &h);
+	return 7;
 }
 
 /* server(Request, Headers, Response, OutHeaders, empty_body) --> serve (above)

@@ -543,8 +543,9 @@ local function body_failed(status, _, b)
 	end
 end
 
--- serve_req(P, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade,
--- head_len | false | nil, status: a request's req and res from the head lead .. data.
+-- serve_req(P, lead, data, conn) --> req, res, body, length, keep_alive, expect, upgrade
+-- | false | nil, status: a request's req and res from the head lead .. data (false: not
+-- one whole head).
 -- Under PUC Lua one C call (C.server) parses it and makes them with their tables; under
 -- LuaJIT they are made here from the values it gives: LuaJIT's table constructors copy a
 -- template, 2,000 instructions a request fewer than the C API's sets, where PUC Lua's
@@ -553,7 +554,7 @@ local serve_req
 if C.luajit then
 	local parse = C.server()
 	serve_req = function(P, lead, data, conn)
-		local method, target, path, query, version, kind, length, keep, expect, upgrade, len =
+		local method, target, path, query, version, kind, length, keep, expect, upgrade =
 			parse(P, lead, data)
 		if not method then return method, target end
 		local req = setmetatable({ method = method, target = target, path = path,
@@ -561,7 +562,7 @@ if C.luajit then
 			_body = kind == 'none' and NO_BODY or nil, _lead = lead, _data = data }, Request)
 		-- _state: a key of its own, so that looking it up finds it without the metatable
 		return req, setmetatable({ headers = setmetatable({}, OutHeaders), _conn = conn,
-			_req = req, _state = false }, Response), kind, length, keep, expect, upgrade, len
+			_req = req, _state = false }, Response), kind, length, keep, expect, upgrade
 	end
 else
 	serve_req = C.server(Request, Headers, Response, OutHeaders, NO_BODY)
@@ -674,17 +675,17 @@ local function serve_conn(srv, s, first, skip)
 			end
 			return conn
 		end
-		local req, res, kind, length, keep, expect, upgrade, len = serve_req(P, lead, data, conn)
-		if not req or len ~= #lead + #data then
+		local req, res, kind, length, keep, expect, upgrade = serve_req(P, lead, data, conn)
+		if not req then
 			local text = lead .. data
 			-- a head of empty lines only: those may precede a request line
 			while req == false and #text <= o.max_header_bytes and text:find('^[\r\n]*$') do
 				data = s:read('*u', CRLF2, o.header_timeout)
 				if not data then return conn end
 				text = text .. data
-				req, res, kind, length, keep, expect, upgrade, len = serve_req(P, text, '', conn)
+				req, res, kind, length, keep, expect, upgrade = serve_req(P, text, '', conn)
 			end
-			if not req or len ~= #text then
+			if not req then
 				return refuse(conn, req == nil and res or 400)   -- res: the status
 			end
 		end
