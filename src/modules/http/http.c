@@ -617,9 +617,9 @@ static const char *http_memo_arg(lua_State *T, int i, int slot)
 	return lua_tostring(T, i);
 }
 
-/* [-0, +0, m] res:send's answer just made (at the top of T) is what its arguments make in
- * this second: kept for http_memo_hit, unless h holds more than HTTP_MEMO_FIELDS fields or
- * a value that is not a string. */
+/* [-0, +0, m] res:send's answer just made (at the top of T, and in answer's table [1]) is
+ * what its arguments make in this second: kept for http_memo_hit, unless h holds more than
+ * HTTP_MEMO_FIELDS fields or a value that is not a string. */
 static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int close)
 {
 	struct http_memo *m = &a->memo;
@@ -640,8 +640,6 @@ static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int
 		lua_rawseti(T, lua_upvalueindex(2), 7 + 2 * n);
 		n++;
 	}
-	lua_pushvalue(T, -1);
-	lua_rawseti(T, lua_upvalueindex(2), 1);
 	m->reason = http_memo_arg(T, 3, 2);
 	m->server = http_memo_arg(T, 4, 3);
 	m->conn = http_memo_arg(T, 6, 4);
@@ -650,6 +648,7 @@ static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int
 	m->head_only = lua_toboolean(T, 8);
 	m->close = close;
 	m->nfields = n;
+	http_date(&a->clock);               /* not made for an answer with a Date of its own */
 	m->t = a->clock.t;
 	m->valid = 1;
 }
