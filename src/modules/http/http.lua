@@ -15,6 +15,9 @@ local concat, format, lower = table.concat, string.format, string.lower
 -- in its head's string: http.c)
 local PIPE_BYTES = C.inline
 local now, timer, onerror = utils.now, utils.timer, utils.onerror
+-- The methods of every lem.io stream (one class), for the request path: called as
+-- functions they cost no look-up through the stream's metatable.
+local sread, swrite, sbuffered = lemio.stdin.read, lemio.stdin.write, lemio.stdin.buffered
 
 local http = {}
 
@@ -321,9 +324,9 @@ local function conn_write(conn, ...)
 	if conn._out then
 		local out = conn._out
 		conn._out = false
-		ok, err = conn._s:write(out, ...)
+		ok, err = swrite(conn._s, out, ...)
 	else
-		ok, err = conn._s:write(...)
+		ok, err = swrite(conn._s, ...)
 	end
 	if not ok then return conn_write_failed(conn, err) end
 	return ok
@@ -407,7 +410,7 @@ function Response:send(status, body)
 		return true
 	end
 	if conn._out or conn._dead then return conn_write(conn, h) end
-	local ok, err = conn._s:write(h)      -- conn_write's common case, without its call
+	local ok, err = swrite(conn._s, h)    -- conn_write's common case, without its call
 	if not ok then return conn_write_failed(conn, err) end
 	return true
 end
@@ -629,7 +632,7 @@ local function serve_conn(srv, s, first, skip)
 			lead = ''
 			if skip == 0 then
 				conn._wait = true              -- for a drain, as an idle one
-				data, err = s:read('*u', CRLF2, GRACE)
+				data, err = sread(s, '*u', CRLF2, GRACE)
 				conn._wait = false
 				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
 			end
@@ -706,7 +709,7 @@ local function serve_conn(srv, s, first, skip)
 		conn._close = not keep or conn._close
 		-- more is buffered after a request without a body: the next one, pipelined (but an
 		-- Upgrade, whose handler may take the stream: what was held back goes out first)
-		conn._pipelined = kind == 'none' and s:buffered() > 0 and not upgrade
+		conn._pipelined = kind == 'none' and sbuffered(s) > 0 and not upgrade
 		if conn._out and not conn._pipelined then conn_write(conn) end
 		conn._res = res
 		handler(req, res)                    -- an error ends the connection (serve)
