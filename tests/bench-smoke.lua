@@ -139,7 +139,7 @@ t.ok(status == 0 and out:match('switch') and out:match('scaling'), 'bench/run --
 
 -- The scripts of the server benchmarks: --help prints their header comment, all of it
 -- (its last line is the comment's last, just before the code).
-for _, script in ipairs({ 'bench/http/run', 'bench/tls/run', 'bench/db/run' }) do
+for _, script in ipairs({ 'bench/http/run', 'bench/http/instructions', 'bench/tls/run', 'bench/db/run' }) do
 	local f = assert(io.open(root .. script))
 	local last
 	for line in f:lines() do
