@@ -709,7 +709,8 @@ static int http_answer(lua_State *T)
 	const char *conn = luaL_optlstring(T, 6, NULL, &clen);
 	const char *body = NULL, *k = NULL, *last;
 	int has_server = 0, has_date = 0, close = 0, whole = lua_type(T, 5) == LUA_TBOOLEAN;
-	int big = 0;
+	int big = 0, head_only = 0, has_length = 0;
+	uint64_t length = 0;                /* Content-Length, when has_length */
 	struct http_answers *a = lua_touserdata(T, lua_upvalueindex(1));
 	char small[1024], fsmall[512];
 	struct http_out o = { small, 0, sizeof small, 10 };    /* the head */
@@ -725,15 +726,22 @@ static int http_answer(lua_State *T)
 			return 2;
 		}
 		body = lua_tolstring(T, 7, &blen);   /* a number becomes its text, in place */
-		if (!body || status < 200 || status == 204 || status == 304) {
+		has_length = status >= 200 && status != 204 && status != 304;
+		if (!body || !has_length) {
 			body = "";
 			blen = 0;
 		}
+		length = blen;
 		big = blen > HTTP_INLINE;
+		head_only = lua_toboolean(T, 8);
 		if (http_memo_hit(T, a, status, reason, server, conn))
 			return 2;
+		if (big || head_only)
+			blen = 0;                   /* written apart, or not at all (HEAD) */
 	} else {
 		body = luaL_optlstring(T, 7, NULL, &blen);
+		if ((has_length = lua_type(T, 5) == LUA_TNUMBER))
+			length = (uint64_t)lua_tonumber(T, 5);
 	}
 	lua_settop(T, 11);                  /* 10, 11: the head's and the fields' userdata */
 	for (lua_pushnil(T); lua_next(T, 1); lua_pop(T, 1)) {
@@ -798,17 +806,9 @@ static int http_answer(lua_State *T)
 		http_put(T, &o, "\r\n", 2);
 	}
 	http_put(T, &o, f.p, f.len);
-	if (whole) {
-		if (status >= 200 && status != 204 && status != 304) {
-			http_put(T, &o, "Content-Length: ", 16);
-			http_putnum(T, &o, (uint64_t)blen);
-			http_put(T, &o, "\r\n", 2);
-		}
-		if (big || lua_toboolean(T, 8))
-			blen = 0;                   /* written apart, or not at all (HEAD) */
-	} else if (lua_type(T, 5) == LUA_TNUMBER) {
+	if (has_length) {
 		http_put(T, &o, "Content-Length: ", 16);
-		http_putnum(T, &o, (uint64_t)lua_tonumber(T, 5));
+		http_putnum(T, &o, length);
 		http_put(T, &o, "\r\n", 2);
 	} else if (lua_type(T, 5) == LUA_TSTRING) {
 		http_put(T, &o, "Transfer-Encoding: chunked\r\n", 28);
@@ -838,7 +838,7 @@ static int http_answer(lua_State *T)
 	if (whole && !big && o.len <= sizeof small)
 		http_memo_keep(T, a, status, close);
 	lua_pushboolean(T, close);
-	if (big && !lua_toboolean(T, 8)) {
+	if (big && !head_only) {
 		lua_pushvalue(T, 7);
 		return 3;
 	}
