@@ -620,7 +620,8 @@ static const char *http_memo_arg(lua_State *T, int i, int slot)
 /* [-0, +0, m] res:send's answer just made (at the top of T, and in answer's table [1]) is
  * what its arguments make in this second: kept for http_memo_hit, unless h holds more than
  * HTTP_MEMO_FIELDS fields or a value that is not a string. */
-static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int close)
+static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int head_only,
+                           int close)
 {
 	struct http_memo *m = &a->memo;
 	int n = 0;
@@ -645,7 +646,7 @@ static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int
 	m->conn = http_memo_arg(T, 6, 4);
 	m->body = http_memo_arg(T, 7, 5);
 	m->status = status;
-	m->head_only = lua_toboolean(T, 8);
+	m->head_only = head_only;
 	m->close = close;
 	m->nfields = n;
 	http_date(&a->clock);               /* not made for an answer with a Date of its own */
@@ -655,14 +656,14 @@ static void http_memo_keep(lua_State *T, struct http_answers *a, int status, int
 
 /* [-0, +0 or +2, -] Pushes res:send's last answer and whether it says close when these
  * arguments made it in this second (returns 1), or nothing (returns 0). */
-static int http_memo_hit(lua_State *T, struct http_answers *a, int status, const char *reason,
-                         const char *server, const char *conn)
+static int http_memo_hit(lua_State *T, struct http_answers *a, int status, int head_only,
+                         const char *reason, const char *server, const char *conn)
 {
 	struct http_memo *m = &a->memo;
 	int n = 0;
 
 	if (!m->valid || m->status != status || m->reason != reason || m->server != server ||
-	    m->conn != conn || m->body != lua_tostring(T, 7) || m->head_only != lua_toboolean(T, 8))
+	    m->conn != conn || m->body != lua_tostring(T, 7) || m->head_only != head_only)
 		return 0;
 	http_date(&a->clock);
 	if (m->t != a->clock.t)
@@ -734,7 +735,7 @@ static int http_answer(lua_State *T)
 		length = blen;
 		big = blen > HTTP_INLINE;
 		head_only = lua_toboolean(T, 8);
-		if (http_memo_hit(T, a, status, reason, server, conn))
+		if (http_memo_hit(T, a, status, head_only, reason, server, conn))
 			return 2;
 		if (big || head_only)
 			blen = 0;                   /* written apart, or not at all (HEAD) */
@@ -836,7 +837,7 @@ static int http_answer(lua_State *T)
 		}
 	}
 	if (whole && !big && o.len <= sizeof small)
-		http_memo_keep(T, a, status, close);
+		http_memo_keep(T, a, status, head_only, close);
 	lua_pushboolean(T, close);
 	if (big && !head_only) {
 		lua_pushvalue(T, 7);
