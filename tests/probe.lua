@@ -62,8 +62,11 @@ status, out = t.run(lem .. ' --help')
 t.ok(out:find('--warn-blocking MS', 1, true) and out:find('--debug', 1, true), '--help names both options')
 
 -- ---- the dump ----
--- Four loops: 1 and 3 sleep, 2 computes, 4 waits for a message. Each says it is ready;
--- after the dump they go on, and end once the test has seen it and made the go file.
+-- Four loops: 2 computes, 1, 3 and 4 wait for a message (and a coroutine of each loop
+-- sleeps). Each says it is ready; after the dump they go on, and end once the test has
+-- seen it and made the go file: loop 2 finds it and tells the others. The waiting loops
+-- run no Lua until then, so that the dump finds each of them running nothing (loops that
+-- woke to poll the file were caught running now and then on a slow build).
 local script = t.file(dir, 'dump.lua', [[
 local utils, loops = require 'lem.utils', require 'lem.loops'
 local go, signal = arg[1], arg[2] == 'wait' and require 'lem.signal'
@@ -83,11 +86,9 @@ utils.spawn(function() s:sleep() end)
 if loops.id == 2 then
 	local t0, n = os.time(), 0   -- until the go file is there (a minute at most)
 	while os.time() - t0 < 60 do n = n + 1 if n % 100000 == 0 then f = io.open(go) if f then f:close() break end end end   -- COMPUTE
-elseif loops.id == 4 then
-	loops.receive()
+	for _, id in ipairs { 1, 3, 4 } do loops.send(id, 'end') end
 else
-	while not f do utils.sleeper():sleep(0.02) f = io.open(go) end f:close()
-	if loops.id == 1 then loops.send(4, 'end') end
+	loops.receive()
 end
 s:wakeup()
 print('end ' .. loops.id)
