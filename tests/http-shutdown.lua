@@ -57,6 +57,20 @@ do
 	t.error(function() srv:shutdown('x') end, "bad argument #1 to 'shutdown'", 'a bad timeout is an error')
 end
 
+-- ---- a server closed or shut down before its listener's coroutine ran ----
+do
+	local closed = assert(http.listen('127.0.0.1', 0, function() end))
+	local shut = assert(http.listen('127.0.0.1', 0, function() end))
+	local ports = { closed:port(), shut:port() }
+	t.is(closed:close(), true, 'server:close() right after http.listen')
+	t.is(shut:shutdown(), true, 'server:shutdown() right after http.listen')
+	sleep(0.05)                       -- their listeners' coroutines have run: no error
+	t.is(select(2, io.tcp.connect('127.0.0.1', ports[1], 1)), 'connection refused',
+		'the closed one refuses connections, and the process goes on')
+	t.is(select(2, io.tcp.connect('127.0.0.1', ports[2], 1)), 'connection refused',
+		'so does the one shut down')
+end
+
 -- ---- SIGTERM to a four-loop server ----
 local dir = t.tmpdir()
 local port = t.free_port()

@@ -800,7 +800,7 @@ end
 
 local Server = {}
 Server.__index = Server
-function Server:close() return self.listener:close() end
+function Server:close() self.closed = true return self.listener:close() end
 function Server:port() return self.listener:port() end
 
 -- server:shutdown([timeout]) --> true: stops accepting, closes the idle connections at
@@ -811,7 +811,7 @@ function Server:shutdown(timeout)
 	if timeout ~= nil and type(timeout) ~= 'number' then
 		error("bad argument #1 to 'shutdown' (number expected, got " .. type(timeout) .. ')', 2)
 	end
-	self.draining = true
+	self.draining, self.closed = true, true
 	self.listener:close()
 	for s, conn in pairs(self.conns) do
 		if type(conn) == 'number' then -- idle, no coroutine: closed and counted here
@@ -843,7 +843,10 @@ local function start(listener, handler, opts)
 	srv.conns, srv.nconns = setmetatable({}, { __mode = 'k' }), 0
 	srv.wake = function(s, timedout) return serve(srv, s, timedout or true) end
 	srv.failed = function(msg, s) return serve_failed(srv, s, msg) end
-	utils.spawn(function() listener:autospawn(function(s) return serve(srv, s) end) end)
+	-- (closed before this coroutine ran: a listen then a close in one go)
+	utils.spawn(function()
+		if not srv.closed then listener:autospawn(function(s) return serve(srv, s) end) end
+	end)
 	-- the process's shutdown drains the server (a wait that keeps no loop running)
 	utils.spawn(function()
 		if signal.wait('shutdown') and not srv.draining then srv:shutdown() end
