@@ -140,6 +140,47 @@ t.ok(utils.now() - t0 < 0.5, '... on time', utils.now() - t0)
 for _, c in pairs(held) do c:close() end
 full:close()
 
+-- A URL that would break the request line, a bad option or header: errors where
+-- http.request was called, with no connection taken for them
+local heads_before = #heads
+for _, u in ipairs({ base .. '/a HTTP/1.1\r\nX-Injected: yes\r\nFoo: /b', base .. '/a b',
+		base .. '/a\0b', base .. '/\127', 'http://127.0.0.1:65536/', 'http://127.0.0.1:0/' }) do
+	t.error(function() http.request(u) end, 'http%-client%.lua:%d+: bad url',
+		'a bad url: ' .. ('%q'):format(u):gsub('\\\n', '\\n'))
+end
+for _, bad in ipairs({ { 'timeout', 0 / 0 }, { 'read_timeout', -1 }, { 'connect_timeout', 0 / 0 },
+		{ 'max_body', -5 }, { 'max_per_host', 0 }, { 'redirects', 0 / 0 } }) do
+	t.error(function() http.request{ url = base .. '/', [bad[1]] = bad[2] } end,
+		'http%-client%.lua:%d+: bad option ' .. bad[1] .. ' %(',
+		'bad option ' .. bad[1] .. ' = ' .. tostring(bad[2]))
+end
+t.error(function() http.request{ url = base .. '/', headers = { ['bad name'] = 'x' } } end,
+	'http%-client%.lua:%d+: invalid header name "bad name"', 'a bad header name')
+t.error(function() http.request{ url = base .. '/', headers = { x = 'a\r\nb: c' } } end,
+	'http%-client%.lua:%d+: invalid value for header x', 'a header value with CR LF')
+http.idle_timeout = 0 / 0
+t.error(function() http.request(base .. '/') end, 'http%-client%.lua:%d+: bad http.idle_timeout',
+	'http.idle_timeout NaN: an error')
+http.idle_timeout = 30
+t.is(#heads, heads_before, 'none of them sent anything')
+
+-- A request that raises once its connection's place is taken (a connect where lem cannot
+-- suspend) gives that place back: max_per_host such errors, then a request goes through
+http.close_idle()
+local saved = http.max_per_host
+http.max_per_host = 2
+local raised = 0
+for _ = 1, 3 do
+	answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' }
+	local fine, e = pcall(coroutine.wrap(function() return http.request(base .. '/wrapped') end))
+	if not fine and tostring(e):find('cannot suspend here') then raised = raised + 1 end
+end
+t.is(raised, 3, 'http.request inside coroutine.wrap: cannot suspend here')
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' }
+r, err = http.request{ url = base .. '/after', timeout = 2 }
+t.is(r and r:body(), 'ok', '... and max_per_host is whole after them', err)
+http.max_per_host = saved
+
 http.close_idle()
 listener:close()
 t.done()

@@ -425,6 +425,18 @@ do   -- an idle connection keeps no coroutine: it waits in stream:idle until idl
 	ks:close()
 end
 
+-- http.listen's bad arguments: errors where it was called, nothing left listening
+for _, bad in ipairs({ { 'header_timeout', 0 / 0 }, { 'write_timeout', 0 / 0 },
+		{ 'idle_timeout', -1 }, { 'body_timeout', 0 / 0 }, { 'max_body', 0 / 0 },
+		{ 'write_timeout', '5' }, { 'header_timout', 5 } }) do
+	t.error(function() http.listen('127.0.0.1', 0, handler, { [bad[1]] = bad[2] }) end,
+		'http%-server%.lua:%d+: ' .. (bad[1] == 'header_timout' and 'unknown option' or
+			'bad option ' .. bad[1] .. ' %(' .. (type(bad[2]) == 'string' and 'number' or 'non%-negative')),
+		'http.listen with ' .. bad[1] .. ' = ' .. tostring(bad[2]))
+end
+t.error(function() http.listen('127.0.0.1', 0, 'handler') end, "bad argument #3 to 'listen'",
+	'a handler that is not a function')
+
 t.is(#logged, before + 1 + 40, 'nothing else logged (the errors above only)')
 http.close_idle()
 server:close()

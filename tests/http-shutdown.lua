@@ -57,6 +57,38 @@ do
 	t.error(function() srv:shutdown('x') end, "bad argument #1 to 'shutdown'", 'a bad timeout is an error')
 end
 
+-- ---- handlers still running when shutdown's timeout closes their connections ----
+do
+	local got, ran = {}, 0
+	local srv = assert(http.listen('127.0.0.1', 0, function(req, res)
+		if req.method == 'POST' then
+			got.body = { req:body() }                      -- waits: the body is not all here
+			got.read = { req:read() }
+			got.start = { res:start(200) }
+		else
+			sleep(0.3)
+			got.peer = { req:peer() }
+			got.send = { res:send(200, 'late') }
+		end
+		ran = ran + 1
+	end))
+	local get = assert(io.tcp.connect('127.0.0.1', srv:port()))
+	get:write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+	local post = assert(io.tcp.connect('127.0.0.1', srv:port()))
+	post:write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc')
+	sleep(0.05)
+	t.is(srv:shutdown(0.1), true, 'server:shutdown(0.1) with two handlers running')
+	t.ok(t.eventually(function() return ran == 2 end, 2), 'both handlers end, without an error')
+	t.same(got.body, { nil, 'closed' }, 'req:body() whose connection the timeout closed: nil, closed')
+	t.same(got.read, { nil, 'closed' }, 'req:read() after it: the same')
+	t.same(got.start, { nil, 'closed' }, 'res:start() then: nil, closed')
+	t.same(got.peer, { nil, 'closed' }, 'req:peer() after the close: nil, closed')
+	t.same(got.send, { nil, 'closed' }, 'res:send() after the close: nil, closed')
+	t.is(get:read('*a', 1), '', 'the clients see the end')
+	get:close()
+	post:close()
+end
+
 -- ---- a server closed or shut down before its listener's coroutine ran ----
 do
 	local closed = assert(http.listen('127.0.0.1', 0, function() end))

@@ -126,18 +126,19 @@ local BADVALUE = '[%z\1-\8\10-\31\127]'   -- control characters but HTAB: no CR,
 
 -- Appends name: value lines of the table h to t (from t[n + 1]) but those in skip, and
 -- returns the new n. A value may be a list (one line each); false leaves the field out.
--- A name or value that would break the head raises: header injection is a bug to fix.
-local function add_fields(t, n, h, skip)
+-- A name or value that would break the head raises (where level says): header injection
+-- is a bug to fix.
+local function add_fields(t, n, h, skip, level)
 	for k, v in pairs(h) do
 		if v ~= false and not skip[k] then
 			if type(k) ~= 'string' or not k:find(TOKEN) then
-				error('invalid header name ' .. format('%q', tostring(k)), 3)
+				error('invalid header name ' .. format('%q', tostring(k)), level)
 			end
 			local list = type(v) == 'table' and v or { v }
 			for i = 1, #list do
 				local s = tostring(list[i])
 				if s:find(BADVALUE) then
-					error('invalid value for header ' .. k, 3)
+					error('invalid value for header ' .. k, level)
 				end
 				t[n + 1], t[n + 2], t[n + 3], t[n + 4] = k, ': ', s, '\r\n'
 				n = n + 4
@@ -297,7 +298,11 @@ Request.__index = function(req, k)
 	return h
 end
 body_methods(Request)
-function Request:peer() return self._conn._s:peer() end
+function Request:peer()
+	local conn = self._conn
+	if conn._dead then return nil, 'closed' end
+	return conn._s:peer()
+end
 
 local Response = {}
 Response.__index = Response
@@ -522,7 +527,7 @@ function Response:upgrade(protocol, headers)
 	local h = setmetatable({}, OutHeaders)   -- names in lower case, as the skip list's
 	for k, v in pairs(headers or {}) do h[k] = v end
 	local n = add_fields(t, 3, h, { connection = true, upgrade = true,
-		['content-length'] = true, ['transfer-encoding'] = true })
+		['content-length'] = true, ['transfer-encoding'] = true }, 3)
 	t[n + 1] = '\r\n'
 	self._state = 'upgraded'
 	local ok, err = conn_write(conn, concat(t))
@@ -792,6 +797,9 @@ local function options(opts)
 			if type(v) ~= type(DEFAULTS[k]) and v ~= false and k ~= 'tls' then
 				error('bad option ' .. k .. ' (' .. type(DEFAULTS[k]) .. ' expected)', 3)
 			end
+			if type(v) == 'number' and not (v >= 0) then   -- NaN too
+				error('bad option ' .. k .. ' (non-negative number expected)', 3)
+			end
 			o[k] = v or nil               -- false: no timeout
 		end
 	end
@@ -826,6 +834,8 @@ function Server:shutdown(timeout)
 	if timeout and next(self.conns) then
 		self.drain_timer = timer(timeout, function()
 			for s, conn in pairs(self.conns) do
+				-- a handler still running gets nil, 'closed' from then on
+				if type(conn) == 'table' then conn._dead = true end
 				s:close()
 				if type(conn) == 'number' then gone(self, s) end
 			end
@@ -957,6 +967,13 @@ local function shorter(a, b)
 	return a or b
 end
 
+local function connect(host, port, secs, tls, o)
+	if tls then   -- verified against o.tls's CAs, or the system's
+		return lemio.tls.connect(host, port, { timeout = secs, context = o.tls })
+	end
+	return lemio.tcp.connect(host, port, secs)
+end
+
 -- A connection: an idle one (unless fresh), a new one while fewer than max are open,
 -- or the first of those to come while the caller waits (until the deadline).
 -- --> stream, reused | nil, message
@@ -982,16 +999,15 @@ local function pool_acquire(p, host, port, max, o, deadline, fresh, tls)
 		end
 		if p.open < max then
 			p.open = p.open + 1
-			local err
-			local secs = shorter(o.connect_timeout, left(deadline))
-			if tls then   -- verified against o.tls's CAs, or the system's
-				s, err = lemio.tls.connect(host, port, { timeout = secs, context = o.tls })
-			else
-				s, err = lemio.tcp.connect(host, port, secs)
-			end
-			if not s then
+			-- protected: a connect that raises (called where lem cannot suspend, say) gives
+			-- its place back before the error goes on
+			local fine, err
+			fine, s, err = pcall(connect, host, port, shorter(o.connect_timeout, left(deadline)),
+				tls, o)
+			if not (fine and s) then
 				p.open = p.open - 1
 				pool_wake(p)
+				if not fine then error(s, 0) end
 				return nil, err
 			end
 			return s, false
@@ -1104,6 +1120,7 @@ local REQ_FRAMING = { ['content-length'] = true, ['transfer-encoding'] = true,
 	host = true }
 
 local function parse_url(url)
+	if url:find('[%z\1-\32\127]') then return nil end   -- would break the request line
 	local scheme, host, port, path = url:match('^(https?)://%[([%x:.]+)%]:?(%d*)(.*)$')
 	if not host then scheme, host, port, path = url:match('^(https?)://([^/:?#]+):?(%d*)(.*)$') end
 	if not host then return nil end
@@ -1112,6 +1129,7 @@ local function parse_url(url)
 	path = path:gsub('#.*$', '')
 	local default = scheme == 'https' and 443 or 80
 	port = tonumber(port) or default
+	if port < 1 or port > 65535 then return nil end
 	local authority = (host:find(':') and '[' .. host .. ']' or host) ..
 		(port ~= default and ':' .. port or '')
 	return host, port, path, authority, scheme == 'https'
@@ -1135,17 +1153,16 @@ local function parse_url_cached(url)
 	return u[1], u[2], u[3], u[4], u[5], u[6], u[7]
 end
 
--- Writes the request on s (get: the head of a GET without fields). --> true | nil, message
--- [, true: an error the body function raised, to raise again once the connection is
--- closed]
-local function send_request(s, o, method, path, authority, deadline, get)
+-- The head of a request (get: that of a GET without fields, made once per URL). A bad
+-- field raises where http.request was called, before a connection is taken.
+local function request_head(o, method, path, authority, get)
 	local body = o.body
 	if not (body or o.headers or method == 'POST' or method == 'PUT' or method == 'PATCH') then
-		return timed_write(s, shorter(o.read_timeout, left(deadline)), method == 'GET' and get
-			or method .. ' ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n')
+		return method == 'GET' and get
+			or method .. ' ' .. path .. ' HTTP/1.1\r\nHost: ' .. authority .. '\r\n\r\n'
 	end
 	local h = { method, ' ', path, ' HTTP/1.1\r\nHost: ', authority, '\r\n' }
-	local n = o.headers and add_fields(h, 6, o.headers, REQ_FRAMING) or 6
+	local n = o.headers and add_fields(h, 6, o.headers, REQ_FRAMING, 4) or 6
 	if type(body) == 'function' then
 		h[n + 1] = 'Transfer-Encoding: chunked\r\n'
 		n = n + 1
@@ -1154,11 +1171,19 @@ local function send_request(s, o, method, path, authority, deadline, get)
 		n = n + 3
 	end
 	h[n + 1] = '\r\n'
+	return concat(h)
+end
+
+-- Writes the request, its head and o.body, on s. --> true | nil, message [, true: an
+-- error the body function raised, to raise again once the connection is closed]
+local function send_request(s, o, head, deadline)
+	local body = o.body
+	if body == nil then return timed_write(s, shorter(o.read_timeout, left(deadline)), head) end
 	if type(body) ~= 'function' then
-		return timed_write(s, shorter(o.read_timeout, left(deadline)), concat(h), body or '')
+		return timed_write(s, shorter(o.read_timeout, left(deadline)), head, body)
 	end
 	local wt = function() return shorter(o.read_timeout, left(deadline)) end
-	local ok, err = timed_write(s, wt(), concat(h))
+	local ok, err = timed_write(s, wt(), head)
 	while ok do
 		local fine, piece = pcall(body)
 		if not fine then return nil, piece, true end
@@ -1170,7 +1195,7 @@ local function send_request(s, o, method, path, authority, deadline, get)
 end
 
 -- One exchange. --> response | nil, message, reused (the connection came from the pool)
-local function attempt(o, method, host, port, path, authority, deadline, fresh, tls, key, get)
+local function attempt(o, method, host, port, head, deadline, fresh, tls, key)
 	-- a TLS connection is reused only for requests that verify as it was verified
 	if tls then key = 'https:' .. tostring(o.tls or '') .. ':' .. key end
 	local p = pool_of(key)
@@ -1178,7 +1203,7 @@ local function attempt(o, method, host, port, path, authority, deadline, fresh, 
 		deadline, fresh, tls)
 	if not s then return nil, reused end
 	if not reused then s:limit(65536) end  -- a pooled one has it already
-	local ok, err, raised = send_request(s, o, method, path, authority, deadline, get)
+	local ok, err, raised = send_request(s, o, head, deadline)
 	if not ok then
 		pool_release(p, s, false)
 		if raised then error(err, 0) end
@@ -1283,6 +1308,9 @@ local function request_options(t)
 		elseif not want then error('unknown option ' .. tostring(k), 3)
 		elseif type(v) ~= want and v ~= false then
 			error('bad option ' .. k .. ' (' .. want .. ' expected)', 3)
+		elseif want == 'number' and v and not (v >= (k == 'max_per_host' and 1 or 0)) then
+			error('bad option ' .. k .. ' (' .. (k == 'max_per_host' and 'number >= 1'
+				or 'non-negative number') .. ' expected)', 3)   -- NaN too
 		end
 		o[k] = v or nil                       -- false: no timeout
 	end
@@ -1294,6 +1322,11 @@ end
 -- An https:// url is fetched over TLS, verified against the CAs of tls (a context of
 -- lem.io's) or, without one, the system's.
 function http.request(t)
+	local it, mh, mi = http.idle_timeout, http.max_per_host, http.max_idle_per_host
+	if not ((it == false or (type(it) == 'number' and it >= 0)) and type(mh) == 'number'
+			and mh >= 1 and type(mi) == 'number' and mi >= 0) then
+		error('bad http.idle_timeout, http.max_per_host or http.max_idle_per_host', 2)
+	end
 	local o, url = CLIENT_DEFAULTS, t          -- a URL alone: the defaults as they are
 	if type(t) ~= 'string' then
 		if type(t) ~= 'table' then error('bad argument #1 to \'request\' (table expected)', 2) end
@@ -1307,13 +1340,13 @@ function http.request(t)
 		if not (IDEMPOTENT[method] or method:find(TOKEN)) then error('bad method', 2) end
 		local host, port, path, authority, tls, key, get = parse_url_cached(url)
 		if not host then error('bad url ' .. url .. ' (http[s]://host[:port]/path expected)', 2) end
-		local r, err, reused = attempt(o, method, host, port, path, authority, deadline, false,
-			tls, key, get)
+		local head = request_head(o, method, path, authority, get)
+		local r, err, reused = attempt(o, method, host, port, head, deadline, false, tls, key)
 		-- a pooled connection the server closed meanwhile: once more on a new one, when
 		-- the request may be repeated
 		if not r and reused and err == 'closed' and IDEMPOTENT[method]
 				and type(o.body) ~= 'function' then
-			r, err = attempt(o, method, host, port, path, authority, deadline, true, tls, key, get)
+			r, err = attempt(o, method, host, port, head, deadline, true, tls, key)
 		end
 		if not r then return nil, err end
 		r.url = url
