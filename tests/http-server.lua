@@ -436,6 +436,16 @@ for _, bad in ipairs({ { 'header_timeout', 0 / 0 }, { 'write_timeout', 0 / 0 },
 end
 t.error(function() http.listen('127.0.0.1', 0, 'handler') end, "bad argument #3 to 'listen'",
 	'a handler that is not a function')
+t.error(function() local s = http.listen('127.0.0.1', 'abc', handler) return s end,
+	"http%-server%.lua:%d+: bad argument #2 to 'listen' %(number expected, got string%)",
+	'a port that is not a number: lem.io\'s error where http.listen was called')
+t.error(function() local s = http.listen('127.0.0.1', 70000, handler) return s end,
+	"http%-server%.lua:%d+: bad argument #2 to 'listen' %(port must be", 'a port past 65535')
+t.error(function() local s = http.listen_unix('', handler) return s end,
+	"http%-server%.lua:%d+: bad argument #1 to 'listen_unix' %(empty path%)", 'an empty Unix path')
+t.error(function() local s = http.listen('127.0.0.1', 0, handler, { tls = 'x' }) return s end,
+	'http%-server%.lua:%d+: bad option tls %(a context of io%.tls%.context expected%)',
+	'a tls option that is not a context')
 
 t.is(#logged, before + 1 + 40, 'nothing else logged (the errors above only)')
 http.close_idle()

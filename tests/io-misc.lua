@@ -25,6 +25,15 @@ t.error(function() io.unix.listen() end, "bad argument #1 to 'listen'", 'unix.li
 t.error(function() io.unix.listen('') end, 'empty path', 'unix.listen with an empty path')
 t.error(function() io.unix.listen(('x'):rep(200)) end, 'path too long', 'unix.listen with a path too long')
 t.error(function() io.unix.connect(('x'):rep(200)) end, 'path too long', 'unix.connect with a path too long')
+-- a zero byte would cut the name or path the kernel sees short
+t.error(function() io.unix.listen('/tmp/a\0b') end, "bad argument #1 to 'listen' %(zero byte in path%)",
+	'unix.listen with a zero byte in the path')
+t.error(function() io.unix.connect('/tmp/a\0b') end, "bad argument #1 to 'connect' %(zero byte in path%)",
+	'unix.connect: the same')
+t.error(function() io.tcp.listen('127.0.0.1\0x', 0) end, "bad argument #1 to 'listen' %(zero byte in host name%)",
+	'tcp.listen with a zero byte in the host')
+t.error(function() io.tcp.connect('127.0.0.1\0x', 1) end, "bad argument #1 to 'connect' %(zero byte in host name%)",
+	'tcp.connect: the same')
 t.error(function() io.unix.connect('/tmp/x', 'soon') end, "bad argument #2 to 'connect'", 'unix.connect with a string timeout')
 t.like(select(2, io.tcp.connect('not an address', 80)), '.', 'connect to a bad name: nil, message')
 

@@ -55,7 +55,7 @@ local f = open(out)
 t.is(f and f:read('*a'), 'hello over https /curl', 'curl --cacert fetches from lem\'s https server')
 if f then f:close() end
 
-t.error(function() http.listen('127.0.0.1', 0, function() end, { tls = 'x' }) end, 'bad argument',
+t.error(function() http.listen('127.0.0.1', 0, function() end, { tls = 'x' }) end, 'bad option tls',
 	'tls must be a context')
 http.close_idle()
 server:close()

@@ -29,6 +29,20 @@ t.error(function() io.tls.context{ min_version = '1.0' } end, "min_version must 
 	'min_version is checked')
 t.error(function() io.tls.context{ alpn = 'h2' } end, 'alpn must be a list', 'alpn is checked')
 t.error(function() io.tls.context() end, 'bad argument #1', 'context wants a table')
+-- io.tls.connect's bad arguments: errors at the caller's line, naming connect
+for _, bad in ipairs({ { { 1, 1 }, "#1 to 'connect' %(string expected, got number%)" },
+		{ { '127.0.0.1\0x', 1 }, "#1 to 'connect' %(zero byte in host name%)" },
+		{ { 'h', 'x' }, "#2 to 'connect' %(number expected, got string%)" },
+		{ { 'h', 70000 }, "#2 to 'connect' %(port must be a whole number" },
+		{ { 'h', 1, 'x' }, "#3 to 'connect' %(table or number expected%)" },
+		{ { 'h', 1, { tmeout = 1 } }, "#3 to 'connect' %(unknown option tmeout%)" },
+		{ { 'h', 1, { timeout = 'x' } }, "#3 to 'connect' %(timeout: number expected%)" },
+		{ { 'h', 1, { context = {} } }, "#3 to 'connect' %(context: a context of io.tls.context expected%)" },
+		{ { 'h', 1, { name = 5 } }, "#3 to 'connect' %(name: string or false expected%)" },
+		{ { 'h', 1, { name = 'a\0b' } }, "#3 to 'connect' %(zero byte in name%)" } }) do
+	t.error(function() local s = io.tls.connect(unpack(bad[1])) return s end,
+		'tls%.lua:%d+: bad argument ' .. bad[2], 'io.tls.connect: ' .. bad[2]:gsub('%%', ''))
+end
 t.error(function() io.tls.listen('127.0.0.1', 0, io.tls.context{ verify = false }) end,
 	'without a certificate', 'a listener wants a context with a certificate')
 local cadir = dir .. '/cas'

@@ -794,6 +794,9 @@ local function options(opts)
 		for k, v in pairs(opts) do
 			-- tls: a context of lem.io's, whose type no default shows
 			if DEFAULTS[k] == nil and k ~= 'tls' then error('unknown option ' .. tostring(k), 3) end
+			if k == 'tls' and getmetatable(v) ~= 'tls context' then
+				error('bad option tls (a context of io.tls.context expected)', 3)
+			end
 			if type(v) ~= type(DEFAULTS[k]) and v ~= false and k ~= 'tls' then
 				error('bad option ' .. k .. ' (' .. type(DEFAULTS[k]) .. ' expected)', 3)
 			end
@@ -864,12 +867,26 @@ local function start(listener, handler, opts)
 	return srv
 end
 
+-- lem.io's listen f(...), whose bad argument is raised where http's name was called,
+-- with the same words (the host, the port and the path are the same arguments there).
+local function listen(name, f, ...)
+	local fine, l, err = pcall(f, ...)
+	if not fine then
+		error((tostring(l):gsub('^%[lem%.http%]:%d+: ', ''):gsub("to '%?'", "to '" .. name .. "'")), 3)
+	end
+	return l, err
+end
+
 -- http.listen(host, port, handler [, options]) --> server | nil, message
 function http.listen(host, port, handler, opts)
 	if type(handler) ~= 'function' then error('bad argument #3 to \'listen\' (function expected)', 2) end
 	local o = options(opts)
 	local l, err
-	if o.tls then l, err = lemio.tls.listen(host, port, o.tls) else l, err = lemio.tcp.listen(host, port) end
+	if o.tls then
+		l, err = listen('listen', lemio.tls.listen, host, port, o.tls)
+	else
+		l, err = listen('listen', lemio.tcp.listen, host, port)
+	end
 	if not l then return nil, err end
 	return start(l, handler, o)
 end
@@ -878,7 +895,7 @@ end
 function http.listen_unix(path, handler, opts)
 	if type(handler) ~= 'function' then error('bad argument #2 to \'listen_unix\' (function expected)', 2) end
 	local o = options(opts)
-	local l, err = lemio.unix.listen(path)
+	local l, err = listen('listen_unix', lemio.unix.listen, path)
 	if not l then return nil, err end
 	return start(l, handler, o)
 end

@@ -179,7 +179,7 @@ static void connect_resolved(lua_State *L, void *obj, struct io_lookup *r)
 int io_connect_tcp(lua_State *T)
 {
 	lem_loop *loop = lem_loop_of(T);
-	const char *host = luaL_checkstring(T, 1);
+	const char *host = io_checkhost(T, 1);
 	int port = io_checkport(T, 2);
 	lua_Number timeout = io_opttimeout(T, 3);
 	struct addrinfo *res = NULL, *next = NULL;

@@ -239,6 +239,7 @@ struct io_lookup {
 int io_lookup_start(lua_State *T, int idx, const char *host, int port, int passive,
                     io_lookup_done *done);
 int io_numeric_addr(const char *host, int port, int passive, struct addrinfo **res);
+const char *io_checkhost(lua_State *T, int idx);
 int io_checkport(lua_State *T, int idx);
 void io_checkunix(lua_State *T, int idx, struct sockaddr_un *un);
 int io_pushaddr(lua_State *T, const struct sockaddr *sa, unsigned len);  /* addr, port */

@@ -124,7 +124,7 @@ static void listener_resolved(lua_State *L, void *obj, struct io_lookup *r)
  * accepted speaks TLS. */
 int io_listen_tcp_ctx(lua_State *T, struct io_tls_ctx *ctx)
 {
-	const char *host = luaL_checkstring(T, 1);
+	const char *host = io_checkhost(T, 1);
 	int port = io_checkport(T, 2);
 	int backlog = (int)luaL_optinteger(T, 3, SOMAXCONN);
 	struct io_listener *l;

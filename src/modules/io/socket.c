@@ -44,6 +44,18 @@ int io_pushaddr(lua_State *T, const struct sockaddr *sa, unsigned len)
 	return 2;
 }
 
+/* [-0, +0, v] The host name or address at idx: a C string whose end is the Lua string's
+ * (a zero byte inside would make it another name than the one given). */
+const char *io_checkhost(lua_State *T, int idx)
+{
+	size_t len;
+	const char *host = luaL_checklstring(T, idx, &len);
+
+	if (memchr(host, 0, len))
+		luaL_argerror(T, idx, "zero byte in host name");
+	return host;
+}
+
 int io_checkport(lua_State *T, int idx)
 {
 	lua_Number n = luaL_checknumber(T, idx);
@@ -61,6 +73,8 @@ void io_checkunix(lua_State *T, int idx, struct sockaddr_un *un)
 
 	if (len == 0 || len >= sizeof un->sun_path)
 		luaL_argerror(T, idx, len ? "path too long for a Unix socket" : "empty path");
+	if (memchr(path, 0, len))    /* the kernel would take the path up to it */
+		luaL_argerror(T, idx, "zero byte in path");
 	memset(un, 0, sizeof *un);
 	un->sun_family = AF_UNIX;
 	memcpy(un->sun_path, path, len);

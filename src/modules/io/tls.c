@@ -475,7 +475,7 @@ static int tls_start(lua_State *T)
 {
 	struct io_stream *s = luaL_checkudata(T, 1, IO_STREAM_MT);
 	struct io_tls_ctx *c = tls_ctx_check(T, 2);
-	const char *name = lua_toboolean(T, 3) ? luaL_checkstring(T, 3) : NULL;
+	const char *name = lua_toboolean(T, 3) ? io_checkhost(T, 3) : NULL;
 	lua_Number timeout = io_opttimeout(T, 4);
 	lem_loop *loop = s->loop;
 	struct io_tls *t;
@@ -883,17 +883,33 @@ static int tls_now(lua_State *T)
 /* io.tls.connect(host, port [, opts | timeout]) --> stream | nil, message
  * opts: timeout (the whole connect, handshake included), context (else the loop's
  * default: the system's CAs), name (what the certificate must name and SNI sends; host
- * by default; false: not checked). In Lua: it suspends twice. */
+ * by default; false: not checked). In Lua: it suspends twice. Its arguments are checked
+ * here, so that an error names connect and the line that called it, not a call inside. */
 static const char tls_connect_lua[] =
 	"local tcp_connect, start, now, default = ...\n"
+	"local function bad(n, what) error('bad argument #' .. n .. \" to 'connect' (\" .. what .. ')', 3) end\n"
+	"local OPTIONS = { timeout = true, context = true, name = true }\n"
 	"return function(host, port, opts)\n"
+	"  if type(host) ~= 'string' then bad(1, 'string expected, got ' .. type(host)) end\n"
+	"  if host:find('%z') then bad(1, 'zero byte in host name') end\n"
+	"  if type(port) ~= 'number' then bad(2, 'number expected, got ' .. type(port)) end\n"
+	"  if not (port >= 0 and port <= 65535 and port % 1 == 0) then\n"
+	"    bad(2, 'port must be a whole number from 0 to 65535')\n"
+	"  end\n"
 	"  local timeout, ctx, name = nil, nil, host\n"
 	"  if type(opts) == 'number' then timeout = opts\n"
 	"  elseif type(opts) == 'table' then\n"
+	"    for k in pairs(opts) do\n"
+	"      if not OPTIONS[k] then bad(3, 'unknown option ' .. tostring(k)) end\n"
+	"    end\n"
 	"    timeout, ctx = opts.timeout, opts.context\n"
 	"    if opts.name ~= nil then name = opts.name end\n"
+	"    if timeout ~= nil and type(timeout) ~= 'number' then bad(3, 'timeout: number expected') end\n"
+	"    if ctx ~= nil and getmetatable(ctx) ~= 'tls context' then bad(3, 'context: a context of io.tls.context expected') end\n"
+	"    if name ~= false and type(name) ~= 'string' then bad(3, 'name: string or false expected') end\n"
+	"    if name and name:find('%z') then bad(3, 'zero byte in name') end\n"
 	"  elseif opts ~= nil then\n"
-	"    error(\"bad argument #3 to 'connect' (table or number expected)\", 2)\n"
+	"    bad(3, 'table or number expected')\n"
 	"  end\n"
 	"  if ctx == nil then\n"
 	"    local err\n"
