@@ -15,9 +15,11 @@
 /* A TCP connect in progress, owned by its stream (s->conn) from io.tcp.connect until it
  * ends. Nobody else can use the stream meanwhile: it is handed out only at the end. */
 struct io_connect {
-	ev_io w;                  /* first: writable, the attempt on s->fd is over */
+	ev_io w;                  /* first: writable, the attempt on fd is over */
 	ev_timer timer;           /* the timeout of the whole connect, lookup included */
 	struct io_stream *s;
+	int fd;                   /* the attempt in progress, -1 between attempts: the
+	                             stream's (and counted open) only once connected */
 	struct io_wait caller;    /* the caller of io.tcp.connect; its value: the stream */
 	struct addrinfo *ai;      /* the addresses, NULL while they are looked up */
 	struct addrinfo *next;    /* the next to try */
@@ -34,6 +36,7 @@ static struct io_connect *connect_new(struct io_stream *s)
 		return NULL;
 	memset(c, 0, sizeof *c);
 	c->s = s;
+	c->fd = -1;
 	ev_init(&c->w, connect_writable);
 	ev_init(&c->timer, connect_timeout);
 	io_wait_init(&c->caller, s->st, &c->w, &c->timer);
@@ -46,16 +49,18 @@ void io_connect_free(struct io_stream *s)
 	struct io_connect *c = s->conn;
 
 	io_wait_free(s->loop, &c->caller, NULL);   /* stops the watchers */
+	if (c->fd >= 0)
+		close(c->fd);
 	if (c->ai)
 		freeaddrinfo(c->ai);
 	free(c);
 	s->conn = NULL;
 }
 
-/* Tries *next and the addresses after it until one connects or is in progress (s->fd,
+/* Tries *next and the addresses after it until one connects or is in progress (*fdp,
  * s->peer set), err being the failure so far. Returns 0 (connected), 1 (in progress) or
  * the last failure, -errno. */
-static int connect_next(struct io_stream *s, struct addrinfo **next, int err)
+static int connect_next(struct io_stream *s, struct addrinfo **next, int err, int *fdp)
 {
 	while (*next) {
 		struct addrinfo *ai = *next;
@@ -69,7 +74,7 @@ static int connect_next(struct io_stream *s, struct addrinfo **next, int err)
 		}
 		r = connect(fd, ai->ai_addr, ai->ai_addrlen);
 		if (r == 0 || errno == EINPROGRESS || errno == EINTR) {  /* EINTR: it goes on */
-			s->fd = fd;
+			*fdp = fd;
 			s->peerlen = ai->ai_addrlen <= CONNECT_PEER ? ai->ai_addrlen : 0;
 			memcpy(&s->peer, ai->ai_addr, s->peerlen);
 			return r == 0 ? 0 : 1;
@@ -80,14 +85,14 @@ static int connect_next(struct io_stream *s, struct addrinfo **next, int err)
 	return err;
 }
 
-/* s->fd is connected: a stream like any other from now on. */
-static void connect_ready(struct io_stream *s)
+/* fd is connected: s is a stream like any other from now on. */
+static void connect_ready(struct io_stream *s, int fd)
 {
 	int one = 1;
 
 	/* Requests and answers are small writes: send them at once, not after an ACK. */
-	setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	io_stream_ready(s, s->fd);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	io_stream_ready(s, fd);
 }
 
 /* The connect is over, err 0: connected. Its caller returns the stream or nil, message. */
@@ -98,20 +103,17 @@ static void connect_end(struct io_stream *s, int err)
 	lua_State *L = lem_state(loop);
 
 	if (err) {
-		if (s->fd >= 0) {
-			close(s->fd);
-			s->fd = -1;
-		}
 		io_wake_error(loop, &c->caller, L, err);      /* return nil, message */
 	} else {
-		connect_ready(s);
+		connect_ready(s, c->fd);
+		c->fd = -1;                                   /* not closed with c */
 		lem_anchor_push(loop, L, c->caller.val_slot);       /* return the stream */
 		io_wake(loop, &c->caller, L, 1);
 	}
-	io_connect_free(s);
+	io_connect_free(s);                               /* closes a failed attempt */
 }
 
-/* Waits for the attempt in progress on s->fd (r 1), or ends with r. */
+/* Waits for the attempt in progress on c->fd (r 1), or ends with r. */
 static void connect_go(struct io_stream *s, int r)
 {
 	struct io_connect *c = s->conn;
@@ -120,7 +122,7 @@ static void connect_go(struct io_stream *s, int r)
 		connect_end(s, r);
 		return;
 	}
-	ev_io_set(&c->w, s->fd, EV_WRITE);
+	ev_io_set(&c->w, c->fd, EV_WRITE);
 	ev_io_start(lem_ev(s->loop), &c->w);
 }
 
@@ -132,16 +134,16 @@ static void connect_writable(struct ev_loop *ev, ev_io *w, int revents)
 	socklen_t len = sizeof err;
 
 	(void)revents;
-	if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 		err = errno;
 	if (err == 0) {
 		connect_end(s, 0);
 		return;
 	}
 	ev_io_stop(ev, &c->w);
-	close(s->fd);
-	s->fd = -1;
-	connect_go(s, connect_next(s, &c->next, -err));   /* the next address, if any */
+	close(c->fd);
+	c->fd = -1;
+	connect_go(s, connect_next(s, &c->next, -err, &c->fd));   /* the next address, if any */
 }
 
 static void connect_timeout(struct ev_loop *ev, ev_timer *w, int revents)
@@ -171,7 +173,7 @@ static void connect_resolved(lua_State *L, void *obj, struct io_lookup *r)
 	}
 	c->ai = c->next = r->res;                 /* the connect owns the list now */
 	r->res = NULL;
-	connect_go(s, connect_next(s, &c->next, -EADDRNOTAVAIL));
+	connect_go(s, connect_next(s, &c->next, -EADDRNOTAVAIL, &c->fd));
 }
 
 /* io.tcp.connect(host, port [, timeout]) --> stream | nil, message
@@ -185,7 +187,7 @@ int io_connect_tcp(lua_State *T)
 	struct addrinfo *res = NULL, *next = NULL;
 	struct io_stream *s;
 	struct io_connect *c;
-	int err, r;
+	int err, r, fd = -1;
 
 	lua_settop(T, 3);
 	s = io_stream_new(T, loop, -1, IO_TCP, CONNECT_PEER);   /* 4: the stream */
@@ -194,12 +196,12 @@ int io_connect_tcp(lua_State *T)
 		return io_error(T, io_eai(err, errno));
 	if (err == 0) {
 		next = res;
-		r = connect_next(s, &next, -EADDRNOTAVAIL);
+		r = connect_next(s, &next, -EADDRNOTAVAIL, &fd);
 		if (r <= 0) {
 			freeaddrinfo(res);
 			if (r < 0)
 				return io_error(T, r);        /* return nil, message */
-			connect_ready(s);                 /* connected at once */
+			connect_ready(s, fd);             /* connected at once */
 			return 1;                         /* return the stream */
 		}
 	}
@@ -207,11 +209,13 @@ int io_connect_tcp(lua_State *T)
 	if (timeout == 0 || !(c = connect_new(s))) {
 		if (res)
 			freeaddrinfo(res);
-		io_stream_shut(s, NULL);
+		if (fd >= 0)
+			close(fd);                        /* never the stream's: not counted */
 		return io_error(T, timeout == 0 ? -ETIMEDOUT : -ENOMEM);
 	}
 	c->ai = res;
 	c->next = next;
+	c->fd = fd;
 	if (!res && (err = io_lookup_start(T, 4, host, port, 0, connect_resolved)) != 0) {
 		io_stream_shut(s, NULL);
 		return io_error(T, err);
