@@ -292,11 +292,16 @@ void lem_loop_interrupt(lem_loop *loop)
 		lua_sethook(T, interrupt_hook, INTERRUPT_MASK, 1);
 }
 
+/* The loop stops before the group does: the group's stop interrupts every loop thread,
+ * this one's too, and must find this loop stopping. Else the interrupt hooks the coroutine
+ * that called exit where it cannot suspend (in a coroutine.resume), and its unreported
+ * "interrupted!" cuts short the code that exit lets run there (docs/utils.md). */
 void lem_exit(lem_loop *loop, int status)
 {
+	lem_loop_stop(loop, status);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);   /* stopping stored before the handler can run */
 	if (loop->group)
 		lem_group_stop(loop->group, status);
-	lem_loop_stop(loop, status);
 }
 
 /* ---- tracebacks ----
