@@ -167,14 +167,18 @@ t.ok(lerr == 'lem: shutdown deadline passed in loop 1 (1 wait pending)\n' or
 
 -- A loop whose coroutines take turns (utils.yield) at the deadline: each of them is told,
 -- queued or running. One taken off the queue just as the stop came, and then not run,
--- was missing from the count.
+-- was missing from the count. Loop 1 starts the shutdown once loop 2 says its ten are
+-- there (a fixed delay from loop 1's start came, under load, before loop 2 had run its
+-- script).
 local turns = file('turns.lua', [[
 local utils, loops = require 'lem.utils', require 'lem.loops'
 if loops.id == 1 then
+	loops.receive()
 	utils.timer(0.05, function() utils.shutdown(0) end)
 	utils.spawn(function() utils.sleeper():sleep(10) end)
 else
 	for _ = 1, 10 do utils.spawn(function() while true do utils.yield() end end) end
+	loops.send(1, 'ready')
 end
 ]])
 local tbad = {}
