@@ -191,7 +191,7 @@ test-asan:
 # The tests that run several loops or the thread pool, under ThreadSanitizer.
 TSAN_TESTS ?= tests/loops.lua tests/loops-idle.lua tests/stop.lua tests/io-stream.lua tests/io-misc.lua tests/io-server.lua \
               tests/redis.lua tests/postgres.lua tests/cluster.lua tests/signal.lua tests/shutdown.lua \
-              tests/stats.lua tests/probe.lua tests/tls-loops.lua
+              tests/stats.lua tests/probe.lua tests/tls-loops.lua tests/utils.lua tests/http-loops.lua
 test-tsan:
 	@rm -f $(call SAN_REPORTS,tsan).*
 	TSAN_OPTIONS=log_path=$(call SAN_REPORTS,tsan):halt_on_error=1:second_deadlock_stack=1 \
