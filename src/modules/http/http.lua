@@ -308,7 +308,8 @@ local Response = {}
 Response.__index = Response
 
 -- The state of the request (conn) whose handler took its connection (res:upgrade), which
--- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards.
+-- srv.conns no longer holds, by stream: for serve, should the handler fail afterwards;
+-- serve_end takes it out.
 local handed = setmetatable({}, { __mode = 'k' })
 
 -- A write to the connection failed with err: it is dead, and closed if the client did
@@ -604,6 +605,8 @@ end
 local function serve_end(srv, s, conn)
 	if conn and conn._out then pcall(conn_write, conn) end   -- a pipeline cut short
 	if not (conn and conn._upgraded) then s:close() end
+	-- (weak keys are no ephemerons in Lua 5.1: conn holds s, so the entry would stay)
+	handed[s] = nil
 	gone(srv, s)
 end
 
