@@ -45,7 +45,17 @@ local server = assert(http.listen(host, port, function(req, res)
 			return piece
 		end
 	end
-	local r, err = http.request{ method = req.method, url = upstream .. req.target,
+	-- an absolute-form target goes on by its path; '*' (OPTIONS) and an authority
+	-- (CONNECT) are not proxied
+	local target = req.target
+	if target:sub(1, 1) ~= '/' then
+		if req.path:sub(1, 1) ~= '/' then
+			res.headers['content-type'] = 'text/plain'
+			return res:send(400, 'only a path or an absolute URL is proxied\n')
+		end
+		target = req.query and req.path .. '?' .. req.query or req.path
+	end
+	local r, err = http.request{ method = req.method, url = upstream .. target,
 		headers = headers, body = body, timeout = 30 }
 	if not r then
 		res.headers['content-type'] = 'text/plain'

@@ -12,13 +12,14 @@ local function start(args, name)
 	pids[#pids + 1] = pid
 	local out = wait('listening', 1)
 	t.like(out, 'listening', name .. ' starts', out)
-	return out
+	return output
 end
 
 local api_port, proxy_port, dead_port, nowhere_port = t.free_port(), t.free_port(),
 	t.free_port(), t.free_port()
 start(src .. '/examples/api.lua ' .. api_port, 'examples/api.lua')
-start(src .. '/examples/proxy.lua http://127.0.0.1:' .. api_port .. ' ' .. proxy_port, 'examples/proxy.lua')
+local proxy_output = start(src .. '/examples/proxy.lua http://127.0.0.1:' .. api_port .. ' ' ..
+	proxy_port, 'examples/proxy.lua')
 start(src .. '/examples/proxy.lua http://127.0.0.1:' .. dead_port .. ' ' .. nowhere_port, 'a proxy to nowhere')
 local api = 'http://127.0.0.1:' .. api_port
 local proxy = 'http://127.0.0.1:' .. proxy_port
@@ -86,6 +87,21 @@ t.same(v, { id = 3, name = 'yerba mate' }, 'twenty requests more on kept-alive c
 r, v = json('GET', nowhere .. '/items')
 t.is(r and r.status, 502, 'an upstream nobody listens on: 502')
 t.like(v, 'connection refused', '... saying why')
+
+-- targets that are not a path: absolute-form is proxied by its path, '*' (OPTIONS) is 400
+local lemio = require 'lem.io'
+local function raw(text)
+	local c = assert(lemio.tcp.connect('127.0.0.1', proxy_port, 2))
+	c:write(text)
+	local answer = c:read('*a', 5)
+	c:close()
+	return answer or ''
+end
+t.like(raw('GET http://127.0.0.1:' .. proxy_port .. '/items/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+	'^HTTP/1%.1 200 .*"yerba mate"', 'an absolute-form target: proxied by its path')
+t.like(raw('OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), '^HTTP/1%.1 400 ',
+	'OPTIONS *: 400, not proxied')
+t.ok(not proxy_output():find('handler error'), 'no handler error logged by the proxy', proxy_output())
 
 ---------------------------------------------------------------- curl
 local st, text = t.run('curl -s -S --max-time 10 -i ' .. proxy .. '/items/3')
