@@ -1,6 +1,7 @@
 -- lem.redis against a real redis-server, started here on a Unix socket in a temporary
--- folder: every reply type, binary values, errors, pipelining from many coroutines,
--- pub/sub, a server killed mid-wait and restarted, connect failures, the collector.
+-- folder: every reply type, binary values, errors, the commands call refuses, pipelining
+-- from many coroutines, pub/sub, a server killed mid-wait and restarted, connect
+-- failures, the collector.
 local t = require 'tap'
 local utils = require 'lem.utils'
 local redis = require 'lem.redis'
@@ -63,6 +64,78 @@ local args = {}
 for i = 1, 100 do args[#args + 1] = 'f' .. i; args[#args + 1] = i end
 t.is(r:call('HSET', 'h', unpack(args)), 100, 'a command of 201 arguments')
 t.is(r:call('HGET', 'h', 'f77'), '77', 'and its values')
+
+-- commands whose replies call cannot hand out one per command, in order (none, a stream,
+-- another mode, RESP3) raise "bad argument" at the line of the call and send nothing
+do
+	-- in a coroutine of its own, so that a call that waits for a reply never coming
+	-- fails the test instead of hanging it
+	local function refused(f, want, name)
+		local got
+		local wake = utils.sleeper()
+		utils.spawn(function()
+			got = { pcall(f) }
+			wake:wakeup()
+		end)
+		wake:sleep(1)
+		local at = debug.getinfo(f, 'S')
+		want = ('%s:%d: bad argument %s'):format(at.short_src, at.linedefined, want)
+		t.is(got and not got[1] and got[2], want, name)
+	end
+	local reply = "#1 to 'call' (CLIENT REPLY is not supported: every command gets its reply)"
+	refused(function() r:call('CLIENT', 'REPLY', 'OFF') end, reply, 'CLIENT REPLY OFF refused')
+	refused(function() r:call('CLIENT', 'REPLY', 'SKIP') end, reply, 'CLIENT REPLY SKIP refused')
+	refused(function() r:call('client', 'reply', 'on') end, reply, 'client reply on refused (any case)')
+	local mode = "#1 to 'call' (%s changes the connection's mode: use %s)"
+	refused(function() r:call('SUBSCRIBE', 'a', 'b') end, mode:format('SUBSCRIBE', 'subscribe'),
+		'SUBSCRIBE refused: use subscribe')
+	refused(function() r:call('Subscribe', 'a') end, mode:format('SUBSCRIBE', 'subscribe'),
+		'Subscribe refused (any case)')
+	refused(function() r:call('PSUBSCRIBE', 'n*') end, mode:format('PSUBSCRIBE', 'psubscribe'),
+		'PSUBSCRIBE refused: use psubscribe')
+	refused(function() r:call('UNSUBSCRIBE') end, mode:format('UNSUBSCRIBE', 'unsubscribe'),
+		'UNSUBSCRIBE refused: use unsubscribe')
+	refused(function() r:call('punsubscribe', 'n*') end, mode:format('PUNSUBSCRIBE', 'punsubscribe'),
+		'PUNSUBSCRIBE refused: use punsubscribe')
+	local sharded = "#1 to 'call' (sharded pub/sub is not supported: it changes the connection's mode)"
+	refused(function() r:call('SSUBSCRIBE', 'a') end, sharded, 'SSUBSCRIBE refused')
+	refused(function() r:call('SUNSUBSCRIBE') end, sharded, 'SUNSUBSCRIBE refused')
+	refused(function() r:call('MONITOR') end,
+		"#1 to 'call' (MONITOR is not supported: it streams replies nobody asked for)", 'MONITOR refused')
+	refused(function() r:call('SYNC') end,
+		"#1 to 'call' (SYNC is for replicas: it streams replies nobody asked for)", 'SYNC refused')
+	refused(function() r:call('PSYNC', '?', -1) end,
+		"#1 to 'call' (PSYNC is for replicas: it streams replies nobody asked for)", 'PSYNC refused')
+	refused(function() r:call('REPLCONF', 'ACK', 0) end,
+		"#1 to 'call' (REPLCONF is for replicas: some of its forms get no reply)", 'REPLCONF refused')
+	local resp3 = "#2 to 'call' (only protocol 2 is supported: replies are read as RESP2)"
+	refused(function() r:call('HELLO', 3) end, resp3, 'HELLO 3 refused')
+	refused(function() r:call('hello', '3', 'SETNAME', 'x') end, resp3, 'hello 3 SETNAME refused')
+	t.is(type(r:call('HELLO')), 'table', 'HELLO alone: served')
+	t.is(type(r:call('HELLO', 2)), 'table', 'HELLO 2: served')
+	t.is(r:call('CLIENT', 'SETNAME', 'lem'), 'OK', 'other CLIENT commands: served')
+	t.is(r:call('PING'), 'PONG', 'the refused commands sent nothing')
+
+	-- a refused CLIENT REPLY SKIP among pipelined callers: each of the others its reply
+	local got, done = {}, 0
+	local wake = utils.sleeper()
+	local function spawn(name, f)
+		utils.spawn(function()
+			got[name] = { pcall(f) }
+			done = done + 1
+			if done == 3 then wake:wakeup() end
+		end)
+	end
+	spawn('skip', function() return r:call('CLIENT', 'REPLY', 'SKIP') end)
+	spawn('set', function() return r:call('SET', 'k1', 'v1') end)
+	spawn('get', function() return r:call('GET', 'k1') end)
+	wake:sleep(5)
+	t.is(done, 3, 'three pipelined callers returned')
+	t.like(got.skip and not got.skip[1] and got.skip[2], 'CLIENT REPLY is not supported',
+		'CLIENT REPLY SKIP raised in its coroutine')
+	t.same(got.set, { true, 'OK' }, 'SET got its own OK')
+	t.same(got.get, { true, 'v1' }, 'GET got its own value')
+end
 
 -- pipelining: 100 coroutines, 100 commands each, on one connection
 do

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -662,10 +663,74 @@ static void redis_grow(lua_State *T, struct redis_conn *c)
 	c->qcap = cap;
 }
 
+/* Whether the command (s, len) is lit, in any case: lengths first, as they mostly differ. */
+#define REDIS_IS(s, len, lit) ((len) == sizeof lit - 1 && strncasecmp(s, lit, sizeof lit - 1) == 0)
+
+/* Whether argument idx of a call is lit, in any case. */
+static int redis_arg_is(lua_State *T, int idx, const char *lit)
+{
+	size_t len;
+	const char *s = lua_tolstring(T, idx, &len);   /* a number too, as redis_prepare */
+
+	return s && len == strlen(lit) && strncasecmp(s, lit, len) == 0;
+}
+
+/* [-0, +0, v] Raises "bad argument" for a command that call cannot follow. Its FIFO
+ * needs one reply per command: a command that silences replies, changes the connection's
+ * mode or streams replies would leave its caller waiting forever, or hand a reply to the
+ * caller behind it; RESP3 replies (maps, pushes) are not read. Runs at every call: most
+ * commands leave at their first letter or their length, before any compare. */
+static void redis_refuse(lua_State *T, const char *cmd, size_t len)
+{
+	const char *why = NULL;
+
+	switch (cmd[0] | 0x20) {                  /* an ASCII letter, folded to lower case */
+	case 'c':
+		if (REDIS_IS(cmd, len, "CLIENT") && redis_arg_is(T, 3, "REPLY"))
+			why = "CLIENT REPLY is not supported: every command gets its reply";
+		break;
+	case 'h':
+		if (REDIS_IS(cmd, len, "HELLO") && lua_isstring(T, 3) && !redis_arg_is(T, 3, "2"))
+			luaL_argerror(T, 3, "only protocol 2 is supported: replies are read as RESP2");
+		break;
+	case 'm':
+		if (REDIS_IS(cmd, len, "MONITOR"))
+			why = "MONITOR is not supported: it streams replies nobody asked for";
+		break;
+	case 'p':
+		if (REDIS_IS(cmd, len, "PSUBSCRIBE"))
+			why = "PSUBSCRIBE changes the connection's mode: use psubscribe";
+		else if (REDIS_IS(cmd, len, "PUNSUBSCRIBE"))
+			why = "PUNSUBSCRIBE changes the connection's mode: use punsubscribe";
+		else if (REDIS_IS(cmd, len, "PSYNC"))
+			why = "PSYNC is for replicas: it streams replies nobody asked for";
+		break;
+	case 'r':
+		if (REDIS_IS(cmd, len, "REPLCONF"))
+			why = "REPLCONF is for replicas: some of its forms get no reply";
+		break;
+	case 's':
+		if (REDIS_IS(cmd, len, "SUBSCRIBE"))
+			why = "SUBSCRIBE changes the connection's mode: use subscribe";
+		else if (REDIS_IS(cmd, len, "SSUBSCRIBE") || REDIS_IS(cmd, len, "SUNSUBSCRIBE"))
+			why = "sharded pub/sub is not supported: it changes the connection's mode";
+		else if (REDIS_IS(cmd, len, "SYNC"))
+			why = "SYNC is for replicas: it streams replies nobody asked for";
+		break;
+	case 'u':
+		if (REDIS_IS(cmd, len, "UNSUBSCRIBE"))
+			why = "UNSUBSCRIBE changes the connection's mode: use unsubscribe";
+		break;
+	}
+	if (why)
+		luaL_argerror(T, 2, why);
+}
+
 /* r:call(command, ...) --> reply | nil, message */
 static int redis_call(lua_State *T)
 {
 	struct redis_conn *c = lua_touserdata(T, 1);
+	const char *cmd;
 	size_t len;
 	unsigned at;
 	int r, now;
@@ -675,7 +740,8 @@ static int redis_call(lua_State *T)
 	if (!c || !lua_getmetatable(T, 1) || !lua_rawequal(T, -1, lua_upvalueindex(1)))
 		redis_check(T);                       /* raises "bad argument" */
 	lua_pop(T, 1);
-	luaL_checkstring(T, 2);
+	cmd = luaL_checklstring(T, 2, &len);
+	redis_refuse(T, cmd, len);
 	if (c->state != REDIS_OPEN)
 		return redis_closed(T);
 	if (c->subscribed) {
