@@ -171,6 +171,36 @@ t.ok(n == nil or type(n) == 'number', 'copy out does not hang the connection')
 n, msg = db:query('copy t from stdin')
 t.is(n, nil, 'copy in fails'); t.like(msg, 'not supported', 'with a message saying so')
 t.is(db:query('select 2 as two')[1].two, 2, 'the connection works after copy')
+do   -- COPY TO STDOUT of any size: its rows are dropped as they come. A loop that spun
+	-- would not answer even SIGTERM: the copies run in a child killed after 60 s.
+	local script = t.file(dir, 'copy.lua', ([[
+local postgres = require 'lem.postgres'
+local db = assert(postgres.connect(%q, 30))
+for _, n in ipairs { 5000, 200000 } do
+	print(db:query(('copy (select generate_series(1, %%d)) to stdout'):format(n)))
+end
+print(db:query('select 3 as x')[1].x)
+local res, err = db:pipeline(function(p)
+	p:query('copy (select generate_series(1, 50000)) to stdout')
+	p:query('select 4 as x')
+end)
+print(res and res[1], res and res[2][1].x, err)
+print(db:query('copy t from stdin'))
+print(db:query('select 5 as x')[1].x)
+]]):format(conninfo))
+	local t0 = t.now()
+	local status, out, err = t.run('timeout -s KILL 60 ' .. t.lem .. ' ' .. script)
+	t.is(status, 0, 'copies to stdout of 5,000 and 200,000 rows end', err)
+	local lines = {}
+	for l in out:gmatch('[^\n]+') do lines[#lines + 1] = l end
+	t.is(lines[1], '5000\tCOPY 5000', 'copy out of 5,000 rows: its count')
+	t.is(lines[2], '200000\tCOPY 200000', 'copy out of 200,000 rows: its count')
+	t.is(lines[3], '3', 'the connection works after them')
+	t.is(lines[4], '50000\t4\tnil', 'a copy out inside a pipeline')
+	t.like(lines[5], 'not supported', 'copy in fails')
+	t.is(lines[6], '5', 'the connection works after it')
+	t.ok(utils.now() - t0 < 30, 'in bounded time')
+end
 
 -- ---- prepared statements ----
 n, st = db:prepare('byid', 'select v from t where id = $1')

@@ -221,6 +221,35 @@ static void pg_keep(struct pg_query *q, PGresult *res)
 	q->res = res;
 }
 
+/* What a COPY result asks: lem.postgres takes no data in and drops what comes out. */
+static void pg_copy(struct pg_conn *c, struct pg_req *r, PGresult *res)
+{
+	switch (PQresultStatus(res)) {
+	case PGRES_COPY_IN:
+		PQputCopyEnd(c->conn, "COPY FROM STDIN is not supported by lem.postgres");
+		c->flushing = PQflush(c->conn) > 0;
+		break;
+	case PGRES_COPY_OUT:
+		r->copying = 1;
+		break;
+	default:
+		break;
+	}
+}
+
+/* Drops the rows of a COPY TO STDOUT that came; 0 while more are to come. Until the
+ * copy ends libpq is not busy and PQgetResult returns the COPY_OUT result again:
+ * asking for it instead of waiting for the socket would spin. */
+static int pg_copy_out(PGconn *conn)
+{
+	char *buf;
+	int n;
+
+	while ((n = PQgetCopyData(conn, &buf, 1)) > 0)
+		PQfreemem(buf);
+	return n != 0;                          /* -1 the end, -2 an error: a result next */
+}
+
 /* Reads what came for the head of the FIFO; ends it when all of it came. */
 static void pg_receive(struct pg_conn *c)
 {
@@ -228,7 +257,14 @@ static void pg_receive(struct pg_conn *c)
 	struct pg_req *r;
 	PGresult *res;
 
-	while ((r = c->head) && r->sent && !PQisBusy(conn)) {
+	while ((r = c->head) && r->sent) {
+		if (r->copying) {
+			if (!pg_copy_out(conn))
+				return;                 /* pg_io reads more */
+			r->copying = 0;
+		}
+		if (PQisBusy(conn))
+			return;
 		res = PQgetResult(conn);
 		if (r->kind == PG_PIPELINE) {
 			if (res && PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
@@ -240,23 +276,18 @@ static void pg_receive(struct pg_conn *c)
 				pg_next(c);
 			} else if (!res) {
 				r->at++;                  /* a query's results end with NULL */
-			} else if (r->at < r->nq) {
-				pg_keep(&r->q[r->at], res);
 			} else {
-				PQclear(res);
+				pg_copy(c, r, res);
+				if (r->at < r->nq)
+					pg_keep(&r->q[r->at], res);
+				else
+					PQclear(res);
 			}
 			continue;
 		}
 		if (res) {
-			ExecStatusType st = PQresultStatus(res);
+			pg_copy(c, r, res);
 			pg_keep(&r->q[0], res);
-			if (st == PGRES_COPY_IN)       /* lem.postgres does not do COPY */
-				PQputCopyEnd(conn, "COPY FROM STDIN is not supported by lem.postgres");
-			else if (st == PGRES_COPY_OUT) {
-				char *buf;
-				while (PQgetCopyData(conn, &buf, 1) > 0)
-					PQfreemem(buf);
-			}
 			continue;
 		}
 		pg_shift(c);

@@ -73,6 +73,7 @@ struct pg_req {
 	int failed;                 /* could not be sent: ends with libpq's message */
 	int nq;                     /* queries: one, or a pipeline's */
 	int at;                     /* a pipeline's query whose results come now */
+	int copying;                /* the rows of a COPY TO STDOUT come now */
 	int queued;                 /* from its caller's suspension to pg_end */
 	int spare;                  /* its connection keeps it (pg_req_new) */
 	size_t size;                /* of the userdata */
