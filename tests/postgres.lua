@@ -588,6 +588,29 @@ do
 	prepared:run('twice', 1)
 	t.is(inits, 1, 'once per connection')
 	prepared:close()
+	-- an init that raises: its connection is closed, its place given back, the error goes on
+	local inits2, thrown, first = 0, {}, nil
+	local raising = postgres.pool(conninfo, { size = 1, timeout = 5, init = function(db)
+		inits2 = inits2 + 1
+		if inits2 == 1 then first = db assert(db:query('select * from no_such_table')) end
+		if inits2 == 2 then error(thrown) end
+		return true
+	end })
+	local waited
+	utils.spawn(function() waited = { pcall(raising.get, raising) } end)   -- waits for the place
+	ok, e = pcall(raising.get, raising)
+	t.like(tostring(e), 'no_such_table', 'an init that raises: get raises its error')
+	t.is(first:status(), 'closed', 'the connection it ran on is closed')
+	t.same({ raising:count() }, { 1, 0, 0 }, 'its place goes to the waiter')
+	for _ = 1, 500 do if waited then break end sleep(0.01) end
+	t.ok(waited and waited[1] == false and waited[2] == thrown,
+		'whose init raises a value that is not a string: it goes on as it is')
+	t.same({ raising:count() }, { 0, 0, 0 }, 'and gives the place back')
+	local again = raising:get(5)
+	t.is(again and again:query('select 1 as x')[1].x, 1, 'the next get connects in it')
+	t.same({ raising:count() }, { 1, 0, 0 }, 'one connection, lent')
+	raising:put(again)
+	raising:close()
 	t.error(function() postgres.pool(conninfo, { size = 0 }) end, 'size', 'a bad size raises')
 	t.error(function() postgres.pool() end, "bad argument #1 to 'pool'", 'a pool without conninfo raises')
 	pool:close()

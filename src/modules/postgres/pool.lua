@@ -31,14 +31,19 @@ local function release(pool)
 	end
 end
 
--- Connects in a place counted already; gives the place back when that fails.
+-- Connects in a place counted already; gives the place back when that fails, and
+-- when init raises, before its error goes on (else the place were lost for good).
 local function connect(pool, deadline)
 	local db, err = postgres.connect(pool.conninfo, deadline and deadline - now())
 	if db and pool.init then
-		local ok, why = pool.init(db)
-		if not ok then
+		local ran, ok, why = pcall(pool.init, db)
+		if not (ran and ok) then
 			db:close()
 			db, err = nil, why or 'init failed'
+		end
+		if not ran then
+			release(pool)
+			error(ok, 0)
 		end
 	end
 	if db and pool.closed then
