@@ -109,6 +109,31 @@ t.is(r.j, math.huge, 'infinity parameter')
 t.error(function() db:query('select $1', {}) end, 'table cannot be a parameter', 'a table parameter raises')
 t.error(function() db:query('select $1', print) end, 'function cannot be a parameter', 'a function parameter raises')
 t.error(function() db:query() end, "bad argument #1 to 'query'", 'query without sql')
+-- text goes to libpq as C strings: a zero byte in it raises rather than cutting it short
+t.error(function() db:query('select $1::text', 'a\0b') end,
+	"postgres%.lua:%d+: bad argument #2 to 'query' %(zero byte in a text parameter; use postgres%.binary%)",
+	'a zero byte in a text parameter raises at the caller')
+t.error(function() db:query('select $1::int, $2::text', 1, 'x\0') end, "bad argument #3 to 'query'",
+	'the argument it is in')
+t.error(function() db:query('select 1 as a\0; select 2 as b') end,
+	"postgres%.lua:%d+: bad argument #1 to 'query' %(zero byte in SQL%)", 'a zero byte in SQL raises')
+t.error(function() db:prepare('z', 'select 1\0') end, "postgres%.lua:%d+: bad argument #2 to 'prepare' %(zero byte",
+	'in the SQL of a prepare')
+t.error(function() db:prepare('z\0y', 'select 1') end, "postgres%.lua:%d+: bad argument #1 to 'prepare' %(zero byte",
+	'in a statement\'s name')
+t.error(function() db:run('z\0y') end, "postgres%.lua:%d+: bad argument #1 to 'run' %(zero byte", 'in the name of a run')
+t.error(function() db:run('byid', 'a\0') end, "postgres%.lua:%d+: bad argument #2 to 'run' %(zero byte",
+	'in a parameter of a run')
+t.error(function() db:pipeline(function(p) p:query('select $1::text', 'x\0y') end) end,
+	"postgres%.lua:%d+: bad argument #2 to 'query' %(zero byte in a text parameter", 'in a pipeline\'s parameter')
+t.error(function() db:pipeline(function(p) p:query('select 1\0') end) end,
+	"postgres%.lua:%d+: bad argument #1 to 'query' %(zero byte in SQL%)", 'in a pipeline\'s SQL')
+t.error(function() db:pipeline(function(p) p:run('by\0id') end) end,
+	"postgres%.lua:%d+: bad argument #1 to 'run' %(zero byte", 'in a pipeline\'s statement name')
+t.error(function() postgres.connect(conninfo .. '\0 port=1') end,
+	"postgres%.lua:%d+: bad argument #1 to 'connect' %(zero byte", 'in a connection string')
+rows = db:query('select $1::text as t, length($2::bytea) as n', 'ab', postgres.binary('a\0b'))
+t.same(rows and { rows[1].t, rows[1].n }, { 'ab', 3 }, 'postgres.binary sends a zero byte')
 -- a connection reuses its last result's strings and its ended requests
 rows = db:query('select $1::int4 as x, -7::int8 as y', 1)
 t.ok(rows and rows[1].x == 1 and rows[1].y == -7, 'two columns, a negative int8')
@@ -613,6 +638,16 @@ do
 	raising:close()
 	t.error(function() postgres.pool(conninfo, { size = 0 }) end, 'size', 'a bad size raises')
 	t.error(function() postgres.pool() end, "bad argument #1 to 'pool'", 'a pool without conninfo raises')
+	local counts = { pool:count() }
+	t.error(function() postgres.pool(conninfo .. '\0') end, "postgres%.lua:%d+: bad argument #1 to 'pool' %(zero byte",
+		'a pool\'s connection string with a zero byte raises')
+	t.error(function() pool:query('select $1::text', 'a\0') end,
+		"postgres%.lua:%d+: bad argument #2 to 'query' %(zero byte in a text parameter", 'pool:query with a zero byte')
+	t.error(function() pool:query('select 1\0') end, "postgres%.lua:%d+: bad argument #1 to 'query' %(zero byte in SQL",
+		'pool:query: in its SQL')
+	t.error(function() pool:run('by\0id') end, "postgres%.lua:%d+: bad argument #1 to 'run' %(zero byte",
+		'pool:run: in its name')
+	t.same({ pool:count() }, counts, 'no connection taken by them')
 	pool:close()
 	t.same({ pool:count() }, { 0, 0, 0 }, 'close closes the idle connections')
 end

@@ -620,6 +620,18 @@ static int pg_wait(lua_State *T, struct pg_conn *c, struct pg_req *r, lua_Number
 	return ret;
 }
 
+/* [-0, +0, v] The string at idx, which libpq takes as a C string: one with a zero
+ * byte raises "bad argument" (with the message what) rather than being cut short
+ * there without a word. */
+static const char *pg_checktext(lua_State *T, int idx, size_t *len, const char *what)
+{
+	const char *s = luaL_checklstring(T, idx, len);
+
+	if (memchr(s, '\0', *len))
+		luaL_argerror(T, idx, what);
+	return s;
+}
+
 static lua_Number pg_opttimeout(lua_State *T, int idx)
 {
 	lua_Number t;
@@ -637,12 +649,13 @@ static int pg_statement(lua_State *T, enum pg_kind kind)
 	struct pg_conn *c = pg_check(T);
 	int top = lua_gettop(T), from = kind == PG_PREPARE ? 4 : 3;
 	size_t len, len2 = 0;
-	const char *sql = luaL_checklstring(T, 2, &len), *sql2 = NULL;
+	const char *sql = pg_checktext(T, 2, &len, kind == PG_QUERY ? "zero byte in SQL" :
+	                               "zero byte in a statement's name"), *sql2 = NULL;
 	struct pg_req *r;
 	char *mem;
 
 	if (kind == PG_PREPARE) {
-		sql2 = luaL_checklstring(T, 3, &len2);
+		sql2 = pg_checktext(T, 3, &len2, "zero byte in SQL");
 		luaL_argcheck(T, top <= 3, 4, "prepare takes no parameters");
 	}
 	if (c->conn && PQstatus(c->conn) == CONNECTION_BAD && !c->head)
@@ -718,7 +731,9 @@ static int pg_record(lua_State *T)
 	luaL_argcheck(T, ours, 1, "a pipeline's recorder expected");
 	luaL_argcheck(T, p->live && p->c->recorder == p, 1,
 	              "a recorder used outside its pipeline's function");
-	sql = luaL_checklstring(T, 2, &st.len);
+	st.run = lua_toboolean(T, lua_upvalueindex(1));
+	sql = pg_checktext(T, 2, &st.len, st.run ? "zero byte in a statement's name" :
+	                   "zero byte in SQL");
 	need = sizeof st + st.len + 1 + value_size(T, 3, top);   /* checks the parameters */
 	c = p->c;
 	if (c->rec_size - c->rec_len < need) {
@@ -732,7 +747,6 @@ static int pg_record(lua_State *T)
 		c->rec_size = size;
 	}
 	st.n = top - 2;
-	st.run = lua_toboolean(T, lua_upvalueindex(1));
 	at = c->rec + c->rec_len;
 	memcpy(at, &st, sizeof st);
 	at += sizeof st;
@@ -900,7 +914,7 @@ static int pg_tostring(lua_State *T)
 static int pg_connect(lua_State *T)
 {
 	size_t len;
-	const char *conninfo = luaL_checklstring(T, 1, &len);
+	const char *conninfo = pg_checktext(T, 1, &len, "zero byte in the connection string");
 	lua_Number timeout = pg_opttimeout(T, 2);
 	struct pg_conn *c;
 	struct pg_req *r;

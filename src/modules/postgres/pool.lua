@@ -9,8 +9,8 @@
 local postgres = ...
 local utils = require 'lem.utils'
 
-local type, error, pcall, ipairs, setmetatable = type, error, pcall, ipairs, setmetatable
-local remove = table.remove
+local type, error, pcall, ipairs, select, setmetatable = type, error, pcall, ipairs, select, setmetatable
+local remove, find = table.remove, string.find
 local sleeper, now = utils.sleeper, utils.now
 
 local Pool = {}
@@ -115,11 +115,26 @@ function Pool:with(f, ...)
 	return back(self, db, pcall(f, db, ...))
 end
 
+-- Raises, at the caller of pool:query or pool:run, what db:query or db:run would for
+-- a string with a zero byte: raised inside with, the error would point here.
+local function text(name, ...)
+	for i = 1, select('#', ...) do
+		local v = select(i, ...)
+		if type(v) == 'string' and find(v, '\0', 1, true) then
+			local what = i > 1 and 'a text parameter; use postgres.binary' or
+				name == 'run' and "a statement's name" or 'SQL'
+			error(("bad argument #%d to '%s' (zero byte in %s)"):format(i, name, what), 3)
+		end
+	end
+end
+
 function Pool:query(...)
+	text('query', ...)
 	return self:with(function(db, ...) return db:query(...) end, ...)
 end
 
 function Pool:run(...)
+	text('run', ...)
 	return self:with(function(db, ...) return db:run(...) end, ...)
 end
 
@@ -152,6 +167,9 @@ end
 return function(conninfo, opts)
 	if type(conninfo) ~= 'string' then
 		error("bad argument #1 to 'pool' (string expected, got " .. type(conninfo) .. ')', 2)
+	end
+	if find(conninfo, '\0', 1, true) then   -- (connect would raise in get, the place lost)
+		error("bad argument #1 to 'pool' (zero byte in the connection string)", 2)
 	end
 	opts = opts or {}
 	if type(opts) ~= 'table' then

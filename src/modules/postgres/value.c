@@ -40,10 +40,12 @@ int value_is_binary(lua_State *T, int idx)
 }
 
 /* [-0, +0, v] The bytes the parameters at from..to of T need in a request: libpq's
- * arrays and the values' text. Raises "bad argument" for a value SQL has no place for. */
+ * arrays and the values' text. Raises "bad argument" for a value SQL has no place for,
+ * and for a string with a zero byte (bytes go as postgres.binary). */
 size_t value_size(lua_State *T, int from, int to)
 {
 	size_t n = 0, len;
+	const char *s;
 
 	for (int i = from; i <= to; i++) {
 		n += sizeof(char *) + 2 * sizeof(int);
@@ -55,7 +57,10 @@ size_t value_size(lua_State *T, int from, int to)
 			n += VALUE_NUMLEN;
 			break;
 		case LUA_TSTRING:
-			lua_tolstring(T, i, &len);
+			s = lua_tolstring(T, i, &len);
+			/* libpq takes text as a C string: a zero byte would end it there */
+			if (memchr(s, '\0', len))
+				luaL_argerror(T, i, "zero byte in a text parameter; use postgres.binary");
 			n += len + 1;
 			break;
 		case LUA_TLIGHTUSERDATA:
