@@ -34,6 +34,9 @@ local function handler(req, res)
 	elseif p == '/rel/a' then
 		res.headers.location = 'b?x=1'
 		res:send(302)
+	elseif p == '/rel/dots/x' then
+		res.headers.location = '../y/./z?q=1'
+		res:send(301)
 	elseif p == '/loop' then
 		res.headers.location = '/loop'
 		res:send(302)
@@ -200,6 +203,15 @@ t.is(r.status, 307, '307 with a body from a function: not followed (it cannot be
 r:close()
 r = assert(http.request{ url = base .. '/rel/a', redirects = 1 })
 t.is(r:body(), 'GET /rel/b?x=1  nil nil', 'a relative Location')
+r = assert(http.request{ url = base .. '/rel/dots/x', redirects = 1 })
+t.is(r:body(), 'GET /rel/y/z?q=1  nil nil', 'a relative Location with . and .. segments: removed')
+r = assert(http.request{ url = base .. '/r303', body = 'data', redirects = 1,
+	headers = { ['Content-Type'] = 'text/plain' } })
+t.is(r:body(), 'GET /target  nil nil', '303 after a GET with a body: without the body and its fields')
+n = 0
+r = assert(http.request{ method = 'POST', url = base .. '/r303', redirects = 1,
+	body = function() n = n + 1 return n == 1 and 'once' or nil end })
+t.is(r:body(), 'GET /target  nil nil', '303 with a body from a function: followed, the body not sent again')
 r = assert(http.request{ url = base .. '/loop', redirects = 3 })
 t.is(r.status, 302, 'redirects = 3 on a loop: the fourth 302 is the answer')
 local loops = 0

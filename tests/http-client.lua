@@ -181,6 +181,66 @@ r, err = http.request{ url = base .. '/after', timeout = 2 }
 t.is(r and r:body(), 'ok', '... and max_per_host is whole after them', err)
 http.max_per_host = saved
 
+-- After 101 the connection speaks another protocol: a response read to its end does not
+-- put it back in the pool (the next request went out on it, answered in that protocol)
+http.close_idle()
+answers = { 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n',
+	'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' }
+local before = accepted
+r = assert(http.request(base .. '/switch'))
+t.is(r.status, 101, 'a 101 answer')
+t.is(r:body(), '', '... has no body')
+r, err = http.request{ url = base .. '/after-101', timeout = 2 }
+t.is(r and r:body(), 'ok', 'the next request is answered', err)
+t.is(accepted, before + 2, '... on a new connection')
+
+-- Reads after r:close() say closed
+http.close_idle()
+answers = { 'HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n' .. ('x'):rep(100000) }
+r = assert(http.request(base .. '/closed-then-read'))
+t.is(r:close(), true, 'r:close() with a body unread')
+t.same({ r:read() }, { nil, 'closed' }, 'r:read() after it: nil, closed')
+t.same({ r:body() }, { nil, 'closed' }, 'r:body() after it: the same')
+
+-- max_body bounds r:body(); r:read() streams a body of any length, chunked too
+http.close_idle()
+local big = ('y'):rep(3000)
+local chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' ..
+	('bb8\r\n' .. big .. '\r\n'):rep(3) .. '0\r\n\r\n'
+answers = { chunked, chunked }
+r = assert(http.request{ url = base .. '/stream', max_body = 1000 })
+local got = 0
+while true do
+	local piece = r:read()
+	if not piece then break end
+	got = got + #piece
+end
+t.is(got, 9000, 'max_body = 1000: r:read() streams a chunked body of 9,000 bytes')
+r = assert(http.request{ url = base .. '/whole', max_body = 1000 })
+t.same({ r:body() }, { nil, 'body too large' }, '... and r:body() of the same: body too large')
+
+-- A pooled connection the server resets just as the next request comes (it closed with
+-- that request unread): the request is sent again on a new connection, as for a close
+local resets, rl = 0, assert(io.tcp.listen('127.0.0.1', 0))
+utils.spawn(function()
+	rl:autospawn(function(c)
+		resets = resets + 1
+		c:read('*u', '\r\n\r\n', 5)
+		c:write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
+		utils.sleeper():sleep(0.2)    -- the next request comes meanwhile, unread: a reset
+		c:close()
+	end)
+end)
+local rbase = 'http://127.0.0.1:' .. rl:port() .. '/'
+r = assert(http.request{ url = rbase, timeout = 5 })
+t.is(r:body(), 'ok', 'a first request, its connection pooled')
+utils.sleeper():sleep(0.05)
+r, err = http.request{ url = rbase, timeout = 5 }
+t.is(r and r:body(), 'ok', 'a second one, whose connection the server resets: sent again', err)
+t.is(resets, 2, '... on a new connection')
+http.close_idle()
+rl:close()
+
 http.close_idle()
 listener:close()
 t.done()

@@ -240,22 +240,27 @@ local function body_piece(b)
 	return nil
 end
 
+-- The whole body, up to b.whole_max when given (a client's max_body, whose pieces
+-- stream unbounded), else b.max.
 local function body_all(b)
 	if b.whole then return b.whole end
 	if b.pending then
 		b.whole, b.pending = b.pending, nil
 		return b.whole
 	end
-	if b.kind == 'length' and b.left > b.max then
+	local max = b.whole_max or b.max
+	if b.kind == 'length' and b.left > max then
 		return body_fail(b, 'body too large', 413)
 	end
-	local parts, n = {}, 0
+	local parts, n, size = {}, 0, 0
 	while true do
 		local data, err = body_piece(b)
 		if not data then
 			if err then return nil, err end
 			break
 		end
+		size = size + #data
+		if size > max then return body_fail(b, 'body too large', 413) end
 		n = n + 1
 		parts[n] = data
 	end
@@ -1114,8 +1119,11 @@ function ClientResponse:chunks()
 	return function() return (self:read()) end
 end
 
--- r:close(): drops the connection (a body left unread cannot be skipped cheaply).
+-- r:close(): drops the connection (a body left unread cannot be skipped cheaply); reads
+-- after it return nil, 'closed'.
 function ClientResponse:close()
+	local b = self._body
+	if not b.done then b.done, b.err = true, 'closed' end
 	drop(self)
 	return true
 end
@@ -1250,12 +1258,14 @@ local function attempt(o, method, host, port, head, deadline, fresh, tls, key)
 		b = { kind = 'length', left = 0, got = length, max = max, done = true,
 			pending = length > 0 and s:read(length) or nil }
 	else
-		b = new_body(s, kind, length, client_parser, max)
-		b.deadline, b.each = deadline, o.read_timeout
+		-- max_body bounds r:body(); r:read() streams a body of any length
+		b = new_body(s, kind, length, client_parser, math.huge)
+		b.deadline, b.each, b.whole_max = deadline, o.read_timeout, max
 	end
 	local r = setmetatable({ status = status, reason = reason,
 		version = minor == 1 and '1.1' or '1.0', _head = text,
-		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' }, ClientResponse)
+		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' and status ~= 101 },
+		ClientResponse)   -- after 101 the connection speaks another protocol: never pooled
 	if status == 101 or not b.done then
 		r._c = claim(s, p)
 	else
@@ -1268,13 +1278,25 @@ local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308]
 local CREDENTIALS = { authorization = true, cookie = true, ['proxy-authorization'] = true }
 
 -- The URL that Location names, from the URL of the request.
+-- A path (from '/') without its '.' and '..' segments (RFC 3986 5.2.4).
+local function remove_dots(path)
+	local out, dir = {}, false
+	for seg in path:gmatch('/([^/]*)') do
+		if seg == '..' then out[#out], dir = nil, true
+		elseif seg == '.' then dir = true
+		else out[#out + 1], dir = seg, false end
+	end
+	return '/' .. concat(out, '/') .. (dir and #out > 0 and '/' or '')
+end
+
 local function resolve(base, loc)
 	if loc:find('^%a[%w+.-]*:') then return loc end
 	local origin, path = base:match('^(%a[%w+.-]*://[^/?#]*)([^?#]*)')
 	if loc:find('^//') then return base:match('^%a[%w+.-]*:') .. loc end
-	if loc:find('^/') then return origin .. loc end
 	if loc:find('^[?#]') then return origin .. path .. loc end
-	return origin .. path:gsub('[^/]*$', '') .. loc
+	local p, rest = loc:match('^([^?#]*)(.*)$')
+	if not p:find('^/') then p = (path ~= '' and path or '/'):gsub('[^/]*$', '') .. p end
+	return origin .. remove_dots(p) .. rest
 end
 
 -- The request that follows a redirect r, or nil when it cannot or must not be followed.
@@ -1288,9 +1310,11 @@ local function follow(r, o, method, url, host, port)
 	for k, v in pairs(o) do n[k] = v end
 	n.url = to
 	local st = r.status
-	if (st == 301 or st == 302 or st == 303) and method ~= 'GET' and method ~= 'HEAD' then
-		-- what browsers do, and RFC 9110 allows for 301 and 302: the body is not sent again
-		n.method, n.body = 'GET', nil
+	if st == 301 or st == 302 or st == 303 then
+		-- what browsers do, and RFC 9110 allows for 301 and 302: a GET (HEAD stays HEAD),
+		-- and the body is not sent again
+		if method ~= 'HEAD' then n.method = 'GET' end
+		n.body = nil
 	elseif type(o.body) == 'function' then
 		return nil                        -- 307, 308: the body would be sent again
 	end
@@ -1364,8 +1388,8 @@ function http.request(t)
 		local r, err, reused = attempt(o, method, host, port, head, deadline, false, tls, key)
 		-- a pooled connection the server closed meanwhile: once more on a new one, when
 		-- the request may be repeated
-		if not r and reused and err == 'closed' and IDEMPOTENT[method]
-				and type(o.body) ~= 'function' then
+		if not r and reused and (err == 'closed' or err == 'connection reset by peer')
+				and IDEMPOTENT[method] and type(o.body) ~= 'function' then
 			r, err = attempt(o, method, host, port, head, deadline, true, tls, key)
 		end
 		if not r then return nil, err end
