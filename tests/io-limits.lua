@@ -122,6 +122,36 @@ print(type(data), err, rest and #rest)
 	t.ok(st == 0, 'a 64 MiB count read whose string does not fit: no abort',
 		('status %s: %s'):format(st, err))
 	t.is(text, 'nil\tnot enough memory\t1000\n', "... read returns nil, 'not enough memory', the data stays")
+	-- A coroutine that runs out of memory while it holds it: its error's report (made
+	-- where no Lua call protects it) aborted the process ("unprotected error in the Lua
+	-- API"), and took a server down with it
+	local function run_limited(script)
+		f = assert(_G.io.open(probe, 'w'))
+		f:write(script)
+		f:close()
+		return t.run('ulimit -v ' .. (base + 64 * MiB) .. ' && exec ' .. t.lem .. ' ' .. probe)
+	end
+	st, text, err = run_limited([[
+require('lem.utils').spawn(function() local t = {} for i = 1, 1e9 do t[i] = { i } end end)
+]])
+	t.ok(st == 1 and err:find('^lem: not enough memory\n') and err:find('spawned at'),
+		'a spawned coroutine out of memory, holding it: reported, exit 1, no abort',
+		('status %s: %s'):format(st, err))
+	st, text, err = run_limited([[
+local http = require 'lem.http'
+local srv = assert(http.listen('127.0.0.1', 0, function(req, res)
+	if req.path == '/big' then local t = {} for i = 1, 1e9 do t[i] = { i } end end
+	res:send(200, 'fine')
+end, { log = function() end }))
+local url = 'http://127.0.0.1:' .. srv:port()
+local a, b = http.request(url .. '/big'), http.request(url .. '/ok')
+print(a and a.status, b and b.status, b and b:body())
+http.close_idle()
+srv:close()
+]])
+	t.ok(st == 0, 'an http handler out of memory, holding it: the server goes on',
+		('status %s: %s'):format(st, err))
+	t.is(text, '500\t200\tfine\n', '... 500 to that request, 200 to the next')
 	os.remove(probe)
 end
 

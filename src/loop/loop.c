@@ -144,6 +144,7 @@ lem_loop *lem_loop_new(const char *progname)
 	if (!loop)
 		return NULL;
 	loop->progname = progname;
+	loop->reserve = malloc(LEM_RESERVE);   /* none: a memory error may abort its report */
 	loop->ev = ev_loop_new(EVFLAG_AUTO);
 	if (!loop->ev)
 		goto err;
@@ -240,6 +241,7 @@ void lem_loop_free(lem_loop *loop)
 		close(loop->tfd);
 	free(loop->sighooks);
 	lem_stats_free(loop);
+	free(loop->reserve);
 	free(loop);
 }
 
@@ -515,6 +517,31 @@ static int describe(lua_State *L)
 		lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
 	lua_tostring(L, -1);
 	return 1;
+}
+
+static int oom_collect(lua_State *S, void *ud)
+{
+	(void)ud;
+	lua_gc(S, LUA_GCCOLLECT, 0);   /* protected: a finalizer may raise */
+	return 0;
+}
+
+/* T failed with a memory error and may still hold what it allocated (its locals are on
+ * its stack): before its report (after 0) the reserve goes, so that the report's own
+ * allocations, made where no Lua call protects them, do not abort the process; after
+ * it, T's values go, a full collection frees them, and the reserve is taken again. */
+void lem_loop_oom(lem_loop *loop, lua_State *T, int after)
+{
+	if (!after) {
+		free(loop->reserve);
+		loop->reserve = NULL;
+		return;
+	}
+	lua_settop(T, 0);                 /* T is dead: nothing reads its stack again */
+	if (lem_protect(loop, loop->L, oom_collect, NULL) < 0)
+		lua_pop(loop->L, 2);
+	if (!loop->reserve)
+		loop->reserve = malloc(LEM_RESERVE);
 }
 
 /* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1;

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include "lem.h"
 
+/* What a coroutine that ran out of memory while holding it leaves for the report of its
+ * error: a traceback, a message, the coroutine of its onerror function. */
+#define LEM_RESERVE (256 * 1024)
+
 /* Slots of the stack of loop->H that anchor the loop's Lua values. They are not on the
  * main state's stack: a finalizer that a collection on L runs, runs in a frame of its own
  * on L, where an absolute index means another slot. H never runs anything. */
@@ -117,6 +121,7 @@ struct lem_loop {
 
 	lua_State *spares;        /* LEM_SPARES */
 	lua_State *scratch;       /* LEM_SCRATCH */
+	void *reserve;            /* LEM_RESERVE bytes, freed to report a memory error */
 	int nspares;              /* coroutines on its stack */
 	int onerrors;             /* entries set in LEM_ONERROR (a few stale, once collected) */
 	int *free_anchors;        /* free anchor slots */
@@ -191,6 +196,7 @@ void lem_loop_stop(lem_loop *loop, int status);   /* this loop only */
 void lem_loop_before_poll(lem_loop *loop);
 void lem_loop_free(lem_loop *loop);
 void lem_loop_fail(lem_loop *loop, lua_State *T);  /* reports T's uncaught error, stops */
+void lem_loop_oom(lem_loop *loop, lua_State *T, int after);   /* around a memory error's report */
 void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thread */
 int lem_loop_onerror(lua_State *T);     /* LuaJIT: the handler of a coroutine's body */
 void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level);  /* LuaJIT */

@@ -402,6 +402,17 @@ int lem_sched_onerror(lem_loop *loop, lua_State *T, lua_State *L)
 	return 0;
 }
 
+/* T failed: its error is reported (oom: a memory error, whose memory T may still hold). */
+static void sched_fail(lem_loop *loop, lua_State *T, int oom)
+{
+	if (oom)
+		lem_loop_oom(loop, T, 0);
+	lem_loop_fail(loop, T);
+	lem_site_drop(loop, loop->site);
+	if (oom)
+		lem_loop_oom(loop, T, 1);
+}
+
 /* Runs the coroutine at the head of the runqueue until it suspends, ends or fails. The
  * coroutine must be in the state it was queued in: new, yielded, or in the very
  * suspension it was woken from; anything else (resumed by hand meanwhile) is stale. */
@@ -476,8 +487,8 @@ static void run_one(lem_loop *loop)
 		}
 #ifdef LEM_LUAJIT
 	} else if (status == 0 && lua_gettop(T) != 1) {   /* body0, xpcall's false, error */
-		lem_loop_fail(loop, T);
-		lem_site_drop(loop, loop->site);
+		sched_fail(loop, T, lua_type(T, -1) == LUA_TSTRING &&
+		           strcmp(lua_tostring(T, -1), "not enough memory") == 0);
 #endif
 	} else if (status == 0) {
 		if (T == loop->step)
@@ -487,8 +498,7 @@ static void run_one(lem_loop *loop)
 		sched_recycle(loop, T);
 		lem_site_drop(loop, loop->site);
 	} else {
-		lem_loop_fail(loop, T);
-		lem_site_drop(loop, loop->site);
+		sched_fail(loop, T, status == LUA_ERRMEM);
 	}
 	loop->cbody = 0;
 	if (made)
