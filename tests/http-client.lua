@@ -241,6 +241,19 @@ t.is(resets, 2, '... on a new connection')
 http.close_idle()
 rl:close()
 
+-- An answer that comes before the upload ends (413 to a body past max_body, then a
+-- reset as the server closes with the body unread): that answer is the response
+local small = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, 'read') end,
+	{ max_body = 1048576 }))
+for _, size in ipairs({ 2 * 1048576, 20 * 1048576 }) do
+	r, err = http.request{ method = 'POST', url = 'http://127.0.0.1:' .. small:port() .. '/up',
+		body = ('x'):rep(size), timeout = 10 }
+	t.is(r and r.status, 413, ('a %d MiB body past max_body: the server\'s 413'):format(size / 1048576), err)
+	if r then r:close() end
+end
+http.close_idle()
+small:close()
+
 http.close_idle()
 listener:close()
 t.done()

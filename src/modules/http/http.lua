@@ -1232,10 +1232,16 @@ local function attempt(o, method, host, port, head, deadline, fresh, tls, key)
 	if not s then return nil, reused end
 	if not reused then s:limit(65536) end  -- a pooled one has it already
 	local ok, err, raised = send_request(s, o, head, deadline)
+	local cut                             -- the write's error, when the answer came first
 	if not ok then
-		pool_release(p, s, false)
-		if raised then error(err, 0) end
-		return nil, err, reused
+		if raised or err == 'timeout' then
+			pool_release(p, s, false)
+			if raised then error(err, 0) end
+			return nil, err, reused
+		end
+		-- the server may have answered before it stopped reading (a 413 to a body too
+		-- large, then a reset): that answer is the response, if it came
+		cut = err
 	end
 	local status, reason, minor, kind, length, keep, text
 	repeat
@@ -1243,7 +1249,7 @@ local function attempt(o, method, host, port, head, deadline, fresh, tls, key)
 		if not text then
 			pool_release(p, s, false)
 			if err == 'line too long' then err = 'bad response: head too long' end
-			return nil, err, reused
+			return nil, cut or err, reused
 		end
 		status, reason, minor, kind, length, keep = client_parser:response_head(text)
 		if not status then
@@ -1264,7 +1270,7 @@ local function attempt(o, method, host, port, head, deadline, fresh, tls, key)
 	end
 	local r = setmetatable({ status = status, reason = reason,
 		version = minor == 1 and '1.1' or '1.0', _head = text,
-		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' and status ~= 101 },
+		_body = b, _c = RELEASED, _keep = keep and kind ~= 'close' and status ~= 101 and not cut },
 		ClientResponse)   -- after 101 the connection speaks another protocol: never pooled
 	if status == 101 or not b.done then
 		r._c = claim(s, p)
