@@ -47,6 +47,8 @@ st, out, err = t.run(lem .. ' -h')
 t.is(st, 0, '-h exits 0')
 t.like(out, '^usage: lem %[options%] %[script %[args%]%]', '-h prints usage on stdout')
 t.is(err, '', '... and nothing on stderr')
+st, out, err = t.run(lem .. [[ -e "print('ran')" -h]])
+t.ok(st == 0 and out:find('^usage: lem') and not out:find('ran') and err == '', '-h after a chunk: usage, nothing runs')
 st, out = t.run(lem .. ' --help')
 t.like(out, '^usage:', '--help too')
 t.like(out, '%-%-shutdown%-timeout S\n +seconds the loops have to end', '--help names --shutdown-timeout')
@@ -56,6 +58,8 @@ st, out, err = t.run(lem .. ' -x')
 t.is(st, 1, 'unknown option exits 1')
 t.like(err, "^lem: unrecognized option '%-x'\nusage: lem", 'and prints the reason and usage on stderr')
 t.is(out, '', 'nothing on stdout')
+st, out, err = t.run(lem .. ' -ve')
+t.ok(st == 1 and err:find("^lem: unrecognized option '%-ve'\nusage: lem"), 'options cannot be combined: -ve is unknown', err)
 st, out, err = t.run(lem .. ' -i')
 t.is(st, 1, '-i (no REPL) is an unknown option')
 st, out, err = t.run(lem .. ' -e')
@@ -116,6 +120,8 @@ st, out, err = t.run(lem .. ' ' .. spawned)
 t.is(st, 1, 'an error in a spawned coroutine exits 1 at once')
 t.is(out, '', 'nothing else ran')
 t.like(err, "^lem: .*spawned%.lua:2: in a spawned coroutine\nstack traceback:\n.*in function 'deep'", 'traceback names the function')
+st, out, err = t.run(lem .. [[ -e "error(42)"]])
+t.like(err, '^lem: %(command line%):1: 42\nstack traceback:\n', 'a number as the error value')
 st, out, err = t.run(lem .. [[ -e "error({})"]])
 t.like(err, '^lem: %(error object is a table value%)', 'a non-string error value')
 st, out, err = t.run(lem .. [[ -e "error(setmetatable({}, {__tostring = function() return 'custom' end}))"]])
@@ -130,6 +136,14 @@ st = t.run(lem .. [[ -e "require('lem.utils').exit()"]])
 t.is(st, 0, 'utils.exit() exits 0')
 st = t.run(lem .. [[ -e "require('lem.utils').exit(false)"]])
 t.is(st, 1, 'utils.exit(false) exits 1')
+-- the system keeps the low 8 bits; a fraction is truncated
+for _, c in ipairs { { 'true', 0 }, { 'nil', 0 }, { '256', 0 }, { '-1', 255 }, { '2.7', 2 }, { '-2.7', 254 } } do
+	st = t.run(lem .. [[ -e "require('lem.utils').exit(]] .. c[1] .. [[)"]])
+	t.is(st, c[2], ('utils.exit(%s) exits %d'):format(c[1], c[2]))
+end
+st, out, err = t.run(lem .. [[ -e "require('lem.utils').exit({})"]])
+t.ok(st == 1 and err:find("^lem: %(command line%):1: bad argument #1 to 'exit' %(number expected, got table%)\n"),
+	'utils.exit({}) raises a bad argument', err)
 st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() print('other') end); u.timer(1, function() print('late') end); u.exit(3); print('after')"]])
 t.is(st, 3, 'exit stops the loop with pending work')
 t.is(out, '', 'nothing runs after exit: not the rest, not the spawned, not the timer')
@@ -151,6 +165,15 @@ t.is(st, 0, '... and exits 0 when nothing is left')
 st, out = t.run(lem .. [[ -e "local u = require('lem.utils'); u.spawn(function() u.sleeper():sleep(); print('never') end); print('main')"]])
 t.ok(st == 0 and out == 'main\n', 'a coroutine that can never be woken does not keep the process alive')
 
+-- no script, no -e, and standard input a terminal: the usage on stderr, no reason, status 1
+if os.execute('script -qec true /dev/null > /dev/null 2>&1 < /dev/null') == 0 then
+	st, out = t.run("script -qec '" .. lem .. " 2>&1 >/dev/null; echo \"status $?\"' /dev/null < /dev/null")
+	out = out:gsub('\r', '')
+	t.ok(out:find('^usage: lem %[options%]') and out:find('\nstatus 1\n$'),
+		'no script with a terminal for standard input: the usage on stderr, status 1', out)
+else
+	t.skip('no script with a terminal for standard input', 'no script(1) to make a terminal')
+end
 -- shebang and stdin
 local exe = script('exe.lua', '#!/usr/bin/env lem\nprint("shebang", ...)\n', '755')
 local bindir = os.getenv('LEM'):match('^(.*)/[^/]*$')

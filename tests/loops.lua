@@ -121,6 +121,30 @@ wide[4000] = nest(1000)
 local back = pack(roundtrip(unpack(wide, 1, 4000)))
 t.ok(back.n == 4000 and back[3999] == 3999 and depth(back[4000]) == 1000, '4000 values, the last nested 1000 deep')
 t.error(function() loops.broadcast(print) end, "bad argument #1 to 'broadcast' %(cannot send a function%)", 'broadcast checks too')
+-- at most 4000 values at the top level; the argument number is the 4001st value's
+local many = {}
+for i = 1, 4001 do many[i] = i end
+t.error(function() loops.send(1, unpack(many)) end,
+	"bad argument #4002 to 'send' %(cannot send more than 4000 values at once%)", '4001 values: an error naming the 4001st')
+t.ok(nothing_queued(), '... nothing was sent')
+t.error(function() loops.broadcast(unpack(many)) end,
+	"bad argument #4001 to 'broadcast' %(cannot send more than 4000 values at once%)", '... numbered from #1 in broadcast')
+local pg_ok, pg = pcall(require, 'lem.postgres')
+if pg_ok then
+	t.error(function() loops.send(1, 'x', { { pg.null } }) end, "bad argument #3 to 'send' %(cannot send a userdata%)",
+		'a light userdata deep in a table')
+else
+	t.skip('a light userdata deep in a table', 'lem.postgres (its null) does not load')
+end
+if jit then
+	local ffi = require 'ffi'
+	t.error(function() loops.send(1, { [ffi.new('int')] = 1 }) end, "bad argument #2 to 'send' %(cannot send a cdata%)",
+		'a cdata as a key')
+else
+	t.skip('a cdata as a key', 'no cdata in PUC Lua')
+end
+t.is(loops.broadcast('nobody'), 0, 'broadcast with one loop reaches no one: 0')
+t.ok(nothing_queued(), '... not even this loop')
 
 -- bad ids
 t.error(function() loops.send(2, 'x') end, "bad argument #1 to 'send' %(loop id must be a whole number from 1 to 1%)", 'id out of range')
@@ -139,6 +163,15 @@ local took = utils.now() - t0
 t.same({ a, e }, { nil, 'timeout' }, "receive(timeout) returns nil, 'timeout'")
 t.ok(took >= 0.045 and took < 1, 'after about that long (' .. took .. ')')
 t.same({ loops.receive(0) }, { nil, 'timeout' }, 'receive(0) polls')
+t.same({ loops.receive(-1) }, { nil, 'timeout' }, 'so does receive(-1)')
+-- where lem cannot suspend: a receive that has to wait raises, one that need not works
+loops.send(1, 'ready')
+t.same({ coroutine.wrap(function() return loops.receive() end)() }, { 1, 'ready' },
+	'receive inside coroutine.wrap with a message there: the message')
+t.same({ coroutine.wrap(function() return loops.receive(0) end)() }, { nil, 'timeout' },
+	'... and receive(0) with none: nil, timeout')
+t.error(coroutine.wrap(function() return loops.receive() end),
+	'^cannot suspend here: not a coroutine run by lem', '... but one that has to wait raises')
 for i = 1, 100 do loops.send(1, i) end
 local inorder = true
 for i = 1, 100 do if select(2, loops.receive()) ~= i then inorder = false end end
@@ -262,6 +295,10 @@ end
 ]])
 st, out = t.run(lem .. ' --loops 3 ' .. bc .. ' | sort')
 t.is(out, "2 then\tnil\tclosed\nacks\t2\nreached\t2\nto finished loop\tnil\tclosed\n", "broadcast reaches the others; a finished loop's mailbox is closed")
+-- a full mailbox is skipped (loop 2 receives nothing until the exit stops it)
+st, out = t.run(lem .. [[ --loops 2 --mailbox 1 -e "local l, u = require 'lem.loops', require 'lem.utils'
+	if l.id == 1 then print(l.broadcast('a'), l.broadcast('b')) u.exit(0) else u.sleeper():sleep(30) end"]])
+t.is(out, '1\t0\n', 'broadcast skips a full mailbox: 1, then 0')
 
 -- error and exit propagation from loop k
 local errs = script('err.lua', [[
@@ -319,7 +356,9 @@ end
 st, out, err = t.run(lem .. ' --loops')
 t.is(err, "lem: --loops expects a whole number from 1 to 1024 or 'auto', got ''\n", '--loops without a value')
 st, out, err = t.run(lem .. ' --mailbox 0 -e "print(1)"')
-t.ok(st == 1 and err:find("^lem: %-%-mailbox expects a whole number"), '--mailbox 0 is refused')
+t.ok(st == 1 and out == '' and err == "lem: --mailbox expects a whole number from 1 to 16777216, got '0'\n", '--mailbox 0 is refused', err)
+st, out, err = t.run(lem .. ' --mailbox 16777217 -e "print(1)"')
+t.ok(st == 1 and err == "lem: --mailbox expects a whole number from 1 to 16777216, got '16777217'\n", '--mailbox 16777217 too', err)
 
 -- signals stop every loop like utils.exit once the shutdown's deadline passed, at once
 -- here (ThreadSanitizer defers signals: not there)
