@@ -41,6 +41,23 @@ t.error(function() utils.shutdown(-1) end, "bad argument #1 to 'shutdown' %(seco
 t.error(function() utils.shutdown(0/0) end, "bad argument #1 to 'shutdown'", 'utils.shutdown(NaN) is refused')
 t.error(function() utils.shutdown('x') end, "bad argument #1 to 'shutdown'", 'utils.shutdown of a string is refused')
 
+-- ---- a stop and the shutdown: the first one wins ----
+-- (utils.exit inside coroutine.wrap returns: the code after it runs, and sees the stop)
+local st, lout, lerr = t.run(lem .. [[ -e "local u = require 'lem.utils'
+coroutine.wrap(function() u.exit(3) end)()
+print(u.shutdown())"]])
+t.ok(st == 3 and lout == 'false\n', 'utils.shutdown after utils.exit: false, and the exit status holds', lerr)
+-- utils.exit or an uncaught error during the shutdown stops every loop, with its status
+st, lout, lerr = t.run(lem .. [[ --loops 2 -e "local u, l = require 'lem.utils', require 'lem.loops'
+if l.id == 1 then u.shutdown(30) else require('lem.signal').wait('shutdown') u.exit(9) end
+u.sleeper():sleep(30)"]])
+t.ok(st == 9 and lerr == '', 'utils.exit(9) in the shutdown: every loop stops, status 9', lerr)
+st, lout, lerr = t.run(lem .. [[ -e "local u = require 'lem.utils'
+u.shutdown(30)
+u.timer(0.01, function() error('in the shutdown', 0) end)
+u.sleeper():sleep(30)"]])
+t.ok(st == 1 and lerr:find('^lem: in the shutdown\n'), 'an uncaught error in the shutdown: status 1', lerr)
+
 -- ---- utils.shutdown from loop 2 of 3, the others idle in receive ----
 -- Loop 3 hears the shutdown and sends to loop 1: lem.loops works through the shutdown,
 -- and receive says 'closed' once nothing can come. Exit 0: every loop ended in time.

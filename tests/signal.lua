@@ -43,6 +43,7 @@ local t0 = t.now()
 local got, err = signal.wait('USR2', 0.1)
 t.ok(got == nil and err == 'timeout', 'wait(name, 0.1) times out: nil, timeout')
 t.near(utils.now() - t0, 0.1, 0.05, '... after 0.1 s')
+t.same({ signal.wait('USR2', -1) }, { nil, 'timeout' }, 'a negative timeout returns at once too')
 t.error(function() coroutine.wrap(function() return signal.wait('USR2') end)() end, 'cannot suspend here', 'wait where it cannot suspend raises')
 got, err = signal.wait('USR2', 0)
 t.ok(got == nil and err == 'timeout', '... and the next wait is as good as new')
@@ -110,6 +111,27 @@ sleep(0.05)
 t.ok(true, 'an ignored HUP does nothing')
 got, err = signal.wait('HUP', 0.05)
 t.is(err, 'timeout', '... and is not kept for the next wait')
+-- what ignore and default end the waits with
+local ended = {}
+utils.spawn(function() ended[1] = { signal.wait('USR2') } end)
+utils.spawn(function() ended[2] = { signal.wait('USR2', 5) } end)
+utils.yield()
+t.is(signal.default('USR2'), true, 'signal.default returns true')
+utils.yield()
+t.same(ended, { { nil, 'closed' }, { nil, 'closed' } }, "signal.default ends the loop's waits, timed or not: nil, closed")
+utils.spawn(function() ended[3] = { signal.wait('USR2') } end)
+utils.yield()
+t.is(signal.ignore('USR2'), true, 'signal.ignore returns true')
+utils.yield()
+t.same(ended[3], { nil, 'closed' }, '... and signal.ignore: nil, closed')
+-- a signal kept for the next wait is dropped by ignore
+signal.wait('USR1', 0)       -- caught again
+kill('USR1')
+sleep(0.2)                   -- it reaches this loop, with no coroutine waiting: kept
+signal.ignore('USR1')
+got, err = signal.wait('USR1', 0.05)
+t.is(err, 'timeout', 'signal.ignore drops a signal kept for the next wait')
+signal.default('USR1')
 
 -- ---- child processes: default actions, TERM caught, several loops ----
 -- the ready file gets a line per loop (or per coroutine) once it waits: once the waiting
@@ -193,4 +215,18 @@ print('still here')
 st, out = child('--loops 2', gone .. ' ' .. ready, 1, 'HUP')
 t.ok(st == 129 and out == '', 'a loop that caught HUP has ended: HUP takes its default action (status ' .. tostring(st) .. ')')
 
+-- a SIGURG from outside is ignored: it interrupts no loop busy in Lua code (lem sends its
+-- own to stop loops)
+local spin = file('spin.lua', [[
+local ready = ...
+local f = io.open(ready, 'a') f:write('x\n') f:close()
+local t0 = os.clock()
+while os.clock() - t0 < 1 do end
+print('done')
+]])
+for _, opts in ipairs { '', '--loops 2' } do
+	st, out = child(opts, spin .. ' ' .. ready, opts == '' and 1 or 2, 'URG')
+	t.ok(st == 0 and out == (opts == '' and 'done\n' or 'done\ndone\n'),
+		('a SIGURG from outside interrupts nothing (%s): status %s'):format(opts == '' and 'one loop' or opts, tostring(st)), out)
+end
 t.done()
