@@ -46,6 +46,10 @@ t.same(pack(b:peer()), { n = 1, '' }, 'peer() of an unnamed Unix client that wen
 b:close()
 l:close()
 
+-- a standard stream asks the kernel: on a file, nil and the system's message
+local _, out = t.run(t.lem .. [[ -e "print(require('lem.io').stdin:peer())" < /dev/null]])
+t.is(out, 'nil\tsocket operation on non-socket\n', "io.stdin:peer() on a file: nil, 'socket operation on non-socket'")
+
 -- ---- examples/chat.lua and clients that connect and reset at once ----
 local chat = (os.getenv('LEM_SOURCE') or '.') .. '/examples/chat.lua'
 local free = t.free_port()

@@ -112,6 +112,7 @@ t.same(pack(b:read('*l', 0.05)), { n = 2, nil, 'timeout' }, 'read with a timeout
 local dt = utils.now() - t0
 t.ok(dt >= 0.04 and dt < 1, 'the timeout took about as long as asked', ('took %.3f s'):format(dt))
 t.same(pack(b:read('*l', 0)), { n = 2, nil, 'timeout' }, 'timeout 0 polls')
+t.same(pack(b:read('*l', -1)), { n = 2, nil, 'timeout' }, 'a negative timeout counts as 0')
 a:write('after timeout\n')
 t.is(b:read(), 'after timeout', 'the stream still works after a timeout')
 
@@ -186,6 +187,7 @@ s:close()
 -- accept: timeout, busy, closed
 local l = assert(io.tcp.listen('127.0.0.1', 0))
 t.same(pack(l:accept(0.02)), { n = 2, nil, 'timeout' }, 'accept with a timeout: nil, timeout')
+t.same(pack(l:accept(-1)), { n = 2, nil, 'timeout' }, 'accept(-1): tries once')
 local acc
 utils.spawn(function() acc = pack(l:accept()) end)
 utils.yield()

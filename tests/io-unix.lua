@@ -52,4 +52,17 @@ local p = assert(l:accept(1))
 p:write('hi\n')
 t.is(c:read(), 'hi', 'accept on a Unix listener')
 c:close() p:close() l:close()
+
+-- a Unix connect never waits: past the listener's backlog it fails at once
+l = assert(io.unix.listen(path, 1))
+local queued, r = {}, nil
+for _ = 1, 20 do
+	r = { io.unix.connect(path, 5) }
+	if not r[1] then break end
+	queued[#queued + 1] = r[1]
+end
+t.same(r, { nil, 'resource temporarily unavailable' }, "a full backlog: nil, 'resource temporarily unavailable'")
+t.ok(#queued >= 1 and #queued < 20, '... after the connects the backlog holds (' .. #queued .. ')')
+for _, q in ipairs(queued) do q:close() end
+l:close()
 t.done()
