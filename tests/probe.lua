@@ -56,8 +56,15 @@ t.ok(count(err, 'lem%[1%]: blocked') == 1 and count(err, 'lem%[2%]: blocked') ==
 status, out, err = t.run(lem .. ' --warn-blocking 0 -e ""')
 t.ok(status == 1 and err:find('--warn-blocking expects a whole number', 1, true),
 	'--warn-blocking 0 is refused: ' .. err)
+status, out, err = t.run(lem .. ' --warn-blocking 3600001 -e ""')
+t.ok(status == 1 and err == "lem: --warn-blocking expects a whole number of milliseconds from 1 to 3600000, got '3600001'\n",
+	'--warn-blocking 3600001 is refused, without the usage', err)
+status, out, err = t.run(lem .. ' --warn-blocking 3600000 -e "print(1)"')
+t.ok(status == 0 and out == '1\n', '--warn-blocking 3600000 is taken', err)
 status, out, err = t.run('LEM_WARN_BLOCKING=x ' .. lem .. ' -e ""')
 t.ok(status == 1 and err:find('LEM_WARN_BLOCKING expects', 1, true), 'so is LEM_WARN_BLOCKING=x')
+status, out, err = t.run('LEM_WARN_BLOCKING= ' .. lem .. ' -e "print(1)"')
+t.ok(status == 0 and out == '1\n' and err == '', 'an empty LEM_WARN_BLOCKING is no value', err)
 status, out = t.run(lem .. ' --help')
 t.ok(out:find('--warn-blocking MS', 1, true) and out:find('--debug', 1, true), '--help names both options')
 
