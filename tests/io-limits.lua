@@ -155,4 +155,33 @@ srv:close()
 	os.remove(probe)
 end
 
+-- Out of descriptors (EMFILE), autospawn stops accepting for 0.1 s rather than spinning
+-- on the listener that stays readable; the client waits in the backlog until a
+-- descriptor is free. The child lem fills its descriptors with clients of its own.
+local emfile = t.file(t.tmpdir(), 'emfile.lua', [[
+local io, utils = require 'lem.io', require 'lem.utils'
+local l = assert(io.tcp.listen('127.0.0.1', 0))
+local served, held = 0, {}
+utils.spawn(function() l:autospawn(function(c) served = served + 1 held[#held + 1] = c end) end)
+local clients, err = {}, nil
+repeat
+	local c
+	c, err = io.tcp.connect('127.0.0.1', l:port(), 5)
+	clients[#clients + 1] = c
+until not c
+utils.sleeper():sleep(0.05)
+table.remove(clients, 1):close()
+clients[#clients + 1] = assert(io.tcp.connect('127.0.0.1', l:port(), 5))   -- no descriptor to accept it
+local before, c0 = served, os.clock()
+utils.sleeper():sleep(0.5)
+local cpu, during = os.clock() - c0, served - before
+table.remove(clients, 1):close()
+utils.sleeper():sleep(0.3)
+print(err, during, served - before, cpu < 0.1 and 'idle' or ('spun %.3f s'):format(cpu))
+os.exit(0)
+]])
+local st, out, err = t.run('ulimit -n 64 && ' .. t.lem .. ' ' .. emfile)
+t.is(out, 'too many open files\t0\t1\tidle\n',
+	'out of descriptors: autospawn waits without spinning, and accepts the client once one is free', err)
+
 t.done()
