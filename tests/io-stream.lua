@@ -183,6 +183,21 @@ t.ok(not wok and (werr == 'closed' or werr == 'connection reset by peer'),
 	'writing to a closed peer fails with nil, closed or reset', tostring(werr))
 a:close()
 s:close()
+s, a, b = pair()
+local wrote
+utils.spawn(function() wrote = pack(a:write(('x'):rep(50000000))) end)   -- more than the kernel takes
+utils.yield()
+a:close()
+utils.yield()
+t.same(wrote, { n = 2, nil, 'closed' }, 'close() wakes a suspended writer with nil, closed')
+-- every other method raises: Lua words a bad self as such in a method call
+t.error(function() a:idle(print) end, "calling 'idle' on bad self %(closed stream%)", 'idle on a closed stream raises')
+t.error(function() a:buffered() end, "calling 'buffered' on bad self %(closed stream%)", 'so does buffered')
+t.error(function() a:write_timeout(1) end, "calling 'write_timeout' on bad self %(closed stream%)", 'so does write_timeout')
+t.error(function() a:tls() end, "calling 'tls' on bad self %(closed stream%)", 'so does tls')
+t.error(function() a.read(a) end, "bad argument #1 to 'read' %(closed stream%)", "and read called as a function: bad argument #1")
+b:close()
+s:close()
 
 -- accept: timeout, busy, closed
 local l = assert(io.tcp.listen('127.0.0.1', 0))
@@ -192,6 +207,7 @@ local acc
 utils.spawn(function() acc = pack(l:accept()) end)
 utils.yield()
 t.same(pack(l:accept()), { n = 2, nil, 'busy' }, 'a second accept gets nil, busy')
+t.same(pack(l:autospawn(print)), { n = 2, nil, 'busy' }, '... and an autospawn')
 l:close()
 utils.yield()
 t.same(acc, { n = 2, nil, 'closed' }, 'closing a listener: accept returns nil, closed')
