@@ -21,6 +21,8 @@ utils.sleeper():sleep(0.01)
 a:close()                                  -- unread data: a reset
 t.same(pack(b:read('*l', 2)), { n = 2, nil, 'connection reset by peer' }, 'the client reset')
 t.same(pack(b:peer()), { n = 2, '127.0.0.1', bport }, "peer() of the reset client's stream still answers")
+t.same(pack(b:read('*l', 2)), { n = 2, nil, 'closed' }, "the reset is said once: the next read says 'closed'")
+t.same(pack(b:read(10, 2)), { n = 2, nil, 'closed' }, '... and every later one')
 b:close()
 
 -- the other way round: the connected stream's server resets
