@@ -226,6 +226,19 @@ plain:close()
 wait_errors(1)
 t.like(server_errors[1], 'http request', 'plaintext HTTP to a TLS port: the server\'s read says so')
 t.ok(not answer or not answer:find('HTTP/1'), '... and the client gets no HTTP answer')
+-- bytes that are no TLS record, either way: 'wrong version number'
+server_errors = {}
+plain = assert(io.tcp.connect('127.0.0.1', port, 5))
+plain:write('hello there, this is no TLS\n')
+plain:read('*a', 5)
+plain:close()
+local said = t.eventually(function() return table.concat(server_errors, '|'):find('wrong version number') end)
+t.ok(said, "a client that speaks no TLS: the server's read says 'wrong version number'", table.concat(server_errors, '|'))
+local plainsrv = assert(io.tcp.listen('127.0.0.1', 0))
+utils.spawn(function() plainsrv:autospawn(function(x) x:write('HTTP/1.1 400 Bad Request\r\n\r\n') x:close() end) end)
+s, err = io.tls.connect('127.0.0.1', plainsrv:port(), { context = cctx, timeout = 20 })
+t.ok(s == nil and err == 'wrong version number', "a server that speaks no TLS: connect says 'wrong version number'", err)
+plainsrv:close()
 
 -- a peer that stalls in the handshake: the server's handshake_timeout
 local hl, hp = serve(c.server, c.key, { handshake_timeout = 0.2 })
@@ -236,6 +249,15 @@ wait_errors(1)
 t.is(server_errors[1], 'timeout', 'a client silent in the handshake: the server\'s read times out')
 t.near(utils.now() - t0, 0.2, 0.15, '... after handshake_timeout')
 plain:close()
+-- the server's writer too
+local wl = assert(io.tls.listen('127.0.0.1', 0, assert(io.tls.context{ cert = c.server, key = c.key, handshake_timeout = 0.2 })))
+local wrote
+utils.spawn(function() wl:autospawn(function(x) wrote = { x:write('hi\n') } x:close() end) end)
+plain = assert(io.tcp.connect('127.0.0.1', wl:port(), 5))
+t.eventually(function() return wrote end)
+t.same(wrote, { nil, 'timeout' }, "... and its writer's: nil, 'timeout'")
+plain:close()
+wl:close()
 -- ... which does not end a connection idle after its handshake
 s, err = io.tls.connect('localhost', hp, { context = cctx, timeout = 20 })
 t.ok(s, 'a client of the server with handshake_timeout 0.2', err)
