@@ -104,6 +104,18 @@ t.like(err, "^lem: %(command line%):1:", 'syntax error in -e')
 st, out, err = t.run(lem .. ' -l no.such.module')
 t.is(st, 1, '-l of a missing module exits 1')
 t.like(err, "^lem: module 'no%.such%.module' not found", 'and says which')
+-- every chunk is compiled before the first step runs; a -l fails when its step runs
+st, out, err = t.run(lem .. [[ -e "print('ran')" ]] .. bad)
+t.ok(st == 1 and out == '' and err:find("^lem: .*syntax%.lua:1: unexpected symbol"), 'a syntax error in the script: the -e before it does not run', err)
+st, out, err = t.run(lem .. [[ -e "print('ran')" ]] .. tmpdir .. '/nonexistent.lua')
+t.ok(st == 1 and out == '' and err:find('^lem: cannot open'), 'a missing script: the -e before it does not run', err)
+st, out, err = t.run(lem .. [[ -e "print('before')" -l no.such.module -e "print('after')"]])
+t.ok(st == 1 and out == 'before\n' and err:find("^lem: module 'no%.such%.module' not found"),
+	'a missing -l fails in its step: the steps before it ran, those after not', err)
+st, out, err = t.run('LUA_INIT=@' .. tmpdir .. [[/nonexistent-init.lua ]] .. lem .. [[ -e "print('ran')"]])
+t.ok(st == 1 and out == '' and err:find('^lem: cannot open .*nonexistent%-init%.lua'), 'a missing LUA_INIT file: status 1, nothing runs', err)
+st, out, err = t.run(lem .. [[ --loops 3 -e "x = = 1"]])
+t.ok(st == 1 and err == "lem: (command line):1: unexpected symbol near '='\n", 'a syntax error with --loops 3: reported once, as lem:', err)
 
 -- uncaught errors: message, traceback, status 1, from any coroutine
 st, out, err = t.run(lem .. [[ -e "error('top')"]])
