@@ -73,6 +73,13 @@ a:write(('z'):rep(999))
 a:close()
 t.is(b:read('*a', 5), 'y' .. ('z'):rep(999), "'*a' of exactly the limit until EOF")
 b:close()
+a, b = pair()
+b:limit(nil, 1000)
+a:write(('y'):rep(1001))
+a:close()
+t.same(pack(b:read('*a', 5)), { n = 2, nil, 'too long' }, "'*a' of one byte more than the limit, the peer gone: too long at EOF too")
+t.is(#b:read(1000), 1000, '... the data stayed')
+b:close()
 
 -- the default bounds counts too: a peer's Content-Length cannot make a server buffer 1 GB
 a, b = pair()
