@@ -153,6 +153,15 @@ for _, c in ipairs { { 'true', 0 }, { 'nil', 0 }, { '256', 0 }, { '-1', 255 }, {
 	st = t.run(lem .. [[ -e "require('lem.utils').exit(]] .. c[1] .. [[)"]])
 	t.is(st, c[2], ('utils.exit(%s) exits %d'):format(c[1], c[2]))
 end
+for _, v in ipairs { '1e300', '-1e300' } do   -- whole multiples of 256
+	st, out, err = t.run(lem .. [[ -e "require('lem.utils').exit(]] .. v .. [[)"]])
+	t.ok(st == 0 and err == '', ('utils.exit(%s) exits 0: its low 8 bits'):format(v), err)
+end
+for _, v in ipairs { '0/0', '1/0', '-1/0' } do
+	st, out, err = t.run(lem .. [[ -e "require('lem.utils').exit(]] .. v .. [[)"]])
+	t.ok(st == 1 and err:find("^lem: %(command line%):1: bad argument #1 to 'exit' %(status is not a finite number%)\n"),
+		('utils.exit(%s): no status, a bad argument'):format(v), err)
+end
 st, out, err = t.run(lem .. [[ -e "require('lem.utils').exit({})"]])
 t.ok(st == 1 and err:find("^lem: %(command line%):1: bad argument #1 to 'exit' %(number expected, got table%)\n"),
 	'utils.exit({}) raises a bad argument', err)

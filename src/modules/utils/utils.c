@@ -1,4 +1,5 @@
 /* utils.c: lem.utils: spawn, yield, exit, now, and the module's table. */
+#include <math.h>
 #include <stdlib.h>
 #include "utils.h"
 
@@ -33,16 +34,23 @@ static int utils_onerror(lua_State *T)
 	return 0;
 }
 
-/* utils.exit([status]): status a number, or true (success) / false (failure) */
+/* utils.exit([status]): status a number, or true (success) / false (failure). The system
+ * keeps a number's low 8 bits, taken here without converting it to an integer type (a
+ * double past its range would be undefined behaviour); NaN and infinities have none. */
 static int utils_exit(lua_State *T)
 {
-	int status;
+	int status = EXIT_SUCCESS;
 	lem_waiter w;
 
 	if (lua_isboolean(T, 1))
 		status = lua_toboolean(T, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
-	else
-		status = (int)luaL_optinteger(T, 1, EXIT_SUCCESS);
+	else if (!lua_isnoneornil(T, 1)) {
+		lua_Number n = luaL_checknumber(T, 1);
+
+		if (!isfinite(n))
+			luaL_argerror(T, 1, "status is not a finite number");
+		status = (int)fmod(n, 256);   /* truncated toward 0, as a cast would */
+	}
 	lem_exit(lem_loop_of(T), status);
 	if (!lem_suspendable(T))   /* the loop stops when control returns */
 		return 0;
