@@ -57,6 +57,8 @@ t.ok(st == 0 and out:find('^usage: lem') and not out:find('ran') and err == '', 
 st, out = t.run(lem .. ' --help')
 t.like(out, '^usage:', '--help too')
 t.like(out, '%-%-shutdown%-timeout S\n +seconds the loops have to end', '--help names --shutdown-timeout')
+t.like(out, "%-%-mailbox N +messages a loop's mailbox holds before send says 'full'\n +%(1 to 16777216; default 65536%)\n",
+	"--help gives --mailbox's range, as it gives the others'")
 
 -- bad command lines: usage on stderr, status 1
 st, out, err = t.run(lem .. ' -x')

@@ -36,7 +36,7 @@ static void usage(FILE *f, const char *prog)
 		"                 or 'auto': one per online CPU; default 1)\n"
 		"  --pin          pin loop i to CPU i-1\n"
 		"  --mailbox N    messages a loop's mailbox holds before send says 'full'\n"
-		"                 (default %u)\n"
+		"                 (1 to %u; default %u)\n"
 		"  --shutdown-timeout S\n"
 		"                 seconds the loops have to end after SIGTERM, SIGINT or\n"
 		"                 utils.shutdown before lem stops them (0 to %.0f; default %d)\n"
@@ -48,7 +48,7 @@ static void usage(FILE *f, const char *prog)
 		"                 SIGQUIT's dump lists every parked coroutine too\n"
 		"Environment: LUA_INIT (a chunk, or @file, run first), LUA_PATH, LUA_CPATH,\n"
 		"LEM_WARN_BLOCKING (as --warn-blocking).\n",
-		prog, MAX_LOOPS, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT,
+		prog, MAX_LOOPS, MAX_MAILBOX, (unsigned)LEM_MAILBOX_DEFAULT, MAX_SHUTDOWN_TIMEOUT, SHUTDOWN_TIMEOUT,
 		MAX_WARN_BLOCKING);
 }
 
