@@ -215,6 +215,12 @@ print('still here')
 st, out = child('--loops 2', gone .. ' ' .. ready, 1, 'HUP')
 t.ok(st == 129 and out == '', 'a loop that caught HUP has ended: HUP takes its default action (status ' .. tostring(st) .. ')')
 
+-- a wait for 'shutdown' keeps no loop running: nothing else to do, the process ends
+local t0 = utils.now()
+st, out = t.run(lem .. [[ -e "local u = require 'lem.utils'
+u.spawn(function() print('woke', require('lem.signal').wait('shutdown')) end) print('main')"]])
+sleep(0.001)
+t.ok(st == 0 and out == 'main\n' and utils.now() - t0 < 5, "a wait for 'shutdown' alone: the process ends at once, status 0", out)
 -- a SIGURG from outside is ignored: it interrupts no loop busy in Lua code (lem sends its
 -- own to stop loops)
 local spin = file('spin.lua', [[
