@@ -89,6 +89,16 @@ local okm, em = pcall(table.sort, { 3, 1, 2 }, function(a, b) utils.yield(); ret
 t.ok(not okm and tostring(em):find(across), 'yield inside table.sort comparator: ' .. tostring(em))
 local okg, eg = pcall(string.gsub, 'ab', '%w', function() utils.sleeper():sleep(0.01) end)
 t.ok(not okg and tostring(eg):find(across), 'a sleep inside the function given to gsub: ' .. tostring(eg))
+-- a metamethod and a for iterator: PUC Lua cannot yield there, LuaJIT can
+local indexed = setmetatable({}, { __index = function() utils.yield() return 'yielded' end })
+local oki, ei = pcall(function() return indexed.x end)
+local okf, ef = pcall(function() for _ in function() utils.yield() end do end return 'yielded' end)
+if jit then
+	t.same({ oki, ei, okf, ef }, { true, 'yielded', true, 'yielded' }, 'LuaJIT: a yield in __index and in a for iterator')
+else
+	t.ok(not oki and tostring(ei):find(across) and not okf and tostring(ef):find(across),
+		'PUC: a yield in __index or in a for iterator raises', tostring(ei) .. ' / ' .. tostring(ef))
+end
 -- and the loop still works afterwards
 t.same({ pcall(function() utils.yield(); return 'fine' end) }, { true, 'fine' }, 'the loop goes on after that')
 
