@@ -227,10 +227,20 @@ else
 	t.skip("require 'lpeg' loads Debian's lua-lpeg", 'lua-lpeg is not installed')
 end
 
--- SIGPIPE is ignored: writing to a closed pipe is an error, not a dead process
+-- SIGPIPE is caught: writing to a pipe whose reader has gone is an error, not a dead process
 local sf = tmpdir .. '/pipe-status'
-st, out = t.run('(' .. lem .. [[ -e "io.stdout:setvbuf('no'); for i = 1, 100000 do if not io.stdout:write('x') then io.stderr:write('write failed\n') os.exit(9) end end"; echo $? > ]] .. sf .. ') 2>&1 | head -c 1 > /dev/null; cat ' .. sf)
-t.is(out, '9\n', 'a write to a closed pipe returns an error (lem was not killed by SIGPIPE)')
+st, out = t.run(lem .. [[ -e "local f = io.popen('exec true', 'w'); f:setvbuf('no'); require('lem.utils').sleeper():sleep(0.1); local ok, err = f:write('x'); print(ok, err)"]])
+t.is(out, 'nil\tBroken pipe\n', 'a write to a closed pipe returns an error (lem was not killed by SIGPIPE)')
+
+-- ...except on standard output and error, as in lua: `lem gen.lua | head -1` ends
+for _, w in ipairs { 'print(i)', 'io.write(i, string.char(10))', 'io.stderr:write(i, string.char(10))' } do
+	local redir = w:find('stderr') and ' 2>&1 >/dev/null' or ''
+	st, out = t.run('(timeout 20 ' .. lem .. ' -e "local i = 0 while true do i = i + 1 ' .. w .. ' end"' .. redir ..
+		'; echo $? > ' .. sf .. ') | head -1; cat ' .. sf)
+	t.is(out, '1\n141\n', w .. ' to a pipe whose reader has gone: killed by SIGPIPE (128 + 13), as lua is')
+end
+st, out = t.run('(timeout 20 ' .. lem .. ' --loops 2 -e "while true do print(1) end"; echo $? > ' .. sf .. ') | head -1; cat ' .. sf)
+t.is(out, '1\n141\n', '... from a loop thread too')
 
 -- ...but commands it starts get SIGPIPE as usual
 st, out, err = t.run(lem .. [[ -e "os.execute('yes | head -1')"]])

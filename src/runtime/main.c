@@ -1,8 +1,10 @@
 /* main.c: the lem command: parse the command line, run the loops, exit with their status. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "runtime.h"
 
@@ -20,9 +22,27 @@ static int reserve_std_fds(void)
 	return 0;
 }
 
+/* Standard output or error whose reader has gone: the process dies of SIGPIPE, as lua
+ * and every filter do (`lem gen.lua | head -1` ends), since print cannot report the error
+ * and a script that goes on writing would never end. Go's rule for descriptors 1 and 2.
+ * The signal does not say which write raised it; one while 1 or 2 is broken ends the
+ * process, which the next print would end anyway. Other descriptors (sockets, pipes to
+ * commands) get EPIPE. */
 static void on_sigpipe(int sig)
 {
-	(void)sig;
+	int saved = errno;
+
+	for (int fd = 1; fd <= 2; fd++) {
+		struct stat st;
+		struct pollfd p = { .fd = fd };
+
+		if (fstat(fd, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) &&
+		    poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP))) {
+			signal(sig, SIG_DFL);
+			raise(sig);   /* blocked in its handler: delivered, fatal, once it returns */
+		}
+	}
+	errno = saved;
 }
 
 int main(int argc, char **argv)
