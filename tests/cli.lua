@@ -213,6 +213,9 @@ st, out = t.run(lem, 'print("piped")')
 t.is(out, 'piped\n', 'no script and a piped stdin: runs stdin')
 st, out = t.run(lem .. ' -- ' .. args .. ' -x')
 t.like(out, '^' .. args:gsub('%p', '%%%0') .. '\t%-x\t', '-- ends the options')
+script('-', 'print("the file named -", ...)')
+st, out = t.run('cd ' .. tmpdir .. ' && ' .. lem .. ' -- - a', 'print("stdin", ...)')
+t.is(out, 'the file named -\ta\n', 'after --, - is the name of a file, as in lua')
 
 -- modules: LUA_PATH, LUA_CPATH and Debian's paths
 local moddir = tmpdir .. '/mods'

@@ -131,6 +131,7 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 
 		if (a[0] != '-' || strcmp(a, "-") == 0) {
 			cli->script = i;
+			cli->run_stdin = a[0] == '-';   /* after --, "-" is a file's name, as in lua */
 			break;
 		}
 		if (strcmp(a, "--") == 0) {

@@ -14,7 +14,8 @@ struct lem_cli {
 	int script;       /* argv index of the script ("-" for stdin), or 0 */
 	struct lem_cli_opt *opts;   /* the -e and -l options, nopts of them */
 	int nopts;
-	int run_stdin;    /* no script, no -e, no -v and stdin is not a terminal */
+	int run_stdin;    /* the script is standard input: "-", or no script, no -e, no -v
+	                     and stdin is not a terminal */
 	int argc;
 	char **argv;
 	int loops;        /* --loops: how many loops (threads), 1 by default */

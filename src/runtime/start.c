@@ -220,7 +220,7 @@ static char *read_all(int fd, size_t *len)
 int lem_start_read(struct lem_cli *cli)
 {
 	const char *name = cli->script ? cli->argv[cli->script] : "-";
-	int std = strcmp(name, "-") == 0, fd = std ? STDIN_FILENO : open(name, O_RDONLY | O_CLOEXEC);
+	int std = cli->run_stdin, fd = std ? STDIN_FILENO : open(name, O_RDONLY | O_CLOEXEC);
 	const char *what = "open";
 	size_t n;
 
