@@ -259,6 +259,21 @@ st, out = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "io.open(']] .. started
 	'i=0; while [ ! -e ' .. started .. ' ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; kill -TERM $p; wait $p; echo "status $?")')
 t.is(out, 'status 143\n', 'stdin and stdout closed: SIGTERM still stops lem (143)')
 
+-- a loop blocked in a call that no interrupt reaches (open of a FIFO without a writer)
+-- does not keep the process alive once the others are stopped
+local nowriter = tmpdir .. '/nowriter'
+os.execute('mkfifo ' .. nowriter)
+st, out, err = t.run('timeout -k 1 20 ' .. lem .. [[ --loops 2 -e "local u = require 'lem.utils'
+	if require('lem.loops').id == 2 then io.open(']] .. nowriter .. [[') else u.sleeper():sleep(0.2) u.exit(3) end"]])
+t.is(st, 3, 'utils.exit while another loop is blocked in C: lem exits with its status')
+t.is(err, 'lem: loop 2 did not stop within 2 s (a call that no interrupt reaches); lem exits without it\n', '... and says which loop it left')
+local blocked = tmpdir .. '/blocked'
+st, out, err = t.run('(' .. lem .. [[ --shutdown-timeout 0 -e "io.open(']] .. blocked .. [[', 'w'):close() io.open(']] .. nowriter .. [[')" & p=$!; ]] ..
+	'(sleep 20; kill -KILL $p) >/dev/null 2>&1 & k=$!; ' ..
+	'i=0; while [ ! -e ' .. blocked .. ' ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; sleep 0.1; kill -TERM $p; wait $p; echo "status $?"; kill $k)')
+t.is(out, 'status 143\n', 'SIGTERM while the main chunk is blocked in C: 143 once the deadline and the grace passed')
+t.like(err, '^lem: loop 1 did not stop within 2 s', '... saying so')
+
 -- the script is read once, in the main thread: every loop runs the same bytes
 local each = 'local l = require "lem.loops"; io.write(l.id .. ":" .. tostring((...)) .. "\\n")'
 local function ids(text)

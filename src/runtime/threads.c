@@ -14,7 +14,9 @@
  * next instruction raises "interrupted!". It does so whenever the group stops: at the
  * deadline, or when a loop stops it (utils.exit, an uncaught error). A second SIGINT or
  * SIGTERM, for code that no hook reaches (a blocking C call, a LuaJIT trace), kills the
- * process at once. */
+ * process at once. Without one, such a loop would keep the process alive for ever once
+ * the others are gone: a loop that has not left STOP_GRACE seconds after the group
+ * stopped is abandoned, and the process exits without it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +29,11 @@
 #include <unistd.h>
 #include "runtime.h"
 #include "../loop/mailbox.h"
+
+/* Seconds a loop has to leave its event loop once the group stops. Leaving needs no
+ * more than the interrupt's next instruction and the loop's report; finalizers run
+ * after it and are not counted. */
+#define STOP_GRACE 2
 
 struct watch;
 
@@ -273,6 +280,48 @@ static void handle(int sig, void (*handler)(int))
 	sigaction(sig, &sa, NULL);
 }
 
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int has_left(struct lem_mbox *mb)
+{
+	int closed;
+
+	pthread_mutex_lock(&mb->lock);
+	closed = mb->closed;
+	pthread_mutex_unlock(&mb->lock);
+	return closed;
+}
+
+/* STOP_GRACE after the stop: says which loops are stuck, lets those that left finish
+ * their finalizers (as long again at most), and ends the process with the group's
+ * status. A stuck thread may hold the lock of stdout or stderr (blocked writing to a
+ * full pipe): stderr is written around it, stdout flushed only if its lock is free. */
+static void abandon(struct lem_group *g, struct thread *threads, int n)
+{
+	struct timespec until;
+
+	for (int i = 0; i < n; i++)
+		if (!has_left(&g->mbox[i]))
+			dprintf(STDERR_FILENO, "lem: loop %d did not stop within %d s (a call that no "
+			        "interrupt reaches); lem exits without it\n", i + 1, STOP_GRACE);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_GRACE;
+	for (int i = 0; i < n; i++)
+		if (has_left(&g->mbox[i]))
+			pthread_timedjoin_np(threads[i].tid, NULL, &until);
+	if (ftrylockfile(stdout) == 0) {
+		fflush(stdout);
+		funlockfile(stdout);
+	}
+	_exit(lem_group_status(g));
+}
+
 /* Makes loops 1..n with their mailboxes. Returns how many it made: fewer than n after
  * reporting why the next one could not be made. */
 static int make_loops(struct lem_group *g, struct thread *threads, int n)
@@ -306,7 +355,7 @@ int lem_threads_run(const struct lem_cli *cli)
 	struct lem_group *g = lem_group_new(n, cli->mailbox);
 	struct thread *threads = calloc(n, sizeof *threads);
 	struct watch *watch = NULL;
-	double left = -1;
+	double left = -1, stopped = -1;
 	uint64_t sigs;
 	unsigned ev;
 
@@ -361,9 +410,16 @@ int lem_threads_run(const struct lem_cli *cli)
 			lem_group_expire(g);
 			left = -1;
 		}
-		if (ev & LEM_EV_STOP)
+		if (ev & LEM_EV_STOP) {
 			for (i = 0; i < n; i++)
 				pthread_kill(threads[i].tid, LEM_SIGINTR);
+			if (stopped < 0)
+				stopped = now();
+		}
+		if (stopped >= 0) {
+			if ((left = stopped + STOP_GRACE - now()) <= 0)
+				abandon(g, threads, n);
+		}
 	}
 	for (i = 0; i < n; i++)
 		pthread_join(threads[i].tid, NULL);
