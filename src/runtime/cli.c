@@ -191,6 +191,8 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			cli->pin = 1;
 			continue;
 		}
+		if (strcmp(a, "-i") == 0)   /* lua's, which users of lua will try */
+			return bad(prog, "'%s': lem has no interactive mode", a);
 		return bad(prog, "unrecognized option '%s'", a);
 	}
 	if (!cli->warn_blocking && (v0 = getenv("LEM_WARN_BLOCKING")) && *v0 &&
