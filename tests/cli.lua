@@ -75,6 +75,11 @@ t.is(st, 1, '-e without a chunk exits 1')
 t.like(err, "^lem: '%-e' needs an argument\nusage:", 'and says so')
 st, out, err = t.run(lem .. ' -l')
 t.like(err, "^lem: '%-l' needs an argument", '-l without a name')
+for _, o in ipairs { '--loops', '--mailbox', '--shutdown-timeout', '--warn-blocking' } do
+	st, out, err = t.run(lem .. ' ' .. o)
+	t.ok(st == 1 and err:find("^lem: '" .. o:gsub('%-', '%%-') .. "' needs an argument\nusage: lem"),
+		o .. ' at the end of the command line needs an argument, as -e does: the usage, status 1', err)
+end
 st, out, err = t.run(lem .. ' --loopz 3')
 t.is(st, 1, 'unknown long option exits 1')
 for _, v in ipairs { 'x', '-1', '', '1e7', 'inf', 'nan', '2s' } do

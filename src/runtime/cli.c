@@ -100,6 +100,18 @@ static const char *long_value(int argc, char **argv, int *i, const char *name)
 	return *i + 1 < argc ? argv[++*i] : "";
 }
 
+/* Whether a is an option that takes a value. */
+static int valued(const char *a)
+{
+	static const char *const names[] = { "--loops", "--mailbox", "--shutdown-timeout",
+	                                      "--warn-blocking", NULL };
+
+	for (const char *const *n = names; *n; n++)
+		if (strcmp(a, *n) == 0)
+			return 1;
+	return 0;
+}
+
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -155,6 +167,8 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			cli->opts[cli->nopts++].value = a[2] ? a + 2 : argv[i];
 			continue;
 		}
+		if (i + 1 == argc && valued(a))   /* nothing to be a bad value: as -e */
+			return bad(prog, "'%s' needs an argument", a);
 		if ((v = long_value(argc, argv, &i, "--loops"))) {
 			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 			cli->loops = strcmp(v, "auto") == 0 ? (int)(cpus > 0 ? (cpus < MAX_LOOPS ? cpus : MAX_LOOPS) : 1)
