@@ -191,4 +191,50 @@ local st, out, err = t.run('ulimit -n 64 && ' .. t.lem .. ' ' .. emfile)
 t.is(out, 'too many open files\t0\t1\tidle\n',
 	'out of descriptors: autospawn waits without spinning, and accepts the client once one is free', err)
 
+-- ---- out of descriptors ----
+-- A child lem under ulimit -n 64 takes every descriptor left (Lua's io.open), with a
+-- client queued on its listener; a timer gives them back 0.3 s later.
+do
+	local dir = t.tmpdir()
+	local function starved(body)
+		local script = t.file(dir, 'starved.lua', [[
+local io, utils = require 'lem.io', require 'lem.utils'
+local l = assert(io.tcp.listen('127.0.0.1', 0))
+local c = assert(io.tcp.connect('127.0.0.1', l:port()))
+local hog = {}
+while true do
+	local f = _G.io.open('/dev/null')
+	if not f then break end
+	hog[#hog + 1] = f
+end
+utils.timer(0.3, function() for _, f in ipairs(hog) do f:close() end end)
+]] .. body)
+		return t.run('ulimit -n 64 && exec timeout -s KILL 10 ' .. t.lem .. ' ' .. script)
+	end
+	-- Before, accept returned the error at once: a loop that retries never yielded, the
+	-- timer never ran, and the child spun until killed.
+	local st, out, err = starved([[
+local s, e, errs, last = nil, nil, 0, nil
+local t0 = utils.now()
+local quick, qe = l:accept(0.02)
+print('quick', quick, qe, utils.now() - t0 >= 0.015)
+repeat
+	s, e = l:accept()
+	if not s then errs, last = errs + 1, e end
+until s
+print('accepted', errs, last)
+]])
+	t.is(st, 0, 'accept out of descriptors, retried in a loop: no spin', err)
+	t.like(out, 'quick\tnil\ttoo many open files\ttrue\n',
+		"... accept(timeout) returns nil, 'too many open files' after its timeout")
+	local errs, last = out:match('accepted\t(%d+)\t([^\n]*)')
+	t.ok(errs and tonumber(errs) >= 1 and tonumber(errs) <= 10 and last == 'too many open files',
+		'... each failed accept waited: a few errors, then the client once descriptors came back', out)
+	st, out, err = starved([[
+utils.spawn(function() l:autospawn(function(s) print('served') s:close() l:close() end) end)
+]])
+	t.ok(st == 0 and out == 'served\n', 'autospawn out of descriptors waits, then serves the client',
+		('status %s: %s%s'):format(st, out, err))
+end
+
 t.done()

@@ -159,6 +159,7 @@ struct io_listener {
 	struct io_wait caller;    /* accept, autospawn, or io.tcp.listen looking a name up */
 	char *path;               /* IO_UNIX: the socket file, removed at close */
 	int backlog;
+	int err;                  /* accept: the -errno its pause ends with, else 0 */
 	struct io_tls_ctx *tls;   /* io.tls.listen: each client's stream speaks TLS */
 	struct io_listener *next, **pprev;   /* in st->listeners while open; pprev NULL once
 	                                        out */

@@ -254,6 +254,26 @@ static void listener_pause(struct io_listener *l)
 	ev_timer_start(ev, &l->timer);
 }
 
+/* Out of descriptors or memory: a resource another coroutine may give back. */
+static int listener_starved(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM;
+}
+
+/* accept's caller, starved (err), gets its error only after EMFILE_PAUSE (or its own
+ * timeout, if shorter): returned at once, a loop that retries never yields, so no
+ * other coroutine runs to close a descriptor and the loop is stuck for good. */
+static void listener_starve(struct io_listener *l, int err, lua_Number timeout)
+{
+	struct ev_loop *ev = lem_ev(l->loop);
+
+	l->err = err;
+	ev_io_stop(ev, &l->r);
+	ev_timer_stop(ev, &l->timer);
+	ev_timer_set(&l->timer, timeout > 0 && timeout < EMFILE_PAUSE ? timeout : EMFILE_PAUSE, 0);
+	ev_timer_start(ev, &l->timer);
+}
+
 /* Autospawn: runs handler(client) for each client accepted, right from the watcher. */
 static void listener_spawn(struct io_listener *l)
 {
@@ -265,7 +285,7 @@ static void listener_spawn(struct io_listener *l)
 		int fd = listener_accept1(l, &c);
 
 		if (fd < 0) {
-			if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM)
+			if (listener_starved(fd))
 				listener_pause(l);
 			return;        /* EAGAIN, or a client that went: the next event */
 		}
@@ -286,7 +306,7 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 	struct listener_client c;
 	int fd;
 
-	(void)ev; (void)revents;
+	(void)revents;
 	if (l->spawning) {
 		listener_spawn(l);
 		return;
@@ -294,6 +314,12 @@ static void listener_readable(struct ev_loop *ev, ev_io *w, int revents)
 	fd = listener_accept1(l, &c);
 	if (fd == -EAGAIN || fd == -EPROTO || fd == -EPERM)
 		return;
+	if (listener_starved(fd)) {
+		lua_Number left = ev_is_active(&l->timer) ? ev_timer_remaining(ev, &l->timer) : -1;
+
+		listener_starve(l, fd, left < 0 || left > 1e-6 ? left : 1e-6);
+		return;
+	}
 	if (fd < 0) {
 		io_wake_error(l->loop, &l->caller, L, fd);   /* return nil, message */
 		return;
@@ -311,7 +337,7 @@ static void listener_timer(struct ev_loop *ev, ev_timer *w, int revents)
 		ev_io_start(ev, &l->r);
 		return;
 	}
-	io_wake_error(l->loop, &l->caller, lem_state(l->loop), -ETIMEDOUT);
+	io_wake_error(l->loop, &l->caller, lem_state(l->loop), l->err ? l->err : -ETIMEDOUT);
 }
 
 /* Closes the listener. The caller of autospawn returns true, that of accept nil, 'closed'
@@ -379,12 +405,17 @@ static int listener_accept(lua_State *T)
 	fd = listener_accept1(l, &c);
 	if (fd >= 0)
 		return listener_push_client(&c, T);       /* return the stream | nil, message */
-	if (fd != -EAGAIN)
+	if (fd != -EAGAIN && (timeout == 0 || !listener_starved(fd)))
 		return io_error(T, fd);                   /* return nil, message */
 	if (timeout == 0)
 		return io_error(T, -ETIMEDOUT);           /* return nil, 'timeout' */
 	l->spawning = 0;
+	l->err = 0;
 	r = io_suspend(l->loop, T, &l->caller, 0);
+	if (fd != -EAGAIN) {
+		listener_starve(l, fd, timeout);          /* nil, message after the pause */
+		return r;
+	}
 	ev_io_start(lem_ev(l->loop), &l->r);
 	if (timeout > 0) {
 		ev_timer_set(&l->timer, timeout, 0);
