@@ -235,6 +235,11 @@ utils.spawn(function() l:autospawn(function(s) print('served') s:close() l:close
 ]])
 	t.ok(st == 0 and out == 'served\n', 'autospawn out of descriptors waits, then serves the client',
 		('status %s: %s%s'):format(st, out, err))
+	-- glibc's getaddrinfo, unable to open /etc/hosts, says the name is not known
+	st, out, err = starved([[
+print(select(2, io.tcp.connect('localhost', l:port())))
+]])
+	t.is(out, 'too many open files\n', "a name looked up out of descriptors: nil, 'too many open files'")
 end
 
 t.done()

@@ -112,6 +112,10 @@ static void socket_lookup_work(void *arg)
 	errno = 0;
 	gai = getaddrinfo(r->host, serv, &hints, &r->res);
 	if (gai) {
+		/* glibc says EAI_NONAME when it could not open /etc/hosts or its other sources:
+		 * out of descriptors, the name was never looked up */
+		if (gai == EAI_NONAME && (errno == EMFILE || errno == ENFILE))
+			gai = EAI_SYSTEM;
 		r->err = io_eai(gai, errno);
 		r->res = NULL;
 	}
