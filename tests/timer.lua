@@ -56,6 +56,40 @@ t.is(count, 20000, '20000 timers all fired')
 t.error(function() utils.timer(0/0, function() end) end, "bad argument #1 to 'timer' %(delay is not a number%)", 'a NaN delay is a bad argument, not a timer that never fires')
 t.error(function() tm.cancel(42) end, "bad argument #1 to 'cancel' %(timer expected, got number%)", 'cancel on a non-timer')
 
+-- Out of memory when the table of anchored values grows (2 slots a timer, 16 bytes each):
+-- that table, grown on the loop's own state where no Lua call protects it, aborted the
+-- process ("unprotected error in the Lua API"). failalloc (tests/lib/failalloc.c), in a
+-- child lem, makes allocations above 256 KiB fail: the table's at 16384 slots.
+local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+if (os.getenv('LEM_SANITIZER') or '') ~= '' or not shim then
+	t.skip('timers out of memory: an error, no abort', 'sanitizers replace the allocator')
+else
+	local st, out, err = t.run('LD_PRELOAD=' .. shim .. '/modules/failalloc.so LUA_CPATH=' .. shim ..
+		"/modules/?.so " .. t.lem .. [[ -e "
+local fa, utils = require 'failalloc', require 'lem.utils'
+fa.above(65536)
+if pcall(string.rep, 'y', 1048576) then fa.above(nil) print('skip') return end
+fa.above(nil)
+local timers, f = {}, function() end
+for i = 1, 100000 do timers[i] = false end
+fa.above(256 * 1024)
+local ok, e = pcall(function() for i = 1, 100000 do timers[i] = utils.timer(1e6, f) end end)
+fa.above(nil)
+local n = 0
+for i = 1, 100000 do if timers[i] then n = n + 1 timers[i]:cancel() end end
+local fired
+utils.timer(0.01, function() fired = true end)
+utils.sleeper():sleep(0.05)
+print(ok, e, n > 1000 and n < 100000, fired)"]])
+	if out == 'skip\n' then
+		t.skip('timers out of memory: an error, no abort', 'the VM does not allocate through malloc')
+	else
+		t.ok(st == 0 and out == 'false\tnot enough memory\ttrue\ttrue\n',
+			"timers out of memory: utils.timer raises 'not enough memory', no abort; timers work after",
+			('status %s: %s%s'):format(st, out, err))
+	end
+end
+
 -- timers still pending when the loop closes are freed with it, without a finalizer each:
 -- this file ends with 1000 of them, which ASan and valgrind check
 for i = 1, 1000 do utils.timer(60 + i, function() end) end

@@ -4,18 +4,31 @@
 #include "loop.h"
 
 /* Slots are indices into LEM_ANCHORS. Freed ones are reused first, so the table stays an
- * array as long as the peak number of anchored values. A memory error can come from the
- * list of free slots, raised on T where a protected call or the coroutine gets it, or
- * from the table's growth on the loop's own state, which no Lua call protects: that one
- * is the fatal path (lem_fatal, through the panic function). Making the table anew on T
- * at each doubling instead cost a timer 10% more. */
+ * array as long as the peak number of anchored values. Setting a slot must allocate
+ * nothing: it is done on the loop's own state H, which no Lua call protects, and a memory
+ * error there aborts the process (the panic function). So the table's array always has
+ * free_anchors_cap slots, every slot ever used among them: Lua then stores each at its
+ * place in the array, and never rehashes the table. At each doubling the table is made
+ * anew, and the list of free slots grown, on T, where a protected call or the
+ * coroutine gets a memory error: a server with a million timers under a memory limit
+ * grows a table of 32 MB there. */
 static void grow(lem_loop *loop, lua_State *T)
 {
+	lua_State *H = loop->H;
 	int cap = loop->free_anchors_cap ? 2 * loop->free_anchors_cap : 64;
-	int *p = realloc(loop->free_anchors, cap * sizeof *p);   /* holds no more than cap */
+	int *p;
 
+	lua_createtable(T, cap, 0);
+	for (int i = 1; i <= loop->anchors_len; i++) {
+		lua_rawgeti(H, LEM_ANCHORS, i);
+		lua_xmove(H, T, 1);
+		lua_rawseti(T, -2, i);
+	}
+	p = realloc(loop->free_anchors, cap * sizeof *p);   /* holds no more than cap */
 	if (!p)
-		luaL_error(T, "not enough memory");
+		luaL_error(T, "not enough memory");   /* nothing changed: the new table is garbage */
+	lua_xmove(T, H, 1);
+	lua_replace(H, LEM_ANCHORS);
 	loop->free_anchors = p;
 	loop->free_anchors_cap = cap;
 }
