@@ -159,6 +159,28 @@ srv:close()
 	t.ok(st == 0, 'an http handler out of memory, holding it: the server goes on',
 		('status %s: %s'):format(st, err))
 	t.is(text, '500\t200\tfine\n', '... 500 to that request, 200 to the next')
+	-- A loop of spawns: each queues its function (and arguments) in the runqueue, whose
+	-- new segment, made where nothing caught its failure, aborted the process ("out of
+	-- memory (runqueue)"), as did the coroutine made on the loop's own state for a spawn
+	-- with arguments
+	for _, args in ipairs { '', ', n' } do
+		-- LuaJIT: the coroutines made end and are kept for reuse on a thread whose stack
+		-- LuaJIT's collector shrank, and growing it back out of memory still aborts
+		if args ~= '' and jit then
+			t.skip('spawn(f, n) in a loop out of memory: it raises, no abort',
+				"LuaJIT: the spare coroutines' stack")
+			break
+		end
+		st, text, err = run_limited(([[
+local utils, n = require 'lem.utils', 0
+local f = function() end
+local ok, e = pcall(function() while true do utils.spawn(f%s) n = n + 1 end end)
+print(ok, e, n > 1000)
+]]):format(args))
+		t.ok(st == 0 and text == 'false\tnot enough memory\ttrue\n',
+			('spawn(f%s) in a loop out of memory: it raises, no abort'):format(args),
+			('status %s: %s%s'):format(st, text, err))
+	end
 	os.remove(probe)
 end
 

@@ -74,6 +74,22 @@ int lem_protect(lem_loop *loop, lua_State *to, int (*push)(lua_State *S, void *u
 	return -1;
 }
 
+/* Runs push(S, ud) in S itself, a thread that runs nothing, under a protected call: a
+ * memory error raised on S (growing its stack, say) comes back here as -1, where
+ * without one it would abort the process. Its results are dropped; 0 when it returned. */
+int lem_protect_in(lem_loop *loop, lua_State *S, int (*push)(lua_State *S, void *ud), void *ud)
+{
+	struct protected p = { push, ud };
+	int top = lua_gettop(S), r;
+
+	lua_pushvalue(loop->H, LEM_PROTECT);
+	lua_xmove(loop->H, S, 1);
+	lua_pushlightuserdata(S, &p);
+	r = lua_pcall(S, 1, 0, 0);
+	lua_settop(S, top);
+	return r ? -1 : 0;
+}
+
 static int panic(lua_State *L)
 {
 	lem_fatal("unprotected error in the Lua API (%s)",

@@ -277,6 +277,9 @@ static inline void lem_site_drop(lem_loop *loop, lem_site site)
 void lem_site_keep(lem_loop *loop, lua_State *T);   /* before the running one suspends */
 int lem_site_describe(lem_loop *loop, lua_State *co, lua_State *L);   /* [-0, +(0|1)] */
 
+/* loop.c */
+int lem_protect_in(lem_loop *loop, lua_State *S, int (*push)(lua_State *S, void *ud), void *ud);
+
 /* anchor.c (and lem.h's anchors): slots in LEM_ANCHORS */
 void lem_anchor_free(lem_loop *loop);
 

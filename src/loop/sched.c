@@ -65,6 +65,50 @@ static struct lem_rq_seg *seg_get(lem_loop *loop)
 	return seg;
 }
 
+/* Grows co's stack to *(int *)ud free slots, in co itself (lem_protect_in). */
+static int co_stack(lua_State *co, void *ud)
+{
+	lua_checkstack(co, *(int *)ud);
+	return 0;
+}
+
+/* Raises Lua's own memory error's message on T, without a position: as the VM's. */
+static int rq_nomem(lua_State *T)
+{
+	lua_pushliteral(T, "not enough memory");
+	return lua_error(T);
+}
+
+/* A spawn from T that needs a new segment makes it here, on T, where a memory error is
+ * T's to catch: seg_get's own failure is fatal, and a loop of spawns (each queues a
+ * function and allocates nothing else) ran into it under a memory limit. */
+static void rq_reserve(lem_loop *loop, lua_State *T)
+{
+	struct lem_rq_seg *seg;
+	lua_State *A;
+	int anchor;
+
+	if (loop->rq_last->len < LEM_SEG || loop->rq_free || T == loop->L || loop->closing)
+		return;
+	A = lua_newthread(T);
+	if (lem_protect_in(loop, A, co_stack, &(int){ LEM_SEG }) != 0) {
+		lua_pop(T, 1);
+		rq_nomem(T);
+	}
+	lua_checkstack(A, LEM_SEG);      /* the room is there: this only marks it as in use */
+	anchor = lem_anchor(loop, T);
+	if (!(seg = malloc(sizeof *seg))) {
+		lem_unanchor(loop, anchor);
+		rq_nomem(T);
+	}
+	seg->A = A;
+	seg->anchor = anchor;
+	seg->head = seg->len = 0;
+	seg->next = NULL;
+	loop->rq_free = seg;
+	loop->rq_nfree++;
+}
+
 static void seg_empty(struct lem_rq_seg *seg)
 {
 	lua_settop(seg->A, 0);
@@ -610,8 +654,10 @@ int lem_wake(lem_loop *loop, const lem_waiter *w, lua_State *from, int nargs)
 
 void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 {
-	lem_site site = from == loop->L ? 0 : lem_site_at(loop, from);
+	lem_site site;
 
+	rq_reserve(loop, from);
+	site = from == loop->L ? 0 : lem_site_at(loop, from);
 	if (nargs == 0 && !loop->closing)      /* lem_sched_push_func, inlined */
 		lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0, site)->A, 1);
 	else
@@ -620,8 +666,10 @@ void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 
 void lem_spawn_at(lem_loop *loop, lua_State *from, int nargs)
 {
-	lem_site site = lem_site_of(loop, from, -nargs - 2);
+	lem_site site;
 
+	rq_reserve(loop, from);
+	site = lem_site_of(loop, from, -nargs - 2);
 	lua_remove(from, -nargs - 2);
 	lem_spawn_site(loop, from, nargs, site);
 }
@@ -629,12 +677,25 @@ void lem_spawn_at(lem_loop *loop, lua_State *from, int nargs)
 void lem_spawn_site(lem_loop *loop, lua_State *from, int nargs, lem_site site)
 {
 	lua_State *co;
+	int n;
 
 	if (nargs == 0) {         /* its coroutine is made when it runs */
 		lem_sched_push_func(loop, from, site);
 		return;
 	}
-	co = lem_sched_pushthread(loop);
+	if (from == loop->L) {
+		co = lem_sched_pushthread(loop);
+	} else {                  /* made on from, which gets its memory error */
+		co = lem_sched_pushthread_on(loop, from);
+		lua_xmove(from, loop->L, 1);
+	}
+	n = nargs + 2;            /* and rq_push's lua_pushthread */
+	if (n > LUA_MINSTACK && lem_protect_in(loop, co, co_stack, &n) != 0) {
+		lua_pop(loop->L, 1);
+		lua_pop(from, nargs + 1);
+		lem_site_drop(loop, site);
+		rq_nomem(from);
+	}
 	if (!lua_checkstack(co, nargs + 1)) {
 		lua_pop(loop->L, 1);
 		lua_pop(from, nargs + 1);
