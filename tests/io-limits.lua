@@ -257,6 +257,46 @@ utils.spawn(function() l:autospawn(function(s) print('served') s:close() l:close
 ]])
 	t.ok(st == 0 and out == 'served\n', 'autospawn out of descriptors waits, then serves the client',
 		('status %s: %s%s'):format(st, out, err))
+	-- Out of memory for an autospawn handler's coroutine: it was made on the loop's own
+	-- state, and the process aborted. failalloc (tests/lib/failalloc.c) refuses, in
+	-- loop 1 only, allocations above 600 bytes: a coroutine's stack. Loop 1 is woken by
+	-- messages, in place: it makes no coroutine of its own meanwhile.
+	local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+	if (os.getenv('LEM_SANITIZER') or '') ~= '' or not shim or jit then
+		t.skip('autospawn out of memory for a handler: the client is closed, no abort',
+			'sanitizers replace the allocator; LuaJIT needs blocks of that size elsewhere')
+	else
+		local script = t.file(dir, 'spawnmem.lua', [[
+local fa, io, utils, loops = require 'failalloc', require 'lem.io', require 'lem.utils', require 'lem.loops'
+if loops.id == 1 then
+	local l = assert(io.tcp.listen('127.0.0.1', 0))
+	utils.spawn(function() l:autospawn(function(s) s:write('hi\n') s:close() end) end)
+	utils.yield()
+	fa.above(600)
+	loops.send(2, l:port())
+	loops.receive()
+	fa.above(nil)
+	loops.receive()
+	l:close()
+else
+	local _, port = loops.receive()
+	local a = io.tcp.connect('127.0.0.1', port)
+	local t0 = utils.now()
+	local line, e = a:read('*l', 5)
+	print(line, e, utils.now() - t0 < 2)
+	loops.send(1, 'memory back')
+	utils.sleeper():sleep(0.3)
+	local b = io.tcp.connect('127.0.0.1', port)
+	print(b:read('*l', 5))
+	loops.send(1, 'done')
+end
+]])
+		st, out, err = t.run('LD_PRELOAD=' .. shim .. '/modules/failalloc.so LUA_CPATH=' .. shim ..
+			"/modules/?.so exec timeout -s KILL 20 " .. t.lem .. ' --loops 2 ' .. script)
+		t.ok(st == 0 and out == 'nil\tclosed\ttrue\nhi\n',
+			'autospawn out of memory for a handler: that client is closed at once, no abort; the next is served',
+			('status %s: %s%s'):format(st, out, err))
+	end
 	-- glibc's getaddrinfo, unable to open /etc/hosts, says the name is not known
 	st, out, err = starved([[
 print(select(2, io.tcp.connect('localhost', l:port())))

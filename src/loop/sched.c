@@ -657,7 +657,8 @@ void lem_spawn(lem_loop *loop, lua_State *from, int nargs)
 	lem_site site;
 
 	rq_reserve(loop, from);
-	site = from == loop->L ? 0 : lem_site_at(loop, from);
+	/* the loop's own states run no Lua code: a spawn from there has no site */
+	site = from == loop->L || from == loop->scratch ? 0 : lem_site_at(loop, from);
 	if (nargs == 0 && !loop->closing)      /* lem_sched_push_func, inlined */
 		lua_xmove(from, rq_append(loop, NULL, LEM_RQ_NEW, 0, 0, site)->A, 1);
 	else

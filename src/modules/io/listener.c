@@ -274,6 +274,18 @@ static void listener_starve(struct io_listener *l, int err, lua_Number timeout)
 	ev_timer_start(ev, &l->timer);
 }
 
+/* handler(client), on top of L, in a new coroutine: spawned from S, under lem_protect,
+ * so that running out of memory for it (its coroutine, the runqueue's room) is an error
+ * here, not an abort. Moving values allocates nothing. */
+static int listener_spawn_client(lua_State *S, void *ud)
+{
+	struct io_listener *l = ud;
+
+	lua_xmove(lem_state(l->loop), S, 2);
+	lem_spawn(l->loop, S, 1);
+	return 0;
+}
+
 /* Autospawn: runs handler(client) for each client accepted, right from the watcher. */
 static void listener_spawn(struct io_listener *l)
 {
@@ -282,6 +294,7 @@ static void listener_spawn(struct io_listener *l)
 
 	for (int i = 0; i < ACCEPTS_MAX && l->caller.w.co; i++) {
 		struct listener_client c;
+		struct io_stream *s;
 		int fd = listener_accept1(l, &c);
 
 		if (fd < 0) {
@@ -295,7 +308,13 @@ static void listener_spawn(struct io_listener *l)
 			listener_pause(l);
 			return;
 		}
-		lem_spawn(loop, L, 1);                           /* handler(client) */
+		s = lua_touserdata(L, -1);
+		if (lem_protect(loop, L, listener_spawn_client, l) != 0) {
+			lua_pop(L, 2);                               /* nil, message */
+			io_stream_shut(s, NULL);   /* the client is told at once, not at its __gc */
+			listener_pause(l);
+			return;
+		}
 	}
 }
 
