@@ -425,6 +425,109 @@ do   -- an idle connection keeps no coroutine: it waits in stream:idle until idl
 	ks:close()
 end
 
+---------------------------------------------------------------- limits at their defaults
+do   -- each limit of docs/http.md at its default: the largest allowed is served, one more is not
+	local ds = assert(http.listen('127.0.0.1', 0, function(req, res)
+		res.headers.connection = 'close'
+		res:send(200, 'ok')
+	end))
+	local function status(text)
+		local c = assert(io.tcp.connect('127.0.0.1', ds:port(), 2))
+		c:write(text)
+		local all, err = c:read('*a', 5)
+		c:close()
+		return all and all:match('^HTTP/1%.1 (%d+)') or all or err
+	end
+	local function head(n)         -- a head of n bytes, its final empty line included
+		local pre = 'GET / HTTP/1.1\r\nHost: x\r\nX-Pad: '
+		return pre .. ('p'):rep(n - #pre - 4) .. '\r\n\r\n'
+	end
+	t.is(status(head(16384)), '200', 'a head of 16,384 bytes (max_header_bytes\' default): served')
+	t.is(status(head(16385)), '431', '... one byte more: 431')
+	local function fields(n)
+		local f = { 'Host: x\r\n' }
+		for k = 2, n do f[k] = 'X-' .. k .. ': v\r\n' end
+		return 'GET / HTTP/1.1\r\n' .. table.concat(f) .. '\r\n'
+	end
+	t.is(status(fields(100)), '200', '100 field lines (max_headers\' default): served')
+	t.is(status(fields(101)), '431', '... 101: 431')
+	local function target(n) return 'GET /' .. ('t'):rep(n - 1) .. ' HTTP/1.1\r\nHost: x\r\n\r\n' end
+	t.is(status(target(8192)), '200', 'a target of 8,192 bytes (max_target\'s default): served')
+	t.is(status(target(8193)), '414', '... one byte more: 414')
+	local function length(n) return 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ' .. n .. '\r\n\r\n' end
+	t.is(status(length(8 * 1048576)), '200', 'a Content-Length of 8 MiB (max_body\'s default): the handler runs')
+	t.is(status(length(8 * 1048576 + 1)), '413', '... one byte more: 413')
+	ds:close()
+end
+
+---------------------------------------------------------------- bodies and timeouts
+do
+	local got = {}
+	local bs = assert(http.listen('127.0.0.1', 0, function(req, res)
+		if req.path == '/read' then got[#got + 1] = { req:body() } return end
+		res:send(200, req.path)
+	end, { max_body = 10, header_timeout = 0.3, body_timeout = 0.3, server = 'mine/1' }))
+	local function exchange(text, pause, more)
+		local c = assert(io.tcp.connect('127.0.0.1', bs:port(), 2))
+		local t0 = utils.now()
+		c:write(text)
+		if pause then sleep(pause) c:write(more) end
+		local all, err = c:read('*a', 5)
+		c:close()
+		return all or err, utils.now() - t0
+	end
+	local a = exchange('POST /read HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' ..
+		'b\r\n' .. ('x'):rep(11) .. '\r\n0\r\n\r\n')
+	t.like(a, '^HTTP/1%.1 413 .*\r\nConnection: close\r\n', 'a chunked body past max_body: 413 at once')
+	t.same(got[1], { nil, 'body too large' }, '... and the read returns nil, \'body too large\'')
+	local dt
+	a, dt = exchange('POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc')
+	t.like(a, '^HTTP/1%.1 408 .*\r\nConnection: close\r\n', 'a body that comes too slowly: 408, and the connection closes')
+	t.same(got[2], { nil, 'timeout' }, '... and the read returns nil, \'timeout\'')
+	t.near(dt, 0.3, 0.25, '... after body_timeout')
+	a, dt = exchange('')
+	t.like(a, '^HTTP/1%.1 408 .*\r\nConnection: close\r\n', 'a new connection that sends nothing: 408')
+	t.near(dt, 0.3, 0.25, '... after header_timeout from its accept')
+	a = exchange('GET /lf HTTP/1.1\nHost: x\n\n')
+	t.like(a, '^HTTP/1%.1 408 ', 'a head with bare LF line ends is never complete: 408 after header_timeout')
+	a = exchange('GET /lf HTTP/1.1\nHost: x\nX-Pad: ' .. ('p'):rep(17000) .. '\n\n')
+	t.like(a, '^HTTP/1%.1 400 ', '... past max_header_bytes, with a bare LF among its first bytes: 400 (the parser sees it)')
+	a = exchange('GET /lf HTTP/1.1\r\nHost: x\r\nX-Pad: ' .. ('p'):rep(17000) .. '\n\n')
+	t.like(a, '^HTTP/1%.1 431 ', '... with its first bare LF past max_header_bytes: 431')
+	a = exchange('GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+	t.like(a, '\r\nServer: mine/1\r\n', 'the server option: the Server field')
+	bs:close()
+	-- a timeout set to false: none
+	local ns = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, 'x') end,
+		{ header_timeout = false }))
+	local c = assert(io.tcp.connect('127.0.0.1', ns:port(), 2))
+	c:write('GET / HTTP/1.1\r\n')
+	t.same({ c:read('*a', 0.8) }, { nil, 'timeout' }, 'header_timeout = false: a head may take its time')
+	c:write('Host: x\r\nConnection: close\r\n\r\n')
+	t.like(c:read('*a', 2), '^HTTP/1%.1 200 ', '... and is served when it ends')
+	c:close()
+	ns:close()
+end
+
+do   -- an unread body of at most 256 KiB is read and dropped; a longer one closes the connection
+	local us = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, req.path) end))
+	local function unread(n)
+		local c = assert(io.tcp.connect('127.0.0.1', us:port(), 2))
+		c:write('POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: ' .. n .. '\r\n\r\n' .. ('b'):rep(n),
+			'GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+		local all, err = c:read('*a', 5)
+		c:close()
+		return all or err
+	end
+	local a = unread(262144)
+	t.like(a, '^HTTP/1%.1 200 [^\n]*\r\nServer: lem\r\nDate: [^\r]*\r\nContent%-Length: 2\r\n\r\n/uHTTP/1%.1 200 .*/next$',
+		'an unread body of 256 KiB: dropped, the connection goes on')
+	a = unread(262145)
+	t.like(a, '^HTTP/1%.1 200 .*\r\nConnection: close\r\n\r\n/u$',
+		'an unread body of 256 KiB and one byte: its answer says Connection: close, and the connection ends')
+	us:close()
+end
+
 -- http.listen's bad arguments: errors where it was called, nothing left listening
 for _, bad in ipairs({ { 'header_timeout', 0 / 0 }, { 'write_timeout', 0 / 0 },
 		{ 'idle_timeout', -1 }, { 'body_timeout', 0 / 0 }, { 'max_body', 0 / 0 },
