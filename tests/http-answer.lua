@@ -10,6 +10,7 @@ local utils = require 'lem.utils'
 
 local logged = {}
 local twice                  -- what a second res:send returned
+local seen = {}              -- what other second answers returned, by path
 local cases = {
 	['/plain'] = function(res) res:send(200, 'same') end,
 	['/type'] = function(res)
@@ -64,6 +65,34 @@ local cases = {
 		res:send(200, 'first')
 		local ok, err = res:send(200, 'second')
 		twice = { ok, err }
+	end,
+	['/twostarts'] = function(res)
+		res:start(200)
+		local ok, err = res:start(200)
+		local ok2, err2 = res:send(200, 'x')
+		res:finish('started')
+		seen.twostarts = { ok, err, ok2, err2 }
+	end,
+	['/sendstart'] = function(res)
+		res:send(200, 'sent')
+		seen.sendstart = { res:start(200) }
+	end,
+	['/unfinished'] = function(res)        -- a started answer the handler leaves
+		res.headers['content-length'] = 4
+		res:start(200)
+		res:write('half')
+	end,
+	['/ctl'] = function(res)
+		res.headers['X-Bad'] = 'a\1b'
+		res:send(200, 'never')
+	end,
+	['/del'] = function(res)
+		res.headers['X-Bad'] = 'a\127b'
+		res:send(200, 'never')
+	end,
+	['/tab'] = function(res)
+		res.headers['X-Tab'] = 'a\tb'
+		res:send(200, 'tab')
 	end,
 	['/listcrlf'] = function(res)
 		res.headers['X-List'] = { 'fine', 'bad\nvalue' }
@@ -217,7 +246,9 @@ for _, case in ipairs({ { '/table', 'bad body %(string expected, got table%)' },
                         { '/startstatus', 'http%-answer%.lua:%d+: bad status 1000 %(' },
                         { '/crlf', 'http%-answer%.lua:%d+: invalid value for header x%-bad' },
                         { '/name', 'invalid header name "bad name"' },
-                        { '/listcrlf', 'invalid value for header x%-list' } }) do
+                        { '/listcrlf', 'invalid value for header x%-list' },
+                        { '/ctl', 'http%-answer%.lua:%d+: invalid value for header x%-bad' },
+                        { '/del', 'http%-answer%.lua:%d+: invalid value for header x%-bad' } }) do
 	local n = #logged
 	answers, rest = exchange({ case[1], '/plain' })
 	t.like(answers[1] and answers[1][1], '^HTTP/1%.1 500 ', case[1] .. ': 500')
@@ -231,6 +262,19 @@ t.is(got[1] and got[1][2], 'first', 'the first res:send answers')
 t.ok(twice and twice[1] == nil and twice[2] == 'response already sent',
 	'... a second one returns nil, \'response already sent\'', twice and tostring(twice[2]))
 t.is(got[2] and got[2][2], 'same', '... and the connection goes on')
+
+got = exchange({ '/twostarts' }, true)
+t.like(got[1] and got[1][1], '\r\nTransfer%-Encoding: chunked\r\n', 'res:start, then a second start and a send: the start\'s answer')
+t.same(seen.twostarts, { nil, 'response already sent', nil, 'response already sent' },
+	'... the second start and the send returned nil, \'response already sent\'')
+got = exchange({ '/sendstart', '/unfinished', '/tab', '/plain' }, true)
+t.is(got[1] and got[1][2], 'sent', 'res:send, then res:start: the send\'s answer')
+t.same(seen.sendstart, { nil, 'response already sent' }, '... and res:start returned nil, \'response already sent\'')
+t.like(got[2] and got[2][1], '^HTTP/1%.1 200 OK\r\n.*Content%-Length: 4\r\n\r\n$',
+	'a started answer the handler left unfinished...')
+t.is(got[2] and got[2][2], 'half', '... is finished: the connection goes on')
+t.like(got[3] and got[3][1], '\r\nx%-tab: a\tb\r\n', 'a tab in a value: sent (only other control characters are refused)')
+t.like(got[4] and got[4][1], plain_head('same'), '... and the next answer after them')
 
 got = exchange({ '/plain', '/type', '/plain' }, true)
 t.like(got[3][1], plain_head('same'), 'after a different answer, the first again, whole')

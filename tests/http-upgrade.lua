@@ -49,10 +49,15 @@ c:close()
 t.is(ended, 1, 'the handler ran to its end')
 
 -- a second server: refusals, and lem's client
+local after_answer
 server = assert(http.listen('127.0.0.1', 0, function(req, res)
 	if req.path == '/body' then
 		local s, err = res:upgrade('echo')
 		return res:send(400, err)
+	elseif req.path == '/sent' then    -- an answer first, then the upgrade
+		res:send(200, 'answered')
+		after_answer = { res:upgrade('echo') }
+		return
 	end
 	local s, err = res:upgrade('echo')
 	if not s then return res:send(426, err) end
@@ -79,6 +84,9 @@ c:close()
 r = assert(http.request{ method = 'POST', url = base .. '/body', body = 'unread',
 	headers = { Connection = 'upgrade', Upgrade = 'echo' } })
 t.is(r:body(), 'request body not read', 'a body left unread: refused')
+r = assert(http.request{ url = base .. '/sent', headers = { Connection = 'upgrade', Upgrade = 'echo' } })
+t.is(r:body(), 'answered', 'an upgrade after an answer: the answer went out')
+t.same(after_answer, { nil, 'response already sent' }, '... and res:upgrade returned nil, \'response already sent\'')
 
 r = assert(http.request{ url = base .. '/', headers = { Connection = 'Upgrade', Upgrade = 'echo' } })
 t.is(r.status, 101, 'lem\'s client: 101')
