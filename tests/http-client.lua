@@ -100,6 +100,11 @@ ok, err = http.request{ url = base .. '/slow', timeout = 0.2 }
 t.is(err, 'timeout', 'no answer: timeout')
 t.ok(utils.now() - t0 < 1, '... on time')
 
+http.close_idle()
+answers = { 'close' }
+ok, err = http.request(base .. '/unanswered')
+t.same({ ok, err }, { nil, 'closed' }, 'a new connection the server closes without an answer: nil, \'closed\'')
+
 ok, err = http.request('http://127.0.0.1:1/')
 t.is(err, 'connection refused', 'nobody listens: the connect error')
 t.error(function() http.request('ftp://x/') end, 'bad url', 'only http URLs')
@@ -158,10 +163,18 @@ t.error(function() http.request{ url = base .. '/', headers = { ['bad name'] = '
 	'http%-client%.lua:%d+: invalid header name "bad name"', 'a bad header name')
 t.error(function() http.request{ url = base .. '/', headers = { x = 'a\r\nb: c' } } end,
 	'http%-client%.lua:%d+: invalid value for header x', 'a header value with CR LF')
-http.idle_timeout = 0 / 0
-t.error(function() http.request(base .. '/') end, 'http%-client%.lua:%d+: bad http.idle_timeout',
-	'http.idle_timeout NaN: an error')
-http.idle_timeout = 30
+t.error(function() http.request{ url = base .. '/', headers = { x = 'a\1b' } } end,
+	'http%-client%.lua:%d+: invalid value for header x', 'a header value with another control character')
+for _, bad in ipairs({ { 'idle_timeout', 0 / 0 }, { 'idle_timeout', nil }, { 'idle_timeout', -1 },
+		{ 'max_per_host', 0 }, { 'max_per_host', '4' }, { 'max_idle_per_host', -1 },
+		{ 'max_idle_per_host', 0 / 0 } }) do
+	local saved = http[bad[1]]
+	http[bad[1]] = bad[2]
+	t.error(function() http.request(base .. '/') end,
+		'http%-client%.lua:%d+: bad http.idle_timeout, http.max_per_host or http.max_idle_per_host',
+		'http.' .. bad[1] .. ' = ' .. tostring(bad[2]) .. ': an error')
+	http[bad[1]] = saved
+end
 t.is(#heads, heads_before, 'none of them sent anything')
 
 -- A request that raises once its connection's place is taken (a connect where lem cannot
@@ -238,6 +251,17 @@ utils.sleeper():sleep(0.05)
 r, err = http.request{ url = rbase, timeout = 5 }
 t.is(r and r:body(), 'ok', 'a second one, whose connection the server resets: sent again', err)
 t.is(resets, 2, '... on a new connection')
+-- ... but not when its method is not idempotent, or its body is a function
+for _, case in ipairs({ { 'POST', 'x' }, { 'PATCH', 'x' }, { 'PUT', function() return nil end } }) do
+	http.close_idle()
+	utils.sleeper():sleep(0.25)      -- the server's end of the last one closed
+	assert(http.request{ url = rbase, timeout = 5 }):body()
+	utils.sleeper():sleep(0.05)
+	local before = resets
+	r, err = http.request{ method = case[1], url = rbase, body = case[2], timeout = 5 }
+	t.ok(not r and err and resets == before, ('%s with a %s body on a connection the server resets: ' ..
+		'its error, not sent again'):format(case[1], type(case[2])), err)
+end
 http.close_idle()
 rl:close()
 
