@@ -21,6 +21,8 @@ local function handler(req, res)
 			res:write(i)
 		end
 		res:finish()
+	elseif p == '/big' then                   -- 8 MiB and the query's count of bytes more
+		res:send(200, string.rep('B', 8 * 1048576 + tonumber(req.query)))
 	elseif p == '/length' then
 		res:send(200, string.rep('L', 100000))
 	elseif p == '/chunked' then
@@ -61,6 +63,32 @@ local function parallel(n, make)
 	end
 	main:sleep(10)
 	return results
+end
+
+-- at the defaults: 32 connections to a host at most, 8 of them kept idle
+do
+	http.close_idle()
+	local function round()
+		local rs = parallel(40, function()
+			local r, err = http.request{ url = base .. '/slow', timeout = 10 }
+			if not r then return nil, err end
+			return r:body()
+		end)
+		local ps, n = {}, 0
+		for i = 1, 40 do
+			local port = rs[i][1]
+			if port and not ps[port] then ps[port], n = true, n + 1 end
+		end
+		return ps, n
+	end
+	local first, n = round()
+	t.is(n, 32, '40 callers at once, http.max_per_host\'s default: 32 connections')
+	local second, n2 = round()
+	local kept = 0
+	for port in pairs(second) do if first[port] then kept = kept + 1 end end
+	t.ok(n2 == 32 and kept == 8, 'then 8 of them idle in the pool (http.max_idle_per_host\'s default), ' ..
+		'lent again; the rest new', ('%d connections, %d kept'):format(n2, kept))
+	http.close_idle()
 end
 
 local t0 = t.now()
@@ -175,6 +203,11 @@ t.is(table.concat(pieces), string.rep('1', 1000) .. string.rep('2', 1000) .. str
 	'... read piece by piece with r:chunks()')
 r = assert(http.request{ url = base .. '/length', max_body = 1000 })
 t.same({ r:body() }, { nil, 'body too large' }, 'max_body bounds r:body()')
+r = assert(http.request(base .. '/big?0'))
+local whole = r:body()
+t.is(whole and #whole, 8 * 1048576, 'a body of 8 MiB (max_body\'s default): r:body() returns it')
+r = assert(http.request(base .. '/big?1'))
+t.same({ r:body() }, { nil, 'body too large' }, '... one byte more: nil, \'body too large\'')
 
 ---------------------------------------------------------------- redirects
 r = assert(http.request(base .. '/r302'))
