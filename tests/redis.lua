@@ -192,6 +192,35 @@ v, err = r:call('GET', 'big')
 t.is(err, 'reply too large', 'a reply over the limit: nil, reply too large')
 t.same({ r:call('PING') }, { nil, 'closed' }, 'and the connection is closed')
 r = assert(redis.connect(sock))
+t.error(function() r:limit(1023) end, "bad argument #1 to 'limit' %(from 1024 bytes", 'a limit below 1024 raises')
+t.is(r:limit(1024), 1024, '... 1024 is taken')
+r:limit(redis.maxreply)
+t.is(redis.maxreply, 64 * 1048576, 'redis.maxreply: 64 MiB')
+
+-- arrays nest 7 deep below the reply (hiredis's reader); deeper fails and closes
+do
+	local function nested(n) return 'return ' .. ('{'):rep(n) .. '1' .. ('}'):rep(n) end
+	local v = r:call('EVAL', nested(8), 0)
+	local depth = 0
+	while type(v) == 'table' do depth, v = depth + 1, v[1] end
+	t.is(depth, 8, 'a reply of 8 arrays one in another')
+	t.same({ r:call('EVAL', nested(9), 0) }, { nil, 'No support for nested multi bulk replies with depth > 7' },
+		'9: nil and hiredis\'s message')
+	t.same({ r:call('PING') }, { nil, 'closed' }, '... and the connection is closed')
+	r = assert(redis.connect(sock))
+end
+
+-- QUIT: its caller gets OK, the calls after it 'closed by the server'
+do
+	local q = assert(redis.connect(sock))
+	local got, n = {}, 0
+	for i, cmd in ipairs({ 'QUIT', 'PING' }) do
+		utils.spawn(function() got[i] = { q:call(cmd) } n = n + 1 end)
+	end
+	t.eventually(function() return n == 2 end, 2)
+	t.same(got, { { 'OK' }, { nil, 'closed by the server' } }, 'QUIT: OK, then the call behind it: nil, closed by the server')
+	t.same({ q:call('PING') }, { nil, 'closed' }, '... and later calls nil, closed')
+end
 
 -- pub/sub between two connections
 do
@@ -204,6 +233,12 @@ do
 	t.is(r:call('PUBLISH', 'news', 'hello\0world'), 1, 'PUBLISH: one receiver')
 	t.same({ sub:message(2) }, { 'message', 'news', 'hello\0world' }, 'the message')
 	t.same({ sub:message(0.1) }, { nil, 'timeout' }, 'message times out')
+	local waiting
+	utils.spawn(function() waiting = { sub:message(0.2) } end)
+	utils.yield()
+	t.same({ sub:message(0) }, { nil, 'busy' }, 'message while another coroutine waits in it: nil, busy')
+	t.eventually(function() return waiting end, 2)
+	t.same(waiting, { nil, 'timeout' }, '... and the one that waits goes on')
 	utils.spawn(function()
 		sleep(0.05)
 		r:call('PUBLISH', 'sport', 'goal')
@@ -224,6 +259,12 @@ do
 		if kind == 'unsubscribe' or kind == 'punsubscribe' then break end
 	end
 	t.ok(seen.unsubscribe or seen.punsubscribe, 'unsubscribe confirmations come')
+	for _ = 1, 6 do                  -- to the last confirmation: subscribed to nothing
+		local _, _, count = sub:message(2)
+		if count == 0 then break end
+	end
+	t.like(select(2, sub:call('PING')), '^subscribed: ',
+		'subscribed to nothing any more: call still returns nil, subscribed: ...')
 	t.is(sub:close(), true, 'close a subscribed connection')
 	t.same({ sub:message() }, { nil, 'closed' }, 'message after close')
 end
@@ -277,6 +318,10 @@ do
 	v, err = redis.connect('localhost', port, 2)
 	t.is(v, nil, 'a name looked up, refused: nil')
 	t.ok(err == 'connection refused' or err == 'cannot assign requested address', 'and why', err)
+	v, err = redis.connect('name.invalid', port, 5)
+	t.is(v, nil, 'a name that does not resolve: nil')
+	t.ok(err == 'Name or service not known' or err == 'Temporary failure in name resolution',
+		'... and getaddrinfo\'s words', err)
 	-- A listener whose backlog is full: the kernel drops further SYNs, so a connect
 	-- stays in progress until its timeout.
 	local lio = require 'lem.io'
