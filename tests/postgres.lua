@@ -62,6 +62,7 @@ t.like(tostring(db), '^postgres connection %(open%)', 'tostring')
 local nodb, msg = postgres.connect('host=' .. dir .. ' user=postgres dbname=nosuchdb', 5)
 t.is(nodb, nil, 'connect to a missing database fails')
 t.like(msg, 'nosuchdb', 'with the server\'s message')
+t.ok(not msg:find('\n'), '... its first line only', msg)
 nodb, msg = postgres.connect('host=' .. dir .. '/nowhere user=postgres', 5)
 t.is(nodb, nil, 'connect to a missing socket fails')
 t.like(msg, 'No such file', 'with libpq\'s message')
@@ -167,8 +168,19 @@ t.is(n, 3, 'insert: the rows affected'); t.is(st, 'INSERT 0 3', 'insert: its sta
 n = db:query("update t set x = x * 2 where x is not null")
 t.is(n, 2, 'update: the rows affected')
 t.is(db:query('begin'), 0, 'begin')
+t.is(db:status(), 'transaction', 'status inside a transaction: transaction')
 db:query("insert into t (v) values ('rolled back')")
+t.is(select(3, db:query('select 1/0')), '22012', 'an error inside it')
+t.is(db:status(), 'failed', '... status: failed, until the rollback')
 t.is(db:query('rollback'), 0, 'rollback')
+t.is(db:status(), 'idle', 'status after it: idle')
+do
+	local ended
+	utils.spawn(function() ended = db:query('select pg_sleep(0.1)') end)
+	utils.yield()
+	t.is(db:status(), 'busy', 'status while a query runs: busy')
+	t.eventually(function() return ended end, 5)
+end
 rows = db:query('select v, x from t order by id')
 t.same(rows, { { v = 'a', x = 2 }, { v = 'b', x = 4 }, { v = 'c', x = null } }, 'the rows after the rollback')
 n, st = db:query('select 1; select 2 as two')
@@ -462,9 +474,14 @@ sleep(0.05)
 t.is(db3:close(), true, 'close while a query runs')
 sleep(0.01)
 t.is(closed and closed[2], 'closed', 'the query returns nil, closed')
-t.error(function() db3:query('select 1') end, 'closed connection', 'query on a closed connection raises')
+t.ok(closed and closed[1] == nil and closed[3] == nil and #closed == 2, '... with no SQLSTATE: the client failed')
+t.error(function() db3:query('select 1') end, "postgres%.lua:%d+: calling 'query' on bad self %(closed connection%)",
+	'query on a closed connection raises')
+t.error(function() db3.prepare(db3, 'x', 'select 1') end,
+	"postgres%.lua:%d+: bad argument #1 to 'prepare' %(closed connection%)", '... and so does prepare, called as a function')
 t.like(tostring(db3), '%(closed%)', 'tostring of a closed connection')
 t.is(db3:close(), true, 'close twice')
+t.is(db3:cancel(), false, 'cancel on a closed connection: false')
 
 -- ---- db:cancel() ----
 do
@@ -479,6 +496,21 @@ do
 	t.same(cancelled, { true }, 'cancel returns true once the server has the request')
 	t.is(db:query('select 6 as x')[1].x, 6, 'the connection works after a cancel')
 	t.is(db:cancel(), false, 'cancel with nothing running: false')
+	utils.spawn(function() db:notification(0.2) end)
+	utils.yield()
+	t.is(db:cancel(), false, 'cancel while the connection only waits for a notification: false')
+	sleep(0.25)
+	-- the server cannot be reached for the cancel (its socket moved away meanwhile)
+	local sock = dir .. '/.s.PGSQL.5432'
+	local slept
+	utils.spawn(function() slept = { db:query('select pg_sleep(0.3) as s') } end)
+	utils.yield()
+	assert(os.rename(sock, sock .. '.away'))
+	local c1, c2 = db:cancel()
+	assert(os.rename(sock .. '.away', sock))
+	t.ok(c1 == nil and type(c2) == 'string' and c2:find('connect'), 'cancel where the server cannot be reached: nil and libpq\'s message', c2)
+	t.eventually(function() return slept end, 5)
+	t.ok(slept and slept[1] and slept[1][1], '... and the query runs on', slept and slept[2])
 	-- only the request on the wire is cancelled, not those queued behind it
 	local first, second
 	utils.spawn(function() first = { db:query('select pg_sleep(10)') } end)
@@ -560,6 +592,18 @@ do
 	n, msg = got:query('select 1')
 	t.is(n, nil, 'a lent connection killed: its query fails')
 	t.is(got:status(), 'lost', 'status: lost')
+	-- a connection ended by an administrator while it runs a query: the server's word
+	local ended = pool:get()
+	local epid = pid(ended)
+	local killed
+	utils.spawn(function() killed = { ended:query('select pg_sleep(5)') } end)
+	sleep(0.1)
+	db2:query('select pg_terminate_backend($1)', epid)
+	t.eventually(function() return killed end, 5)
+	t.same(killed, { nil, 'terminating connection due to administrator command', '57P01' },
+		'the query on a connection ended by pg_terminate_backend: the server\'s message and 57P01')
+	t.is(ended:status(), 'lost', '... and the connection is lost')
+	pool:put(ended)
 	local before = pool:count()
 	pool:put(got)
 	t.is(pool:count(), before - 1, 'put drops it')
@@ -599,6 +643,11 @@ do
 	t.is(held:status(), 'closed', 'closed indeed')
 
 	-- connect failures and init
+	t.like(tostring(postgres.pool(conninfo)), '^postgres pool %(0/4, open%)', 'a pool\'s size by default: 4')
+	local refusing = postgres.pool(conninfo, { init = function() return nil, 'not this one' end })
+	t.same({ refusing:get() }, { nil, 'not this one' }, 'an init that returns nil, message: get returns them')
+	t.same({ refusing:count() }, { 0, 0, 0 }, '... the connection closed, its place free')
+	refusing:close()
 	local bad = postgres.pool('host=' .. dir .. ' user=postgres dbname=nosuchdb', { size = 2 })
 	n, msg = bad:query('select 1')
 	t.is(n, nil, 'a pool that cannot connect: nil'); t.like(msg, 'nosuchdb', 'and why')
