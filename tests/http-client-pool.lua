@@ -7,6 +7,7 @@ local utils = require 'lem.utils'
 local function sleep(s) utils.sleeper():sleep(s) end
 
 local seen = {}
+local redirected_from                        -- the client's port of the last /rbody
 local function handler(req, res)
 	local p = req.path
 	seen[#seen + 1] = req.method .. ' ' .. p
@@ -23,6 +24,24 @@ local function handler(req, res)
 		res:finish()
 	elseif p == '/big' then                   -- 8 MiB and the query's count of bytes more
 		res:send(200, string.rep('B', 8 * 1048576 + tonumber(req.query)))
+	elseif p == '/ftp' then                   -- a Location the client does not follow
+		res.headers.location = 'ftp://127.0.0.1/file'
+		res:send(301, 'elsewhere')
+	elseif p == '/to' then                    -- a redirect to the query
+		res.headers.location = req.query
+		res:send(302)
+	elseif p == '/jar' then
+		res:send(200, tostring(req.headers.cookie) .. ' ' .. tostring(req.headers['proxy-authorization']))
+	elseif p == '/port' then
+		res:send(200, select(2, req:peer()))
+	elseif p == '/rbody' then                 -- a redirect to /port with a body of the query's length
+		redirected_from = select(2, req:peer())
+		res.headers.location = '/port'
+		res:send(302, string.rep('z', tonumber(req.query)))
+	elseif p == '/cl' then
+		res:send(200, req.method .. ' ' .. tostring(req.headers['content-length']))
+	elseif p == '/s204' or p == '/s304' then
+		res:send(tonumber(p:sub(3)))
 	elseif p == '/length' then
 		res:send(200, string.rep('L', 100000))
 	elseif p == '/chunked' then
@@ -191,6 +210,14 @@ r = assert(http.request(base .. '/length'))
 t.is(r.headers['content-length'], '100000', 'a Content-Length response')
 body = r:body()
 t.is(#body, 100000, '... read whole with r:body()')
+r = assert(http.request(base .. '/length'))
+local total, largest = 0, 0
+while true do
+	local piece = r:read()
+	if not piece then break end
+	total, largest = total + #piece, math.max(largest, #piece)
+end
+t.ok(total == 100000 and largest <= 65536, 'r:read(): pieces of at most 64 KiB', largest)
 r = assert(http.request(base .. '/chunked'))
 t.is(r.headers['transfer-encoding'], 'chunked', 'a chunked response')
 local nextpiece, pieces = r:chunks(), {}
@@ -265,6 +292,33 @@ end))
 r = assert(http.request{ url = 'http://127.0.0.1:' .. abs:port() .. '/', redirects = 2,
 	headers = { Authorization = 'Bearer s' } })
 t.is(r:body(), 'GET /there  nil nil', 'an absolute Location elsewhere: followed, without Authorization')
+
+r = assert(http.request{ url = base .. '/to?' .. obase .. '/jar', redirects = 1,
+	headers = { Cookie = 'a=1', ['Proxy-Authorization'] = 'p' } })
+t.is(r:body(), 'nil nil', '... nor Cookie and Proxy-Authorization')
+r = assert(http.request{ url = base .. '/to?/jar', redirects = 1,
+	headers = { Cookie = 'a=1', ['Proxy-Authorization'] = 'p' } })
+t.is(r:body(), 'a=1 p', 'both go to the same host and port')
+r = assert(http.request{ url = base .. '/ftp', redirects = 3 })
+t.ok(r.status == 301 and r.url == base .. '/ftp', 'a Location that is not http://: the 301 is the answer', r.url)
+t.is(r:body(), 'elsewhere', '... with its body')
+http.close_idle()
+for _, case in ipairs({ { 65536, true }, { 65537, false } }) do
+	r = assert(http.request{ url = base .. '/rbody?' .. case[1], redirects = 1 })
+	local port = r:body()
+	t.is(port == tostring(redirected_from), case[2], ('a followed redirect\'s body of %d bytes: %s'):format(case[1],
+		case[2] and 'read and dropped, the connection goes on' or 'its connection closed'))
+end
+for _, m in ipairs({ 'POST', 'PUT', 'PATCH' }) do
+	r = assert(http.request{ method = m, url = base .. '/cl' })
+	t.is(r:body(), m .. ' 0', m .. ' without a body: Content-Length: 0')
+end
+r = assert(http.request{ method = 'DELETE', url = base .. '/cl' })
+t.is(r:body(), 'DELETE nil', '... DELETE: none')
+for _, p in ipairs({ '/s204', '/s304' }) do
+	r = assert(http.request{ url = base .. p, timeout = 2 })
+	t.same({ r.status, r:body() }, { tonumber(p:sub(3)), '' }, p:sub(3) .. ': no body')
+end
 
 t.error(function() http.request{ url = base, tmeout = 1 } end, 'unknown option tmeout', 'an unknown option raises')
 t.error(function() http.request{ url = base, timeout = '1' } end, 'bad option timeout', 'a bad option raises')
