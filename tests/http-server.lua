@@ -509,6 +509,36 @@ do
 	ns:close()
 end
 
+do   -- a handler that fails after its answer started: no 500, the connection closes mid-answer
+	local logs = {}
+	local fs = assert(http.listen('127.0.0.1', 0, function(req, res)
+		if req.path == '/pieces' then     -- the body's pieces, as req:read() gives them
+			local total, largest = 0, 0
+			while true do
+				local piece = req:read()
+				if not piece then break end
+				total, largest = total + #piece, math.max(largest, #piece)
+			end
+			return res:send(200, total .. ' ' .. largest)
+		end
+		res:start(200)
+		res:write('part')
+		error('late failure')
+	end, { log = function(msg) logs[#logs + 1] = msg end }))
+	local fbase = 'http://127.0.0.1:' .. fs:port()
+	local fr = assert(http.request(fbase .. '/'))
+	t.is(fr.status, 200, 'a handler error after res:start: the answer already begun')
+	t.same({ fr:body() }, { nil, 'closed' }, '... is cut short: the connection closes')
+	t.like(logs[1], '^handler error: .*late failure', '... and the error is logged')
+	fr = assert(http.request{ method = 'POST', url = fbase .. '/pieces', body = ('x'):rep(200000) })
+	local total, largest = (fr:body() or ''):match('^(%d+) (%d+)$')
+	t.ok(total == '200000' and tonumber(largest) <= 65536, 'req:read(): pieces of at most 64 KiB', largest)
+	fs:close()
+end
+
+t.same({ http.listen_unix(dir .. '/no/such/dir/http.sock', handler) }, { nil, 'no such file or directory' },
+	'http.listen_unix in a folder that does not exist: nil, message')
+
 do   -- an unread body of at most 256 KiB is read and dropped; a longer one closes the connection
 	local us = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, req.path) end))
 	local function unread(n)
