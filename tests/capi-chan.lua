@@ -91,8 +91,9 @@ collectgarbage(); collectgarbage()
 sleep(0.02)
 c:send('still'); c:send('works')
 t.same({ c:recv(), c:recv(0) }, { 'still', 'works' }, 'the channel works after them')
-local sorted = pcall(table.sort, { 3, 2, 1 }, function(x, y) c:recv() return x < y end)
-t.ok(not sorted, 'a receiver inside table.sort raises (' .. (jit and 'LuaJIT' or 'PUC') .. ')')
+local sorted, serr = pcall(table.sort, { 3, 2, 1 }, function(x, y) c:recv() return x < y end)
+t.ok(not sorted and serr:find('^attempt to yield across [metamethod/]*C%-call boundary$'),
+	'a receiver inside table.sort raises the VM\'s error (' .. (jit and 'LuaJIT' or 'PUC') .. ')', serr)
 c:send(1)
 t.is(c:recv(0), 1, 'the channel works after it')
 
