@@ -269,6 +269,49 @@ do
 	t.same({ sub:message() }, { nil, 'closed' }, 'message after close')
 end
 
+-- a subscriber that falls behind: Redis closes it (client-output-buffer-limit pubsub)
+do
+	local sub = assert(redis.connect(sock))
+	assert(r:call('CONFIG', 'SET', 'client-output-buffer-limit', 'pubsub 256kb 128kb 1'))
+	sub:subscribe('flood')
+	sub:message(2)
+	local waiting
+	utils.spawn(function() waiting = { sub:message(5) } end)   -- close wakes a waiting message
+	local payload = ('m'):rep(10000)
+	for _ = 1, 200 do r:call('PUBLISH', 'flood', payload) end
+	t.eventually(function() return waiting end, 2)
+	t.is(waiting and waiting[1], 'message', 'a subscriber gets its messages')
+	for _ = 1, 1800 do r:call('PUBLISH', 'flood', payload) end     -- 18 MB it does not read
+	local n, kind, err = 0
+	repeat
+		kind, err = sub:message(2)
+		n = n + 1
+	until not kind
+	t.same({ kind, err }, { nil, 'closed by the server' },
+		'a subscriber past client-output-buffer-limit: nil, closed by the server, after what came', n)
+	assert(r:call('CONFIG', 'SET', 'client-output-buffer-limit', 'pubsub 32mb 8mb 60'))
+	sub = assert(redis.connect(sock))
+	sub:subscribe('c')
+	sub:message(2)
+	utils.spawn(function() waiting = { sub:message(5) } end)
+	utils.yield()
+	sub:close()
+	utils.yield()
+	t.same(waiting, { nil, 'closed' }, 'a message waiting when its connection is closed: nil, closed')
+end
+
+-- a connection nobody refers to, but a coroutine waits on, is kept alive
+do
+	local got
+	utils.spawn(function() got = { assert(redis.connect(sock)):call('BLPOP', 'kept', 5) } end)
+	sleep(0.1)
+	collectgarbage()
+	collectgarbage()
+	r:call('RPUSH', 'kept', 'v')
+	t.eventually(function() return got end, 3)
+	t.same(got, { { 'kept', 'v' } }, 'a connection only a waiting coroutine holds: kept through a collection')
+end
+
 -- a connection closed while callers wait: each gets nil, 'closed'
 do
 	local c = assert(redis.connect(sock))
