@@ -208,6 +208,17 @@ t.ok(n == nil or type(n) == 'number', 'copy out does not hang the connection')
 n, msg = db:query('copy t from stdin')
 t.is(n, nil, 'copy in fails'); t.like(msg, 'not supported', 'with a message saying so')
 t.is(db:query('select 2 as two')[1].two, 2, 'the connection works after copy')
+do   -- copy from stdin with statements after it in a pipeline: the server ends the session
+	local lost = assert(connect())
+	local res, why = lost:pipeline(function(p)
+		p:query('create temp table z (a int)')
+		p:query('copy z from stdin')
+		p:query('select 1')
+	end)
+	t.ok(res == nil and why, 'copy from stdin before other statements of a pipeline: nil, message', why)
+	t.is(lost:status(), 'lost', '... the connection is lost')
+	lost:close()
+end
 do   -- COPY TO STDOUT of any size: its rows are dropped as they come. A loop that spun
 	-- would not answer even SIGTERM: the copies run in a child killed after 60 s.
 	local script = t.file(dir, 'copy.lua', ([[
@@ -697,8 +708,21 @@ do
 	t.error(function() pool:run('by\0id') end, "postgres%.lua:%d+: bad argument #1 to 'run' %(zero byte",
 		'pool:run: in its name')
 	t.same({ pool:count() }, counts, 'no connection taken by them')
+	local busy = pool:get()
+	local running
+	utils.spawn(function() running = { busy:query('select pg_sleep(0.3)') } end)
+	utils.yield()
+	local lent = pool:count()
+	pool:put(busy)
+	t.is(busy:status(), 'closed', 'a connection put back while it runs a request is closed')
+	t.is(pool:count(), lent - 1, '... its place free')
+	t.eventually(function() return running end, 2)
+	t.same(running, { nil, 'closed' }, '... and its request returns nil, closed')
 	pool:close()
 	t.same({ pool:count() }, { 0, 0, 0 }, 'close closes the idle connections')
+	t.same({ pool:with(function() return 1 end) }, { nil, 'closed' }, 'with on a closed pool: nil, closed')
+	t.same({ pool:query('select 1') }, { nil, 'closed' }, 'query on a closed pool: nil, closed')
+	t.same({ pool:pipeline(function() end) }, { nil, 'closed' }, 'pipeline on a closed pool: nil, closed')
 end
 
 -- ---- the server killed mid-query, then back ----
