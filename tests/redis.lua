@@ -384,6 +384,39 @@ do
 	t.error(function() redis.connect('127.0.0.1', 70000) end, 'port', 'a bad port raises')
 end
 
+-- out of memory (tests/lib/failalloc.c, preloaded into a child lem, fails allocations
+-- above a size): a call whose command cannot be formatted raises 'not enough memory'; a
+-- reply that cannot be made in the loop's callback gives its caller nil, 'not enough memory'
+do
+	local shim = (os.getenv('LEM') or ''):match('^(.*)/[^/]*$')
+	local oom = t.file(dir, 'oom.lua', [[
+local fa = require 'failalloc'
+local redis = require 'lem.redis'
+local r = assert(redis.connect(arg[1]))
+local big, bigger = ('v'):rep(1048576), ('w'):rep(4 * 1048576)
+assert(r:call('SET', 'oom', big))
+fa.above(65536)
+local ok, e = pcall(r.call, r, 'SET', 'oom2', bigger)
+fa.above(nil)
+print(ok, e, r:call('PING'))
+fa.above(65536)
+local v, err = r:call('GET', 'oom')
+fa.above(nil)
+print(v, err, fa.failures())
+]])
+	if (os.getenv('LEM_SANITIZER') or '') ~= '' or not shim then
+		t.skip('out of memory: not enough memory', 'sanitizers replace the allocator')
+	else
+		local st, out, e = t.run('LD_PRELOAD=' .. shim .. '/modules/failalloc.so ' .. t.lem .. ' ' .. oom .. ' ' .. sock)
+		local lines = {}
+		for line in out:gmatch('[^\n]+') do lines[#lines + 1] = line end
+		t.like(lines[1], '^false\t[^\t]*not enough memory\tPONG$',
+			'out of memory formatting a command: the call raises not enough memory, the connection goes on', e)
+		t.like(lines[2], '^nil\tnot enough memory\t[1-9]%d*$', 'out of memory making a reply: nil, not enough memory')
+		t.is(st, 0, '... and lem exits 0')
+	end
+end
+
 -- an unclosed connection is closed by the collector
 do
 	collectgarbage()
