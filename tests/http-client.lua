@@ -144,6 +144,25 @@ t.is(err, 'timeout', 'a connect that does not complete: connect_timeout')
 t.ok(utils.now() - t0 < 0.5, '... on time', utils.now() - t0)
 for _, c in pairs(held) do c:close() end
 full:close()
+-- a server that takes the connection but never answers the TLS handshake: connect_timeout
+do
+	local mute = assert(io.tcp.listen('127.0.0.1', 0))
+	local kept = {}
+	utils.spawn(function()
+		while true do
+			local c = mute:accept()
+			if not c then break end
+			kept[#kept + 1] = c
+		end
+	end)
+	t0 = t.now()
+	ok, err = http.request{ url = 'https://127.0.0.1:' .. mute:port() .. '/', connect_timeout = 0.2,
+		read_timeout = 5 }
+	t.is(err, 'timeout', 'https: a TLS handshake that does not complete: connect_timeout')
+	t.ok(utils.now() - t0 < 1, '... on time', utils.now() - t0)
+	mute:close()
+	for _, c in ipairs(kept) do c:close() end
+end
 
 -- A URL that would break the request line, a bad option or header: errors where
 -- http.request was called, with no connection taken for them

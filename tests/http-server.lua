@@ -539,6 +539,32 @@ end
 t.same({ http.listen_unix(dir .. '/no/such/dir/http.sock', handler) }, { nil, 'no such file or directory' },
 	'http.listen_unix in a folder that does not exist: nil, message')
 
+do   -- res:flush(): a small answer held back for the pipeline goes out now
+	local flushed
+	local ps = assert(http.listen('127.0.0.1', 0, function(req, res)
+		res:send(200, req.path)
+		if req.path == '/first' then
+			if req.query == 'flush' then flushed = { res:flush() } end
+			sleep(0.3)
+		end
+	end))
+	for _, q in ipairs({ 'flush', 'hold' }) do
+		local c = assert(io.tcp.connect('127.0.0.1', ps:port(), 2))
+		local t0 = utils.now()
+		c:write('GET /first?' .. q .. ' HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n')
+		local head = c:read('*u', '\r\n\r\n', 2)
+		local dt = utils.now() - t0
+		c:close()
+		if q == 'flush' then
+			t.ok(head and dt < 0.2, 'res:flush(): the answer held back for the pipeline goes out at once', dt)
+			t.same(flushed, { true }, '... and flush returns true')
+		else
+			t.ok(head and dt > 0.25, 'without it, the answer waits for the pipeline\'s next', dt)
+		end
+	end
+	ps:close()
+end
+
 do   -- an unread body of at most 256 KiB is read and dropped; a longer one closes the connection
 	local us = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, req.path) end))
 	local function unread(n)
