@@ -147,6 +147,13 @@ $(EXAMPLE_MODS): $(BUILD)/modules/%.so: examples/c/%.c include/lem.h
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
 
+# The tests' probe of lem.h's error returns that no module shows (tests/lib/capiprobe.c).
+CAPIPROBE := $(BUILD)/modules/capiprobe.so
+$(CAPIPROBE): tests/lib/capiprobe.c include/lem.h
+	@mkdir -p $(dir $@)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -shared -o $@ $<
+
 # The tests' allocation-failure shim (tests/lib/failalloc.c), never sanitized.
 FAILALLOC := $(BUILD)/modules/failalloc.so
 $(FAILALLOC): tests/lib/failalloc.c
@@ -169,7 +176,7 @@ TESTS ?= $(sort $(wildcard tests/*.lua))
 # A failing test's line and its diagnostics are shown, so that a failure that comes once
 # in many runs says why in the log of the run where it came.
 PROVE_FLAGS ?= --failures --comments
-test: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS) $(FAILALLOC)
+test: deps-test $(LEM) $(DSOS) $(EXAMPLE_MODS) $(FAILALLOC) $(CAPIPROBE)
 	$(TEST_ENV) prove --exec $(CURDIR)/$(LEM) $(PROVE_FLAGS) $(TESTS)
 
 # Sanitizer runs: every process a test starts logs its reports into $(BUILD)/reports; any

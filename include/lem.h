@@ -153,7 +153,8 @@ LEM_API void lem_unanchor(lem_loop *loop, int slot);
  * the place to lem_wake the coroutine waiting for the result. work runs in another
  * thread: it must not touch any Lua state, loop or watcher, only arg. While a job is
  * pending, the loop keeps running. Returns 0, or a negative errno and then neither
- * function runs: -ENOMEM, or -ECANCELED while the loop or the process shuts down. When
+ * function runs: -ENOMEM, or -ECANCELED once the loop closes (lua_close) or the process
+ * exits; during the graceful shutdown jobs still run. When
  * the loop is freed first, it waits for work and runs done before closing the Lua state;
  * lem_wake does nothing then. */
 LEM_API int lem_async_run(lem_loop *loop, void (*work)(void *arg),

@@ -45,6 +45,31 @@ t.ok(done, 'an anchor keeps a waiting coroutine alive through a full GC')
 
 t.error(function() delay.after('x', 1) end, "bad argument #1 to 'after'", 'bad arguments are errors')
 
+-- lem.h's error returns that no module shows to Lua (tests/lib/capiprobe.c)
+local probe = require 'capiprobe'
+t.same({ probe.post(0), probe.post(2) }, { 'EPIPE', 'EPIPE' }, 'lem_post to an id outside 1..count: -EPIPE')
+local refused = {}
+-- SIGKILL, SIGSTOP, the synchronous ones, SIGPIPE and SIGURG, a real-time one below SIGRTMIN
+for _, sig in ipairs({ 9, 19, 11, 7, 8, 4, 5, 31, 6, 13, 23, 32 }) do
+	if probe.signal(sig) ~= 'EINVAL' then refused[#refused + 1] = sig end
+end
+t.same(refused, {}, 'lem_signal of a signal lem does not hand out: -EINVAL')
+local dir = t.tmpdir()
+local script = t.file(dir, 'shutdown.lua', [[
+local probe = require 'capiprobe'
+local utils = require 'lem.utils'
+io.write(tostring(probe.hook()), ' ', tostring(probe.async()), ' ')
+utils.shutdown(5)
+utils.sleeper():sleep(0.05)
+io.write(tostring(probe.hook()), ' ', tostring(probe.async()), ' ')
+keep = newproxy(true)
+getmetatable(keep).__gc = function() io.write(tostring(probe.async()), '\n') end
+]])
+local status, out, errs = t.run(t.lem .. ' ' .. script)
+t.is(out, '0 0 1 0 ECANCELED\n', 'lem_signal_hook_add: 0, then 1 once the shutdown began; ' ..
+	'lem_async_run: 0 during the shutdown, -ECANCELED once the loop closes' .. errs)
+t.is(status, 0, '... and lem exits 0')
+
 -- the binary exports the calls of lem.h and the Lua VM, and nothing else of lem's
 local api = {}
 local header = assert(io.open((os.getenv('LEM_SOURCE') or '.') .. '/include/lem.h')):read('*a')
