@@ -63,11 +63,16 @@ utils.shutdown(5)
 utils.sleeper():sleep(0.05)
 io.write(tostring(probe.hook()), ' ', tostring(probe.async()), ' ')
 keep = newproxy(true)
-getmetatable(keep).__gc = function() io.write(tostring(probe.async()), '\n') end
+getmetatable(keep).__gc = function()
+	utils.spawn(function() io.write('spawned ') end)
+	io.write(tostring(probe.async()), ' ', probe.anchor() > 0 and 'slot' or 0, '\n')
+end
+io.write(probe.anchor() > 0 and 'slot' or 0, ' ')
 ]])
 local status, out, errs = t.run(t.lem .. ' ' .. script)
-t.is(out, '0 0 1 0 ECANCELED\n', 'lem_signal_hook_add: 0, then 1 once the shutdown began; ' ..
-	'lem_async_run: 0 during the shutdown, -ECANCELED once the loop closes' .. errs)
+t.is(out, '0 0 1 0 slot ECANCELED 0\n', 'lem_signal_hook_add: 0, then 1 once the shutdown began; ' ..
+	'lem_async_run: 0 during the shutdown; once the loop closes, -ECANCELED, lem_anchor 0 ' ..
+	'and lem_spawn nothing' .. errs)
 t.is(status, 0, '... and lem exits 0')
 
 -- the binary exports the calls of lem.h and the Lua VM, and nothing else of lem's

@@ -5,7 +5,8 @@
  *                                 (only ids that are no loop: lem.loops reads the others)
  *     capiprobe.signal(sig)       lem_signal(sig, LEM_SIG_CATCH)
  *     capiprobe.async()           lem_async_run of a job that does nothing
- *     capiprobe.hook()            lem_signal_hook_add of a hook that does nothing */
+ *     capiprobe.hook()            lem_signal_hook_add of a hook that does nothing
+ *     capiprobe.anchor()          lem_anchor of nil (its slot, freed again: 0 when refused) */
 #include <errno.h>
 #include <stdlib.h>
 #include <lem.h>
@@ -61,11 +62,23 @@ static int probe_hook(lua_State *T)
 	return result(T, lem_signal_hook_add(lem_loop_of(T), nothing_hook, NULL));
 }
 
+static int probe_anchor(lua_State *T)
+{
+	lem_loop *loop = lem_loop_of(T);
+	int slot;
+
+	lua_pushnil(T);
+	slot = lem_anchor(loop, T);
+	lem_unanchor(loop, slot);
+	lua_pushinteger(T, slot);
+	return 1;
+}
+
 int luaopen_capiprobe(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{ "post", probe_post }, { "signal", probe_signal }, { "async", probe_async },
-		{ "hook", probe_hook }, { NULL, NULL }
+		{ "hook", probe_hook }, { "anchor", probe_anchor }, { NULL, NULL }
 	};
 
 	lua_newtable(L);
