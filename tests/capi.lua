@@ -48,6 +48,15 @@ t.error(function() delay.after('x', 1) end, "bad argument #1 to 'after'", 'bad a
 -- lem.h's error returns that no module shows to Lua (tests/lib/capiprobe.c)
 local probe = require 'capiprobe'
 t.same({ probe.post(0), probe.post(2) }, { 'EPIPE', 'EPIPE' }, 'lem_post to an id outside 1..count: -EPIPE')
+local full = t.file(t.tmpdir(), 'full.lua', [[
+local probe = require 'capiprobe'
+local n, r = 0
+repeat r, n = probe.post(1), n + 1 until r ~= 0 or n > 1e6
+print(n - 1, r)
+]])
+local fst, fout, ferr = t.run(t.lem .. ' ' .. full)
+t.ok(fst == 0 and fout:match('^%d+\tENOSPC\n$'), 'lem_post to a mailbox that nobody empties: ' ..
+	'-ENOSPC once it is full (and lem frees what is left at exit)', fout .. ferr)
 local refused = {}
 -- SIGKILL, SIGSTOP, the synchronous ones, SIGPIPE and SIGURG, a real-time one below SIGRTMIN
 for _, sig in ipairs({ 9, 19, 11, 7, 8, 4, 5, 31, 6, 13, 23, 32 }) do
