@@ -539,6 +539,27 @@ end
 t.same({ http.listen_unix(dir .. '/no/such/dir/http.sock', handler) }, { nil, 'no such file or directory' },
 	'http.listen_unix in a folder that does not exist: nil, message')
 
+do   -- before closing on a client's error, what it still sends is read and dropped until it
+	-- has been quiet for 50 ms (or 1 s, or 1 MiB): a slow sender is not cut off at once
+	local ls = assert(http.listen('127.0.0.1', 0, function(req, res) res:send(200, 'x') end,
+		{ max_body = 10 }))
+	local c = assert(io.tcp.connect('127.0.0.1', ls:port(), 2))
+	local t0 = utils.now()
+	c:write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n')
+	local sending = true
+	utils.spawn(function()                  -- 100 bytes every 5 ms: never quiet for 50 ms
+		while sending and c:write(('d'):rep(100)) do sleep(0.005) end
+	end)
+	local answer = c:read('*u', '\r\n\r\n', 5)
+	c:read('*a', 5)                     -- the end: a close, or a reset after 1 s
+	local dt = utils.now() - t0
+	sending = false
+	c:close()
+	t.like(answer, '^HTTP/1%.1 413 ', 'a body past max_body, sent slowly: 413')
+	t.ok(dt > 0.2 and dt < 2, '... and the connection closes after the linger, not at once', tostring(dt))
+	ls:close()
+end
+
 do   -- res:flush(): a small answer held back for the pipeline goes out now
 	local flushed
 	local ps = assert(http.listen('127.0.0.1', 0, function(req, res)

@@ -347,16 +347,19 @@ end
 -- not reset it (unread input makes the kernel send RST) before the client has read the
 -- answer. lem.io has no half-close: a client that waits for the end of the connection
 -- would wait for us, so this stops at the first quiet LINGER_QUIET, or after
--- LINGER_TIME or LINGER_BYTES.
+-- LINGER_TIME or LINGER_BYTES. Quiet is no byte at all: each wait is for one, then what
+-- came with it is dropped (a wait for a fixed count would take a slow sender for a quiet
+-- one, and close on it with its bytes arriving: a reset).
 local function linger(conn)
 	if conn._dead then return end
 	local s, deadline, n = conn._s, now() + LINGER_TIME, 0
 	while n < LINGER_BYTES do
 		local r = deadline - now()
 		if r <= 0 then return end
-		local data = s:read(4096, r < LINGER_QUIET and r or LINGER_QUIET)
-		if not data then return end
-		n = n + #data
+		if not s:read(1, r < LINGER_QUIET and r or LINGER_QUIET) then return end
+		local more = s:buffered()
+		if more > 0 and not s:read(more) then return end
+		n = n + 1 + more
 	end
 end
 
