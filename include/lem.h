@@ -154,9 +154,11 @@ LEM_API void lem_unanchor(lem_loop *loop, int slot);
  * thread: it must not touch any Lua state, loop or watcher, only arg. While a job is
  * pending, the loop keeps running. Returns 0, or a negative errno and then neither
  * function runs: -ENOMEM, or -ECANCELED once the loop closes (lua_close) or the process
- * exits; during the graceful shutdown jobs still run. When
- * the loop is freed first, it waits for work and runs done before closing the Lua state;
- * lem_wake does nothing then. */
+ * exits; during the graceful shutdown jobs still run. When the loop is freed first (a
+ * stop: utils.exit, an uncaught error, the shutdown's deadline), it runs done, before
+ * closing the Lua state, for work that has returned (lem_wake does nothing then); work
+ * still running is not waited for: its done never runs, and arg, which must not point
+ * into the Lua state, is never freed. */
 LEM_API int lem_async_run(lem_loop *loop, void (*work)(void *arg),
                           void (*done)(lem_loop *loop, void *arg), void *arg);
 

@@ -133,4 +133,55 @@ for _, state in ipairs { 'receive', 'poll', 'busy', 'sending', 'startup' } do
 	end
 end
 
+-- ---- a stop while a name lookup waits for a DNS server that does not answer ----
+-- getaddrinfo runs on the thread pool and blocks until the resolver gives up (here 5 s
+-- times 3 attempts). A stop (the shutdown's deadline, utils.exit, os.exit) ended the
+-- process only once it had: the freed loop waited for the lookup, and the exit for the
+-- pool's thread. The child gets a silent DNS server of its own through a mount namespace
+-- (root, unshare and python3 needed).
+local function can(cmd) return os.execute(cmd .. ' >/dev/null 2>&1') == 0 end
+if not (can('test "$(id -u)" = 0') and can('unshare -m --propagation private true') and can('python3 -c 1')) then
+	t.skip('a stop during a name lookup', 'needs root, unshare -m and python3')
+else
+	-- a UDP socket that takes the queries and never answers, on an address of its own
+	local ns = ('127.%d.%d.%d'):format(math.random(1, 254), math.random(1, 254), math.random(2, 254))
+	file('resolv.conf', 'nameserver ' .. ns .. '\noptions timeout:5 attempts:3\n')
+	local dns = io.popen(('exec python3 -c "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n' ..
+		's.bind((\'%s\', 53))\nprint(__import__(\'os\').getpid(), flush=True)\ntime.sleep(120)"'):format(ns))
+	local dnspid = dns:read('*l')
+	local lookup = file('lookup.lua', [=[
+local io, loops, utils = require 'lem.io', require 'lem.loops', require 'lem.utils'
+local how, ready = ...
+local f = _G.io.open(ready, 'a') f:write(loops.id, '\n') f:close()
+if how == 'exit' then utils.timer(0.2, function() utils.exit(3) end) end
+if how == 'os.exit' then utils.timer(0.2, function() os.exit(3) end) end
+print(io.tcp.connect('lookup.example', 80))
+]=])
+	for _, how in ipairs { 'TERM', 'exit', 'os.exit' } do
+		local _, out = t.run(([[
+unshare -m --propagation private sh -c '
+mount --bind %s/resolv.conf /etc/resolv.conf || exit 99
+: > %s/ready
+s=$(date +%%s%%N)
+%s --loops 2 --shutdown-timeout 0.2 %s %s %s/ready > /dev/null 2>&1 &
+p=$!
+( sleep 30; kill -9 $p ) >/dev/null 2>&1 &
+g=$!
+if [ %s = TERM ]; then
+	k=0; while [ $(wc -l < %s/ready) -lt 2 ] && [ $k -lt 2000 ]; do sleep 0.005; k=$((k+1)); done
+	sleep 0.1; kill -TERM $p
+fi
+wait $p; st=$?
+kill $g
+echo "status $st ms $(( ($(date +%%s%%N) - s) / 1000000 ))"']]):format(dir, dir, lem, lookup, how, dir, how, dir))
+		local st, ms = out:match('status (%d+) ms (%d+)')
+		st, ms = tonumber(st), tonumber(ms)
+		t.ok(st == (how == 'TERM' and 143 or 3) and ms and ms < 3000,
+		     ('%s while both loops look a name up: the process ends at once, not when the resolver gives up'):format(how),
+		     out)
+	end
+	os.execute('kill ' .. (tonumber(dnspid) or ''))
+	dns:close()
+end
+
 t.done()

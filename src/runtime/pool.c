@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "lem.h"
@@ -25,10 +26,10 @@ struct lem_jobs {
 	ev_async async;            /* a worker's ev_async_send wakes the loop */
 	struct ev_loop *ev;        /* the loop's, for the workers: they never touch lem_loop */
 	lem_loop *loop;
-	pthread_mutex_t lock;      /* guards done_head, done_tail and outstanding */
-	pthread_cond_t drained;    /* outstanding dropped to 0 (lem_pool_loop_free waits) */
+	pthread_mutex_t lock;      /* guards done_head, done_tail, outstanding, abandoned */
 	struct lem_job *done_head, *done_tail;
 	unsigned outstanding;      /* jobs queued or running on the pool */
+	int abandoned;             /* the loop is gone: its jobs go to pool.orphans */
 	unsigned active;           /* jobs whose done has not run yet; loop thread only */
 };
 
@@ -38,21 +39,25 @@ static struct {
 	pthread_cond_t more;       /* a job was queued, or quit was set */
 	struct lem_job *head, *tail;
 	pthread_t threads[POOL_THREADS];
+	int busy[POOL_THREADS];    /* worker i runs a job's work */
 	int nthreads;              /* started */
 	int idle;                  /* waiting on more */
 	int quit;                  /* set at exit: workers return, no job is taken */
 	int atexit_set;
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, { 0 }, 0, 0, 0, 0 };
+	struct lem_job *orphans;   /* jobs of loops freed while they ran, kept to the end */
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, { 0 }, { 0 }, 0, 0, 0, 0, NULL };
 
 /* ---- workers ---- */
 
-static void *pool_worker(void *unused)
+static void *pool_worker(void *index)
 {
-	(void)unused;
+	int self = (int)(intptr_t)index;
+
 	pthread_mutex_lock(&pool.lock);
 	for (;;) {
 		struct lem_job *job;
 		struct lem_jobs *jobs;
+		int orphan;
 
 		while (!pool.head && !pool.quit) {
 			pool.idle++;
@@ -65,46 +70,61 @@ static void *pool_worker(void *unused)
 		pool.head = job->next;
 		if (!pool.head)
 			pool.tail = NULL;
+		pool.busy[self] = 1;
 		pthread_mutex_unlock(&pool.lock);
 
 		job->work(job->arg);
 
 		/* Hand the job back. The send happens under jobs->lock: lem_pool_loop_free takes
-		 * that lock before it frees the ev_async, so it cannot go while we send. The
-		 * mutex also orders what work wrote before done reads it. */
+		 * that lock before it abandons the jobs, so the ev_async cannot go while we send.
+		 * The mutex also orders what work wrote before done reads it. */
 		jobs = job->jobs;
 		job->next = NULL;
 		pthread_mutex_lock(&jobs->lock);
-		if (jobs->done_tail)
-			jobs->done_tail->next = job;
-		else
-			jobs->done_head = job;
-		jobs->done_tail = job;
-		ev_async_send(jobs->ev, &jobs->async);
-		if (--jobs->outstanding == 0)
-			pthread_cond_signal(&jobs->drained);
+		orphan = jobs->abandoned;
+		if (!orphan) {
+			if (jobs->done_tail)
+				jobs->done_tail->next = job;
+			else
+				jobs->done_head = job;
+			jobs->done_tail = job;
+			ev_async_send(jobs->ev, &jobs->async);
+		}
+		jobs->outstanding--;
 		pthread_mutex_unlock(&jobs->lock);
 
 		pthread_mutex_lock(&pool.lock);
+		pool.busy[self] = 0;
+		if (orphan) {       /* its done never runs; it and its jobs stay reachable */
+			job->next = pool.orphans;
+			pool.orphans = job;
+		}
 	}
 	pthread_mutex_unlock(&pool.lock);
 	return NULL;
 }
 
-/* At exit: every loop has been freed (each waited for its jobs) unless the process exits
- * from inside a script (os.exit); then queued jobs are dropped with their loops. A
- * worker inside a blocking call is waited for. */
+/* At exit: every loop has been freed, or the process exits from inside a script
+ * (os.exit); queued jobs are dropped with their loops. The idle workers are joined; one
+ * inside a blocking call (a name lookup that waits for a silent DNS server) is not
+ * waited for: nobody wants its result, and the process would not end before it does. */
 static void pool_shutdown(void)
 {
-	int n;
+	int n, busy[POOL_THREADS];
 
 	pthread_mutex_lock(&pool.lock);
 	pool.quit = 1;
 	n = pool.nthreads;
+	for (int i = 0; i < n; i++)
+		busy[i] = pool.busy[i];
 	pthread_cond_broadcast(&pool.more);
 	pthread_mutex_unlock(&pool.lock);
-	for (int i = 0; i < n; i++)
-		pthread_join(pool.threads[i], NULL);
+	for (int i = 0; i < n; i++) {
+		if (busy[i])
+			pthread_detach(pool.threads[i]);
+		else
+			pthread_join(pool.threads[i], NULL);
+	}
 }
 
 /* Under pool.lock. Returns 0 or -errno. */
@@ -120,7 +140,8 @@ static int pool_spawn(void)
 	}
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);   /* the worker inherits it */
-	err = pthread_create(&pool.threads[pool.nthreads], NULL, pool_worker, NULL);
+	err = pthread_create(&pool.threads[pool.nthreads], NULL, pool_worker,
+	                     (void *)(intptr_t)pool.nthreads);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err)
 		return -err;
@@ -160,10 +181,6 @@ static struct lem_jobs *jobs_new(lem_loop *loop)
 		return NULL;
 	if (pthread_mutex_init(&jobs->lock, NULL) != 0)
 		goto err;
-	if (pthread_cond_init(&jobs->drained, NULL) != 0) {
-		pthread_mutex_destroy(&jobs->lock);
-		goto err;
-	}
 	ev_async_init(&jobs->async, jobs_done);
 	jobs->ev = loop->ev;
 	jobs->loop = loop;
@@ -225,21 +242,29 @@ int lem_async_run(lem_loop *loop, void (*work)(void *arg),
 	return 0;
 }
 
+/* A loop that still has jobs on the pool is being stopped (while a job is pending, a
+ * loop that ends by itself keeps running): the process ends. The stop is not to wait for
+ * a job's blocking call, which may last as long as the system makes it (a name lookup
+ * whose DNS server does not answer: timeout times attempts), so those jobs are abandoned
+ * to the workers, with the completion queue. */
 void lem_pool_loop_free(lem_loop *loop)
 {
 	struct lem_jobs *jobs = loop->jobs;
+	int abandon;
 
 	if (!jobs)
 		return;
 	pthread_mutex_lock(&jobs->lock);
-	while (jobs->outstanding > 0)
-		pthread_cond_wait(&jobs->drained, &jobs->lock);
+	abandon = jobs->abandoned = jobs->outstanding > 0;
 	pthread_mutex_unlock(&jobs->lock);
 	jobs_done(loop->ev, &jobs->async, 0);
+	loop->jobs = NULL;
+	if (abandon) {
+		ev_async_stop(loop->ev, &jobs->async);
+		return;
+	}
 	if (jobs->active != 0)
 		lem_fatal("thread pool: a job submitted while its loop closed");
-	pthread_cond_destroy(&jobs->drained);
 	pthread_mutex_destroy(&jobs->lock);
 	free(jobs);
-	loop->jobs = NULL;
 }

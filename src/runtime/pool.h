@@ -8,16 +8,17 @@
  * ev_async_send; the loop then runs done(loop, arg) in its own thread.
  *
  * The workers are started on demand (at most POOL_THREADS) with every signal blocked, so
- * that signals go to the loops, and joined by an atexit handler: a process that exits
- * leaves no thread behind and nothing for a leak checker to report. */
+ * that signals go to the loops, and joined by an atexit handler unless they are inside a
+ * job's blocking call, which the exit does not wait for. */
 #ifndef LEM_POOL_H
 #define LEM_POOL_H
 
 #include "../loop/loop.h"
 
-/* In the loop's thread, from lem_loop_free, while the Lua state is still open: waits for
- * the loop's jobs still queued or running, runs their done callbacks (loop->closing is
- * set: lem_wake and the anchors do nothing then), frees loop->jobs. */
+/* In the loop's thread, from lem_loop_free, while the Lua state is still open: runs the
+ * done callbacks of the jobs that have returned (loop->closing is set: lem_wake and the
+ * anchors do nothing then), abandons those still queued or running (their done never
+ * runs), frees loop->jobs or leaves it to the workers. */
 void lem_pool_loop_free(lem_loop *loop);
 
 #endif
