@@ -179,4 +179,47 @@ until status or utils.now() - signalled > 10
 local took = utils.now() - signalled
 t.ok(status and took < 8, ('the process is gone %.2f s after SIGTERM (deadline 10 s)'):format(took))
 t.ok(not output():find('deadline'), 'no deadline message')
+-- ---- SIGTERM to a server under keep-alive load, many times ----
+-- Clients send request after request on kept-alive connections. A drain that came as a
+-- connection's read of its next head had returned, its coroutine not resumed yet, closed
+-- the stream under it: lem.http then failed on it ("connection error ... closed stream"
+-- on standard error) and dropped a request it had read.
+local busy = t.file(dir, 'busy.lua', [[
+local http = require 'lem.http'
+assert(http.listen('127.0.0.1', tonumber(...), function(req, res) res:send(200, 'ok') end))
+print('listening')
+io.stdout:flush()
+]])
+local RUNS, bad = tonumber(os.getenv('SHUTDOWN_RUNS')) or 10, {}
+for run = 1, RUNS do
+	local bport = t.free_port()
+	local bpid, boutput, bwait = t.background(dir, '--loops 2 ' .. busy .. ' ' .. bport)
+	bwait('listening', 2)
+	local stop, answers, running = false, 0, 0
+	for _ = 1, 64 do
+		utils.spawn(function()
+			running = running + 1
+			local c = io.tcp.connect('127.0.0.1', bport, 2)
+			while c and not stop do
+				if not c:write('GET /x HTTP/1.1\r\nHost: x\r\n\r\n') then break end
+				local h = c:read('*u', '\r\n\r\n', 5)
+				if not h or not c:read(2, 5) then break end
+				answers = answers + 1
+			end
+			if c then c:close() end
+			running = running - 1
+		end)
+	end
+	t.eventually(function() return answers > 500 end, 10)
+	os.execute('kill -TERM ' .. bpid)
+	local gone = t.eventually(function() return os.execute('kill -0 ' .. bpid .. ' 2>/dev/null') ~= 0 end, 10)
+	stop = true
+	t.eventually(function() return running == 0 end, 10)
+	local out = boutput()
+	if not gone or out ~= 'listening\nlistening\n' then
+		bad[#bad + 1] = ('run %d: %s, %d answers, output: %s'):format(run, gone and 'ended' or 'still running', answers, out)
+	end
+end
+t.ok(#bad == 0, ('SIGTERM under keep-alive load: the server drains and ends quietly (%d runs)'):format(RUNS),
+	table.concat(bad, '\n'))
 t.done()

@@ -650,6 +650,8 @@ local function serve_conn(srv, s, first, skip)
 				conn._wait = true              -- for a drain, as an idle one
 				data, err = sread(s, '*u', CRLF2, GRACE)
 				conn._wait = false
+				-- (a drain that came as the grace ran out has not closed it)
+				if not data and srv.draining then return conn end
 				if not data and err == 'timeout' then err, skip = nil, GRACE_SKIP + 1 end
 			end
 			if skip > 0 then
@@ -840,7 +842,9 @@ function Server:shutdown(timeout)
 			s:close()
 			gone(self, s)
 		elseif conn == true or conn._wait then   -- waits for a request: its coroutine ends,
-			if s:buffered() == 0 then s:close() end   -- unless the head has begun (GRACE)
+			-- unless the head has begun (GRACE), or its read has returned and the coroutine
+			-- is yet to resume with what came (the stream reads then, 'busy' no more)
+			if s:buffered() == 0 and select(2, s:read(0, 0)) == 'busy' then s:close() end
 		else
 			conn._close = true
 		end
