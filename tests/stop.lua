@@ -144,6 +144,7 @@ if not (can('test "$(id -u)" = 0') and can('unshare -m --propagation private tru
 	t.skip('a stop during a name lookup', 'needs root, unshare -m and python3')
 else
 	-- a UDP socket that takes the queries and never answers, on an address of its own
+	math.randomseed(os.time() + tonumber(t.pid))
 	local ns = ('127.%d.%d.%d'):format(math.random(1, 254), math.random(1, 254), math.random(2, 254))
 	file('resolv.conf', 'nameserver ' .. ns .. '\noptions timeout:5 attempts:3\n')
 	local dns = io.popen(('exec python3 -c "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n' ..
