@@ -45,6 +45,54 @@ t.is(r and r:body(), 'hello over https /ip', 'an address URL, checked against th
 r, err = http.request{ url = 'http://127.0.0.1:' .. port .. '/', timeout = 20 }
 t.is(r, nil, 'plain http to the https server: nil, ' .. tostring(err))
 
+-- An answer whose body ends with the connection counts only with the server's close_notify:
+-- a proxy that passes the records but that last one, then closes, cuts the body short.
+local raw = assert(lemio.tls.listen('127.0.0.1', 0, sctx))
+utils.spawn(function() raw:autospawn(function(s)
+	s:read('*u', '\r\n\r\n', 5)
+	s:write('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe whole body')
+	s:close()                                  -- with close_notify
+end) end)
+local proxy = assert(lemio.tcp.listen('127.0.0.1', 0))
+utils.spawn(function() proxy:autospawn(function(a)
+	local b, closed = assert(lemio.tcp.connect('127.0.0.1', raw:port(), 5)), false
+	utils.spawn(function()
+		-- each record waits for the next, or for 0.05 s: the last before the server's close
+		-- (its close_notify) is dropped
+		local held
+		while true do
+			local head, herr = b:read(5, held and 0.05)
+			if herr == 'timeout' then
+				if not a:write(held) then break end
+				held = nil
+			else
+				local body = head and #head == 5 and b:read(head:byte(4) * 256 + head:byte(5))
+				if not body or held and not a:write(held) then break end
+				held = head .. body
+			end
+		end
+		closed = true
+		b:close()
+		a:close()
+	end)
+	while not closed do                       -- the client's records pass as they come
+		local head = a:read(5)
+		if not head or #head < 5 or closed then break end
+		local body = a:read(head:byte(4) * 256 + head:byte(5))
+		if not body or closed or not b:write(head, body) then break end
+	end
+end) end)
+r, err = http.request{ url = 'https://localhost:' .. raw:port() .. '/', tls = cctx, timeout = 20 }
+t.is(r and r:body(), 'the whole body', 'a body that ends with the connection, closed with close_notify')
+r, err = http.request{ url = 'https://localhost:' .. proxy:port() .. '/', tls = cctx, timeout = 20 }
+t.ok(r, '... through a proxy that drops the close_notify: the head comes', err)
+local body, berr = nil, nil
+if r then body, berr = r:body() end
+t.is(body, nil, '... but the body is an error, not what came')
+t.is(berr, 'closed', '... nil, \'closed\'')
+proxy:close()
+raw:close()
+
 -- curl against lem's https server
 local out = dir .. '/curl.out'
 os.execute(('{ curl -sS --cacert %s %s/curl > %s 2>&1; touch %s.done; } &'):format(c.ca, base, out, out))

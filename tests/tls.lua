@@ -85,6 +85,7 @@ t.like(info.cipher, '^TLS_', 'tls(): the cipher')
 t.is(info.alpn, 'http/1.1', 'tls(): the protocol ALPN chose (the server\'s first the client offers)')
 t.like(info.subject, 'CN=localhost', 'tls(): the peer certificate\'s subject')
 t.is(info.verified, true, 'tls(): verified')
+t.is(info.close_notify, nil, 'tls(): no close_notify while the peer has not closed')
 t.is(s:write('hello', ' ', 'world\n'), true, 'write several pieces')
 t.is(s:read('*l', 5), 'echo hello world', 'read a line')
 s:write('one\ntwo\n')
@@ -124,6 +125,7 @@ t.ok(s:peer() == '127.0.0.1', 'peer() answers')
 s:write('close\n')
 t.is(s:read('*l', 5), 'bye', 'the line before the close')
 t.is(s:read('*a', 5), 'and all the rest', "'*a' reads until the peer's close")
+t.is(s:tls().close_notify, true, '... which came with its close_notify')
 t.is(select(2, s:read('*l', 5)), 'closed', 'then closed')
 t.is(s:close(), true, 'close')
 t.is(select(2, s:close()), 'closed', 'close twice: closed')
@@ -299,7 +301,7 @@ t.ok(server_errors[1] ~= nil, 'a client gone mid-handshake: the server\'s read e
 -- garbage mid-stream: a proxy between a lem client and a lem server, passing TLS records
 -- (a 5-byte header, its length in bytes 4 and 5), replaces one by bytes that are none
 local proxy = assert(io.tcp.listen('127.0.0.1', 0))
-local inject = false
+local inject, cut = false, false
 local function record(x)
 	local head = x:read(5)
 	if not head or #head < 5 then return nil end
@@ -310,8 +312,10 @@ utils.spawn(function()
 	proxy:autospawn(function(a)
 		local b = assert(io.tcp.connect('127.0.0.1', port, 5))
 		utils.spawn(function()
+			local held           -- cut: each record waits for the next; the last is dropped
 			while true do
 				local d = record(b)
+				if d and cut then held, d = d, held or '' end
 				if not d or not a:write(d) then break end
 			end
 			a:close()
@@ -337,6 +341,21 @@ if s then
 	t.is(server_errors[1], 'decryption failed or bad record mac', 'garbage mid-stream: the server\'s read fails with OpenSSL\'s reason')
 	r, err = s:read('*l', 5)
 	t.is(r, nil, '... and the client\'s read ends: ' .. tostring(err))
+	s:close()
+end
+-- a truncation: the proxy passes the server's last records but not its close_notify, and
+-- closes. '*a' takes what came, and tls() tells the connection just ended.
+inject = false
+s, err = io.tls.connect('localhost', proxy:port(), { context = cctx, timeout = 20 })
+t.ok(s, 'a connection through the proxy, which then holds back the last record', err)
+if s then
+	s:write('first\n')
+	s:read('*l', 5)                           -- the handshake's records all passed
+	cut = true
+	s:write('close\n')
+	t.is(s:read('*l', 5), 'bye', '... passes the records before it')
+	t.is(s:read('*a', 5), 'and all the rest', "... and '*a' reads until the connection ends")
+	t.is(s:tls().close_notify, false, '... without the peer\'s close_notify: tls().close_notify is false')
 	s:close()
 end
 proxy:close()

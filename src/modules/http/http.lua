@@ -228,7 +228,10 @@ local function body_piece(b)
 		local data, err = s:read(PIECE, remaining(b))
 		if not data then
 			b.done = true
-			if err == 'closed' then return nil end
+			-- Over TLS only the server's close_notify ends such a body: a connection that
+			-- just ends may have been cut by anyone on the way (a truncation attack).
+			local tls = err == 'closed' and s:tls()
+			if err == 'closed' and not (tls and not tls.close_notify) then return nil end
 			b.err = err
 			return nil, err
 		end

@@ -67,6 +67,7 @@ struct io_tls {
 	struct io_wait hs;        /* the caller of io.tls.connect while it shakes hands */
 	int err;                  /* a failure, returned by every later recv and send */
 	unsigned char eof;        /* the peer closed, behind data recv returned already */
+	unsigned char notified;   /* the peer's close_notify came (tls_info_cb) */
 	unsigned char shaken;     /* the handshake is over (tls_after) */
 	unsigned char slot;       /* 1 + its index in its loop's kept streams; 0: not kept */
 	unsigned gen;             /* the tick of its last use, while kept */
@@ -356,6 +357,21 @@ static void tls_shut(struct io_stream *s, lua_State *from)
 
 static const struct io_transport tls_transport = { tls_recv, tls_send, tls_shut };
 
+/* Notes the peer's close_notify. A connection that ends without one reads as closed too
+ * (SSL_OP_IGNORE_UNEXPECTED_EOF: many peers do not send it), but it may have been cut by
+ * anyone on the way, not ended by the peer: stream:tls() tells which, for protocols whose
+ * messages end with the connection. OpenSSL reports both as SSL_ERROR_ZERO_RETURN; only
+ * the alert itself tells them apart. (Unignored, the unexpected EOF would be a fatal
+ * error that also ends the writes of a peer that only half-closed.) */
+static void tls_info_cb(const SSL *ssl, int where, int ret)
+{
+	struct io_tls *t;
+
+	if ((where & SSL_CB_READ_ALERT) && (ret & 0xff) == SSL_AD_CLOSE_NOTIFY &&
+	    (t = SSL_get_app_data(ssl)))
+		t->notified = 1;
+}
+
 /* The handshake's deadline. A caller of io.tls.connect returns nil, 'timeout'; a
  * server's reader and writer too, and the stream fails from now on. */
 static void tls_timeout(struct ev_loop *ev, ev_timer *w, int revents)
@@ -395,6 +411,7 @@ static int tls_attach(struct io_stream *s, struct io_tls_ctx *c)
 	}
 	t->s = s;
 	t->c = io_tls_ctx_ref(c);
+	SSL_set_app_data(t->ssl, t);
 	ev_io_init(&t->io, NULL, s->fd, EV_READ);
 	ev_init(&t->timer, tls_timeout);
 	io_wait_init(&t->hs, s->st, &t->io, &t->timer);
@@ -774,6 +791,7 @@ static int tls_context(lua_State *T)
 	                         SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(c->ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
 	SSL_CTX_set_read_ahead(c->ctx, 1);         /* fewer read()s: a record in one */
+	SSL_CTX_set_info_callback(c->ctx, tls_info_cb);
 	SSL_CTX_set_verify(c->ctx, c->verify ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
 	                                     : SSL_VERIFY_NONE, NULL);
 	if (cert && SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1)
@@ -832,9 +850,10 @@ int io_tls_listen(lua_State *T)
 	return io_listen_tcp_ctx(T, c);
 }
 
-/* stream:tls() --> { version =, cipher =, alpn =, subject =, issuer =, verified = }
- *                  | nil (not a TLS stream)
- * The session as negotiated so far; subject and issuer: the peer's certificate. */
+/* stream:tls() --> { version =, cipher =, alpn =, subject =, issuer =, verified =,
+ *                    close_notify = } | nil (not a TLS stream)
+ * The session as negotiated so far; subject and issuer: the peer's certificate;
+ * close_notify, once a read met the peer's close: whether it came with TLS's goodbye. */
 static int tls_info(lua_State *T)
 {
 	struct io_stream *s = io_check_open(T, &io_stream_type, offsetof(struct io_stream, fd));
@@ -848,7 +867,7 @@ static int tls_info(lua_State *T)
 		lua_pushnil(T);
 		return 1;
 	}
-	lua_createtable(T, 0, 6);
+	lua_createtable(T, 0, 7);
 	lua_pushstring(T, SSL_get_version(t->ssl));
 	lua_setfield(T, -2, "version");
 	if (SSL_get_current_cipher(t->ssl)) {
@@ -871,6 +890,10 @@ static int tls_info(lua_State *T)
 	lua_pushboolean(T, peer && SSL_get_verify_result(t->ssl) == X509_V_OK &&
 	                   SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE);
 	lua_setfield(T, -2, "verified");
+	if (t->eof) {
+		lua_pushboolean(T, t->notified);
+		lua_setfield(T, -2, "close_notify");
+	}
 	return 1;
 }
 
