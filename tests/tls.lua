@@ -29,6 +29,19 @@ t.error(function() io.tls.context{ min_version = '1.0' } end, "min_version must 
 	'min_version is checked')
 t.error(function() io.tls.context{ alpn = 'h2' } end, 'alpn must be a list', 'alpn is checked')
 t.error(function() io.tls.context() end, 'bad argument #1', 'context wants a table')
+-- options of the wrong type or name are errors: verify = 'no' would verify, a misspelt
+-- option would leave its default, 'a.pem\0x' would read a.pem
+for _, bad in ipairs({ { { verify = 'no' }, 'verify must be a boolean' },
+		{ { verify = 0 }, 'verify must be a boolean' },
+		{ { resumption = 'off' }, 'resumption must be a boolean' },
+		{ { alpn = { 1 } }, 'alpn must be a list of strings' },
+		{ { alpn = { '' } }, 'alpn must list names of 1 byte or more' },
+		{ { verfiy = false }, 'unknown option verfiy' },
+		{ { [1] = 'x' }, 'unknown option %(a number%)' },
+		{ { cert = c.server .. '\0x', key = c.key }, 'zero byte in cert' } }) do
+	t.error(function() io.tls.context(bad[1]) end, "bad argument #1 to 'context' %(" .. bad[2],
+		'context: ' .. bad[2]:gsub('%%', ''))
+end
 -- io.tls.connect's bad arguments: errors at the caller's line, naming connect
 for _, bad in ipairs({ { { 1, 1 }, "#1 to 'connect' %(string expected, got number%)" },
 		{ { '127.0.0.1\0x', 1 }, "#1 to 'connect' %(zero byte in host name%)" },

@@ -630,10 +630,12 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 	return SSL_TLSEXT_ERR_OK;
 }
 
-/* opts[key] as a string, or NULL; raises unless a string or nil. */
+/* opts[key] as a string, or NULL; raises unless a string (without a zero byte, which
+ * would cut a file's name short) or nil. */
 static const char *tls_optstring(lua_State *T, const char *key)
 {
 	const char *v;
+	size_t len;
 
 	lua_getfield(T, 1, key);
 	if (lua_isnil(T, -1)) {
@@ -642,9 +644,48 @@ static const char *tls_optstring(lua_State *T, const char *key)
 	}
 	if (lua_type(T, -1) != LUA_TSTRING)
 		luaL_argerror(T, 1, lua_pushfstring(T, "%s must be a string", key));
-	v = lua_tostring(T, -1);
+	v = lua_tolstring(T, -1, &len);
+	if (memchr(v, 0, len))
+		luaL_argerror(T, 1, lua_pushfstring(T, "zero byte in %s", key));
 	lua_pop(T, 1);                             /* opts keeps it alive */
 	return v;
+}
+
+/* opts[key] as a boolean, dflt if nil; raises unless a boolean or nil (verify = 'no'
+ * would verify). */
+static int tls_optbool(lua_State *T, const char *key, int dflt)
+{
+	int v = dflt;
+
+	lua_getfield(T, 1, key);
+	if (!lua_isnil(T, -1)) {
+		if (lua_type(T, -1) != LUA_TBOOLEAN)
+			luaL_argerror(T, 1, lua_pushfstring(T, "%s must be a boolean", key));
+		v = lua_toboolean(T, -1);
+	}
+	lua_pop(T, 1);
+	return v;
+}
+
+/* Raises for a key of opts that is no option: a misspelt one would leave its default
+ * (verify on, a ca not read) without a word. */
+static void tls_checkoptions(lua_State *T)
+{
+	static const char *const known[] = { "cert", "key", "ca", "verify", "alpn", "min_version",
+	                                     "resumption", "handshake_timeout", NULL };
+
+	lua_pushnil(T);
+	while (lua_next(T, 1)) {
+		const char *const *o = known;
+
+		lua_pop(T, 1);
+		if (lua_type(T, -1) != LUA_TSTRING)    /* not lua_tostring: it would break lua_next */
+			luaL_argerror(T, 1, lua_pushfstring(T, "unknown option (a %s)", luaL_typename(T, -1)));
+		while (*o && strcmp(*o, lua_tostring(T, -1)) != 0)
+			o++;
+		if (!*o)
+			luaL_argerror(T, 1, lua_pushfstring(T, "unknown option %s", lua_tostring(T, -1)));
+	}
 }
 
 /* Reads the CA certificates of a file, or of every file of a directory, into c's store
@@ -721,6 +762,7 @@ static int tls_context(lua_State *T)
 	int min = TLS1_2_VERSION, resume, err;
 
 	luaL_checktype(T, 1, LUA_TTABLE);
+	tls_checkoptions(T);
 	cert = tls_optstring(T, "cert");
 	key = tls_optstring(T, "key");
 	ca = tls_optstring(T, "ca");
@@ -742,18 +784,16 @@ static int tls_context(lua_State *T)
 	c->hs_timeout = TLS_HANDSHAKE_TIMEOUT;
 	*p = c;
 	lua_getfield(T, 1, "verify");
-	if (!lua_isnil(T, -1)) {
-		c->verify = (unsigned char)lua_toboolean(T, -1);
-		c->verify_set = 1;
-	}
+	c->verify_set = !lua_isnil(T, -1);
+	lua_pop(T, 1);
+	c->verify = (unsigned char)tls_optbool(T, "verify", 1);
 	lua_getfield(T, 1, "handshake_timeout");
 	if (!lua_isnil(T, -1)) {
 		if (lua_type(T, -1) != LUA_TNUMBER)
 			luaL_argerror(T, 1, "handshake_timeout must be a number");
 		c->hs_timeout = lua_tonumber(T, -1);
 	}
-	lua_getfield(T, 1, "resumption");
-	resume = lua_isnil(T, -1) || lua_toboolean(T, -1);
+	resume = tls_optbool(T, "resumption", 1);
 	lua_getfield(T, 1, "alpn");
 	if (!lua_isnil(T, -1)) {
 		if (lua_type(T, -1) != LUA_TTABLE)
@@ -765,10 +805,12 @@ static int tls_context(lua_State *T)
 			lua_rawgeti(T, -1, i);
 			if (lua_isnil(T, -1))
 				break;
+			if (lua_type(T, -1) != LUA_TSTRING)  /* before lua_tolstring turns 1 into "1" */
+				luaL_argerror(T, 1, "alpn must be a list of strings");
 			proto = lua_tolstring(T, -1, &len);
-			if (lua_type(T, -1) != LUA_TSTRING || len < 1 || len > 255 ||
-			    c->alpn_len + 1 + len > TLS_ALPN_MAX)
-				luaL_argerror(T, 1, "alpn must list protocol names of 1 to 255 bytes");
+			if (len < 1 || c->alpn_len + 1 + len > TLS_ALPN_MAX)
+				luaL_argerror(T, 1, "alpn must list names of 1 byte or more, 255 bytes "
+				                    "in all with a length byte each");
 			c->alpn[c->alpn_len++] = (unsigned char)len;
 			memcpy(c->alpn + c->alpn_len, proto, len);
 			c->alpn_len += (unsigned char)len;
