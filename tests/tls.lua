@@ -52,7 +52,9 @@ for _, bad in ipairs({ { { 1, 1 }, "#1 to 'connect' %(string expected, got numbe
 		{ { 'h', 1, { timeout = 'x' } }, "#3 to 'connect' %(timeout: number expected%)" },
 		{ { 'h', 1, { context = {} } }, "#3 to 'connect' %(context: a context of io.tls.context expected%)" },
 		{ { 'h', 1, { name = 5 } }, "#3 to 'connect' %(name: string or false expected%)" },
-		{ { 'h', 1, { name = 'a\0b' } }, "#3 to 'connect' %(zero byte in name%)" } }) do
+		{ { 'h', 1, { name = 'a\0b' } }, "#3 to 'connect' %(zero byte in name%)" },
+		{ { 'h', 1, { name = '' } }, "#3 to 'connect' %(name: 1 to 255 bytes expected%)" },
+		{ { 'h', 1, { name = ('a'):rep(256) } }, "#3 to 'connect' %(name: 1 to 255 bytes expected%)" } }) do
 	t.error(function() local s = io.tls.connect(unpack(bad[1])) return s end,
 		'tls%.lua:%d+: bad argument ' .. bad[2], 'io.tls.connect: ' .. bad[2]:gsub('%%', ''))
 end
@@ -152,6 +154,9 @@ t.ok(s, 'an address is checked against the IP names of the certificate', err)
 if s then s:close() end
 s, err = io.tls.connect('127.0.0.1', port, { context = cctx, name = 'other.example', timeout = 20 })
 t.like(err, 'certificate verify failed: hostname mismatch', 'another name: hostname mismatch')
+s, err = io.tls.connect('127.0.0.1', port, { context = cctx, name = 'localhost.', timeout = 20 })
+t.ok(s, 'a fully qualified name\'s final dot is left out of the check (and of SNI)', err)
+if s then s:close() end
 s, err = io.tls.connect('127.0.0.1', port, { context = cadirctx, timeout = 20 })
 t.ok(s, 'a context whose CAs came from a directory verifies', err)
 if s then s:close() end

@@ -509,6 +509,8 @@ static int tls_start(lua_State *T)
 	if (name && (inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1)) {
 		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), name))
 			return io_error(T, -ENOMEM);
+	} else if (name && (!*name || strlen(name) > TLSEXT_MAXLEN_host_name)) {
+		return io_error(T, -EINVAL);               /* a host that resolved, yet no name */
 	} else if (name && (!SSL_set_tlsext_host_name(t->ssl, name) || !SSL_set1_host(t->ssl, name))) {
 		ERR_clear_error();
 		return io_error(T, -ENOMEM);
@@ -973,9 +975,12 @@ static const char tls_connect_lua[] =
 	"    if ctx ~= nil and getmetatable(ctx) ~= 'tls context' then bad(3, 'context: a context of io.tls.context expected') end\n"
 	"    if name ~= false and type(name) ~= 'string' then bad(3, 'name: string or false expected') end\n"
 	"    if name and name:find('%z') then bad(3, 'zero byte in name') end\n"
+	"    if opts.name and (#name < 1 or #name > 255) then bad(3, 'name: 1 to 255 bytes expected') end\n"
 	"  elseif opts ~= nil then\n"
 	"    bad(3, 'table or number expected')\n"
 	"  end\n"
+	"  -- a fully qualified name's final dot names no other host, and is in no certificate\n"
+	"  if name and #name > 1 and name:sub(-1) == '.' then name = name:sub(1, -2) end\n"
 	"  if ctx == nil then\n"
 	"    local err\n"
 	"    ctx, err = default()\n"
