@@ -209,6 +209,18 @@ for _, b in ipairs(bad) do
 	t.like(err, 'certificate verify failed: ' .. b[3], b[4] .. ': ' .. b[3])
 	lis:close()
 end
+-- a subject of more than 256 bytes comes whole in tls()
+do
+	local ou, subject = ('u'):rep(60), '/CN=localhost'
+	for i = 1, 5 do subject = subject .. '/OU=' .. ou .. i end
+	os.execute(('openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes '
+		.. '-keyout %s/long.key -out %s/long.pem -days 2 -subj "%s" 2>/dev/null'):format(dir, dir, subject))
+	local lis, p = serve(dir .. '/long.pem', dir .. '/long.key')
+	s = io.tls.connect('localhost', p, { context = io.tls.context{ verify = false }, timeout = 20 })
+	t.is(s and s:tls().subject, subject, 'tls(): a subject of ' .. #subject .. ' bytes, whole')
+	if s then s:close() end
+	lis:close()
+end
 
 -- client certificates: verify = true on the server's context asks for them
 local vl, vp = serve(c.server, c.key, { verify = true, ca = c.ca })

@@ -894,6 +894,27 @@ int io_tls_listen(lua_State *T)
 	return io_listen_tcp_ctx(T, c);
 }
 
+static int tls_push_text(lua_State *S, void *text)
+{
+	lua_pushstring(S, text);
+	return 1;
+}
+
+/* [-0, +1, m] name, as the one line of X509_NAME_oneline, whole: into a buffer of ours it
+ * would be cut short without a word (a long subject lost its last parts). */
+static void tls_push_name(lua_State *T, lem_loop *loop, const X509_NAME *name)
+{
+	char *text = X509_NAME_oneline(name, NULL, 0);
+	int n;
+
+	if (!text)
+		luaL_error(T, "not enough memory");
+	n = lem_protect(loop, T, tls_push_text, text);    /* a memory error frees text first */
+	OPENSSL_free(text);
+	if (n < 0)
+		lua_error(T);
+}
+
 /* stream:tls() --> { version =, cipher =, alpn =, subject =, issuer =, verified =,
  *                    close_notify = } | nil (not a TLS stream)
  * The session as negotiated so far; subject and issuer: the peer's certificate;
@@ -905,7 +926,6 @@ static int tls_info(lua_State *T)
 	const unsigned char *alpn;
 	unsigned alpn_len;
 	X509 *peer;
-	char name[256];
 
 	if (!s->tp) {
 		lua_pushnil(T);
@@ -924,11 +944,9 @@ static int tls_info(lua_State *T)
 		lua_setfield(T, -2, "alpn");
 	}
 	if ((peer = SSL_get0_peer_certificate(t->ssl))) {
-		X509_NAME_oneline(X509_get_subject_name(peer), name, sizeof name);
-		lua_pushstring(T, name);
+		tls_push_name(T, s->loop, X509_get_subject_name(peer));
 		lua_setfield(T, -2, "subject");
-		X509_NAME_oneline(X509_get_issuer_name(peer), name, sizeof name);
-		lua_pushstring(T, name);
+		tls_push_name(T, s->loop, X509_get_issuer_name(peer));
 		lua_setfield(T, -2, "issuer");
 	}
 	lua_pushboolean(T, peer && SSL_get_verify_result(t->ssl) == X509_V_OK &&
