@@ -509,18 +509,30 @@ hl:close()
 
 -- ---- a write the peer does not take: write_timeout ----
 local deafl = assert(io.tls.listen('127.0.0.1', 0, sctx))
-local deaf
+local deaf, hears, heard = nil, utils.sleeper(), nil
 utils.spawn(function()
 	deaf = deafl:accept(5)
-	if deaf then deaf:read(1, 5) end     -- the handshake, one byte, then nothing more
+	if not deaf then return end
+	deaf:read(1, 5)                      -- the handshake, one byte, then nothing more
+	hears:sleep(20)
+	deaf:limit(1e9, 1e9)
+	heard = deaf:read('*u', 'END', 20) or ''   -- until the later write's end, or the close
 end)
 s = assert(io.tls.connect('localhost', deafl:port(), { context = cctx, timeout = 5 }))
 s:write('x')
+s:read(1, 0.1)       -- takes the server's session tickets: unread, they would make close() a reset
 s:write_timeout(0.2)
 local werr, waited = t.write_until_fails(s)
 t.is(werr, 'timeout', 'a TLS write the peer does not take: nil, \'timeout\'')
 t.ok(waited >= 0.15 and waited < 5, '... after about write_timeout', tostring(waited))
+-- OpenSSL still holds the record of that write, partly sent, which must go out first: a
+-- later write cannot follow it, and must not pass for written (its first bytes would be lost)
+hears:wakeup()                           -- the peer reads now
+t.is(select(2, s:write(('B'):rep(20000), '\nEND\n')), 'timeout', '... a later write: nil, \'timeout\' at once')
 s:close()
+for _ = 1, 200 do if heard then break end sleep(0.02) end
+t.ok(heard and not heard:find('B'), '... of which the peer gets nothing (not its end without its start)',
+	tostring(heard and select(2, heard:gsub('B', ''))) .. ' bytes of it')
 if deaf then deaf:close() end
 deafl:close()
 

@@ -69,6 +69,7 @@ struct io_tls {
 	unsigned char eof;        /* the peer closed, behind data recv returned already */
 	unsigned char notified;   /* the peer's close_notify came (tls_info_cb) */
 	unsigned char shaken;     /* the handshake is over (tls_after) */
+	unsigned char wpend;      /* SSL_write left a record to finish (tls_send) */
 	unsigned char slot;       /* 1 + its index in its loop's kept streams; 0: not kept */
 	unsigned gen;             /* the tick of its last use, while kept */
 };
@@ -307,6 +308,12 @@ static ssize_t tls_send(struct io_stream *s, const struct iovec *iov, int cnt)
 
 	if (t->err)
 		return t->err;
+	/* A write that timed out (s->wp cleared, the caller gone) may have left OpenSSL a record
+	 * of its bytes, partly sent. It must go out before anything else, and OpenSSL would
+	 * count it as the next write's first bytes, which never would: the stream can write
+	 * no more. (Its reads go on.) */
+	if (t->wpend && !s->wp)
+		return -ETIMEDOUT;
 	if (cnt > 1 && len < TLS_GATHER) {
 		len = 0;
 		for (int i = 0; i < cnt && len < TLS_GATHER; i++) {
@@ -324,6 +331,7 @@ static ssize_t tls_send(struct io_stream *s, const struct iovec *iov, int cnt)
 	tls_used(t);
 	tls_after(t, &s->r);
 	if (r > 0) {
+		t->wpend = 0;
 		tls_kick(s, &s->r, EV_WRITE);
 		return r;
 	}
@@ -332,6 +340,7 @@ static ssize_t tls_send(struct io_stream *s, const struct iovec *iov, int cnt)
 		r = -EPIPE;
 	if (r != -EAGAIN)
 		t->err = r;
+	t->wpend = r == -EAGAIN && SSL_want_write(t->ssl);
 	return r;
 }
 
