@@ -69,11 +69,11 @@ local cctx = assert(io.tls.context{ ca = c.ca, alpn = { 'h2', 'http/1.1' } })
 local cadirctx = assert(io.tls.context{ ca = cadir })
 
 -- ---- an echo server ----
-local server_errors = {}
+local server_errors, info_at = {}, {}   -- info_at[error]: tls() of the stream that had it
 local function echo(s)
 	while true do
 		local line, rerr = s:read('*l')
-		if not line then server_errors[#server_errors + 1] = rerr break end
+		if not line then server_errors[#server_errors + 1], info_at[rerr] = rerr, s:tls() break end
 		if line == 'all' then
 			s:write(('%d bytes\n'):format(#assert(s:read(1048576))))
 		elseif line == 'big' then
@@ -257,6 +257,8 @@ local answer = plain:read('*a', 5)
 plain:close()
 wait_errors(1)
 t.like(server_errors[1], 'http request', 'plaintext HTTP to a TLS port: the server\'s read says so')
+t.ok(info_at['http request'] and info_at['http request'].version == nil,
+	'... and its tls() names no version: none was spoken')
 t.ok(not answer or not answer:find('HTTP/1'), '... and the client gets no HTTP answer')
 -- bytes that are no TLS record, either way: 'wrong version number'
 server_errors = {}

@@ -941,8 +941,10 @@ static int tls_info(lua_State *T)
 		return 1;
 	}
 	lua_createtable(T, 0, 7);
-	lua_pushstring(T, SSL_get_version(t->ssl));
-	lua_setfield(T, -2, "version");
+	if (t->shaken) {                /* before, OpenSSL names the newest version it may speak */
+		lua_pushstring(T, SSL_get_version(t->ssl));
+		lua_setfield(T, -2, "version");
+	}
 	if (SSL_get_current_cipher(t->ssl)) {
 		lua_pushstring(T, SSL_CIPHER_get_name(SSL_get_current_cipher(t->ssl)));
 		lua_setfield(T, -2, "cipher");
