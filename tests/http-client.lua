@@ -233,6 +233,16 @@ r = assert(http.request(base .. '/closed-then-read'))
 t.is(r:close(), true, 'r:close() with a body unread')
 t.same({ r:read() }, { nil, 'closed' }, 'r:read() after it: nil, closed')
 t.same({ r:body() }, { nil, 'closed' }, 'r:body() after it: the same')
+-- ... and so does a read waiting in a body that ends with the connection
+answers = { 'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npart' }   -- then the server waits
+r = assert(http.request(base .. '/close-while-read'))
+local waiting
+utils.spawn(function() waiting = { pcall(r.read, r) } end)   -- waits for more, or the end
+utils.sleeper():sleep(0.05)
+r:close()
+utils.sleeper():sleep(0.05)
+t.is(waiting and waiting[1], true, 'a read waiting in a body that ends with the connection, when r:close() comes: no error')
+t.is(waiting and waiting[3], 'closed', '... returns nil, closed')
 
 -- max_body bounds r:body(); r:read() streams a body of any length, chunked too
 http.close_idle()

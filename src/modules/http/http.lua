@@ -229,9 +229,12 @@ local function body_piece(b)
 		if not data then
 			b.done = true
 			-- Over TLS only the server's close_notify ends such a body: a connection that
-			-- just ends may have been cut by anyone on the way (a truncation attack).
-			local tls = err == 'closed' and s:tls()
-			if err == 'closed' and not (tls and not tls.close_notify) then return nil end
+			-- just ends may have been cut by anyone on the way (a truncation attack). (A
+			-- stream closed meanwhile, by r:close(), raises in tls(): not an end either.)
+			if err == 'closed' then
+				local open, tls = pcall(s.tls, s)
+				if open and not (tls and not tls.close_notify) then return nil end
+			end
 			b.err = err
 			return nil, err
 		end
