@@ -48,8 +48,11 @@ coroutine.wrap(function() u.exit(3) end)()
 print(u.shutdown())"]])
 t.ok(st == 3 and lout == 'false\n', 'utils.shutdown after utils.exit: false, and the exit status holds', lerr)
 -- utils.exit or an uncaught error during the shutdown stops every loop, with its status
+-- (loop 2 waits in a coroutine of its own: a wait for 'shutdown' keeps no loop running, so
+-- one that began before loop 1's shutdown would end loop 2 with nothing else to do)
 st, lout, lerr = t.run(lem .. [[ --loops 2 -e "local u, l = require 'lem.utils', require 'lem.loops'
-if l.id == 1 then u.shutdown(30) else require('lem.signal').wait('shutdown') u.exit(9) end
+if l.id == 1 then u.shutdown(30)
+else u.spawn(function() require('lem.signal').wait('shutdown') u.exit(9) end) end
 u.sleeper():sleep(30)"]])
 t.ok(st == 9 and lerr == '', 'utils.exit(9) in the shutdown: every loop stops, status 9', lerr)
 st, lout, lerr = t.run(lem .. [[ -e "local u = require 'lem.utils'
