@@ -85,8 +85,9 @@ static double seconds(const char *s, double max)
 	return *end == '\0' && v >= 0 && v <= max ? v : -1;
 }
 
-/* --name value or --name=value: the value, or NULL (and *i moves past it). */
-static const char *long_value(int argc, char **argv, int *i, const char *name)
+/* --name value or --name=value: the value, or NULL (and *i moves past it); NULL with
+ * *missing set for --name last on the line, where nothing can be a value. */
+static const char *long_value(int argc, char **argv, int *i, const char *name, int *missing)
 {
 	size_t n = strlen(name);
 	const char *a = argv[*i];
@@ -97,19 +98,10 @@ static const char *long_value(int argc, char **argv, int *i, const char *name)
 		return a + n + 1;
 	if (a[n] != '\0')
 		return NULL;
-	return *i + 1 < argc ? argv[++*i] : "";
-}
-
-/* Whether a is an option that takes a value. */
-static int valued(const char *a)
-{
-	static const char *const names[] = { "--loops", "--mailbox", "--shutdown-timeout",
-	                                      "--warn-blocking", NULL };
-
-	for (const char *const *n = names; *n; n++)
-		if (strcmp(a, *n) == 0)
-			return 1;
-	return 0;
+	if (*i + 1 < argc)
+		return argv[++*i];
+	*missing = 1;
+	return NULL;
 }
 
 #define STR_(x) #x
@@ -125,7 +117,7 @@ static int expects(const char *prog, const char *option, const char *what, const
 int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 {
 	const char *prog = "lem";
-	int i, has_e = 0, has_v = 0;
+	int i, has_e = 0, has_v = 0, missing = 0;
 	const char *v0;
 
 	memset(cli, 0, sizeof *cli);
@@ -167,9 +159,7 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			cli->opts[cli->nopts++].value = a[2] ? a + 2 : argv[i];
 			continue;
 		}
-		if (i + 1 == argc && valued(a))   /* nothing to be a bad value: as -e */
-			return bad(prog, "'%s' needs an argument", a);
-		if ((v = long_value(argc, argv, &i, "--loops"))) {
+		if ((v = long_value(argc, argv, &i, "--loops", &missing))) {
 			long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 			cli->loops = strcmp(v, "auto") == 0 ? (int)(cpus > 0 ? (cpus < MAX_LOOPS ? cpus : MAX_LOOPS) : 1)
 			                                   : (int)whole(v, MAX_LOOPS);
@@ -178,20 +168,20 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 				               " or 'auto'", v);
 			continue;
 		}
-		if ((v = long_value(argc, argv, &i, "--mailbox"))) {
+		if ((v = long_value(argc, argv, &i, "--mailbox", &missing))) {
 			cli->mailbox = (unsigned)whole(v, MAX_MAILBOX);
 			if (!cli->mailbox)
 				return expects(prog, "--mailbox", "a whole number from 1 to 16777216", v);
 			continue;
 		}
-		if ((v = long_value(argc, argv, &i, "--shutdown-timeout"))) {
+		if ((v = long_value(argc, argv, &i, "--shutdown-timeout", &missing))) {
 			cli->shutdown_timeout = seconds(v, MAX_SHUTDOWN_TIMEOUT);
 			if (cli->shutdown_timeout < 0)
 				return expects(prog, "--shutdown-timeout", "a number of seconds from 0 to "
 				               "1000000", v);
 			continue;
 		}
-		if ((v = long_value(argc, argv, &i, "--warn-blocking"))) {
+		if ((v = long_value(argc, argv, &i, "--warn-blocking", &missing))) {
 			if (!(cli->warn_blocking = (int)whole(v, MAX_WARN_BLOCKING)))
 				return expects(prog, "--warn-blocking", "a whole number of milliseconds "
 				               "from 1 to " STR(MAX_WARN_BLOCKING), v);
@@ -205,6 +195,8 @@ int lem_cli_parse(struct lem_cli *cli, int argc, char **argv)
 			cli->pin = 1;
 			continue;
 		}
+		if (missing)                /* as -e without its argument */
+			return bad(prog, "'%s' needs an argument", a);
 		if (strcmp(a, "-i") == 0)   /* lua's, which users of lua will try */
 			return bad(prog, "'%s': lem has no interactive mode", a);
 		return bad(prog, "unrecognized option '%s'", a);

@@ -233,7 +233,7 @@ local function body_piece(b)
 			-- stream closed meanwhile, by r:close(), raises in tls(): not an end either.)
 			if err == 'closed' then
 				local open, tls = pcall(s.tls, s)
-				if open and not (tls and not tls.close_notify) then return nil end
+				if open and (not tls or tls.close_notify) then return nil end
 			end
 			b.err = err
 			return nil, err
