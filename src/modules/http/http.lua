@@ -959,8 +959,17 @@ local function pool_of(key)
 end
 
 local function pool_wake(p)
-	local w = table.remove(p.waiting, 1)
-	if w then w:wakeup(true) end
+	local waiting = p.waiting
+	if waiting[1] then table.remove(waiting, 1):wakeup(true) end   -- no call when none waits
+end
+
+-- The most recently idle connection of p, taken from its list (nil: none).
+local function pool_pop(p)
+	local idle = p.idle
+	local n = #idle
+	local s = idle[n]
+	idle[n] = nil
+	return s
 end
 
 -- An idle connection heard from (the server closed it, or sent what nobody asked for)
@@ -1023,13 +1032,13 @@ local function pool_acquire(p, host, port, max, o, deadline, fresh, tls)
 		p.open = p.open - 1
 	end
 	while true do
-		local s = not fresh and table.remove(p.idle)
+		local s = not fresh and pool_pop(p)
 		-- one whose wait ended (its pool_drop is on its way) is closed, not lent
 		while s and pooled[s] and not s:idle(false) do
 			pooled[s] = nil
 			s:close()
 			p.open = p.open - 1
-			s = table.remove(p.idle)
+			s = pool_pop(p)
 		end
 		if s then
 			pooled[s] = nil
