@@ -76,18 +76,20 @@ int lem_protect(lem_loop *loop, lua_State *to, int (*push)(lua_State *S, void *u
 
 /* Runs push(S, ud) in S itself, a thread that runs nothing, under a protected call: a
  * memory error raised on S (growing its stack, say) comes back here as -1, where
- * without one it would abort the process. Its results are dropped; 0 when it returned. */
+ * without one it would abort the process. Its results are dropped; 0 when it returned,
+ * -1 with the error value left on top of S when it raised. */
 int lem_protect_in(lem_loop *loop, lua_State *S, int (*push)(lua_State *S, void *ud), void *ud)
 {
 	struct protected p = { push, ud };
-	int top = lua_gettop(S), r;
+	int top = lua_gettop(S);
 
 	lua_pushvalue(loop->H, LEM_PROTECT);
 	lua_xmove(loop->H, S, 1);
 	lua_pushlightuserdata(S, &p);
-	r = lua_pcall(S, 1, 0, 0);
+	if (lua_pcall(S, 1, 1, 0) != 0)
+		return -1;
 	lua_settop(S, top);
-	return r ? -1 : 0;
+	return 0;
 }
 
 static int panic(lua_State *L)
@@ -560,17 +562,17 @@ void lem_loop_oom(lem_loop *loop, lua_State *T, int after)
 		loop->reserve = malloc(LEM_RESERVE);
 }
 
-/* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1;
- * or, when T has a function for its errors (lem_onerror), spawns that with the message.
- * The error value is on top of T's stack. */
-void lem_loop_fail(lem_loop *loop, lua_State *T)
+/* lem_loop_fail's report, made on L in a protected call (lem_protect_in): every
+ * allocation may raise, out of memory or by a finalizer (__gc) that errs in the collector
+ * step it starts. Returns 1 when T's function for its errors took the message, 0 when
+ * "lem: <message>" was printed. */
+static int fail_report(lua_State *L, void *ud)
 {
-	lua_State *L = loop->L, *H = loop->H;
-	int top = lua_gettop(L), kept;
-	const char *msg;
+	lua_State *T = ((void **)ud)[0], *H;
+	lem_loop *loop = ((void **)ud)[1];
+	int kept;
 
-	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
-		return;
+	H = loop->H;
 #ifndef LEM_LUAJIT
 	lem_loop_yield_error(T, 0, ACROSS_C);    /* PUC keeps T's frames: level 0 raised it */
 #else
@@ -622,12 +624,53 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 	lua_pushnil(H);
 	lua_replace(H, LEM_ERRTB);
 	if (loop->onerrors && lem_sched_onerror(loop, T, L)) {
-		lua_settop(L, top);   /* its function runs instead: the loop goes on */
-		return;
+		*(int *)((void **)ud)[2] = 1;   /* its function runs instead: the loop goes on */
+		return 0;
 	}
-	msg = lua_tostring(L, -1);
-	fprintf(stderr, "%s: %s\n", loop->progname, msg);
+	fprintf(stderr, "%s: %s\n", loop->progname, lua_tostring(L, -1));
 	fflush(stderr);
-	lua_settop(L, top);
+	return 0;
+}
+
+/* After a protected call on L failed with its error value on top: when nobody can be
+ * given the error, a memory error is fatal; any other error (a finalizer, __gc, that
+ * erred in the collector step an allocation started) is reported as an uncaught error
+ * is, "lem: <message> (raised while <during>)", and the loop stops with status 1. The
+ * error value stays on L. */
+void lem_loop_uncaught(lem_loop *loop, const char *during)
+{
+	lua_State *L = loop->L;
+	const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+
+	if (msg && strcmp(msg, "not enough memory") == 0)
+		lem_fatal("out of memory (%s)", during);
+	if (loop->stopping)
+		return;
+	fprintf(stderr, "%s: %s (raised while %s)\n", loop->progname, msg ? msg : "an error",
+	        during);
+	fflush(stderr);
 	lem_exit(loop, 1);
+}
+
+/* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1;
+ * or, when T has a function for its errors (lem_onerror), spawns that with the message.
+ * The error value is on top of T's stack. An error while the report is made (no memory,
+ * a finalizer that errs) is reported instead, in as few words as it has. */
+void lem_loop_fail(lem_loop *loop, lua_State *T)
+{
+	lua_State *L = loop->L;
+	int top = lua_gettop(L), taken = 0;
+	void *args[3] = { T, loop, &taken };
+
+	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
+		return;
+	if (lem_protect_in(loop, L, fail_report, args) != 0) {
+		fprintf(stderr, "%s: %s (raised while an uncaught error was reported)\n",
+		        loop->progname, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+		                                                       : "an error");
+		fflush(stderr);
+	}
+	lua_settop(L, top);
+	if (!taken)
+		lem_exit(loop, 1);
 }

@@ -201,6 +201,7 @@ void lem_loop_interrupt(lem_loop *loop);  /* from a signal handler in loop's thr
 int lem_loop_onerror(lua_State *T);     /* LuaJIT: the handler of a coroutine's body */
 void lem_loop_traceback(lua_State *L, lua_State *T, const char *msg, int level);  /* LuaJIT */
 void lem_loop_keep_traceback(lua_State *T, int level);   /* [-0, +0] err on top of T */
+void lem_loop_uncaught(lem_loop *loop, const char *during);          /* [-0, +0] */
 void lem_loop_yield_error(lua_State *T, int level, const char *why);   /* [-0, +0] */
 
 /* sched.c (and lem.h's coroutine calls) */

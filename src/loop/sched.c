@@ -44,6 +44,18 @@ struct lem_rq_seg {
  * spawns does not hold 4 MB for ever. */
 #define LEM_SEG_SPARE 2
 
+/* A segment's coroutine, made on S and anchored (lem_protect). */
+static int seg_thread(lua_State *S, void *ud)
+{
+	struct lem_rq_seg *seg = ((void **)ud)[1];
+
+	seg->A = lua_newthread(S);
+	if (!lua_checkstack(seg->A, LEM_SEG))
+		return luaL_error(S, "not enough memory");
+	seg->anchor = lem_anchor(((void **)ud)[0], S);
+	return 0;
+}
+
 static struct lem_rq_seg *seg_get(lem_loop *loop)
 {
 	struct lem_rq_seg *seg = loop->rq_free;
@@ -55,10 +67,12 @@ static struct lem_rq_seg *seg_get(lem_loop *loop)
 		seg = malloc(sizeof *seg);
 		if (!seg)
 			lem_fatal("out of memory (runqueue)");
-		seg->A = lua_newthread(loop->L);
-		if (!lua_checkstack(seg->A, LEM_SEG))
-			lem_fatal("out of memory (runqueue)");
-		seg->anchor = lem_anchor(loop, loop->L);
+		/* in a protected call: a finalizer may err in the collector step this starts,
+		 * and then the segment is made again (that finalizer has run) */
+		while (lem_protect(loop, loop->L, seg_thread, (void *[]){ loop, seg }) != 0) {
+			lem_loop_uncaught(loop, "the runqueue grew");
+			lua_pop(loop->L, 2);
+		}
 		seg->head = seg->len = 0;
 	}
 	seg->next = NULL;
@@ -309,7 +323,7 @@ lua_State *lem_sched_pushthread_on(lem_loop *loop, lua_State *on)
 	lua_xmove(loop->spares, on, 1);
 	co = lua_tothread(on, -1);
 #ifdef LEM_LUAJIT
-	lua_settop(co, 0);        /* its body function (pushthread_body0) */
+	lua_settop(co, 0);        /* its body function (queued_thread) */
 #endif
 	return co;
 }
@@ -319,24 +333,43 @@ lua_State *lem_sched_pushthread(lem_loop *loop)
 	return lem_sched_pushthread_on(loop, loop->L);
 }
 
-#ifdef LEM_LUAJIT
-/* [-0, +1, m] on loop->L: a coroutine whose stack holds LEM_BODY0 alone. A spare keeps
- * it from its last run (the body functions return it first): no push from H. */
-static lua_State *pushthread_body0(lem_loop *loop)
-{
-	lua_State *T;
 
-	if (loop->nspares == 0 || loop->closing) {
-		T = lua_newthread(loop->L);
-		lua_pushvalue(loop->H, LEM_BODY0);
-		lua_xmove(loop->H, T, 1);
-		return T;
-	}
-	loop->nspares--;
-	lua_xmove(loop->spares, loop->L, 1);
-	return lua_tothread(loop->L, -1);
-}
+/* [-0, +1] on S: a new coroutine for queued_thread (lem_protect). */
+static int push_thread(lua_State *S, void *ud)
+{
+#ifdef LEM_LUAJIT
+	lem_loop *loop = ud;
+
+	lua_newthread(S);
+	lua_pushvalue(loop->H, LEM_BODY0);
+	lua_xmove(loop->H, lua_tothread(S, -1), 1);
+#else
+	lem_sched_pushthread_on(ud, S);      /* no spare: a new one */
 #endif
+	return 1;
+}
+
+/* [-0, +1|+0] on L: the coroutine of a queued function when its turn comes; LuaJIT's
+ * holds LEM_BODY0 alone, which body_wrap puts first (a spare keeps it from its last run:
+ * the body functions return it first). A spare costs nothing; a new one is made in a
+ * protected call, as the allocation may raise: out of memory, or in a finalizer (__gc)
+ * run by the collector step it starts. Such an error has no coroutine to go to: NULL,
+ * and lem_loop_uncaught. */
+static lua_State *queued_thread(lem_loop *loop)
+{
+	lua_State *L = loop->L;
+
+	if (loop->nspares > 0 && !loop->closing) {
+		loop->nspares--;
+		lua_xmove(loop->spares, L, 1);
+		return lua_tothread(L, -1);
+	}
+	if (lem_protect(loop, L, push_thread, loop) == 1)
+		return lua_tothread(L, -1);
+	lem_loop_uncaught(loop, "a coroutine was made");
+	lua_pop(L, 2);
+	return NULL;
+}
 
 /* Keeps the finished coroutine T for reuse. One that returned normally is as good as new
  * in both VMs (status 0, no call frame): only its stack needs emptying. */
@@ -486,11 +519,8 @@ static void run_one(lem_loop *loop)
 	default:                    /* LEM_RQ_NEW */
 		if (!T) {           /* a queued function: its coroutine, made now, is anchored on L */
 			struct lem_rq_seg *seg = loop->rq_seg;
-#ifdef LEM_LUAJIT
-			T = pushthread_body0(loop);           /* body_wrap's, put first */
-#else
-			T = lem_sched_pushthread(loop);
-#endif
+			if (!(T = queued_thread(loop)))
+				return;
 			lua_pushvalue(seg->A, (int)seg->head);
 			lua_xmove(seg->A, T, 1);
 			made = 1;

@@ -152,15 +152,23 @@ static void loops_deliver(struct loops *st)
 	}
 }
 
+static int loops_push_end(lua_State *S, void *ud)
+{
+	lua_pushnil(S);
+	lua_pushstring(S, ud);
+	return 2;
+}
+
 /* Ends r's wait: it returns nil, why. */
 static void loops_end(struct loops *st, struct recv *r, const char *why)
 {
 	lua_State *L = lem_state(st->loop);
 
 	/* The values first, the anchor last: making a string may run the collector, and
-	 * until lem_wake queues it, r's anchor is all that keeps its coroutine alive. */
-	lua_pushnil(L);
-	lua_pushstring(L, why);
+	 * until lem_wake queues it, r's anchor is all that keeps its coroutine alive. In a
+	 * protected call: a finalizer may err in that collector step (r then gets nil and
+	 * that error, two values all the same). */
+	lem_protect(st->loop, L, loops_push_end, (void *)why);
 	lem_wake(st->loop, &r->w, L, 2);
 	loops_unlink(st, r);
 	free(r);

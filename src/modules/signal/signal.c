@@ -118,21 +118,31 @@ static void signal_unlink(struct signals *st, struct signal_waiter *wt)
 	lem_unanchor(st->loop, wt->anchor);
 }
 
+/* [-0, +1|+2] on S: the name v[1], or nil and why v[0] (lem_protect). */
+static int signal_push_end(lua_State *S, void *ud)
+{
+	const char **v = ud;
+
+	if (!v[0]) {
+		lua_pushstring(S, v[1]);
+		return 1;
+	}
+	lua_pushnil(S);
+	lua_pushstring(S, v[0]);
+	return 2;
+}
+
 /* Ends wt's wait: it returns its name (why NULL) or nil, why, made on from (a thread of
- * the loop). Its name is alive on its stack: pushing it allocates nothing. */
+ * the loop) in a protected call: a string pushed may start a collector step, and a
+ * finalizer may err in it (then wt gets nil and that error). */
 static int signal_end(struct signals *st, struct signal_waiter *wt, lua_State *from,
                       const char *why)
 {
-	int woken;
+	int woken, n;
 
 	signal_unlink(st, wt);
-	if (why) {
-		lua_pushnil(from);
-		lua_pushstring(from, why);
-	} else {
-		lua_pushstring(from, wt->name);
-	}
-	woken = lem_wake(st->loop, &wt->w, from, why ? 2 : 1);
+	n = lem_protect(st->loop, from, signal_push_end, (const char *[]){ why, wt->name });
+	woken = lem_wake(st->loop, &wt->w, from, n < 0 ? 2 : n);
 	free(wt);
 	return woken;
 }

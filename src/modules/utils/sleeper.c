@@ -109,7 +109,7 @@ static void sleeper_timeout(struct ev_loop *ev, ev_timer *t, int revents)
 	w.token = (uintptr_t)tw->w.data;
 	timer_put(tw);
 	lua_pushnil(L);
-	lua_pushliteral(L, "timeout");
+	lua_rawgeti(L, LUA_REGISTRYINDEX, tw->u->timeout);   /* no collector step: no finalizer */
 	tw->u->sleeping--;
 	if (lem_wake(loop, &w, L, 2)) {              /* else it was resumed by hand */
 		lua_pushnil(L);

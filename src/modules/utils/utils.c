@@ -177,6 +177,8 @@ int luaopen_lem_utils(lua_State *L)
 	/* The signal hook keeps u: it lives as long as the Lua state (once per opening). */
 	lua_pushvalue(L, -1);
 	luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pushliteral(L, "timeout");
+	u->timeout = luaL_ref(L, LUA_REGISTRYINDEX);
 	if (lem_signal_hook_add(u->loop, utils_hook, u) < 0 ||
 	    lem_stats_hook_add(u->loop, utils_stats_hook, u) < 0)
 		return luaL_error(L, "not enough memory");

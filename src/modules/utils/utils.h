@@ -21,6 +21,8 @@ struct utils {
 	const void *sleeper_mt, *timer_mt;   /* the metatables, to check types at one call */
 	int timers;                       /* timers pending (utils.stats) */
 	int sleeping;                     /* coroutines in a sleep, timed or not */
+	int timeout;                      /* the registry's "timeout": a callback pushes it
+	                                   * without the collector step a new string may run */
 };
 
 static inline struct utils *utils_state(lua_State *T)
