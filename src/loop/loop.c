@@ -564,15 +564,15 @@ void lem_loop_oom(lem_loop *loop, lua_State *T, int after)
 
 /* lem_loop_fail's report, made on L in a protected call (lem_protect_in): every
  * allocation may raise, out of memory or by a finalizer (__gc) that errs in the collector
- * step it starts. Returns 1 when T's function for its errors took the message, 0 when
- * "lem: <message>" was printed. */
+ * step it starts. Sets *ud[2] when T's function for its errors took the message, else
+ * prints "lem: <message>". */
 static int fail_report(lua_State *L, void *ud)
 {
-	lua_State *T = ((void **)ud)[0], *H;
+	lua_State *T = ((void **)ud)[0];
 	lem_loop *loop = ((void **)ud)[1];
+	lua_State *H = loop->H;
 	int kept;
 
-	H = loop->H;
 #ifndef LEM_LUAJIT
 	lem_loop_yield_error(T, 0, ACROSS_C);    /* PUC keeps T's frames: level 0 raised it */
 #else
@@ -634,8 +634,8 @@ static int fail_report(lua_State *L, void *ud)
 
 /* After a protected call on L failed with its error value on top: when nobody can be
  * given the error, a memory error is fatal; any other error (a finalizer, __gc, that
- * erred in the collector step an allocation started) is reported as an uncaught error
- * is, "lem: <message> (raised while <during>)", and the loop stops with status 1. The
+ * erred in the collector step an allocation started) is reported as an uncaught error,
+ * "lem: <message> (raised while <during>)", and the loop stops with status 1. The
  * error value stays on L. */
 void lem_loop_uncaught(lem_loop *loop, const char *during)
 {
@@ -654,8 +654,8 @@ void lem_loop_uncaught(lem_loop *loop, const char *during)
 
 /* Prints "lem: <message>" and T's stack traceback, and stops the loop with status 1;
  * or, when T has a function for its errors (lem_onerror), spawns that with the message.
- * The error value is on top of T's stack. An error while the report is made (no memory,
- * a finalizer that errs) is reported instead, in as few words as it has. */
+ * The error value is on top of T's stack. An error raised while the report is made is
+ * lem_loop_uncaught's. */
 void lem_loop_fail(lem_loop *loop, lua_State *T)
 {
 	lua_State *L = loop->L;
@@ -664,13 +664,9 @@ void lem_loop_fail(lem_loop *loop, lua_State *T)
 
 	if (loop->stopping)   /* exiting already: errors of the last moments do not count */
 		return;
-	if (lem_protect_in(loop, L, fail_report, args) != 0) {
-		fprintf(stderr, "%s: %s (raised while an uncaught error was reported)\n",
-		        loop->progname, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-		                                                       : "an error");
-		fflush(stderr);
-	}
-	lua_settop(L, top);
-	if (!taken)
+	if (lem_protect_in(loop, L, fail_report, args) != 0)
+		lem_loop_uncaught(loop, "an uncaught error was reported");
+	else if (!taken)
 		lem_exit(loop, 1);
+	lua_settop(L, top);
 }

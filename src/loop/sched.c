@@ -333,7 +333,6 @@ lua_State *lem_sched_pushthread(lem_loop *loop)
 	return lem_sched_pushthread_on(loop, loop->L);
 }
 
-
 /* [-0, +1] on S: a new coroutine for queued_thread (lem_protect). */
 static int push_thread(lua_State *S, void *ud)
 {
